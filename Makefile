@@ -1,0 +1,43 @@
+# The CLI index of the project: `make help` lists every target.
+PYTHON ?= python3
+VENV ?= .venv
+# pip takes torch from PyPI: the CUDA build on a GPU machine, a CPU build where one is at hand.
+TORCH_VERSION ?= 2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-all bench lint format clean
+
+help: ## list every target
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "torch==$(TORCH_VERSION)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP) ## create the virtual environment (if missing) and install the package with dev tools
+
+test: $(STAMP) ## run the fast offline test suite
+	$(BIN)/python -m pytest
+
+test-all: $(STAMP) ## run every test, slow ones included
+	$(BIN)/python -m pytest -m "not gpu"
+
+bench: $(STAMP) ## time the MoE layers on CPU, write experiments/results/bench_moe.json
+	$(BIN)/python experiments/bench_moe.py
+
+lint: $(STAMP) ## check style with ruff
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP) ## rewrite files with ruff's formatter and safe fixes
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean: ## remove caches and run outputs (keeps the virtual environment)
+	rm -rf .pytest_cache .ruff_cache outputs/* build *.egg-info
+	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +

@@ -1,0 +1,101 @@
+"""Build the MoE layers of one stack by variant name, with HyperMoE's hypernetwork shared."""
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from torch import nn
+
+from hypermoe.moe.checks import check_choice, check_positive
+from hypermoe.moe.experts import FFN
+from hypermoe.moe.hyper import HyperMoE, HyperNetwork
+from hypermoe.moe.layers import DenseMoE, TopKAdapterMoE, TopKMoE
+
+VARIANTS = ("ffn", "dense_moe", "topk", "hypermoe", "topk_adapter")
+# Arguments each variant takes beyond the FFN shape, so a misplaced key fails loudly.
+_ROUTED_KEYS = {
+    "num_experts",
+    "top_k",
+    "gating",
+    "capacity_factor_train",
+    "capacity_factor_eval",
+    "jitter_eps",
+    "noise_epsilon",
+}
+_EXTRA_KEYS = {
+    "ffn": set(),
+    "dense_moe": {"num_experts"},
+    "topk": _ROUTED_KEYS,
+    "topk_adapter": _ROUTED_KEYS | {"adapter_bottleneck"},
+    "hypermoe": _ROUTED_KEYS | {"expert_embedding_dim", "aggregation", "generation"},
+}
+
+
+def build_moe_stack(
+    variant: str,
+    num_layers: int,
+    d_model: int,
+    d_ff: int,
+    activation: str,
+    bias: bool,
+    layer_kwargs: Mapping[str, Any],
+    hypernetwork_kwargs: Mapping[str, Any] | None = None,
+    share_hypernetwork: bool = True,
+    dense_ffns: Sequence[FFN] | None = None,
+    dropout: float = 0.0,
+) -> nn.ModuleList:
+    """``num_layers`` layers of ``variant``; layer i is upcycled from ``dense_ffns[i]`` if given.
+
+    HyperMoE layers share one HyperNetwork(num_layers) unless ``share_hypernetwork`` is
+    False (the no-sharing ablation: each layer owns a one-layer hypernetwork).
+    """
+    check_choice("variant", variant, VARIANTS)
+    check_positive("num_layers", num_layers)
+    unknown = sorted(set(layer_kwargs) - _EXTRA_KEYS[variant])
+    if unknown:
+        raise ValueError(f"variant={variant!r} takes no {unknown}; it takes {sorted(_EXTRA_KEYS[variant])}")
+    if hypernetwork_kwargs is not None and variant != "hypermoe":
+        raise ValueError(f"hypernetwork settings were given, but variant={variant!r} has no hypernetwork")
+    if dense_ffns is not None and len(dense_ffns) != num_layers:
+        raise ValueError(f"got {len(dense_ffns)} dense_ffns for num_layers={num_layers}")
+
+    shape = {"d_model": d_model, "d_ff": d_ff, "activation": activation, "bias": bias, "dropout": dropout}
+    hyper_kwargs = dict(hypernetwork_kwargs or {})
+    shared = HyperNetwork(d_model, num_layers, **hyper_kwargs) if variant == "hypermoe" and share_hypernetwork else None
+    layers = []
+    for i in range(num_layers):
+        source = None if dense_ffns is None else dense_ffns[i]
+        if variant == "ffn":
+            layer = FFN(**shape)
+            if source is not None:
+                layer.load_state_dict(source.state_dict())
+        elif variant == "dense_moe":
+            layer = DenseMoE(**shape, **layer_kwargs, dense_ffn=source)
+        elif variant == "topk":
+            layer = TopKMoE(**shape, **layer_kwargs, dense_ffn=source)
+        elif variant == "topk_adapter":
+            layer = TopKAdapterMoE(**shape, **layer_kwargs, dense_ffn=source)
+        else:
+            hypernetwork = shared or HyperNetwork(d_model, 1, **hyper_kwargs)
+            layer = HyperMoE(
+                **shape, **layer_kwargs, dense_ffn=source, hypernetwork=hypernetwork, layer_index=i if shared else 0
+            )
+        layers.append(layer)
+    return nn.ModuleList(layers)
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Distinct parameters (a shared hypernetwork counts once)."""
+    return sum(p.numel() for p in module.parameters())
+
+
+def hyper_parameters_per_layer(stack: nn.ModuleList) -> float:
+    """HyperMoE's extra parameters (selection embeddings + hypernetwork) per layer."""
+    extra = {id(p): p.numel() for layer in stack for part in (layer.selection, layer.hypernetwork) for p in part.parameters()}
+    return sum(extra.values()) / len(stack)
+
+
+def param_matched_bottleneck(d_model: int, target_parameters: float) -> int:
+    """Width r whose adapter (2 d r + r + d parameters) comes closest to ``target_parameters``."""
+    exact = (target_parameters - d_model) / (2 * d_model + 1)
+    candidates = {max(1, int(exact)), max(1, int(exact) + 1)}
+    return min(candidates, key=lambda r: abs(2 * d_model * r + r + d_model - target_parameters))

@@ -1,0 +1,35 @@
+"""Collect what the MoE layers of a model recorded, and weight aux losses in one place."""
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+
+def moe_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every module that follows the MoE layer protocol (records ``aux_losses``), in order."""
+    return [(name, module) for name, module in model.named_modules() if hasattr(module, "aux_losses")]
+
+
+def sum_aux_losses(model: nn.Module) -> dict[str, Tensor]:
+    """Unweighted aux losses summed over layers, by name (``balance``, ``z``, ...)."""
+    totals: dict[str, Tensor] = {}
+    for _, layer in moe_layers(model):
+        for name, value in layer.aux_losses.items():
+            totals[name] = totals[name] + value if name in totals else value
+    return totals
+
+
+def weighted_aux_loss(aux_losses: Mapping[str, Tensor], coefficients: Mapping[str, float]) -> Tensor:
+    """sum_name coefficients[name] * aux_losses[name].
+
+    A recorded loss without a coefficient is an error, so no aux loss is ever silently off
+    (set its coefficient to 0.0 to switch it off on purpose).
+    """
+    missing = sorted(set(aux_losses) - set(coefficients))
+    if missing:
+        raise KeyError(f"no coefficient for aux losses {missing}; coefficients given: {sorted(coefficients)}")
+    total = torch.zeros(())
+    for name, value in aux_losses.items():
+        total = total.to(value.device) + coefficients[name] * value
+    return total

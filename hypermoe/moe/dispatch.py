@@ -1,0 +1,64 @@
+"""Vectorised token dispatch: sort (token, slot) assignments by expert, apply capacity.
+
+Shape legend: n tokens, k slots per token, s = k * n assignments, e experts, d d_model.
+Assignments are numbered rank-major (s = j * n + i for token i's j-th choice) so that,
+under a capacity limit, every token's first choice is served before any second choice
+and, within a rank, earlier tokens first (GShard / Switch priority).
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass
+class DispatchPlan:
+    order: Tensor  # (s,) assignment ids sorted by expert; dropped ones (padding, overflow) last
+    counts: Tensor  # (e,) assignments each expert processes
+    num_tokens: int  # n
+
+    def kept(self) -> tuple[Tensor, list[int]]:
+        """The kept assignment ids (sorted by expert) and the per-expert counts as ints.
+
+        ``tolist`` syncs with the device; it is what lets each expert run on a plain slice.
+        """
+        counts = self.counts.tolist()
+        return self.order[: sum(counts)], counts
+
+
+def capacity(capacity_factor: float, valid: Tensor, top_k: int, num_experts: int) -> Tensor:
+    """Per-expert capacity ceil(capacity_factor * k * valid_tokens / e), as a tensor (no sync)."""
+    return torch.ceil(capacity_factor * top_k * valid.sum() / num_experts)
+
+
+def plan_dispatch(expert_index: Tensor, valid: Tensor, num_experts: int, expert_capacity: Tensor | None) -> DispatchPlan:
+    """Plan which assignments run on which expert.
+
+    expert_index: (n, k) router choices; valid: (n,) False for padding, which is never routed;
+    expert_capacity: max assignments per expert, or None for dropless.
+    """
+    n, k = expert_index.shape
+    target = expert_index.t().reshape(-1)  # (s,) rank-major
+    dropped = torch.full_like(target, num_experts)
+    target = torch.where(valid.repeat(k), target, dropped)
+    if expert_capacity is not None:
+        one_hot = F.one_hot(target, num_experts + 1)  # (s, e + 1)
+        position = (one_hot.cumsum(0) * one_hot).sum(-1) - 1  # (s,) arrival position at its expert
+        target = torch.where(position < expert_capacity, target, dropped)
+    order = torch.argsort(target, stable=True)
+    counts = torch.bincount(target, minlength=num_experts + 1)[:num_experts]
+    return DispatchPlan(order=order, counts=counts, num_tokens=n)
+
+
+def combine(expert_out: Tensor, kept: Tensor, gates: Tensor, num_tokens: int, top_k: int) -> Tensor:
+    """Weight each kept assignment's output by its gate and sum a token's k slots.
+
+    expert_out: (kept, d) in the kept order; gates: (n, k). Scatters into an (s, d) buffer
+    and sums over k instead of index_add, so the result is deterministic on every device.
+    """
+    gate = gates.t().reshape(-1)[kept].unsqueeze(-1).to(expert_out.dtype)  # (kept, 1)
+    slots = expert_out.new_zeros(top_k * num_tokens, expert_out.shape[-1])
+    slots = slots.index_copy(0, kept, expert_out * gate)  # (s, d)
+    return slots.view(top_k, num_tokens, -1).sum(0)  # (n, d)

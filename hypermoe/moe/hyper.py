@@ -1,0 +1,216 @@
+"""HyperMoE (Zhao et al., ACL 2024): TopKMoE plus a HyperExpert generated from the
+embeddings of the experts the router did NOT select.
+
+Shape legend: n tokens, d d_model, e experts, k experts per token, g distinct expert sets
+in the batch, d_e expert-embedding dim, d_s selection-embedding dim, d_l layer-embedding
+dim, h hypernetwork hidden dim, r HyperExpert bottleneck.
+
+The generated weights depend only on (layer, set of experts aggregated), never on the
+token's content, so ``generation="per_set"`` generates one HyperExpert per distinct set
+present in the batch (at most C(e, k)) and applies it to that set's tokens: the same
+numbers as ``generation="per_token"``, the reference that generates one per token.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from hypermoe.moe.checks import check_choice, check_positive
+from hypermoe.moe.layers import TopKMoE, flatten_tokens
+
+# How the selection embedding aggregates expert embeddings (METHOD.md step 2):
+# sum/mean over the unselected experts (the method), gate_weighted (unselected, weighted by
+# router probability), all experts, selected experts only, or a random N-k experts.
+AGGREGATIONS = ("sum", "mean", "gate_weighted", "all", "selected", "random")
+GENERATIONS = ("per_set", "per_token")
+
+
+@dataclass
+class GeneratedAdapter:
+    """g bottleneck modules x -> W_up^T relu(W_down^T x + b_down) + b_up."""
+
+    w_down: Tensor  # (g, d, r)
+    b_down: Tensor  # (g, r)
+    w_up: Tensor  # (g, r, d)
+    b_up: Tensor  # (g, d)
+
+    def apply_each(self, x: Tensor) -> Tensor:
+        """Adapter i on token i: x (g, d) -> (g, d)."""
+        hidden = torch.relu(torch.bmm(x.unsqueeze(1), self.w_down).squeeze(1) + self.b_down)  # (g, r)
+        return torch.bmm(hidden.unsqueeze(1), self.w_up).squeeze(1) + self.b_up
+
+    def apply_grouped(self, x_sorted: Tensor, counts: list[int]) -> Tensor:
+        """Adapter i on the i-th contiguous slice of x_sorted (sum(counts), d)."""
+        outputs = [
+            torch.relu(chunk @ self.w_down[i] + self.b_down[i]) @ self.w_up[i] + self.b_up[i]
+            for i, chunk in enumerate(x_sorted.split(counts))
+        ]
+        return torch.cat(outputs)
+
+
+def _hyperfanin_(head: nn.Linear, hidden_dim: int, generated_fan_in: int) -> None:
+    """Hyperfanin init (Chang et al. 2020): the generated layer starts with variance
+    ~1e-6 / fan_in, so the HyperExpert starts near zero; head bias zero."""
+    bound = 1e-3 * math.sqrt(3.0 / (hidden_dim * generated_fan_in))
+    nn.init.uniform_(head.weight, -bound, bound)
+    nn.init.zeros_(head.bias)
+
+
+class HyperNetwork(nn.Module):
+    """One hypernetwork shared by every HyperMoE layer of a stack (and by all its experts).
+
+    Input [s ; l_m] (selection embedding, layer embedding); hidden u = ReLU(A [s; l_m] + a);
+    four linear heads generate W_down (d x r), W_up (r x d), b_down (r), b_up (d).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_layers: int,
+        selection_dim: int = 128,
+        layer_embedding_dim: int = 10,
+        hidden_dim: int = 128,
+        bottleneck: int = 64,
+    ):
+        super().__init__()
+        for name, value in (
+            ("d_model", d_model),
+            ("num_layers", num_layers),
+            ("selection_dim", selection_dim),
+            ("layer_embedding_dim", layer_embedding_dim),
+            ("hidden_dim", hidden_dim),
+            ("bottleneck", bottleneck),
+        ):
+            check_positive(name, value)
+        self.d_model, self.num_layers, self.selection_dim, self.bottleneck = d_model, num_layers, selection_dim, bottleneck
+        self.layer_embedding = nn.Embedding(num_layers, layer_embedding_dim)
+        self.hidden = nn.Linear(selection_dim + layer_embedding_dim, hidden_dim)
+        self.w_down_head = nn.Linear(hidden_dim, d_model * bottleneck)
+        self.w_up_head = nn.Linear(hidden_dim, bottleneck * d_model)
+        self.b_down_head = nn.Linear(hidden_dim, bottleneck)
+        self.b_up_head = nn.Linear(hidden_dim, d_model)
+        _hyperfanin_(self.w_down_head, hidden_dim, d_model)
+        _hyperfanin_(self.w_up_head, hidden_dim, bottleneck)
+        _hyperfanin_(self.b_down_head, hidden_dim, 1)
+        _hyperfanin_(self.b_up_head, hidden_dim, 1)
+
+    def heads(self) -> tuple[nn.Linear, ...]:
+        return self.w_down_head, self.w_up_head, self.b_down_head, self.b_up_head
+
+    def forward(self, selection: Tensor, layer_index: int) -> GeneratedAdapter:
+        """selection (g, d_s) -> g generated bottleneck adapters for layer ``layer_index``."""
+        g = selection.shape[0]
+        layer = self.layer_embedding.weight[layer_index].expand(g, -1)  # (g, d_l)
+        u = torch.relu(self.hidden(torch.cat([selection, layer], dim=-1)))  # (g, h)
+        return GeneratedAdapter(
+            w_down=self.w_down_head(u).view(g, self.d_model, self.bottleneck),
+            b_down=self.b_down_head(u),
+            w_up=self.w_up_head(u).view(g, self.bottleneck, self.d_model),
+            b_up=self.b_up_head(u),
+        )
+
+
+class SelectionEmbedding(nn.Module):
+    """Per-layer expert embeddings e_1..e_N and s = MLP(sum_j w_j e_j), MLP = Linear-ReLU-Linear."""
+
+    def __init__(self, num_experts: int, expert_embedding_dim: int, selection_dim: int):
+        super().__init__()
+        check_positive("expert_embedding_dim", expert_embedding_dim)
+        self.expert_embedding = nn.Parameter(torch.randn(num_experts, expert_embedding_dim))
+        self.mlp = nn.Sequential(
+            nn.Linear(expert_embedding_dim, expert_embedding_dim),
+            nn.ReLU(),
+            nn.Linear(expert_embedding_dim, selection_dim),
+        )
+
+    def forward(self, expert_weights: Tensor) -> Tensor:
+        """expert_weights (g, e): how much each expert's embedding counts -> (g, d_s)."""
+        return self.mlp(expert_weights @ self.expert_embedding)
+
+
+class HyperMoE(TopKMoE):
+    """y = TopKMoE(x) + HyperExpert(x); the HyperExpert is generated by ``hypernetwork``
+    (shared across the layers of a stack; this layer is its ``layer_index``) from the
+    aggregated embeddings of this layer's experts. Extra arguments: expert_embedding_dim,
+    aggregation (one of AGGREGATIONS), generation (``per_set`` fast path or ``per_token``
+    reference). Every other argument is TopKMoE's.
+    """
+
+    def __init__(
+        self,
+        *args,
+        hypernetwork: HyperNetwork,
+        layer_index: int,
+        expert_embedding_dim: int = 128,
+        aggregation: str = "sum",
+        generation: str = "per_set",
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        check_choice("aggregation", aggregation, AGGREGATIONS)
+        check_choice("generation", generation, GENERATIONS)
+        if aggregation == "gate_weighted" and generation == "per_set":
+            raise ValueError(
+                "aggregation='gate_weighted' weights embeddings by each token's own gate values, "
+                "so it has no per-set shortcut: use generation='per_token'"
+            )
+        if hypernetwork.d_model != self.d_model:
+            raise ValueError(f"hypernetwork.d_model={hypernetwork.d_model} does not match d_model={self.d_model}")
+        if not 0 <= layer_index < hypernetwork.num_layers:
+            raise ValueError(f"layer_index={layer_index} is outside the hypernetwork's {hypernetwork.num_layers} layers")
+        if self.num_experts > 62:
+            raise ValueError(f"num_experts={self.num_experts} > 62: expert sets are keyed by an int64 bitmask")
+        self.hypernetwork, self.layer_index = hypernetwork, layer_index
+        self.aggregation, self.generation = aggregation, generation
+        self.selection = SelectionEmbedding(self.num_experts, expert_embedding_dim, hypernetwork.selection_dim)
+
+    def aggregation_mask(self, expert_index: Tensor) -> Tensor:
+        """(n, k) selections -> (n, e) bool: the experts whose embeddings this token aggregates."""
+        selected = torch.zeros(
+            expert_index.shape[0], self.num_experts, dtype=torch.bool, device=expert_index.device
+        ).scatter_(1, expert_index, True)
+        if self.aggregation == "all":
+            return torch.ones_like(selected)
+        if self.aggregation == "selected":
+            return selected
+        if self.aggregation == "random":
+            ranks = torch.rand(selected.shape, device=selected.device).argsort(-1).argsort(-1)
+            return ranks < self.num_experts - self.top_k
+        return ~selected  # sum, mean, gate_weighted: the unselected experts
+
+    def _mask_to_weights(self, mask: Tensor) -> Tensor:
+        weights = mask.float()
+        if self.aggregation == "mean":
+            weights = weights / (self.num_experts - self.top_k) if self.num_experts > self.top_k else weights
+        return weights
+
+    def hyper_expert(self, tokens: Tensor, routing) -> tuple[Tensor, int]:
+        """HyperExpert output (n, d) and the number of HyperExperts generated."""
+        mask = self.aggregation_mask(routing.expert_index)  # (n, e)
+        if self.generation == "per_token":
+            weights = self._mask_to_weights(mask)
+            if self.aggregation == "gate_weighted":
+                weights = weights * routing.probs
+            adapters = self.hypernetwork(self.selection(weights.to(tokens.dtype)), self.layer_index)
+            return adapters.apply_each(tokens), tokens.shape[0]
+        powers = 2 ** torch.arange(self.num_experts, device=mask.device)
+        codes = (mask.long() * powers).sum(-1)  # (n,) one integer per expert set
+        set_codes, set_of_token = torch.unique(codes, return_inverse=True)  # (g,), (n,)
+        set_masks = (set_codes.unsqueeze(-1) & powers) > 0  # (g, e)
+        adapters = self.hypernetwork(self.selection(self._mask_to_weights(set_masks).to(tokens.dtype)), self.layer_index)
+        order = torch.argsort(set_of_token, stable=True)
+        counts = torch.bincount(set_of_token, minlength=set_codes.shape[0]).tolist()
+        out_sorted = adapters.apply_grouped(tokens[order], counts)  # (n, d) in set order
+        return torch.empty_like(out_sorted).index_copy(0, order, out_sorted), len(counts)
+
+    def forward(self, x: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        tokens, valid = flatten_tokens(x, attention_mask)
+        moe_out, routing = self.moe(tokens, valid)
+        hyper_out, num_generated = self.hyper_expert(tokens, routing)
+        hyper_out = hyper_out * valid.unsqueeze(-1).to(hyper_out.dtype)
+        with torch.no_grad():
+            self.routing_stats["hyper_norm_ratio"] = hyper_out.norm() / moe_out.norm().clamp_min(1e-12)
+            self.routing_stats["hyper_generated"] = torch.tensor(float(num_generated))
+        return (moe_out + hyper_out).view_as(x)

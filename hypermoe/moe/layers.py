@@ -1,0 +1,166 @@
+"""MoE layers that replace a transformer FFN: (b, t, d) -> (b, t, d).
+
+Shape legend: b batch, t sequence, n = b * t tokens, d d_model, f d_ff, e experts,
+k experts per token, r adapter bottleneck.
+
+Every layer records, on each forward, ``aux_losses`` (unweighted) and ``routing_stats``
+(detached); callers collect them with ``hypermoe.moe.collect`` and weight them in one place.
+``attention_mask`` (b, t) is 1/True for real tokens and 0/False for padding: padding is
+never routed, never counted, and its output is zero.
+"""
+
+import torch
+from torch import Tensor, nn
+
+from hypermoe.moe.checks import check_capacity_factor, check_positive, check_top_k
+from hypermoe.moe.dispatch import capacity, combine, plan_dispatch
+from hypermoe.moe.experts import FFN, Experts
+from hypermoe.moe.router import SwitchRouter, build_router
+from hypermoe.moe.stats import routing_stats
+
+
+def flatten_tokens(x: Tensor, attention_mask: Tensor | None) -> tuple[Tensor, Tensor]:
+    """(b, t, d) and an optional (b, t) mask -> tokens (n, d) and valid (n,) bool."""
+    tokens = x.reshape(-1, x.shape[-1])
+    if attention_mask is None:
+        return tokens, torch.ones(tokens.shape[0], dtype=torch.bool, device=x.device)
+    if attention_mask.shape != x.shape[:-1]:
+        raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, expected {tuple(x.shape[:-1])}")
+    return tokens, attention_mask.reshape(-1).bool()
+
+
+def _experts_from(
+    num_experts: int, d_model: int, d_ff: int, activation: str, bias: bool, dropout: float, dense_ffn: FFN | None
+) -> Experts:
+    experts = Experts(num_experts, d_model, d_ff, activation, bias, dropout)
+    if dense_ffn is not None:
+        experts.upcycle_from(dense_ffn)
+    return experts
+
+
+class DenseMoE(nn.Module):
+    """All e experts on every token, weighted by the router softmax (no sparsity).
+
+    Records ``z`` (router z-loss); the balance loss is constant for dense routing, so it is
+    not recorded. ``load`` in the stats is the mean routing weight of each expert.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        d_ff: int,
+        num_experts: int,
+        activation: str,
+        bias: bool,
+        dropout: float = 0.0,
+        dense_ffn: FFN | None = None,
+    ):
+        super().__init__()
+        self.num_experts = num_experts
+        self.router = SwitchRouter(d_model, num_experts, top_k=num_experts)
+        self.experts = _experts_from(num_experts, d_model, d_ff, activation, bias, dropout, dense_ffn)
+        self.aux_losses: dict[str, Tensor] = {}
+        self.routing_stats: dict[str, Tensor] = {}
+
+    def forward(self, x: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        tokens, valid = flatten_tokens(x, attention_mask)
+        routing = self.router(tokens, valid)
+        weights = (routing.probs * valid.unsqueeze(-1)).to(x.dtype)  # (n, e)
+        y = sum(weights[:, i : i + 1] * self.experts.expert(i, tokens) for i in range(self.num_experts))
+        self.aux_losses = {"z": routing.aux_losses["z"]}
+        with torch.no_grad():
+            num_valid = valid.sum().clamp(min=1)
+            load = (routing.probs * valid.unsqueeze(-1)).sum(0) / num_valid
+            entropy = -(routing.probs * routing.probs.clamp_min(1e-12).log()).sum(-1)
+            self.routing_stats = {"load": load, "router_entropy": (entropy * valid).sum() / num_valid}
+        return y.view_as(x)
+
+
+class TopKMoE(nn.Module):
+    """Sparse MoE: each token runs on its top-k experts only.
+
+    gating: ``switch`` (softmax router, top-k probabilities as gates; jitter optional;
+    aux ``balance`` + ``z``) or ``noisy`` (Shazeer noisy top-k; aux ``cv_importance`` +
+    ``cv_load``). capacity_factor_train / capacity_factor_eval: None = dropless, else each
+    expert takes at most ceil(factor * k * tokens / e) assignments, first come first served.
+    dense_ffn: if given, every expert starts as a copy of it (sparse upcycling).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        d_ff: int,
+        num_experts: int,
+        top_k: int,
+        activation: str,
+        bias: bool,
+        gating: str = "switch",
+        capacity_factor_train: float | None = None,
+        capacity_factor_eval: float | None = None,
+        jitter_eps: float | None = None,
+        noise_epsilon: float = 1e-2,
+        dropout: float = 0.0,
+        dense_ffn: FFN | None = None,
+    ):
+        super().__init__()
+        check_top_k(top_k, num_experts)
+        check_capacity_factor("capacity_factor_train", capacity_factor_train)
+        check_capacity_factor("capacity_factor_eval", capacity_factor_eval)
+        self.d_model, self.num_experts, self.top_k = d_model, num_experts, top_k
+        self.capacity_factor_train, self.capacity_factor_eval = capacity_factor_train, capacity_factor_eval
+        self.router = build_router(gating, d_model, num_experts, top_k, jitter_eps, noise_epsilon)
+        self.experts = _experts_from(num_experts, d_model, d_ff, activation, bias, dropout, dense_ffn)
+        self.aux_losses: dict[str, Tensor] = {}
+        self.routing_stats: dict[str, Tensor] = {}
+
+    def moe(self, tokens: Tensor, valid: Tensor):
+        """The routed-experts output (n, d) and the routing behind it."""
+        routing = self.router(tokens, valid)
+        factor = self.capacity_factor_train if self.training else self.capacity_factor_eval
+        limit = None if factor is None else capacity(factor, valid, self.top_k, self.num_experts)
+        plan = plan_dispatch(routing.expert_index, valid, self.num_experts, limit)
+        kept, counts = plan.kept()
+        token_of_kept = kept % plan.num_tokens
+        expert_out = self.experts(tokens[token_of_kept], counts)  # (kept, d)
+        y = combine(expert_out, kept, routing.gates, plan.num_tokens, self.top_k)
+        self.aux_losses = dict(routing.aux_losses)
+        self.routing_stats = routing_stats(routing.probs, routing.expert_index, plan.counts, valid)
+        return y, routing
+
+    def forward(self, x: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        tokens, valid = flatten_tokens(x, attention_mask)
+        y, _ = self.moe(tokens, valid)
+        return y.view_as(x)
+
+
+class Adapter(nn.Module):
+    """A static bottleneck d -> r -> d with ReLU; the up projection starts at zero so the
+    layer starts as the plain MoE, as the HyperExpert starts near zero."""
+
+    def __init__(self, d_model: int, bottleneck: int):
+        super().__init__()
+        check_positive("bottleneck", bottleneck)
+        self.down = nn.Linear(d_model, bottleneck)
+        self.up = nn.Linear(bottleneck, d_model)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.up(torch.relu(self.down(x)))
+
+
+class TopKAdapterMoE(TopKMoE):
+    """TopKMoE plus one static bottleneck adapter on the same input: the control that tells
+    "the generated HyperExpert helps" from "more parameters help". Pick ``adapter_bottleneck``
+    with ``hypermoe.moe.build.param_matched_bottleneck`` to match HyperMoE's parameters."""
+
+    def __init__(self, *args, adapter_bottleneck: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.adapter = Adapter(self.d_model, adapter_bottleneck)
+
+    def forward(self, x: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        tokens, valid = flatten_tokens(x, attention_mask)
+        y, _ = self.moe(tokens, valid)
+        y = y + self.adapter(tokens) * valid.unsqueeze(-1).to(y.dtype)
+        return y.view_as(x)
+

@@ -1,0 +1,116 @@
+"""Routers: token -> (top-k experts, combine gates), computed in float32, plus their aux losses.
+
+Shape legend: n tokens, d d_model, e experts, k experts selected per token.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hypermoe.moe import losses
+from hypermoe.moe.checks import check_top_k
+
+GATINGS = ("switch", "noisy")
+
+
+@dataclass
+class Routing:
+    """One routing decision. ``probs`` is the softmax of the clean logits (for stats)."""
+
+    logits: Tensor  # (n, e) float32, the logits the selection was made on
+    probs: Tensor  # (n, e) float32
+    expert_index: Tensor  # (n, k) int64, best first
+    gates: Tensor  # (n, k) float32 combine weights
+    aux_losses: dict[str, Tensor]  # unweighted
+
+
+def _fp32_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """x @ weight.T in float32 even under autocast (router numerics, Switch 'selective precision')."""
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return F.linear(x.float(), weight.float(), None if bias is None else bias.float())
+
+
+class SwitchRouter(nn.Module):
+    """Switch / GShard style: p = softmax(W_r x); the k largest p are the gates, unnormalised.
+
+    With k = 1 this is Switch's top-1 probability scaling; with k = e it weights every expert
+    by its softmax probability, i.e. a dense MoE. Optional multiplicative jitter
+    U(1 - eps, 1 + eps) on the router input, in training only.
+    Aux losses: ``balance`` (Switch load balancing) and ``z`` (router z-loss).
+    """
+
+    def __init__(self, d_model: int, num_experts: int, top_k: int, jitter_eps: float | None = None):
+        super().__init__()
+        check_top_k(top_k, num_experts)
+        if jitter_eps is not None and not 0.0 <= jitter_eps < 1.0:
+            raise ValueError(f"jitter_eps must be in [0, 1) or None, got {jitter_eps!r}")
+        self.num_experts, self.top_k, self.jitter_eps = num_experts, top_k, jitter_eps
+        self.weight = nn.Parameter(torch.empty(num_experts, d_model))
+        nn.init.normal_(self.weight, std=d_model**-0.5)
+
+    def forward(self, x: Tensor, valid: Tensor) -> Routing:
+        if self.training and self.jitter_eps:
+            x = x.float() * torch.empty_like(x, dtype=torch.float32).uniform_(1 - self.jitter_eps, 1 + self.jitter_eps)
+        logits = _fp32_linear(x, self.weight)  # (n, e)
+        probs = logits.softmax(dim=-1)
+        gates, expert_index = probs.topk(self.top_k, dim=-1)  # (n, k)
+        aux = {
+            "balance": losses.load_balancing_loss(probs, expert_index, valid),
+            "z": losses.router_z_loss(logits, valid),
+        }
+        return Routing(logits, probs, expert_index, gates, aux)
+
+
+class NoisyTopKRouter(nn.Module):
+    """Noisy top-k gating (Shazeer et al. 2017): zero-initialised gate and noise weights.
+
+    Training: H(x) = x W_g + eps * (softplus(x W_noise) + noise_epsilon), eps ~ N(0, 1);
+    eval: H(x) = x W_g. Gates = softmax over the k largest H. Aux losses: ``cv_importance``
+    and ``cv_load`` (CV^2 of importance and of the smooth load estimate).
+    """
+
+    def __init__(self, d_model: int, num_experts: int, top_k: int, noise_epsilon: float = 1e-2):
+        super().__init__()
+        check_top_k(top_k, num_experts)
+        if not noise_epsilon >= 0:
+            raise ValueError(f"noise_epsilon must be >= 0, got {noise_epsilon!r}")
+        self.num_experts, self.top_k, self.noise_epsilon = num_experts, top_k, noise_epsilon
+        self.weight = nn.Parameter(torch.zeros(num_experts, d_model))
+        self.noise_weight = nn.Parameter(torch.zeros(num_experts, d_model))
+
+    def forward(self, x: Tensor, valid: Tensor) -> Routing:
+        clean = _fp32_linear(x, self.weight)  # (n, e)
+        noisy = self.training
+        if noisy:
+            noise_std = F.softplus(_fp32_linear(x, self.noise_weight)) + self.noise_epsilon
+            logits = clean + torch.randn_like(clean) * noise_std
+        else:
+            logits = clean
+        # k + 1 so the smooth load estimator knows the threshold an expert must beat.
+        top_logits, top_index = logits.topk(min(self.top_k + 1, self.num_experts), dim=-1)
+        gates = top_logits[:, : self.top_k].softmax(dim=-1)  # (n, k)
+        expert_index = top_index[:, : self.top_k]
+        dense_gates = torch.zeros_like(clean).scatter(1, expert_index, gates)  # (n, e)
+        if noisy and self.top_k < self.num_experts:
+            load = losses.smooth_load(clean, logits, noise_std, top_logits, self.top_k, valid)
+        else:
+            load = losses.hard_load(dense_gates, valid)
+        aux = {
+            "cv_importance": losses.cv_squared(losses.importance(dense_gates, valid)),
+            "cv_load": losses.cv_squared(load),
+        }
+        return Routing(logits, clean.softmax(dim=-1), expert_index, gates, aux)
+
+
+def build_router(
+    gating: str, d_model: int, num_experts: int, top_k: int, jitter_eps: float | None, noise_epsilon: float
+) -> nn.Module:
+    if gating == "switch":
+        return SwitchRouter(d_model, num_experts, top_k, jitter_eps)
+    if gating == "noisy":
+        if jitter_eps is not None:
+            raise ValueError("jitter_eps applies to gating='switch' only; noisy gating has its own noise")
+        return NoisyTopKRouter(d_model, num_experts, top_k, noise_epsilon)
+    raise ValueError(f"gating={gating!r} is not one of {list(GATINGS)}")

@@ -1,0 +1,34 @@
+"""Detached routing statistics, as pure functions.
+
+Shape legend: n tokens, e experts, k experts selected per token.
+"""
+
+import torch
+from torch import Tensor
+
+
+@torch.no_grad()
+def routing_stats(probs: Tensor, expert_index: Tensor, kept_counts: Tensor, valid: Tensor) -> dict[str, Tensor]:
+    """Load and health of one routing decision, over valid tokens only.
+
+    - ``load``: (e,) fraction of the router's assignments (before capacity) per expert;
+    - ``load_max_min_ratio``: busiest over least busy expert's assignments, the least busy
+      counted as at least 1 so a dead expert gives a large finite number, not inf;
+    - ``dead_experts``: experts that no valid token chose;
+    - ``router_entropy``: mean entropy of the router distribution, in nats;
+    - ``dropped_fraction``: share of assignments dropped by the capacity limit.
+    """
+    num_experts = probs.shape[-1]
+    weights = valid.unsqueeze(-1).expand_as(expert_index).to(probs.dtype)
+    assigned = torch.zeros(num_experts, dtype=probs.dtype, device=probs.device)
+    assigned.scatter_add_(0, expert_index.reshape(-1), weights.reshape(-1))  # (e,)
+    total = assigned.sum()
+    entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1)  # (n,)
+    num_valid = valid.sum().clamp(min=1)
+    return {
+        "load": assigned / total.clamp(min=1),
+        "load_max_min_ratio": assigned.max() / assigned.min().clamp(min=1),
+        "dead_experts": (assigned == 0).sum().float(),
+        "router_entropy": (entropy * valid).sum() / num_valid,
+        "dropped_fraction": (total - kept_counts.sum()) / total.clamp(min=1),
+    }
