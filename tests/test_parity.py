@@ -114,8 +114,8 @@ def test_upcycled_experts_reproduce_the_source_ffn(shape):
     x = torch.randn(4, 5, D_MODEL)
     expected = ffn(x)
     noisy = TopKMoE(**shape, num_experts=8, top_k=2, gating="noisy", dense_ffn=ffn).eval()
-    for i in range(8):
-        torch.testing.assert_close(noisy.experts.expert(i, x.view(-1, D_MODEL)), expected.view(-1, D_MODEL))
+    for expert in noisy.experts.weights():
+        torch.testing.assert_close(noisy.experts.run_expert(expert, x.view(-1, D_MODEL)), expected.view(-1, D_MODEL))
     # Renormalised gates sum to one, so the upcycled layer is the dense FFN before training.
     torch.testing.assert_close(noisy(x), expected)
     torch.testing.assert_close(DenseMoE(**shape, num_experts=8, dense_ffn=ffn)(x), expected)

@@ -90,7 +90,9 @@ def count_parameters(module: nn.Module) -> int:
 
 def hyper_parameters_per_layer(stack: nn.ModuleList) -> float:
     """HyperMoE's extra parameters (selection embeddings + hypernetwork) per layer."""
-    extra = {id(p): p.numel() for layer in stack for part in (layer.selection, layer.hypernetwork) for p in part.parameters()}
+    extra = {
+        id(p): p.numel() for layer in stack for part in (layer.selection, layer.hypernetwork) for p in part.parameters()
+    }
     return sum(extra.values()) / len(stack)
 
 
@@ -99,3 +101,34 @@ def param_matched_bottleneck(d_model: int, target_parameters: float) -> int:
     exact = (target_parameters - d_model) / (2 * d_model + 1)
     candidates = {max(1, int(exact)), max(1, int(exact) + 1)}
     return min(candidates, key=lambda r: abs(2 * d_model * r + r + d_model - target_parameters))
+
+
+def stack_from_config(
+    model: Mapping[str, Any],
+    num_layers: int,
+    d_model: int,
+    d_ff: int,
+    activation: str,
+    bias: bool,
+    dense_ffns: Sequence[FFN] | None = None,
+    dropout: float = 0.0,
+) -> nn.ModuleList:
+    """Build a stack from a ``conf/model/*.yaml`` mapping (keys = layer argument names)."""
+    settings = dict(model)
+    variant = settings.pop("variant")
+    settings.pop("aux_loss_coefficients", None)
+    hypernetwork_kwargs = settings.pop("hypernetwork", None)
+    share = settings.pop("share_hypernetwork", True)
+    return build_moe_stack(
+        variant,
+        num_layers,
+        d_model,
+        d_ff,
+        activation,
+        bias,
+        layer_kwargs=settings,
+        hypernetwork_kwargs=hypernetwork_kwargs,
+        share_hypernetwork=share,
+        dense_ffns=dense_ffns,
+        dropout=dropout,
+    )

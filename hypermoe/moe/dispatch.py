@@ -33,7 +33,9 @@ def capacity(capacity_factor: float, valid: Tensor, top_k: int, num_experts: int
     return torch.ceil(capacity_factor * top_k * valid.sum() / num_experts)
 
 
-def plan_dispatch(expert_index: Tensor, valid: Tensor, num_experts: int, expert_capacity: Tensor | None) -> DispatchPlan:
+def plan_dispatch(
+    expert_index: Tensor, valid: Tensor, num_experts: int, expert_capacity: Tensor | None
+) -> DispatchPlan:
     """Plan which assignments run on which expert.
 
     expert_index: (n, k) router choices; valid: (n,) False for padding, which is never routed;
@@ -61,4 +63,4 @@ def combine(expert_out: Tensor, kept: Tensor, gates: Tensor, num_tokens: int, to
     gate = gates.t().reshape(-1)[kept].unsqueeze(-1).to(expert_out.dtype)  # (kept, 1)
     slots = expert_out.new_zeros(top_k * num_tokens, expert_out.shape[-1])
     slots = slots.index_copy(0, kept, expert_out * gate)  # (s, d)
-    return slots.view(top_k, num_tokens, -1).sum(0)  # (n, d)
+    return slots if top_k == 1 else slots.view(top_k, num_tokens, -1).sum(0)  # (n, d)

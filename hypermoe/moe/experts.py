@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hypermoe.moe.checks import check_choice, check_positive
+from hypermoe.moe.grouped import grouped_linear
 
 ACTIVATIONS = {
     "relu": F.relu,
@@ -59,9 +60,7 @@ class FFN(nn.Module):
 class Experts(nn.Module):
     """e independent FFNs with stacked weights, applied to tokens sorted by expert."""
 
-    def __init__(
-        self, num_experts: int, d_model: int, d_ff: int, activation: str, bias: bool, dropout: float = 0.0
-    ):
+    def __init__(self, num_experts: int, d_model: int, d_ff: int, activation: str, bias: bool, dropout: float = 0.0):
         super().__init__()
         _check_ffn_args(d_model, d_ff, activation, dropout)
         check_positive("num_experts", num_experts)
@@ -100,14 +99,25 @@ class Experts(nn.Module):
             self.b_in.copy_(ffn.fc_in.bias.expand_as(self.b_in))
             self.b_out.copy_(ffn.fc_out.bias.expand_as(self.b_out))
 
-    def expert(self, index: int, x: Tensor) -> Tensor:
-        """Expert ``index`` on tokens x (c, d) -> (c, d)."""
-        b_in = None if self.b_in is None else self.b_in[index]
-        b_out = None if self.b_out is None else self.b_out[index]
-        hidden = ACTIVATIONS[self.activation](F.linear(x, self.w_in[index], b_in))  # (c, f)
-        return F.linear(self.dropout(hidden), self.w_out[index], b_out)
+    def weights(self) -> list[tuple[Tensor, Tensor | None, Tensor, Tensor | None]]:
+        """Per-expert (w_in, b_in, w_out, b_out), for running every expert on all tokens.
+
+        Split with one ``unbind`` per tensor: indexing a stacked parameter once per expert
+        would make autograd allocate a zero gradient of the whole stack for every expert.
+        """
+
+        def split(t: Tensor | None) -> list[Tensor | None]:
+            return [None] * self.num_experts if t is None else list(t.unbind(0))
+
+        return list(zip(split(self.w_in), split(self.b_in), split(self.w_out), split(self.b_out), strict=True))
+
+    def run_expert(self, weights: tuple[Tensor, Tensor | None, Tensor, Tensor | None], x: Tensor) -> Tensor:
+        """One expert's FFN on tokens x (c, d) -> (c, d)."""
+        w_in, b_in, w_out, b_out = weights
+        hidden = ACTIVATIONS[self.activation](F.linear(x, w_in, b_in))  # (c, f)
+        return F.linear(self.dropout(hidden), w_out, b_out)
 
     def forward(self, x_sorted: Tensor, counts: list[int]) -> Tensor:
         """x_sorted (sum(counts), d): tokens grouped by expert, counts[i] rows for expert i."""
-        outputs = [self.expert(i, chunk) for i, chunk in enumerate(x_sorted.split(counts)) if chunk.shape[0]]
-        return torch.cat(outputs) if outputs else x_sorted
+        hidden = ACTIVATIONS[self.activation](grouped_linear(x_sorted, self.w_in, self.b_in, counts))  # (c, f)
+        return grouped_linear(self.dropout(hidden), self.w_out, self.b_out, counts)

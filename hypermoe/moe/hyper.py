@@ -18,7 +18,9 @@ import torch
 from torch import Tensor, nn
 
 from hypermoe.moe.checks import check_choice, check_positive
+from hypermoe.moe.grouped import grouped_linear
 from hypermoe.moe.layers import TopKMoE, flatten_tokens
+from hypermoe.moe.router import Routing
 
 # How the selection embedding aggregates expert embeddings (METHOD.md step 2):
 # sum/mean over the unselected experts (the method), gate_weighted (unselected, weighted by
@@ -29,25 +31,22 @@ GENERATIONS = ("per_set", "per_token")
 
 @dataclass
 class GeneratedAdapter:
-    """g bottleneck modules x -> W_up^T relu(W_down^T x + b_down) + b_up."""
+    """g bottleneck modules x -> W_up relu(W_down x + b_down) + b_up (nn.Linear layout)."""
 
-    w_down: Tensor  # (g, d, r)
+    w_down: Tensor  # (g, r, d)
     b_down: Tensor  # (g, r)
-    w_up: Tensor  # (g, r, d)
+    w_up: Tensor  # (g, d, r)
     b_up: Tensor  # (g, d)
 
     def apply_each(self, x: Tensor) -> Tensor:
         """Adapter i on token i: x (g, d) -> (g, d)."""
-        hidden = torch.relu(torch.bmm(x.unsqueeze(1), self.w_down).squeeze(1) + self.b_down)  # (g, r)
-        return torch.bmm(hidden.unsqueeze(1), self.w_up).squeeze(1) + self.b_up
+        hidden = torch.relu(torch.bmm(self.w_down, x.unsqueeze(-1)).squeeze(-1) + self.b_down)  # (g, r)
+        return torch.bmm(self.w_up, hidden.unsqueeze(-1)).squeeze(-1) + self.b_up
 
     def apply_grouped(self, x_sorted: Tensor, counts: list[int]) -> Tensor:
         """Adapter i on the i-th contiguous slice of x_sorted (sum(counts), d)."""
-        outputs = [
-            torch.relu(chunk @ self.w_down[i] + self.b_down[i]) @ self.w_up[i] + self.b_up[i]
-            for i, chunk in enumerate(x_sorted.split(counts))
-        ]
-        return torch.cat(outputs)
+        hidden = torch.relu(grouped_linear(x_sorted, self.w_down, self.b_down, counts))  # (sum(counts), r)
+        return grouped_linear(hidden, self.w_up, self.b_up, counts)
 
 
 def _hyperfanin_(head: nn.Linear, hidden_dim: int, generated_fan_in: int) -> None:
@@ -84,7 +83,12 @@ class HyperNetwork(nn.Module):
             ("bottleneck", bottleneck),
         ):
             check_positive(name, value)
-        self.d_model, self.num_layers, self.selection_dim, self.bottleneck = d_model, num_layers, selection_dim, bottleneck
+        self.d_model, self.num_layers, self.selection_dim, self.bottleneck = (
+            d_model,
+            num_layers,
+            selection_dim,
+            bottleneck,
+        )
         self.layer_embedding = nn.Embedding(num_layers, layer_embedding_dim)
         self.hidden = nn.Linear(selection_dim + layer_embedding_dim, hidden_dim)
         self.w_down_head = nn.Linear(hidden_dim, d_model * bottleneck)
@@ -105,9 +109,9 @@ class HyperNetwork(nn.Module):
         layer = self.layer_embedding.weight[layer_index].expand(g, -1)  # (g, d_l)
         u = torch.relu(self.hidden(torch.cat([selection, layer], dim=-1)))  # (g, h)
         return GeneratedAdapter(
-            w_down=self.w_down_head(u).view(g, self.d_model, self.bottleneck),
+            w_down=self.w_down_head(u).view(g, self.bottleneck, self.d_model),
             b_down=self.b_down_head(u),
-            w_up=self.w_up_head(u).view(g, self.bottleneck, self.d_model),
+            w_up=self.w_up_head(u).view(g, self.d_model, self.bottleneck),
             b_up=self.b_up_head(u),
         )
 
@@ -159,7 +163,9 @@ class HyperMoE(TopKMoE):
         if hypernetwork.d_model != self.d_model:
             raise ValueError(f"hypernetwork.d_model={hypernetwork.d_model} does not match d_model={self.d_model}")
         if not 0 <= layer_index < hypernetwork.num_layers:
-            raise ValueError(f"layer_index={layer_index} is outside the hypernetwork's {hypernetwork.num_layers} layers")
+            raise ValueError(
+                f"layer_index={layer_index} is outside the hypernetwork's {hypernetwork.num_layers} layers"
+            )
         if self.num_experts > 62:
             raise ValueError(f"num_experts={self.num_experts} > 62: expert sets are keyed by an int64 bitmask")
         self.hypernetwork, self.layer_index = hypernetwork, layer_index
@@ -186,30 +192,37 @@ class HyperMoE(TopKMoE):
             weights = weights / (self.num_experts - self.top_k) if self.num_experts > self.top_k else weights
         return weights
 
-    def hyper_expert(self, tokens: Tensor, routing) -> tuple[Tensor, int]:
-        """HyperExpert output (n, d) and the number of HyperExperts generated."""
+    def hyper_expert(self, tokens: Tensor, valid: Tensor, routing: Routing) -> tuple[Tensor, int]:
+        """HyperExpert output (n, d), zero on padding, and the number of HyperExperts generated."""
         mask = self.aggregation_mask(routing.expert_index)  # (n, e)
         if self.generation == "per_token":
             weights = self._mask_to_weights(mask)
             if self.aggregation == "gate_weighted":
                 weights = weights * routing.probs
             adapters = self.hypernetwork(self.selection(weights.to(tokens.dtype)), self.layer_index)
-            return adapters.apply_each(tokens), tokens.shape[0]
+            out = adapters.apply_each(tokens) * valid.unsqueeze(-1).to(tokens.dtype)
+            return out, tokens.shape[0]
         powers = 2 ** torch.arange(self.num_experts, device=mask.device)
         codes = (mask.long() * powers).sum(-1)  # (n,) one integer per expert set
+        codes = torch.where(valid, codes, -1)  # padding sorts first and gets no HyperExpert
         set_codes, set_of_token = torch.unique(codes, return_inverse=True)  # (g,), (n,)
-        set_masks = (set_codes.unsqueeze(-1) & powers) > 0  # (g, e)
-        adapters = self.hypernetwork(self.selection(self._mask_to_weights(set_masks).to(tokens.dtype)), self.layer_index)
         order = torch.argsort(set_of_token, stable=True)
         counts = torch.bincount(set_of_token, minlength=set_codes.shape[0]).tolist()
-        out_sorted = adapters.apply_grouped(tokens[order], counts)  # (n, d) in set order
-        return torch.empty_like(out_sorted).index_copy(0, order, out_sorted), len(counts)
+        num_padding = tokens.shape[0] - int(valid.sum())
+        if num_padding:
+            set_codes, counts = set_codes[1:], counts[1:]
+        set_masks = (set_codes.unsqueeze(-1) & powers) > 0  # (g, e)
+        adapters = self.hypernetwork(
+            self.selection(self._mask_to_weights(set_masks).to(tokens.dtype)), self.layer_index
+        )
+        out_sorted = adapters.apply_grouped(tokens[order[num_padding:]], counts)  # (n - padding, d) in set order
+        out = tokens.new_zeros(tokens.shape[0], out_sorted.shape[-1])
+        return out.index_copy(0, order[num_padding:], out_sorted), len(counts)
 
     def forward(self, x: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         tokens, valid = flatten_tokens(x, attention_mask)
         moe_out, routing = self.moe(tokens, valid)
-        hyper_out, num_generated = self.hyper_expert(tokens, routing)
-        hyper_out = hyper_out * valid.unsqueeze(-1).to(hyper_out.dtype)
+        hyper_out, num_generated = self.hyper_expert(tokens, valid, routing)
         with torch.no_grad():
             self.routing_stats["hyper_norm_ratio"] = hyper_out.norm() / moe_out.norm().clamp_min(1e-12)
             self.routing_stats["hyper_generated"] = torch.tensor(float(num_generated))

@@ -66,7 +66,10 @@ class DenseMoE(nn.Module):
         tokens, valid = flatten_tokens(x, attention_mask)
         routing = self.router(tokens, valid)
         weights = (routing.probs * valid.unsqueeze(-1)).to(x.dtype)  # (n, e)
-        y = sum(weights[:, i : i + 1] * self.experts.expert(i, tokens) for i in range(self.num_experts))
+        y = sum(
+            gate.unsqueeze(-1) * self.experts.run_expert(expert, tokens)
+            for gate, expert in zip(weights.unbind(-1), self.experts.weights(), strict=True)
+        )
         self.aux_losses = {"z": routing.aux_losses["z"]}
         with torch.no_grad():
             num_valid = valid.sum().clamp(min=1)
@@ -163,4 +166,3 @@ class TopKAdapterMoE(TopKMoE):
         y, _ = self.moe(tokens, valid)
         y = y + self.adapter(tokens) * valid.unsqueeze(-1).to(y.dtype)
         return y.view_as(x)
-

@@ -1,0 +1,38 @@
+"""Every model config composes with Hydra and builds the layers it names."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import D_MODEL
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from hypermoe.moe import FFN, sum_aux_losses, weighted_aux_loss
+from hypermoe.moe.build import VARIANTS, stack_from_config
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def _compose(name: str, overrides: list[str] | None = None) -> dict:
+    with initialize_config_dir(config_dir=str(CONF / "model"), version_base="1.3"):
+        return OmegaConf.to_container(compose(config_name=name, overrides=overrides or []), resolve=True)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_model_config_builds_its_variant(shape, variant):
+    cfg = _compose(variant)
+    assert cfg["variant"] == variant
+    sources = [FFN(**shape), FFN(**shape)]
+    stack = stack_from_config(cfg, 2, **shape, dense_ffns=sources)
+    x = torch.randn(2, 4, D_MODEL)
+    for layer in stack:
+        assert layer(x).shape == x.shape
+    # every loss the layers record has a coefficient in the same config
+    weighted_aux_loss(sum_aux_losses(stack), cfg["aux_loss_coefficients"])
+
+
+def test_swept_keys_override(shape):
+    cfg = _compose("hypermoe", ["num_experts=4", "top_k=2", "hypernetwork.bottleneck=16"])
+    stack = stack_from_config(cfg, 3, **shape)
+    assert stack[0].num_experts == 4 and stack[0].top_k == 2 and stack[0].hypernetwork.bottleneck == 16

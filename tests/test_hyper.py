@@ -1,0 +1,122 @@
+"""HyperMoE's parts: selection from unselected experts, sharing, init, per-set generation."""
+
+import math
+
+import pytest
+import torch
+from conftest import D_MODEL
+
+from hypermoe.moe import HyperMoE, HyperNetwork, build_moe_stack, param_matched_bottleneck
+from hypermoe.moe.build import count_parameters, hyper_parameters_per_layer
+
+HYPER = {"selection_dim": 8, "hidden_dim": 8, "bottleneck": 4, "layer_embedding_dim": 3}
+
+
+def _layer(shape, aggregation="sum", top_k=2, num_experts=4):
+    return HyperMoE(
+        **shape,
+        num_experts=num_experts,
+        top_k=top_k,
+        hypernetwork=HyperNetwork(D_MODEL, 1, **HYPER),
+        layer_index=0,
+        expert_embedding_dim=6,
+        aggregation=aggregation,
+        generation="per_token" if aggregation == "gate_weighted" else "per_set",
+    )
+
+
+def test_aggregation_masks(shape):
+    chosen = torch.tensor([[0, 2], [3, 1]])
+    expected = {
+        "sum": [[0, 1, 0, 1], [1, 0, 1, 0]],
+        "mean": [[0, 1, 0, 1], [1, 0, 1, 0]],
+        "gate_weighted": [[0, 1, 0, 1], [1, 0, 1, 0]],
+        "all": [[1, 1, 1, 1], [1, 1, 1, 1]],
+        "selected": [[1, 0, 1, 0], [0, 1, 0, 1]],
+    }
+    for aggregation, mask in expected.items():
+        assert _layer(shape, aggregation).aggregation_mask(chosen).int().tolist() == mask, aggregation
+    random_mask = _layer(shape, "random").aggregation_mask(chosen.repeat(50, 1))
+    assert torch.all(random_mask.sum(-1) == 2)  # N - k experts, drawn at random
+    assert len({tuple(row) for row in random_mask.int().tolist()}) > 1
+
+
+def test_hyper_expert_depends_only_on_the_unselected_set(shape):
+    layer = _layer(shape, top_k=1)
+    with torch.no_grad():
+        for head in layer.hypernetwork.heads():
+            torch.nn.init.normal_(head.weight)
+        layer.router.weight.zero_()
+        layer.router.weight[2, 0] = 10.0  # feature 0 > 0 sends a token to expert 2
+    x = torch.randn(1, 6, D_MODEL)
+    x[0, :, 0] = 2.0
+    tokens, valid = x.view(-1, D_MODEL), torch.ones(6, dtype=torch.bool)
+    _, routing = layer.moe(tokens, valid)
+    assert routing.expert_index[:, 0].tolist() == [2] * 6
+    out, generated = layer.hyper_expert(tokens, valid, routing)
+    assert generated == 1
+    # one generated module, applied per token: identical inputs give identical outputs
+    same = layer.hyper_expert(tokens[:1].repeat(6, 1), valid, routing)[0]
+    torch.testing.assert_close(same, out[:1].repeat(6, 1))
+    # the selection embedding used is MLP(sum of the embeddings of experts 0, 1, 3)
+    emb = layer.selection.expert_embedding
+    expected_selection = layer.selection.mlp(emb[0] + emb[1] + emb[3])
+    torch.testing.assert_close(layer.selection(torch.tensor([[1.0, 1.0, 0.0, 1.0]]))[0], expected_selection)
+
+
+@pytest.mark.parametrize(("num_experts", "top_k"), [(8, 1), (8, 2), (4, 3)])
+def test_at_most_one_hyper_expert_per_distinct_set(shape, num_experts, top_k):
+    layer = _layer(shape, top_k=top_k, num_experts=num_experts)
+    layer(torch.randn(4, 64, D_MODEL))
+    generated = layer.routing_stats["hyper_generated"].item()
+    assert 1 <= generated <= math.comb(num_experts, top_k)
+
+
+def test_hyperfanin_init_starts_near_zero(shape):
+    hypernetwork = HyperNetwork(768, 1)
+    h = 128
+    assert hypernetwork.w_down_head.weight.abs().max() <= 1e-3 * math.sqrt(3 / (h * 768))
+    assert hypernetwork.w_up_head.weight.abs().max() <= 1e-3 * math.sqrt(3 / (h * 64))
+    assert all(torch.all(head.bias == 0) for head in hypernetwork.heads())
+    layer = _layer(shape)
+    layer(torch.randn(2, 8, D_MODEL))
+    assert 0 < layer.routing_stats["hyper_norm_ratio"].item() < 1e-2
+
+
+def test_hypernetwork_is_shared_across_the_stack_unless_per_layer(shape):
+    kwargs = {"num_experts": 4, "top_k": 1, "expert_embedding_dim": 6}
+    shared = build_moe_stack("hypermoe", 3, **shape, layer_kwargs=kwargs, hypernetwork_kwargs=HYPER)
+    assert shared[0].hypernetwork is shared[1].hypernetwork is shared[2].hypernetwork
+    assert [layer.layer_index for layer in shared] == [0, 1, 2]
+    assert shared[0].selection is not shared[1].selection
+    separate = build_moe_stack(
+        "hypermoe", 3, **shape, layer_kwargs=kwargs, hypernetwork_kwargs=HYPER, share_hypernetwork=False
+    )
+    assert len({id(layer.hypernetwork) for layer in separate}) == 3
+    hypernet = count_parameters(shared[0].hypernetwork)
+    # per-layer hypernetworks own one layer embedding each instead of three in one table
+    assert count_parameters(separate) - count_parameters(shared) == 2 * hypernet - 2 * 3 * 3
+    # gradients from every layer reach the one shared hypernetwork
+    x = torch.randn(2, 5, D_MODEL)
+    for layer in shared:
+        x = x + layer(x)
+    x.sum().backward()
+    assert shared[0].hypernetwork.layer_embedding.weight.grad.abs().sum(-1).gt(0).all()
+
+
+def test_param_matched_adapter_width():
+    d = 768
+    target = 2_000_000.0
+    width = param_matched_bottleneck(d, target)
+    params = 2 * d * width + width + d
+    assert abs(params - target) <= (2 * d + 1) / 2
+    assert param_matched_bottleneck(d, 0) == 1
+
+
+def test_adapter_control_is_parameter_matched_to_hypermoe(shape):
+    kwargs = {"num_experts": 4, "top_k": 1}
+    hyper = build_moe_stack("hypermoe", 2, **shape, layer_kwargs=kwargs, hypernetwork_kwargs=HYPER)
+    width = param_matched_bottleneck(D_MODEL, hyper_parameters_per_layer(hyper))
+    adapter = build_moe_stack("topk_adapter", 2, **shape, layer_kwargs={**kwargs, "adapter_bottleneck": width})
+    gap = abs(count_parameters(adapter) - count_parameters(hyper))
+    assert gap <= 2 * (2 * D_MODEL + 1)  # within one adapter width step per layer

@@ -1,0 +1,146 @@
+"""Routing behaviour: padding, capacity, train-only noise, recorded stats."""
+
+import pytest
+import torch
+from conftest import D_MODEL
+
+from hypermoe.moe import DenseMoE, HyperMoE, HyperNetwork, TopKAdapterMoE, TopKMoE
+
+
+def _all_variants(shape):
+    return {
+        "topk": TopKMoE(**shape, num_experts=4, top_k=2, capacity_factor_train=1.0),
+        "topk_noisy": TopKMoE(**shape, num_experts=4, top_k=1, gating="noisy"),
+        "dense_moe": DenseMoE(**shape, num_experts=4),
+        "topk_adapter": TopKAdapterMoE(**shape, num_experts=4, top_k=1, adapter_bottleneck=4),
+        "hypermoe": HyperMoE(**shape, num_experts=4, top_k=2, hypernetwork=HyperNetwork(D_MODEL, 1), layer_index=0),
+    }
+
+
+@pytest.mark.parametrize("variant", ["topk", "topk_noisy", "dense_moe", "topk_adapter", "hypermoe"])
+def test_padding_is_never_routed_nor_counted(shape, variant):
+    layer = _all_variants(shape)[variant].eval()
+    x = torch.randn(2, 6, D_MODEL)
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    mask[0, 4:] = False
+    y = layer(x, mask)
+    assert torch.all(y[~mask] == 0)
+    aux, stats = dict(layer.aux_losses), dict(layer.routing_stats)
+    # Whatever the padding holds, the real tokens' outputs and every recorded number are unchanged.
+    x_other = x.clone()
+    x_other[~mask] = 100 * torch.randn_like(x_other[~mask])
+    torch.testing.assert_close(layer(x_other, mask)[mask], y[mask])
+    for name, value in aux.items():
+        torch.testing.assert_close(layer.aux_losses[name], value, msg=name)
+    for name, value in stats.items():
+        torch.testing.assert_close(layer.routing_stats[name], value, msg=name)
+    # ... and the same as running on the real tokens alone, without padding.
+    torch.testing.assert_close(layer(x[mask].unsqueeze(0))[0], y[mask])
+    for name, value in aux.items():
+        torch.testing.assert_close(layer.aux_losses[name], value, msg=name)
+
+
+def test_padding_does_not_use_capacity(shape):
+    layer = TopKMoE(**shape, num_experts=2, top_k=1, capacity_factor_eval=1.0).eval()
+    with torch.no_grad():
+        layer.router.weight.zero_()  # every token ties and picks expert 0
+    x = torch.randn(1, 8, D_MODEL)
+    mask = torch.tensor([[0, 0, 0, 0, 1, 1, 1, 1]], dtype=torch.bool)
+    y = layer(x, mask)
+    # capacity = ceil(1.0 * 1 * 4 valid / 2) = 2: the first two real tokens are served
+    served = y.abs().sum(-1)[0] > 0
+    assert served.tolist() == [False] * 4 + [True, True, False, False]
+    assert layer.routing_stats["dropped_fraction"].item() == pytest.approx(0.5)
+
+
+def test_capacity_serves_first_choices_first(shape):
+    layer = TopKMoE(**shape, num_experts=4, top_k=2, capacity_factor_train=0.5).train()
+    with torch.no_grad():
+        # token features 0/1 steer the router: every token's first choice is expert 0 or 1
+        layer.router.weight.zero_()
+        layer.router.weight[0, 0] = layer.router.weight[1, 1] = 10.0
+        layer.router.weight[2, 0] = layer.router.weight[2, 1] = 5.0
+    x = torch.zeros(1, 8, D_MODEL)
+    x[0, :4, 0] = 1.0  # tokens 0-3: expert 0 then 2
+    x[0, 4:, 1] = 1.0  # tokens 4-7: expert 1 then 2
+    routing = layer.router(x.view(-1, D_MODEL), torch.ones(8, dtype=torch.bool))
+    assert routing.expert_index[:, 0].tolist() == [0] * 4 + [1] * 4
+    assert routing.expert_index[:, 1].tolist() == [2] * 8
+    layer(x)
+    # capacity = ceil(0.5 * 2 * 8 / 4) = 2 per expert: experts 0 and 1 keep their first
+    # two tokens; expert 2 takes two second choices (tokens 0 and 1), the rest are dropped.
+    assert layer.routing_stats["dropped_fraction"].item() == pytest.approx(10 / 16)
+    from hypermoe.moe.dispatch import capacity, plan_dispatch
+
+    limit = capacity(0.5, torch.ones(8, dtype=torch.bool), 2, 4)
+    plan = plan_dispatch(routing.expert_index, torch.ones(8, dtype=torch.bool), 4, limit)
+    kept, counts = plan.kept()
+    assert counts == [2, 2, 2, 0]
+    # assignment id = rank * 8 + token: experts 0, 1, 2 serve tokens (0, 1), (4, 5), (0, 1)
+    assert kept.tolist() == [0, 1, 4, 5, 8, 9]
+
+
+def test_capacity_factor_is_separate_for_train_and_eval(shape):
+    layer = TopKMoE(**shape, num_experts=2, top_k=1, capacity_factor_train=0.5, capacity_factor_eval=None)
+    with torch.no_grad():
+        layer.router.weight.zero_()
+    x = torch.randn(1, 8, D_MODEL)
+    layer.train()(x)
+    assert layer.routing_stats["dropped_fraction"].item() == pytest.approx(6 / 8)  # capacity 2, all to expert 0
+    layer.eval()(x)
+    assert layer.routing_stats["dropped_fraction"].item() == 0.0
+
+
+@pytest.mark.parametrize(
+    "layer_kwargs", [{"gating": "switch", "jitter_eps": 0.5}, {"gating": "noisy"}], ids=["jitter", "noisy"]
+)
+def test_router_noise_is_on_in_training_only(shape, layer_kwargs):
+    layer = TopKMoE(**shape, num_experts=4, top_k=1, **layer_kwargs)
+    with torch.no_grad():
+        layer.router.weight.normal_()
+        if layer_kwargs["gating"] == "noisy":
+            layer.router.noise_weight.normal_()
+    tokens, valid = torch.randn(32, D_MODEL), torch.ones(32, dtype=torch.bool)
+    layer.eval()
+    first, second = layer.router(tokens, valid), layer.router(tokens, valid)
+    torch.testing.assert_close(first.logits, second.logits)
+    layer.train()
+    noisy = layer.router(tokens, valid)
+    assert not torch.allclose(noisy.logits, first.logits)
+
+
+def test_noisy_gating_starts_at_zero_and_renormalises(shape):
+    layer = TopKMoE(**shape, num_experts=4, top_k=2, gating="noisy")
+    assert torch.all(layer.router.weight == 0) and torch.all(layer.router.noise_weight == 0)
+    routing = layer.train().router(torch.randn(16, D_MODEL), torch.ones(16, dtype=torch.bool))
+    torch.testing.assert_close(routing.gates.sum(-1), torch.ones(16))
+    layer(torch.randn(2, 8, D_MODEL))
+    assert set(layer.aux_losses) == {"cv_importance", "cv_load"}
+
+
+def test_router_runs_in_float32_under_autocast(shape):
+    layer = TopKMoE(**shape, num_experts=4, top_k=1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        routing = layer.router(torch.randn(8, D_MODEL), torch.ones(8, dtype=torch.bool))
+        y = layer(torch.randn(2, 4, D_MODEL))
+    assert routing.logits.dtype == torch.float32 and routing.probs.dtype == torch.float32
+    assert y.shape == (2, 4, D_MODEL)
+
+
+def test_routing_stats_are_recorded_and_detached(shape):
+    layer = TopKMoE(**shape, num_experts=4, top_k=1)
+    with torch.no_grad():
+        layer.router.weight.zero_()
+        layer.router.weight[1, 0] = 10.0
+    x = torch.randn(1, 10, D_MODEL)
+    x[0, :, 0] = torch.tensor([1.0] * 6 + [-1.0] * 4)  # 6 tokens to expert 1, 4 to the argmax of the rest
+    layer(x)
+    stats = layer.routing_stats
+    assert set(stats) == {"load", "load_max_min_ratio", "dead_experts", "router_entropy", "dropped_fraction"}
+    assert all(not value.requires_grad for value in stats.values())
+    assert stats["load"].sum().item() == pytest.approx(1.0)
+    assert stats["load"][1].item() == pytest.approx(0.6)
+    assert stats["dead_experts"].item() >= 2  # 4 experts, at most 2 of them chosen
+    assert stats["load_max_min_ratio"].item() == pytest.approx(6.0)  # dead experts count as 1
+    assert 0 <= stats["router_entropy"].item() <= torch.log(torch.tensor(4.0)).item()
+    assert layer.aux_losses["balance"].requires_grad

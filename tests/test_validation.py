@@ -1,0 +1,73 @@
+"""Bad arguments fail at construction, with a message naming the argument."""
+
+import pytest
+import torch
+from conftest import D_MODEL
+
+from hypermoe.moe import FFN, HyperMoE, HyperNetwork, TopKMoE, build_moe_stack
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"num_experts": 4, "top_k": 5}, "top_k=5 must be <= num_experts=4"),
+        ({"num_experts": 4, "top_k": 0}, "top_k must be an integer >= 1"),
+        ({"num_experts": 0, "top_k": 1}, "num_experts must be an integer >= 1"),
+        ({"num_experts": 4, "top_k": 1, "capacity_factor_train": -1.0}, "capacity_factor_train must be > 0"),
+        ({"num_experts": 4, "top_k": 1, "capacity_factor_eval": 0.0}, "capacity_factor_eval must be > 0"),
+        ({"num_experts": 4, "top_k": 1, "gating": "softmax"}, "gating='softmax' is not one of"),
+        ({"num_experts": 4, "top_k": 1, "gating": "noisy", "jitter_eps": 0.1}, "jitter_eps applies to"),
+        ({"num_experts": 4, "top_k": 1, "activation": "swish"}, "activation='swish' is not one of"),
+    ],
+)
+def test_bad_topk_arguments(shape, kwargs, message):
+    shape = {**shape, **{k: v for k, v in kwargs.items() if k in shape}}
+    kwargs = {k: v for k, v in kwargs.items() if k not in shape}
+    with pytest.raises(ValueError, match=message):
+        TopKMoE(**shape, **kwargs)
+
+
+def test_dense_ffn_of_another_width_is_rejected(shape):
+    wider = FFN(**{**shape, "d_model": D_MODEL * 2})
+    with pytest.raises(ValueError, match=r"dense_ffn has d_model=32, d_ff=32; the experts need d_model=16"):
+        TopKMoE(**shape, num_experts=4, top_k=1, dense_ffn=wider)
+    relu = FFN(**{**shape, "activation": "relu"})
+    with pytest.raises(ValueError, match="dense_ffn has activation='relu'"):
+        TopKMoE(**shape, num_experts=4, top_k=1, dense_ffn=relu)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"aggregation": "max"}, "aggregation='max' is not one of"),
+        ({"generation": "per_batch"}, "generation='per_batch' is not one of"),
+        ({"aggregation": "gate_weighted"}, "use generation='per_token'"),
+        ({"layer_index": 3}, "layer_index=3 is outside the hypernetwork's 2 layers"),
+    ],
+)
+def test_bad_hypermoe_arguments(shape, kwargs, message):
+    kwargs = {"layer_index": 0, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        HyperMoE(**shape, num_experts=4, top_k=1, hypernetwork=HyperNetwork(D_MODEL, 2), **kwargs)
+
+
+def test_hypernetwork_of_another_width_is_rejected(shape):
+    with pytest.raises(ValueError, match=r"hypernetwork\.d_model=8 does not match d_model=16"):
+        HyperMoE(**shape, num_experts=4, top_k=1, hypernetwork=HyperNetwork(8, 1), layer_index=0)
+    with pytest.raises(ValueError, match="bottleneck must be an integer >= 1"):
+        HyperNetwork(D_MODEL, 1, bottleneck=0)
+
+
+def test_stack_builder_rejects_misplaced_settings(shape):
+    with pytest.raises(ValueError, match="variant='moe' is not one of"):
+        build_moe_stack("moe", 2, **shape, layer_kwargs={})
+    with pytest.raises(ValueError, match=r"variant='topk' has no hypernetwork"):
+        build_moe_stack("topk", 2, **shape, layer_kwargs={"num_experts": 4, "top_k": 1}, hypernetwork_kwargs={})
+    with pytest.raises(ValueError, match=r"variant='dense_moe' takes no \['top_k'\]"):
+        build_moe_stack("dense_moe", 2, **shape, layer_kwargs={"num_experts": 4, "top_k": 1})
+
+
+def test_attention_mask_of_wrong_shape_is_rejected(shape):
+    layer = TopKMoE(**shape, num_experts=2, top_k=1)
+    with pytest.raises(ValueError, match=r"attention_mask has shape \(2, 3\), expected \(2, 4\)"):
+        layer(torch.randn(2, 4, D_MODEL), torch.ones(2, 3))
