@@ -1,8 +1,9 @@
 """Forward+backward time of every MoE variant on CPU, as ratios to baselines timed alongside.
 
 Candidates are timed alternately in one process (round-robin, order reversed every other
-round), after a warm-up, keeping each one's best round: these machines are shared and
-noisy, so only ratios measured together mean anything.
+round) after a warm-up; each ratio is the median over rounds of the two candidates' times
+in the same round. These machines are shared and noisy: only ratios measured together
+mean anything.
 
     python experiments/bench_moe.py             # paper shapes, writes experiments/results/bench_moe.json
     python experiments/bench_moe.py --quick     # tiny shapes, to check the script runs
@@ -14,6 +15,7 @@ SwitchTransformersSparseMLP runs the same FFN.
 import argparse
 import json
 import platform
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -70,10 +72,9 @@ def build_candidates(d_model: int, d_ff: int, num_experts: int, top_k: int, seq_
 def same_weights_as(hf: nn.Module, ours: TopKMoE) -> nn.Module:
     """Give transformers' layer our router and expert weights: both route identically."""
     hf.router.classifier.weight.copy_(ours.router.weight)
-    for i in range(ours.num_experts):
-        expert = hf.experts[f"expert_{i}"]
-        expert.wi.weight.copy_(ours.experts.w_in[i])
-        expert.wo.weight.copy_(ours.experts.w_out[i])
+    for i, expert in enumerate(ours.experts.ffns):
+        hf.experts[f"expert_{i}"].wi.weight.copy_(expert.fc_in.weight)
+        hf.experts[f"expert_{i}"].wo.weight.copy_(expert.fc_out.weight)
     return hf
 
 
@@ -86,17 +87,24 @@ def step(layer: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     return run
 
 
-def time_alternately(runs: dict[str, Callable[[], None]], rounds: int) -> dict[str, float]:
+def time_alternately(runs: dict[str, Callable[[], None]], rounds: int) -> dict[str, list[float]]:
+    """Seconds of every run in every round; the order is reversed every other round."""
     for run in runs.values():
         run()  # warm-up: allocator, thread pools, lazy inits
-    best = dict.fromkeys(runs, float("inf"))
+    samples: dict[str, list[float]] = {name: [] for name in runs}
     names = list(runs)
     for r in range(rounds):
         for name in names if r % 2 == 0 else reversed(names):
             start = time.perf_counter()
             runs[name]()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
+            samples[name].append(time.perf_counter() - start)
+    return samples
+
+
+def paired_ratio(samples: dict[str, list[float]], numerator: str, denominator: str) -> float:
+    """Median over rounds of numerator / denominator timed in the same round: pairing cancels
+    the slow drifts of a shared machine, the median its bursts."""
+    return statistics.median(a / b for a, b in zip(samples[numerator], samples[denominator], strict=True))
 
 
 def bench_case(d_model: int, d_ff: int, num_experts: int, top_k: int, batch: int, seq_len: int, rounds: int) -> dict:
@@ -105,16 +113,16 @@ def bench_case(d_model: int, d_ff: int, num_experts: int, top_k: int, batch: int
     for layer in candidates.values():
         layer.train()
     x = torch.randn(batch, seq_len, d_model, requires_grad=True)
-    seconds = time_alternately({name: step(layer, x) for name, layer in candidates.items()}, rounds)
-    ratios = {
-        "topk_over_ffn": seconds["topk"] / seconds["ffn"],
-        "hypermoe_over_topk": seconds["hypermoe"] / seconds["topk"],
-        "hypermoe_pertoken_over_hypermoe": seconds["hypermoe_pertoken"] / seconds["hypermoe"],
-        "topk_adapter_over_topk": seconds["topk_adapter"] / seconds["topk"],
-        "dense_moe_over_ffn": seconds["dense_moe"] / seconds["ffn"],
+    samples = time_alternately({name: step(layer, x) for name, layer in candidates.items()}, rounds)
+    pairs = {
+        "topk_over_ffn": ("topk", "ffn"),
+        "hypermoe_over_topk": ("hypermoe", "topk"),
+        "hypermoe_pertoken_over_hypermoe": ("hypermoe_pertoken", "hypermoe"),
+        "topk_adapter_over_topk": ("topk_adapter", "topk"),
+        "dense_moe_over_ffn": ("dense_moe", "ffn"),
+        "topk_over_hf_switch": ("topk", "hf_switch"),
     }
-    if "hf_switch" in seconds:
-        ratios["topk_over_hf_switch"] = seconds["topk"] / seconds["hf_switch"]
+    ratios = {name: paired_ratio(samples, a, b) for name, (a, b) in pairs.items() if b in samples}
     return {
         "d_model": d_model,
         "d_ff": d_ff,
@@ -123,7 +131,8 @@ def bench_case(d_model: int, d_ff: int, num_experts: int, top_k: int, batch: int
         "tokens": batch * seq_len,
         "batch": batch,
         "seq_len": seq_len,
-        "seconds_fwd_bwd": seconds,
+        "seconds_fwd_bwd": {name: min(times) for name, times in samples.items()},
+        "seconds_fwd_bwd_median": {name: statistics.median(times) for name, times in samples.items()},
         "ratios": ratios,
     }
 
@@ -167,7 +176,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--top-k", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--quick", action="store_true", help="tiny shapes and 2 rounds: checks the script runs")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -182,7 +191,10 @@ def main(argv: list[str] | None = None) -> dict:
         print_case(console, case)
         cases.append(case)
     report = {
-        "benchmark": "MoE layer forward+backward, float32, CPU; best of rounds, candidates alternated",
+        "benchmark": (
+            "MoE layer forward+backward, float32, CPU; candidates alternated in one process; "
+            "seconds: best round; ratios: median over rounds of the ratio within a round"
+        ),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),

@@ -13,7 +13,8 @@ def test_sum_and_weight_aux_losses_over_a_stack(shape):
     x = torch.randn(2, 5, D_MODEL)
     for layer in model:
         x = layer(x)
-    assert [name for name, _ in moe_layers(model)] == ["1", "2", "3"]
+    assert [name for name, _ in moe_layers(model)] == ["1", "2", "3"]  # not the expert FFNs inside
+    assert [name for name, _ in moe_layers(stack[0])] == [""]
     totals = sum_aux_losses(model)
     assert set(totals) == {"balance", "z"}
     torch.testing.assert_close(totals["balance"], sum(layer.aux_losses["balance"] for layer in stack))

@@ -7,8 +7,14 @@ from torch import Tensor, nn
 
 
 def moe_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Every module that follows the MoE layer protocol (records ``aux_losses``), in order."""
-    return [(name, module) for name, module in model.named_modules() if hasattr(module, "aux_losses")]
+    """Every outermost module that follows the MoE layer protocol (records ``aux_losses``),
+    in order; the expert FFNs inside a MoE layer are parts of it, not layers of their own."""
+    found: list[tuple[str, nn.Module]] = []
+    for name, module in model.named_modules():  # parents come before their children
+        inside_found = any(parent == "" or name.startswith(f"{parent}.") for parent, _ in found)
+        if hasattr(module, "aux_losses") and not inside_found:
+            found.append((name, module))
+    return found
 
 
 def sum_aux_losses(model: nn.Module) -> dict[str, Tensor]:

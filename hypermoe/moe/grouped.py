@@ -1,73 +1,139 @@
-"""Grouped linear layer: slice i of the input through weight i, one autograd node for all.
+"""Grouped FFN: rows of group j go through FFN j, as one autograd node for all groups.
 
-Shape legend: n rows (tokens sorted by group), i in_features, o out_features, g groups.
-Looping ``F.linear`` over ``weight[j]`` would make autograd build g gradients of the whole
-(g, o, i) stack and sum them (or, with unbind, concatenate them): on CPU that copy costs as
-much as a quarter of the matmuls. Here every GEMM writes straight into its slice of the
-output and of the weight gradient, as a grouped GEMM kernel does.
+Shape legend: n rows (tokens sorted by group), d in/out features, f hidden features,
+g groups, c rows of one group.
+
+Per group, both GEMMs, the bias, the activation and dropout run back to back on a (c, f)
+hidden block that stays in cache, and every GEMM writes straight into its slice of the
+output (a grouped GEMM, as megablocks does on GPU). Weights come as one tensor per group,
+so each weight gradient is its own (f, d) tensor: a stacked (g, f, d) gradient would be
+too large for the CPU allocator to recycle and would be page-faulted in anew every step.
 """
 
+from collections.abc import Sequence
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
+ACTIVATIONS = {
+    "relu": F.relu,
+    "gelu": F.gelu,  # BERT / MiniLM
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),  # GPT-2's gelu_new
+    "silu": F.silu,
+}
+# d activation(pre) / d pre, applied to an incoming gradient
+_ACTIVATION_GRADS = {
+    "relu": lambda grad, pre: torch.ops.aten.threshold_backward(grad, pre, 0),
+    "gelu": lambda grad, pre: torch.ops.aten.gelu_backward(grad, pre),
+    "gelu_tanh": lambda grad, pre: torch.ops.aten.gelu_backward(grad, pre, approximate="tanh"),
+    "silu": lambda grad, pre: torch.ops.aten.silu_backward(grad, pre),
+}
 
-class _GroupedLinear(torch.autograd.Function):
+
+def _linear_into(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | None) -> None:
+    """out = x @ weight.T + bias, written in place."""
+    if bias is None:
+        torch.mm(x, weight.t(), out=out)
+    else:
+        torch.addmm(bias, x, weight.t(), out=out)
+
+
+def _group_slices(counts: list[int]):
+    """(group index, row slice) of every non-empty group."""
+    start = 0
+    for j, count in enumerate(counts):
+        if count:
+            yield j, slice(start, start + count)
+        start += count
+
+
+def _split(flat: tuple, num_groups: int, has_b_in: bool, has_b_out: bool) -> tuple[list, list, list, list]:
+    """Flat (w_in..., b_in..., w_out..., b_out...) -> four per-group lists (None for no bias)."""
+    flat = list(flat)
+    parts = []
+    for present in (True, has_b_in, True, has_b_out):
+        parts.append(flat[:num_groups] if present else [None] * num_groups)
+        flat = flat[num_groups:] if present else flat
+    return tuple(parts)
+
+
+class _GroupedFFN(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, counts: list[int]) -> Tensor:
-        out = x.new_empty(x.shape[0], weight.shape[1])  # (n, o)
-        start = 0
-        for j, count in enumerate(counts):
-            if count:
-                rows = slice(start, start + count)
-                if bias is None:
-                    torch.mm(x[rows], weight[j].t(), out=out[rows])
-                else:
-                    torch.addmm(bias[j], x[rows], weight[j].t(), out=out[rows])
-            start += count
-        ctx.save_for_backward(x, weight)
-        ctx.counts, ctx.has_bias = counts, bias is not None
+    def forward(ctx, x, counts, activation, dropout, has_b_in, has_b_out, *weights):
+        w_in, b_in, w_out, b_out = _split(weights, len(counts), has_b_in, has_b_out)
+        pre = x.new_empty(x.shape[0], w_in[0].shape[0])  # (n, f) pre-activation, kept for backward
+        out = x.new_empty(x.shape[0], w_out[0].shape[0])  # (n, d)
+        keep = torch.empty(pre.shape, dtype=torch.bool, device=x.device) if dropout else None
+        for j, rows in _group_slices(counts):
+            _linear_into(pre[rows], x[rows], w_in[j], b_in[j])
+            hidden = ACTIVATIONS[activation](pre[rows])  # (c, f)
+            if keep is not None:
+                keep[rows] = torch.rand_like(hidden) >= dropout
+                hidden = hidden * keep[rows] / (1 - dropout)
+            _linear_into(out[rows], hidden, w_out[j], b_out[j])
+        ctx.save_for_backward(x, pre, keep, *weights)
+        ctx.counts, ctx.activation, ctx.dropout, ctx.has_bias = counts, activation, dropout, (has_b_in, has_b_out)
         return out
 
     @staticmethod
-    def backward(ctx, grad_out: Tensor):
-        x, weight = ctx.saved_tensors
+    def backward(ctx, grad_out):
+        x, pre, keep, *weights = ctx.saved_tensors
+        w_in, b_in, w_out, b_out = _split(weights, len(ctx.counts), *ctx.has_bias)
         grad_out = grad_out.contiguous()
-        need_x, need_w, need_b, _ = ctx.needs_input_grad
-        grad_x = x.new_empty(x.shape) if need_x else None
-        grad_w = torch.empty_like(weight) if need_w else None
-        grad_b = weight.new_empty(weight.shape[:2]) if need_b and ctx.has_bias else None
-        start = 0
-        for j, count in enumerate(ctx.counts):
-            if count:
-                rows = slice(start, start + count)
-                if grad_x is not None:
-                    torch.mm(grad_out[rows], weight[j], out=grad_x[rows])
-                if grad_w is not None:
-                    torch.mm(grad_out[rows].t(), x[rows], out=grad_w[j])
-                if grad_b is not None:
-                    torch.sum(grad_out[rows], dim=0, out=grad_b[j])
-            else:  # a group without rows gets a zero gradient
-                for grad in (grad_w, grad_b):
-                    if grad is not None:
-                        grad[j].zero_()
-            start += count
-        return grad_x, grad_w, grad_b, None
+        grad_x = torch.empty_like(x)  # every row belongs to a non-empty group
+        grads = {name: [None] * len(ctx.counts) for name in ("w_in", "b_in", "w_out", "b_out")}
+        for j, rows in _group_slices(ctx.counts):
+            grad_y = grad_out[rows]  # (c, d)
+            hidden = ACTIVATIONS[ctx.activation](pre[rows])  # recomputed: cheaper than storing it
+            if keep is not None:
+                hidden = hidden * keep[rows] / (1 - ctx.dropout)
+            grads["w_out"][j] = grad_y.t() @ hidden
+            grads["b_out"][j] = grad_y.sum(0) if b_out[j] is not None else None
+            grad_hidden = grad_y @ w_out[j]  # (c, f)
+            if keep is not None:
+                grad_hidden = grad_hidden * keep[rows] / (1 - ctx.dropout)
+            grad_pre = _ACTIVATION_GRADS[ctx.activation](grad_hidden, pre[rows])
+            grads["w_in"][j] = grad_pre.t() @ x[rows]
+            grads["b_in"][j] = grad_pre.sum(0) if b_in[j] is not None else None
+            torch.mm(grad_pre, w_in[j], out=grad_x[rows])
+        flat = []
+        for name, tensors, present in (
+            ("w_in", w_in, True),
+            ("b_in", b_in, ctx.has_bias[0]),
+            ("w_out", w_out, True),
+            ("b_out", b_out, ctx.has_bias[1]),
+        ):
+            if present:  # a group without rows gets a zero gradient
+                flat += [torch.zeros_like(t) if g is None else g for g, t in zip(grads[name], tensors, strict=True)]
+        return (grad_x, None, None, None, None, None, *flat)
 
 
-def grouped_linear(x: Tensor, weight: Tensor, bias: Tensor | None, counts: list[int]) -> Tensor:
-    """Rows ``sum(counts[:j]) : sum(counts[:j+1])`` of x (n, i) go through weight[j] (o, i) and bias[j].
+def grouped_ffn(
+    x: Tensor,
+    counts: list[int],
+    w_in: Sequence[Tensor],
+    b_in: Sequence[Tensor] | None,
+    w_out: Sequence[Tensor],
+    b_out: Sequence[Tensor] | None,
+    activation: str,
+    dropout: float = 0.0,
+) -> Tensor:
+    """Group j's rows of x (n, d) -> W_out[j] dropout(act(W_in[j] x + b_in[j])) + b_out[j].
 
-    weight: (g, o, i) in nn.Linear layout; bias: (g, o) or None. Under autocast, runs in the
-    autocast dtype, as nn.Linear would.
+    counts[j] consecutive rows belong to group j. One weight per group, in nn.Linear layout:
+    w_in[j] (f, d), w_out[j] (d, f), biases (f,) and (d,), or None for no biases.
+    ``dropout`` is the probability to pass in training (0 in eval). Under autocast, runs
+    in the autocast dtype as nn.Linear would.
     """
     if sum(counts) != x.shape[0]:
         raise ValueError(f"counts sum to {sum(counts)} but x has {x.shape[0]} rows")
+    groups = [w_in, w_out] + [b for b in (b_in, b_out) if b is not None]
+    if any(len(weights) != len(counts) for weights in groups):
+        raise ValueError(f"every weight list needs one tensor per group ({len(counts)})")
     device = x.device.type
-    if torch.is_autocast_enabled(device):
-        dtype = torch.get_autocast_dtype(device)
-        x, weight = x.to(dtype), weight.to(dtype)
-        bias = None if bias is None else bias.to(dtype)
-    elif weight.dtype != x.dtype:
-        weight = weight.to(x.dtype)
-        bias = None if bias is None else bias.to(x.dtype)
-    return _GroupedLinear.apply(x.contiguous(), weight, bias, counts)
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+    flat = [t.to(dtype) for t in (*w_in, *(b_in or ()), *w_out, *(b_out or ()))]
+    return _GroupedFFN.apply(
+        x.to(dtype).contiguous(), counts, activation, dropout, b_in is not None, b_out is not None, *flat
+    )

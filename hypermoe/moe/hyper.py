@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from hypermoe.moe.checks import check_choice, check_positive
-from hypermoe.moe.grouped import grouped_linear
+from hypermoe.moe.grouped import grouped_ffn
 from hypermoe.moe.layers import TopKMoE, flatten_tokens
 from hypermoe.moe.router import Routing
 
@@ -45,8 +45,15 @@ class GeneratedAdapter:
 
     def apply_grouped(self, x_sorted: Tensor, counts: list[int]) -> Tensor:
         """Adapter i on the i-th contiguous slice of x_sorted (sum(counts), d)."""
-        hidden = torch.relu(grouped_linear(x_sorted, self.w_down, self.b_down, counts))  # (sum(counts), r)
-        return grouped_linear(hidden, self.w_up, self.b_up, counts)
+        return grouped_ffn(
+            x_sorted,
+            counts,
+            w_in=self.w_down.unbind(0),
+            b_in=self.b_down.unbind(0),
+            w_out=self.w_up.unbind(0),
+            b_out=self.b_up.unbind(0),
+            activation="relu",
+        )
 
 
 def _hyperfanin_(head: nn.Linear, hidden_dim: int, generated_fan_in: int) -> None:
@@ -196,12 +203,22 @@ class HyperMoE(TopKMoE):
         """HyperExpert output (n, d), zero on padding, and the number of HyperExperts generated."""
         mask = self.aggregation_mask(routing.expert_index)  # (n, e)
         if self.generation == "per_token":
-            weights = self._mask_to_weights(mask)
-            if self.aggregation == "gate_weighted":
-                weights = weights * routing.probs
-            adapters = self.hypernetwork(self.selection(weights.to(tokens.dtype)), self.layer_index)
-            out = adapters.apply_each(tokens) * valid.unsqueeze(-1).to(tokens.dtype)
-            return out, tokens.shape[0]
+            return self._generate_per_token(tokens, valid, mask, routing.probs)
+        return self._generate_per_set(tokens, valid, mask)
+
+    def _generate(self, expert_weights: Tensor) -> GeneratedAdapter:
+        return self.hypernetwork(self.selection(expert_weights), self.layer_index)
+
+    def _generate_per_token(self, tokens: Tensor, valid: Tensor, mask: Tensor, probs: Tensor) -> tuple[Tensor, int]:
+        """The reference: one HyperExpert per token, as the authors' code does."""
+        weights = self._mask_to_weights(mask)  # (n, e)
+        if self.aggregation == "gate_weighted":
+            weights = weights * probs
+        out = self._generate(weights.to(tokens.dtype)).apply_each(tokens)
+        return out * valid.unsqueeze(-1).to(out.dtype), tokens.shape[0]
+
+    def _generate_per_set(self, tokens: Tensor, valid: Tensor, mask: Tensor) -> tuple[Tensor, int]:
+        """One HyperExpert per distinct expert set in the batch, applied to that set's tokens."""
         powers = 2 ** torch.arange(self.num_experts, device=mask.device)
         codes = (mask.long() * powers).sum(-1)  # (n,) one integer per expert set
         codes = torch.where(valid, codes, -1)  # padding sorts first and gets no HyperExpert
@@ -212,12 +229,11 @@ class HyperMoE(TopKMoE):
         if num_padding:
             set_codes, counts = set_codes[1:], counts[1:]
         set_masks = (set_codes.unsqueeze(-1) & powers) > 0  # (g, e)
-        adapters = self.hypernetwork(
-            self.selection(self._mask_to_weights(set_masks).to(tokens.dtype)), self.layer_index
-        )
-        out_sorted = adapters.apply_grouped(tokens[order[num_padding:]], counts)  # (n - padding, d) in set order
+        adapters = self._generate(self._mask_to_weights(set_masks).to(tokens.dtype))
+        real = order[num_padding:]  # (n - padding,) token ids grouped by set
+        out_sorted = adapters.apply_grouped(tokens[real], counts)
         out = tokens.new_zeros(tokens.shape[0], out_sorted.shape[-1])
-        return out.index_copy(0, order[num_padding:], out_sorted), len(counts)
+        return out.index_copy(0, real, out_sorted), len(counts)
 
     def forward(self, x: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         tokens, valid = flatten_tokens(x, attention_mask)

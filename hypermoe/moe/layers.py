@@ -15,8 +15,8 @@ from torch import Tensor, nn
 from hypermoe.moe.checks import check_capacity_factor, check_positive, check_top_k
 from hypermoe.moe.dispatch import capacity, combine, plan_dispatch
 from hypermoe.moe.experts import FFN, Experts
-from hypermoe.moe.router import SwitchRouter, build_router
-from hypermoe.moe.stats import routing_stats
+from hypermoe.moe.router import Routing, SwitchRouter, build_router
+from hypermoe.moe.stats import router_entropy, routing_stats, soft_load
 
 
 def flatten_tokens(x: Tensor, attention_mask: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -65,17 +65,16 @@ class DenseMoE(nn.Module):
     def forward(self, x: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         tokens, valid = flatten_tokens(x, attention_mask)
         routing = self.router(tokens, valid)
-        weights = (routing.probs * valid.unsqueeze(-1)).to(x.dtype)  # (n, e)
-        y = sum(
-            gate.unsqueeze(-1) * self.experts.run_expert(expert, tokens)
-            for gate, expert in zip(weights.unbind(-1), self.experts.weights(), strict=True)
-        )
+        n = tokens.shape[0]
+        # every expert on every token: the grouped FFN over e copies of the tokens
+        expert_out = self.experts(tokens.repeat(self.num_experts, 1), [n] * self.num_experts)  # (e * n, d)
+        weights = (routing.probs * valid.unsqueeze(-1)).t().to(expert_out.dtype)  # (e, n)
+        y = (expert_out.view(self.num_experts, n, -1) * weights.unsqueeze(-1)).sum(0)  # (n, d)
         self.aux_losses = {"z": routing.aux_losses["z"]}
-        with torch.no_grad():
-            num_valid = valid.sum().clamp(min=1)
-            load = (routing.probs * valid.unsqueeze(-1)).sum(0) / num_valid
-            entropy = -(routing.probs * routing.probs.clamp_min(1e-12).log()).sum(-1)
-            self.routing_stats = {"load": load, "router_entropy": (entropy * valid).sum() / num_valid}
+        self.routing_stats = {
+            "load": soft_load(routing.probs, valid),
+            "router_entropy": router_entropy(routing.probs, valid),
+        }
         return y.view_as(x)
 
 
@@ -116,7 +115,7 @@ class TopKMoE(nn.Module):
         self.aux_losses: dict[str, Tensor] = {}
         self.routing_stats: dict[str, Tensor] = {}
 
-    def moe(self, tokens: Tensor, valid: Tensor):
+    def moe(self, tokens: Tensor, valid: Tensor) -> tuple[Tensor, Routing]:
         """The routed-experts output (n, d) and the routing behind it."""
         routing = self.router(tokens, valid)
         factor = self.capacity_factor_train if self.training else self.capacity_factor_eval

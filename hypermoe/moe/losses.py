@@ -10,7 +10,7 @@ from torch import Tensor
 from torch.distributions.normal import Normal
 
 
-def _masked_mean(values: Tensor, valid: Tensor) -> Tensor:
+def masked_mean(values: Tensor, valid: Tensor) -> Tensor:
     """Mean of ``values`` (n, ...) over the valid rows; 0 when no row is valid."""
     weights = valid.to(values.dtype).reshape(-1, *([1] * (values.dim() - 1)))
     return (values * weights).sum(0) / valid.sum().clamp(min=1)
@@ -27,14 +27,14 @@ def load_balancing_loss(probs: Tensor, expert_index: Tensor, valid: Tensor) -> T
     """
     num_experts = probs.shape[-1]
     chosen = torch.zeros_like(probs).scatter_(1, expert_index, 1.0)  # (n, e)
-    fraction = _masked_mean(chosen, valid) / expert_index.shape[-1]  # (e,)
-    mean_prob = _masked_mean(probs, valid)  # (e,)
+    fraction = masked_mean(chosen, valid) / expert_index.shape[-1]  # (e,)
+    mean_prob = masked_mean(probs, valid)  # (e,)
     return num_experts * (fraction * mean_prob).sum()
 
 
 def router_z_loss(logits: Tensor, valid: Tensor) -> Tensor:
     """Router z-loss (Zoph et al. 2022, ST-MoE eq. 5): mean over tokens of logsumexp(z)^2."""
-    return _masked_mean(torch.logsumexp(logits.float(), dim=-1).square(), valid)
+    return masked_mean(torch.logsumexp(logits.float(), dim=-1).square(), valid)
 
 
 def cv_squared(values: Tensor) -> Tensor:

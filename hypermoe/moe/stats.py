@@ -6,6 +6,20 @@ Shape legend: n tokens, e experts, k experts selected per token.
 import torch
 from torch import Tensor
 
+from hypermoe.moe.losses import masked_mean
+
+
+@torch.no_grad()
+def router_entropy(probs: Tensor, valid: Tensor) -> Tensor:
+    """Mean over valid tokens of the router distribution's entropy -sum_i p_i log p_i, in nats."""
+    return masked_mean(-(probs * probs.clamp_min(1e-12).log()).sum(-1), valid)
+
+
+@torch.no_grad()
+def soft_load(probs: Tensor, valid: Tensor) -> Tensor:
+    """(e,) mean router probability of each expert over valid tokens (the load of dense routing)."""
+    return masked_mean(probs, valid)
+
 
 @torch.no_grad()
 def routing_stats(probs: Tensor, expert_index: Tensor, kept_counts: Tensor, valid: Tensor) -> dict[str, Tensor]:
@@ -23,12 +37,10 @@ def routing_stats(probs: Tensor, expert_index: Tensor, kept_counts: Tensor, vali
     assigned = torch.zeros(num_experts, dtype=probs.dtype, device=probs.device)
     assigned.scatter_add_(0, expert_index.reshape(-1), weights.reshape(-1))  # (e,)
     total = assigned.sum()
-    entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1)  # (n,)
-    num_valid = valid.sum().clamp(min=1)
     return {
         "load": assigned / total.clamp(min=1),
         "load_max_min_ratio": assigned.max() / assigned.min().clamp(min=1),
         "dead_experts": (assigned == 0).sum().float(),
-        "router_entropy": (entropy * valid).sum() / num_valid,
+        "router_entropy": router_entropy(probs, valid),
         "dropped_fraction": (total - kept_counts.sum()) / total.clamp(min=1),
     }
