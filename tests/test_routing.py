@@ -144,3 +144,12 @@ def test_routing_stats_are_recorded_and_detached(shape):
     assert stats["load_max_min_ratio"].item() == pytest.approx(6.0)  # dead experts count as 1
     assert 0 <= stats["router_entropy"].item() <= torch.log(torch.tensor(4.0)).item()
     assert layer.aux_losses["balance"].requires_grad
+
+
+def test_expert_dropout_is_on_in_training_only(shape):
+    layer = TopKMoE(**shape, num_experts=4, top_k=2, dropout=0.5)
+    x = torch.randn(2, 6, D_MODEL)
+    layer.eval()
+    torch.testing.assert_close(layer(x), layer(x))
+    layer.train()
+    assert not torch.allclose(layer(x), layer(x))
