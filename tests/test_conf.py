@@ -36,3 +36,14 @@ def test_swept_keys_override(shape):
     cfg = _compose("hypermoe", ["num_experts=4", "top_k=2", "hypernetwork.bottleneck=16"])
     stack = stack_from_config(cfg, 3, **shape)
     assert stack[0].num_experts == 4 and stack[0].top_k == 2 and stack[0].hypernetwork.bottleneck == 16
+
+
+def test_adapter_control_matches_hypermoe_parameters_by_default(shape):
+    from hypermoe.moe.build import count_parameters
+
+    adapter = stack_from_config(_compose("topk_adapter"), 4, **shape)
+    hyper = stack_from_config(_compose("hypermoe"), 4, **shape)
+    step = 2 * D_MODEL + 1  # parameters one unit of adapter width adds
+    assert abs(count_parameters(adapter) - count_parameters(hyper)) <= 4 * step / 2
+    same_width = stack_from_config(_compose("topk_adapter", ["adapter_bottleneck=64"]), 4, **shape)
+    assert same_width[0].adapter.down.out_features == 64

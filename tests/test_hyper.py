@@ -65,11 +65,22 @@ def test_hyper_expert_depends_only_on_the_unselected_set(shape):
 
 
 @pytest.mark.parametrize(("num_experts", "top_k"), [(8, 1), (8, 2), (4, 3)])
-def test_at_most_one_hyper_expert_per_distinct_set(shape, num_experts, top_k):
+def test_one_hyper_expert_per_distinct_set(shape, num_experts, top_k):
     layer = _layer(shape, top_k=top_k, num_experts=num_experts)
-    layer(torch.randn(4, 64, D_MODEL))
-    generated = layer.routing_stats["hyper_generated"].item()
-    assert 1 <= generated <= math.comb(num_experts, top_k)
+    x = torch.randn(4, 64, D_MODEL)
+    layer(x)
+    routing = layer.router(x.view(-1, D_MODEL), torch.ones(256, dtype=torch.bool))
+    distinct = {tuple(sorted(row)) for row in routing.expert_index.tolist()}
+    assert layer.routing_stats["hyper_generated"].item() == len(distinct) <= math.comb(num_experts, top_k)
+
+
+def test_random_aggregation_repeats_in_eval_only(shape):
+    layer = _layer(shape, "random")
+    chosen = torch.tensor([[0, 1]]).repeat(64, 1)
+    layer.eval()
+    assert torch.equal(layer.aggregation_mask(chosen), layer.aggregation_mask(chosen))
+    layer.train()
+    assert not torch.equal(layer.aggregation_mask(chosen), layer.aggregation_mask(chosen))
 
 
 def test_hyperfanin_init_starts_near_zero(shape):

@@ -153,3 +153,37 @@ def test_expert_dropout_is_on_in_training_only(shape):
     torch.testing.assert_close(layer(x), layer(x))
     layer.train()
     assert not torch.allclose(layer(x), layer(x))
+
+
+@pytest.mark.parametrize("variant", ["topk", "topk_noisy", "dense_moe", "topk_adapter", "hypermoe"])
+def test_all_padding_and_empty_batches(shape, variant):
+    layer = _all_variants(shape)[variant].train()
+    x = torch.randn(2, 3, D_MODEL, requires_grad=True)
+    y = layer(x, torch.zeros(2, 3, dtype=torch.bool))
+    assert torch.all(y == 0)
+    y.sum().backward()
+    assert layer(torch.randn(0, 3, D_MODEL)).shape == (0, 3, D_MODEL)
+
+
+@pytest.mark.parametrize("generation", ["per_set", "per_token"])
+def test_hypermoe_keeps_the_autocast_dtype(shape, generation):
+    layer = HyperMoE(
+        **shape, num_experts=4, top_k=2, hypernetwork=HyperNetwork(D_MODEL, 1), layer_index=0, generation=generation
+    )
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(torch.randn(2, 5, D_MODEL))
+    assert y.dtype == torch.bfloat16
+
+
+def test_dense_moe_records_every_stat(shape):
+    layer = DenseMoE(**shape, num_experts=4)
+    layer(torch.randn(2, 5, D_MODEL))
+    assert set(layer.routing_stats) == {
+        "load",
+        "load_max_min_ratio",
+        "dead_experts",
+        "router_entropy",
+        "dropped_fraction",
+    }
+    assert layer.routing_stats["load"].sum().item() == pytest.approx(1.0)
+    assert layer.routing_stats["dropped_fraction"].item() == 0.0

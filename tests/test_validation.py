@@ -13,11 +13,14 @@ from hypermoe.moe import FFN, HyperMoE, HyperNetwork, TopKMoE, build_moe_stack
         ({"num_experts": 4, "top_k": 5}, "top_k=5 must be <= num_experts=4"),
         ({"num_experts": 4, "top_k": 0}, "top_k must be an integer >= 1"),
         ({"num_experts": 0, "top_k": 1}, "num_experts must be an integer >= 1"),
-        ({"num_experts": 4, "top_k": 1, "capacity_factor_train": -1.0}, "capacity_factor_train must be > 0"),
-        ({"num_experts": 4, "top_k": 1, "capacity_factor_eval": 0.0}, "capacity_factor_eval must be > 0"),
+        ({"num_experts": 4, "top_k": 1, "capacity_factor_train": -1.0}, "capacity_factor_train must be a number > 0"),
+        ({"num_experts": 4, "top_k": 1, "capacity_factor_eval": 0.0}, "capacity_factor_eval must be a number > 0"),
         ({"num_experts": 4, "top_k": 1, "gating": "softmax"}, "gating='softmax' is not one of"),
         ({"num_experts": 4, "top_k": 1, "gating": "noisy", "jitter_eps": 0.1}, "jitter_eps applies to"),
         ({"num_experts": 4, "top_k": 1, "activation": "swish"}, "activation='swish' is not one of"),
+        ({"num_experts": 4, "top_k": 1, "d_model": 0}, "d_model must be an integer >= 1"),
+        ({"num_experts": 4, "top_k": 1, "capacity_factor_train": "2"}, "capacity_factor_train must be a number"),
+        ({"num_experts": 4, "top_k": True}, "top_k must be an integer >= 1"),
     ],
 )
 def test_bad_topk_arguments(shape, kwargs, message):

@@ -3,6 +3,7 @@
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
 from torch import nn
 
 from hypermoe.moe.checks import check_choice, check_positive
@@ -113,12 +114,23 @@ def stack_from_config(
     dense_ffns: Sequence[FFN] | None = None,
     dropout: float = 0.0,
 ) -> nn.ModuleList:
-    """Build a stack from a ``conf/model/*.yaml`` mapping (keys = layer argument names)."""
+    """Build a stack from a ``conf/model/*.yaml`` mapping (keys = layer argument names;
+    ``moe_layers`` and ``aux_loss_coefficients`` belong to the backbone and the trainer)."""
     settings = dict(model)
     variant = settings.pop("variant")
     settings.pop("aux_loss_coefficients", None)
+    settings.pop("moe_layers", None)
     hypernetwork_kwargs = settings.pop("hypernetwork", None)
     share = settings.pop("share_hypernetwork", True)
+    matched_to = settings.pop("matched_to", None)  # the HyperMoE a "matched" adapter is sized after
+    if settings.get("adapter_bottleneck") == "matched":
+        if matched_to is None:
+            raise ValueError("adapter_bottleneck='matched' needs matched_to: the HyperMoE settings to match")
+        hyper = {**settings, **matched_to, "variant": "hypermoe"}
+        hyper.pop("adapter_bottleneck")
+        with torch.device("meta"):  # only counted, never run
+            reference = stack_from_config(hyper, num_layers, d_model, d_ff, activation, bias)
+        settings["adapter_bottleneck"] = param_matched_bottleneck(d_model, hyper_parameters_per_layer(reference))
     return build_moe_stack(
         variant,
         num_layers,

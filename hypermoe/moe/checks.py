@@ -15,8 +15,10 @@ def check_choice(name: str, value: str, allowed: Collection[str]) -> None:
 
 def check_capacity_factor(name: str, value: float | None) -> None:
     """None means dropless; otherwise the factor must be a positive number."""
-    if value is not None and not value > 0:
-        raise ValueError(f"{name} must be > 0 or None (dropless), got {value!r}")
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"{name} must be a number > 0 or None (dropless), got {value!r}")
 
 
 def check_top_k(top_k: int, num_experts: int) -> None:

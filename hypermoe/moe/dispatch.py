@@ -63,4 +63,4 @@ def combine(expert_out: Tensor, kept: Tensor, gates: Tensor, num_tokens: int, to
     gate = gates.t().reshape(-1)[kept].unsqueeze(-1).to(expert_out.dtype)  # (kept, 1)
     slots = expert_out.new_zeros(top_k * num_tokens, expert_out.shape[-1])
     slots = slots.index_copy(0, kept, expert_out * gate)  # (s, d)
-    return slots if top_k == 1 else slots.view(top_k, num_tokens, -1).sum(0)  # (n, d)
+    return slots if top_k == 1 else slots.view(top_k, num_tokens, expert_out.shape[-1]).sum(0)  # (n, d)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 ACTIVATIONS = {
     "relu": F.relu,
@@ -77,11 +78,12 @@ class _GroupedFFN(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out):
         x, pre, keep, *weights = ctx.saved_tensors
         w_in, b_in, w_out, b_out = _split(weights, len(ctx.counts), *ctx.has_bias)
         grad_out = grad_out.contiguous()
-        grad_x = torch.empty_like(x)  # every row belongs to a non-empty group
+        grad_x = torch.empty_like(x) if ctx.needs_input_grad[0] else None  # every row is in a non-empty group
         grads = {name: [None] * len(ctx.counts) for name in ("w_in", "b_in", "w_out", "b_out")}
         for j, rows in _group_slices(ctx.counts):
             grad_y = grad_out[rows]  # (c, d)
@@ -96,7 +98,8 @@ class _GroupedFFN(torch.autograd.Function):
             grad_pre = _ACTIVATION_GRADS[ctx.activation](grad_hidden, pre[rows])
             grads["w_in"][j] = grad_pre.t() @ x[rows]
             grads["b_in"][j] = grad_pre.sum(0) if b_in[j] is not None else None
-            torch.mm(grad_pre, w_in[j], out=grad_x[rows])
+            if grad_x is not None:
+                torch.mm(grad_pre, w_in[j], out=grad_x[rows])
         flat = []
         for name, tensors, present in (
             ("w_in", w_in, True),

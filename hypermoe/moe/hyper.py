@@ -169,7 +169,7 @@ class HyperMoE(TopKMoE):
             )
         if hypernetwork.d_model != self.d_model:
             raise ValueError(f"hypernetwork.d_model={hypernetwork.d_model} does not match d_model={self.d_model}")
-        if not 0 <= layer_index < hypernetwork.num_layers:
+        if isinstance(layer_index, bool) or not 0 <= layer_index < hypernetwork.num_layers:
             raise ValueError(
                 f"layer_index={layer_index} is outside the hypernetwork's {hypernetwork.num_layers} layers"
             )
@@ -189,8 +189,10 @@ class HyperMoE(TopKMoE):
         if self.aggregation == "selected":
             return selected
         if self.aggregation == "random":
-            ranks = torch.rand(selected.shape, device=selected.device).argsort(-1).argsort(-1)
-            return ranks < self.num_experts - self.top_k
+            # a fresh draw every training step; in eval a fixed one, so evaluation repeats
+            generator = None if self.training else torch.Generator(selected.device).manual_seed(self.layer_index)
+            noise = torch.rand(selected.shape, device=selected.device, generator=generator)
+            return noise.argsort(-1).argsort(-1) < self.num_experts - self.top_k
         return ~selected  # sum, mean, gate_weighted: the unselected experts
 
     def _mask_to_weights(self, mask: Tensor) -> Tensor:
@@ -228,11 +230,13 @@ class HyperMoE(TopKMoE):
         num_padding = tokens.shape[0] - int(valid.sum())
         if num_padding:
             set_codes, counts = set_codes[1:], counts[1:]
+        if not counts:  # nothing but padding
+            return torch.zeros_like(tokens), 0
         set_masks = (set_codes.unsqueeze(-1) & powers) > 0  # (g, e)
         adapters = self._generate(self._mask_to_weights(set_masks).to(tokens.dtype))
         real = order[num_padding:]  # (n - padding,) token ids grouped by set
         out_sorted = adapters.apply_grouped(tokens[real], counts)
-        out = tokens.new_zeros(tokens.shape[0], out_sorted.shape[-1])
+        out = out_sorted.new_zeros(tokens.shape[0], out_sorted.shape[-1])  # autocast dtype, like the experts'
         return out.index_copy(0, real, out_sorted), len(counts)
 
     def forward(self, x: Tensor, attention_mask: Tensor | None = None) -> Tensor:

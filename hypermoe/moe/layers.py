@@ -16,7 +16,7 @@ from hypermoe.moe.checks import check_capacity_factor, check_positive, check_top
 from hypermoe.moe.dispatch import capacity, combine, plan_dispatch
 from hypermoe.moe.experts import FFN, Experts
 from hypermoe.moe.router import Routing, SwitchRouter, build_router
-from hypermoe.moe.stats import router_entropy, routing_stats, soft_load
+from hypermoe.moe.stats import dense_routing_stats, routing_stats
 
 
 def flatten_tokens(x: Tensor, attention_mask: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -42,7 +42,8 @@ class DenseMoE(nn.Module):
     """All e experts on every token, weighted by the router softmax (no sparsity).
 
     Records ``z`` (router z-loss); the balance loss is constant for dense routing, so it is
-    not recorded. ``load`` in the stats is the mean routing weight of each expert.
+    not recorded. ``load`` in the stats is the mean routing weight of each expert (for the
+    sparse layers it is the share of assignments).
     """
 
     def __init__(
@@ -69,12 +70,9 @@ class DenseMoE(nn.Module):
         # every expert on every token: the grouped FFN over e copies of the tokens
         expert_out = self.experts(tokens.repeat(self.num_experts, 1), [n] * self.num_experts)  # (e * n, d)
         weights = (routing.probs * valid.unsqueeze(-1)).t().to(expert_out.dtype)  # (e, n)
-        y = (expert_out.view(self.num_experts, n, -1) * weights.unsqueeze(-1)).sum(0)  # (n, d)
+        y = (expert_out.view(self.num_experts, n, x.shape[-1]) * weights.unsqueeze(-1)).sum(0)  # (n, d)
         self.aux_losses = {"z": routing.aux_losses["z"]}
-        self.routing_stats = {
-            "load": soft_load(routing.probs, valid),
-            "router_entropy": router_entropy(routing.probs, valid),
-        }
+        self.routing_stats = dense_routing_stats(routing.probs, valid)
         return y.view_as(x)
 
 
@@ -141,7 +139,7 @@ class Adapter(nn.Module):
 
     def __init__(self, d_model: int, bottleneck: int):
         super().__init__()
-        check_positive("bottleneck", bottleneck)
+        check_positive("adapter_bottleneck", bottleneck)
         self.down = nn.Linear(d_model, bottleneck)
         self.up = nn.Linear(bottleneck, d_model)
         nn.init.zeros_(self.up.weight)

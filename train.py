@@ -1,0 +1,18 @@
+"""Train a model: ``python train.py model=hypermoe data=superglue data.task=rte``."""
+
+import hydra
+from omegaconf import DictConfig
+
+import hypermoe.config  # noqa: F401  (registers the config resolvers)
+from hypermoe.train import run
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    metrics = run(cfg)
+    # what a sweeper optimises: the task's selection metric, best over epochs
+    return metrics["best"][metrics["main_metric"]]
+
+
+if __name__ == "__main__":
+    main()
