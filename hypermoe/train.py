@@ -8,7 +8,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig
 
@@ -42,12 +42,13 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, MoELitModule]:
     return data, module
 
 
-def _callbacks(cfg: DictConfig, main_metric: str) -> list[pl.Callback]:
+def _callbacks(cfg: DictConfig, main_metric: str, has_logger: bool) -> list[pl.Callback]:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     for callback in callbacks:
         if isinstance(callback, ModelCheckpoint) and callback.monitor == "auto":
             callback.monitor = f"val/{main_metric}"  # the task's selection metric
-    return callbacks
+    # the learning-rate monitor has nowhere to write without a logger (logger=none)
+    return [c for c in callbacks if has_logger or not isinstance(c, LearningRateMonitor)]
 
 
 def _loggers(cfg: DictConfig) -> list:
@@ -61,7 +62,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     data, module = build(cfg)
     loggers = _loggers(cfg)
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, callbacks=_callbacks(cfg, data.task.main_metric), logger=loggers or False
+        cfg.trainer, callbacks=_callbacks(cfg, data.task.main_metric, bool(loggers)), logger=loggers or False
     )
     counts = parameter_counts(module.net)
     log.info("parameters: %s", counts)

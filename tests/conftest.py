@@ -24,3 +24,14 @@ def shape() -> dict:
 
 def grads(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.grad.clone() for name, p in module.named_parameters() if p.grad is not None}
+
+
+@pytest.fixture
+def data_root():
+    """The benchmark files: HYPERMOE_DATA, else ../shared/data beside the clone; skip if absent."""
+    from pathlib import Path
+
+    root = Path(os.environ.get("HYPERMOE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    if not root.is_dir():
+        pytest.skip(f"data root {root} is absent (set HYPERMOE_DATA)")
+    return root

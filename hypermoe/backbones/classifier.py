@@ -40,4 +40,5 @@ def build_classifier(
     context = RoutingContext()
     moe = patch_ffns(encoder, model, context)
     head = TaskHead(encoder.config.hidden_size, kind, num_labels, num_spans, backbone.get("head_dropout", 0.1))
-    return MoEClassifier(encoder, moe, context, head), tokenizer
+    # from_pretrained returns the encoder in eval mode, and Lightning keeps each module's mode
+    return MoEClassifier(encoder, moe, context, head).train(), tokenizer

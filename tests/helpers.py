@@ -1,0 +1,20 @@
+"""Compose the project's Hydra configs in tests, the way train.py would."""
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+import hypermoe.config  # noqa: F401  (registers the config resolvers)
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def compose_config(name: str, overrides: list[str], output_dir: Path) -> DictConfig:
+    """``conf/<name>.yaml`` with overrides; paths.output_dir points at ``output_dir`` because
+    ``${hydra:runtime.output_dir}`` exists only inside a Hydra app."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name=name, overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+    return cfg

@@ -1,0 +1,49 @@
+"""Tokenized features and batches: spans land on their words, choices and groups line up."""
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from hypermoe.backbones.sources import resolve_pretrained
+from hypermoe.data.encoding import collate, encode_all
+from hypermoe.data.sources import load_split
+from hypermoe.data.tasks import get_task
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(resolve_pretrained("sentence-transformers/all-MiniLM-L6-v2"))
+
+
+def _words_at(tokenizer, feature, span_index):
+    ids = [feature["rows"][0]["input_ids"][i] for i in feature["spans"][span_index]]
+    return tokenizer.decode(ids)
+
+
+def test_span_positions_cover_the_target_words(tokenizer, data_root):
+    wsc = encode_all(load_split(get_task("superglue", "wsc"), "validation", data_root)[:1], tokenizer, 128)[0]
+    assert (_words_at(tokenizer, wsc, 0), _words_at(tokenizer, wsc, 1)) == ("anyone", "him")
+    wic = encode_all(load_split(get_task("superglue", "wic"), "validation", data_root)[:1], tokenizer, 128)[0]
+    assert _words_at(tokenizer, wic, 0) == "class" and _words_at(tokenizer, wic, 1) == "class"
+    # the second span lies in the second segment
+    assert wic["spans"][1][0] > wic["rows"][0]["input_ids"].index(tokenizer.sep_token_id)
+
+
+def test_batches_of_each_shape(tokenizer, data_root):
+    copa = encode_all(load_split(get_task("superglue", "copa"), "validation", data_root)[:3], tokenizer, 64)
+    batch = collate(copa, tokenizer.pad_token_id)
+    assert batch["input_ids"].shape[0] == 6 and batch["num_choices"] == 2
+    assert batch["labels"].tolist() == [1, 1, 0]
+    wic = collate(encode_all(load_split(get_task("superglue", "wic"), "validation", data_root)[:4], tokenizer, 64), 0)
+    assert wic["span_masks"].shape[:2] == (4, 2) and wic["span_masks"].shape[2] == wic["input_ids"].shape[1]
+    assert torch.all(wic["span_masks"].sum(-1) >= 1)
+    stsb = collate(encode_all(load_split(get_task("glue", "stsb"), "validation", data_root)[:2], tokenizer, 64), 0)
+    assert stsb["labels"].dtype == torch.float32 and stsb["labels"].tolist() == [5.0, 4.75]
+    # padding positions are masked out
+    assert torch.all((batch["input_ids"] == tokenizer.pad_token_id) == (batch["attention_mask"] == 0))
+
+
+def test_truncation_keeps_max_length(tokenizer, data_root):
+    features = encode_all(load_split(get_task("superglue", "multirc"), "validation", data_root)[:5], tokenizer, 48)
+    assert all(len(f["rows"][0]["input_ids"]) == 48 for f in features)  # passages are long
+    assert len({f["group"] for f in features}) >= 1

@@ -1,0 +1,57 @@
+"""Task metrics against hand-computed values."""
+
+import math
+
+import pytest
+import torch
+
+from hypermoe.data.metrics import build_metrics, predictions
+from hypermoe.data.tasks import get_task
+
+
+def _compute(benchmark, task, preds, target, groups=None):
+    metrics = build_metrics(get_task(benchmark, task), prefix="")
+    return {k: v.item() for k, v in metrics(torch.tensor(preds), torch.tensor(target), groups=groups).items()}
+
+
+def test_cb_macro_f1_and_accuracy():
+    # class 0: tp 2 fp 2 fn 0 -> f1 2/3; class 1: tp 1 fp 0 fn 1 -> f1 2/3; class 2: tp 0 fn 1 -> 0
+    values = _compute("superglue", "cb", [0, 0, 1, 0, 0], [0, 0, 1, 1, 2])
+    assert values["f1_macro"] == pytest.approx((2 / 3 + 2 / 3 + 0) / 3)
+    assert values["accuracy"] == pytest.approx(3 / 5)
+
+
+def test_mrpc_binary_f1():
+    values = _compute("glue", "mrpc", [1, 1, 0, 0], [1, 0, 1, 0])  # tp 1 fp 1 fn 1
+    assert values["f1"] == pytest.approx(0.5) and values["accuracy"] == pytest.approx(0.5)
+
+
+def test_cola_matthews():
+    preds, target = [1, 1, 0, 0, 1], [1, 0, 0, 0, 1]
+    tp, tn, fp, fn = 2, 2, 1, 0
+    expected = (tp * tn - fp * fn) / math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    assert _compute("glue", "cola", preds, target)["matthews"] == pytest.approx(expected)
+
+
+def test_stsb_pearson_and_spearman():
+    values = _compute("glue", "stsb", [1.0, 2.0, 4.0], [1.0, 3.0, 5.0])
+    assert values["spearman"] == pytest.approx(1.0, rel=1e-5)
+    x, y = [1.0, 2.0, 4.0], [1.0, 3.0, 5.0]
+    mx, my = sum(x) / 3, sum(y) / 3
+    cov = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True))
+    expected = cov / math.sqrt(sum((a - mx) ** 2 for a in x) * sum((b - my) ** 2 for b in y))
+    assert values["pearson"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_multirc_f1a_and_exact_match_per_question():
+    # question 0: both answers right; question 1: one of two wrong; question 2: right
+    preds, target, groups = [1, 0, 1, 1, 0], [1, 0, 0, 1, 0], torch.tensor([0, 0, 1, 1, 2])
+    values = _compute("superglue", "multirc", preds, target, groups)
+    assert values["exact_match"] == pytest.approx(2 / 3)
+    assert values["f1a"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 0))  # tp 2 fp 1 fn 0
+
+
+def test_predictions_per_head_kind():
+    logits = torch.tensor([[0.1, 0.9], [2.0, -1.0]])
+    assert predictions(logits, "classification").tolist() == [1, 0]
+    assert predictions(torch.tensor([[3.5], [1.0]]), "regression").tolist() == [3.5, 1.0]
