@@ -41,6 +41,7 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
         "validation": {k: float(v) for k, v in results.items() if not k.endswith("_best")},
     }
     out = Path(cfg.paths.output_dir) / "eval_metrics.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(metrics, indent=2) + "\n")
     log.info("validation: %s; wrote %s", metrics["validation"], out)
     return metrics

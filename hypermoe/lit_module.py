@@ -1,9 +1,11 @@
 """The LightningModule: task loss + weighted aux losses of every MoE layer, metrics, logging."""
 
+import random
 from collections.abc import Callable
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric
@@ -81,20 +83,29 @@ class MoELitModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         values = self.val_metrics.compute()
         self.val_metrics.reset()
-        self.log("val/loss", self.val_loss.compute())
+        # the metrics are already reduced over processes; sync_dist only silences DDP's warning
+        self.log("val/loss", self.val_loss.compute(), sync_dist=True)
         self.val_loss.reset()
         for name in self.task.metrics:
             value = values[f"val/{name}"]
-            self.log(f"val/{name}", value, prog_bar=name == self.task.main_metric)
+            self.log(f"val/{name}", value, prog_bar=name == self.task.main_metric, sync_dist=True)
             if not self.trainer.sanity_checking:
                 self.val_best[name].update(value)
-                self.log(f"val/{name}_best", self.val_best[name].compute())
+                self.log(f"val/{name}_best", self.val_best[name].compute(), sync_dist=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
         total = self.trainer.estimated_stepping_batches
         scheduler = get_linear_schedule_with_warmup(optimizer, int(self.warmup_ratio * total), total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_train_epoch_start(self) -> None:
+        # Every epoch draws its dropout (and any router noise) from a stream fixed by
+        # (seed, epoch), so a run resumed at an epoch boundary repeats the original exactly.
+        seed = int(self.run_info.get("seed", 0)) * 100_003 + self.current_epoch
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["hypermoe"] = self.run_info

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
@@ -51,8 +52,23 @@ def _callbacks(cfg: DictConfig, main_metric: str, has_logger: bool) -> list[pl.C
     return [c for c in callbacks if has_logger or not isinstance(c, LearningRateMonitor)]
 
 
-def _loggers(cfg: DictConfig) -> list:
-    return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+def _loggers(cfg: DictConfig, resumed_wandb_id: str | None) -> list:
+    """The configured loggers; a resumed run logs into the W&B run it started."""
+    loggers = []
+    for logger_cfg in (cfg.get("logger") or {}).values():
+        if logger_cfg is None:
+            continue
+        overrides = {}
+        if resumed_wandb_id and logger_cfg.get("_target_", "").endswith("WandbLogger") and not logger_cfg.get("id"):
+            overrides = {"id": resumed_wandb_id, "resume": "must"}
+        loggers.append(instantiate(logger_cfg, **overrides))
+    return loggers
+
+
+def _resumed_run_info(ckpt_path: str | None) -> dict[str, Any]:
+    if not ckpt_path:
+        return {}
+    return torch.load(ckpt_path, map_location="cpu", weights_only=True).get("hypermoe", {})
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -60,7 +76,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
     pl.seed_everything(cfg.seed, workers=True)
     data, module = build(cfg)
-    loggers = _loggers(cfg)
+    loggers = _loggers(cfg, _resumed_run_info(cfg.get("ckpt_path")).get("wandb_id"))
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            module.run_info["wandb_id"] = logger.experiment.id  # checkpoints carry it for resuming
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=_callbacks(cfg, data.task.main_metric, bool(loggers)), logger=loggers or False
     )
@@ -85,6 +104,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         }
         if trainer.is_global_zero:
             out = Path(cfg.paths.output_dir) / "metrics.json"
+            out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(metrics, indent=2) + "\n")
             log.info("validation: %s (best %s); wrote %s", metrics["final"], metrics["best"], out)
         return metrics

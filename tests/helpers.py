@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import lightning.pytorch as pl
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
@@ -18,3 +19,15 @@ def compose_config(name: str, overrides: list[str], output_dir: Path) -> DictCon
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
     return cfg
+
+
+class StopAfterEpochs(pl.Callback):
+    """Ends fit after ``epochs`` epochs without changing the schedule the configured (longer)
+    run computed: a stand-in for a run killed at an epoch boundary."""
+
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch + 1 >= self.epochs:
+            trainer.should_stop = True

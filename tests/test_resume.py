@@ -1,0 +1,45 @@
+"""Resume equivalence (2 epochs straight == 1 epoch, stop, resume for 1 more) and eval.py
+reproducing the validation metrics of a saved checkpoint."""
+
+import pytest
+import torch
+from helpers import compose_config
+
+from hypermoe.evaluate import run_eval
+from hypermoe.train import run
+
+TINY = [
+    "experiment=synthetic_tiny",
+    "model=hypermoe",
+    "logger=none",
+    "~callbacks.rich_progress_bar",
+    "+trainer.enable_progress_bar=false",
+    "trainer.deterministic=true",
+]
+
+
+def _weights(path):
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def test_resume_at_an_epoch_boundary_equals_an_uninterrupted_run(tmp_path):
+    straight = run(compose_config("train", [*TINY, "trainer.max_epochs=2"], tmp_path / "straight"))
+    stop = ["+callbacks.stop._target_=helpers.StopAfterEpochs", "+callbacks.stop.epochs=1"]
+    run(compose_config("train", [*TINY, "trainer.max_epochs=2", *stop], tmp_path / "first"))
+    resumed_cfg = [*TINY, "trainer.max_epochs=2", f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}"]
+    resumed = run(compose_config("train", resumed_cfg, tmp_path / "resumed"))
+    assert resumed["steps"] == straight["steps"]
+    a, b = _weights(tmp_path / "straight/checkpoints/last.ckpt"), _weights(tmp_path / "resumed/checkpoints/last.ckpt")
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], msg=name)
+    assert resumed["final"] == pytest.approx(straight["final"])
+
+
+def test_eval_reproduces_the_validation_metrics(tmp_path):
+    trained = run(compose_config("train", [*TINY, "trainer.max_epochs=2", "callbacks.model_checkpoint.save_top_k=0"],
+                                 tmp_path / "train"))  # fmt: skip
+    checkpoint = tmp_path / "train" / "checkpoints" / "last.ckpt"
+    evaluated = run_eval(compose_config("eval", [f"ckpt_path={checkpoint}"], tmp_path / "eval"))
+    assert evaluated["validation"]["val/accuracy"] == pytest.approx(trained["final"]["val/accuracy"])
+    assert evaluated["validation"]["val/loss"] == pytest.approx(trained["final"]["val/loss"], rel=1e-5)
