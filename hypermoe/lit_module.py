@@ -67,17 +67,17 @@ class MoELitModule(pl.LightningModule):
         return loss
 
     def _log_routing_stats(self) -> None:
-        for index, layer in enumerate(self.net.moe):
+        for block, layer in zip(self.net.moe_blocks, self.net.moe, strict=True):  # named by encoder block
             for name, value in layer.routing_stats.items():
                 if value.dim() == 0:
-                    self.log(f"moe/layer{index}/{name}", value)
+                    self.log(f"moe/layer{block}/{name}", value)
                 else:  # per-expert load: its extremes
-                    self.log(f"moe/layer{index}/{name}_max", value.max())
-                    self.log(f"moe/layer{index}/{name}_min", value.min())
+                    self.log(f"moe/layer{block}/{name}_max", value.max())
+                    self.log(f"moe/layer{block}/{name}_min", value.min())
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         logits = self(batch)
-        self.val_loss.update(task_loss(logits, batch["labels"], self.task.kind))
+        self.val_loss.update(task_loss(logits, batch["labels"], self.task.kind), weight=batch["labels"].shape[0])
         self.val_metrics.update(predictions(logits, self.task.kind), batch["labels"], groups=batch.get("groups"))
 
     def on_validation_epoch_end(self) -> None:
@@ -94,10 +94,18 @@ class MoELitModule(pl.LightningModule):
                 self.log(f"val/{name}_best", self.val_best[name].compute(), sync_dist=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
+        optimizer = self.optimizer_factory(params=self._parameter_groups())
         total = self.trainer.estimated_stepping_batches
         scheduler = get_linear_schedule_with_warmup(optimizer, int(self.warmup_ratio * total), total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _parameter_groups(self) -> list[dict[str, Any]]:
+        """Weight decay on matrices only: biases and LayerNorm weights are not decayed (the BERT recipe)."""
+        decay, no_decay = [], []
+        for parameter in self.parameters():
+            if parameter.requires_grad:
+                (decay if parameter.dim() >= 2 else no_decay).append(parameter)
+        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
     def on_train_epoch_start(self) -> None:
         # Every epoch draws its dropout (and any router noise) from a stream fixed by

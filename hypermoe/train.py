@@ -2,6 +2,7 @@
 
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from hypermoe.backbones.classifier import build_classifier
 from hypermoe.config import git_revision, to_container
@@ -27,10 +28,11 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, MoELitModule]:
     model = to_container(cfg.model)
     coefficients = model.pop("aux_loss_coefficients")
     net, tokenizer = build_classifier(
-        to_container(cfg.backbone), model, data.task.kind, data.task.num_labels, data.num_spans
+        to_container(cfg.backbone), model, data.task.kind, data.task.num_labels, data.task.num_spans
     )
     data.set_tokenizer(tokenizer)
-    run_info = {"config": to_container(cfg), "seed": cfg.seed, "git": git_revision()}
+    task = {"name": f"{data.task.benchmark}/{data.task.name}", "signature": data.task.signature()}
+    run_info = {"config": to_container(cfg), "seed": cfg.seed, "git": git_revision(), "task": task}
     module = MoELitModule(
         net,
         data.task,
@@ -46,8 +48,13 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, MoELitModule]:
 def _callbacks(cfg: DictConfig, main_metric: str, has_logger: bool) -> list[pl.Callback]:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     for callback in callbacks:
-        if isinstance(callback, ModelCheckpoint) and callback.monitor == "auto":
-            callback.monitor = f"val/{main_metric}"  # the task's selection metric
+        if isinstance(callback, ModelCheckpoint):
+            if callback.monitor == "auto":
+                callback.monitor = f"val/{main_metric}"  # the task's selection metric
+            if cfg.get("ckpt_path"):
+                # a resumed run keeps checkpointing where it started, so its best-k record
+                # (which Lightning drops when the folder changes) carries on
+                callback.dirpath = str(Path(cfg.ckpt_path).resolve().parent)
     # the learning-rate monitor has nowhere to write without a logger (logger=none)
     return [c for c in callbacks if has_logger or not isinstance(c, LearningRateMonitor)]
 
@@ -65,29 +72,39 @@ def _loggers(cfg: DictConfig, resumed_wandb_id: str | None) -> list:
     return loggers
 
 
-def _resumed_run_info(ckpt_path: str | None) -> dict[str, Any]:
-    if not ckpt_path:
-        return {}
-    return torch.load(ckpt_path, map_location="cpu", weights_only=True).get("hypermoe", {})
+def load_checkpoint(ckpt_path: str) -> dict[str, Any]:
+    """A checkpoint written by train.py, loaded without unpickling code."""
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path={ckpt_path!r} is not a file")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if "hypermoe" not in checkpoint:
+        raise ValueError(f"{path} was not written by hypermoe's train.py: it holds no run config")
+    return checkpoint
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train as configured; write and return ``metrics.json``'s content."""
     start = time.perf_counter()
     pl.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    # .hydra/config.yaml keeps the interpolations; this is what they resolved to
+    OmegaConf.save(cfg, output_dir / "resolved_config.yaml", resolve=True)
     data, module = build(cfg)
-    loggers = _loggers(cfg, _resumed_run_info(cfg.get("ckpt_path")).get("wandb_id"))
-    for logger in loggers:
-        if isinstance(logger, WandbLogger):
-            module.run_info["wandb_id"] = logger.experiment.id  # checkpoints carry it for resuming
-    trainer: pl.Trainer = instantiate(
-        cfg.trainer, callbacks=_callbacks(cfg, data.task.main_metric, bool(loggers)), logger=loggers or False
-    )
-    counts = parameter_counts(module.net)
-    log.info("parameters: %s", counts)
-    for logger in loggers:
-        logger.log_hyperparams({"params": counts, **module.run_info["config"]})
-    try:
+    resumed = load_checkpoint(cfg.ckpt_path)["hypermoe"] if cfg.get("ckpt_path") else {}
+    loggers: list = []
+    try:  # from the first logger on, so a failing job still finishes its W&B run
+        loggers = _loggers(cfg, resumed.get("wandb_id"))
+        for logger in loggers:
+            if isinstance(logger, WandbLogger):
+                module.run_info["wandb_id"] = logger.experiment.id  # checkpoints carry it for resuming
+        callbacks = _callbacks(cfg, data.task.main_metric, bool(loggers))
+        trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+        counts = parameter_counts(module.net)
+        log.info("parameters: %s", counts)
+        for logger in loggers:
+            logger.log_hyperparams({"params": counts, **module.run_info["config"]})
         trainer.fit(module, datamodule=data, ckpt_path=cfg.get("ckpt_path"))
         metrics = {
             "task": f"{data.task.benchmark}/{data.task.name}",
@@ -103,13 +120,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "git": module.run_info["git"],
         }
         if trainer.is_global_zero:
-            out = Path(cfg.paths.output_dir) / "metrics.json"
-            out.parent.mkdir(parents=True, exist_ok=True)
+            out = output_dir / "metrics.json"
             out.write_text(json.dumps(metrics, indent=2) + "\n")
             log.info("validation: %s (best %s); wrote %s", metrics["final"], metrics["best"], out)
         return metrics
     finally:
-        if any(isinstance(logger, WandbLogger) for logger in loggers):
-            import wandb
-
+        wandb = sys.modules.get("wandb")
+        if wandb is not None and wandb.run is not None:
             wandb.finish()  # one W&B run per job, also in in-process multiruns and on failure

@@ -9,6 +9,9 @@ from omegaconf import DictConfig, open_dict
 import hypermoe.config  # noqa: F401  (registers the config resolvers)
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
+# a quiet run of the tiny random backbone
+QUIET = ["logger=none", "~callbacks.rich_progress_bar", "+trainer.enable_progress_bar=false"]
+TINY = ["backbone=bert_tiny", *QUIET]
 
 
 def compose_config(name: str, overrides: list[str], output_dir: Path) -> DictConfig:

@@ -15,10 +15,8 @@ def minilm():
     return load_bert(MINILM, None, MINILM)
 
 
-def _encode(encoder, tokenizer, context=None):
+def _encode(encoder, tokenizer):
     batch = tokenizer(["A man is playing a guitar.", "Short one."], padding=True, return_tensors="pt")
-    if context is not None:
-        context.attention_mask = batch["attention_mask"]
     with torch.no_grad():
         return encoder(**batch).last_hidden_state, batch["attention_mask"].bool()
 
@@ -38,10 +36,9 @@ def test_patched_model_equals_pretrained_before_training(minilm, model):
     _, tokenizer = minilm
     original = BertModel.from_pretrained(resolve_pretrained(MINILM), add_pooling_layer=False).eval()
     patched = BertModel.from_pretrained(resolve_pretrained(MINILM), add_pooling_layer=False).eval()
-    context = RoutingContext()
-    stack = patch_ffns(patched, model, context)
+    stack, _ = patch_ffns(patched, model, RoutingContext.attach(patched))
     expected, mask = _encode(original, tokenizer)
-    got, _ = _encode(patched, tokenizer, context)
+    got, _ = _encode(patched, tokenizer)
     torch.testing.assert_close(got[mask], expected[mask], atol=1e-5, rtol=1e-5)
     assert len(stack) == len(choose_layers(model["moe_layers"], 6))
 
@@ -49,12 +46,13 @@ def test_patched_model_equals_pretrained_before_training(minilm, model):
 def test_moe_layers_see_the_padding_mask(minilm):
     _, tokenizer = minilm
     encoder = BertModel.from_pretrained(resolve_pretrained(MINILM), add_pooling_layer=False).eval()
-    context = RoutingContext()
-    stack = patch_ffns(encoder, {"variant": "topk", "moe_layers": [0, 3], "num_experts": 4, "top_k": 1}, context)
+    model = {"variant": "topk", "moe_layers": [0, 3], "num_experts": 4, "top_k": 1}
+    stack, blocks = patch_ffns(encoder, model, RoutingContext.attach(encoder))
+    assert blocks == [0, 3]
     seen = []
     for layer in stack:
         layer.register_forward_hook(lambda module, args, output: seen.append(args[1]))
-    _, mask = _encode(encoder, tokenizer, context)
+    _, mask = _encode(encoder, tokenizer)
     assert len(seen) == 2 and all(torch.equal(m.bool(), mask) for m in seen)
     assert not mask.all()  # the batch does have padding
 

@@ -38,3 +38,12 @@ def test_csv_logger_writes_metrics(tmp_path):
     metrics = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"train/loss", "val/accuracy", "val/accuracy_best", "train/aux/balance"} <= set(metrics)
     assert any(name.startswith("moe/layer0/") for name in metrics)
+
+
+def test_a_failing_job_still_finishes_its_wandb_run(tmp_path, wandb_offline):
+    import wandb
+
+    failing = [*TINY, "logger=wandb", "trainer.accelerator=gpu"]  # no GPU here: the Trainer fails
+    with pytest.raises(Exception, match="gpu"):
+        run(compose_config("train", failing, tmp_path))
+    assert wandb.run is None

@@ -69,3 +69,17 @@ def test_wrong_row_count_is_an_error(tmp_path):
     (folder / "val.jsonl").write_text("\n".join(lines[:-1]) + "\n")
     with pytest.raises(DataError, match="read 55 rows for cb validation, expected 56"):
         load_split(get_task("superglue", "cb"), "validation", tmp_path)
+
+
+@needs_data
+@pytest.mark.parametrize("split", SPLITS)
+def test_every_wsc_span_is_its_span_text(split):
+    import json
+
+    path = DATA / "superglue" / "WSC" / ("train.jsonl" if split == "train" else "val.jsonl")
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    examples = load_split(get_task("superglue", "wsc"), split, DATA)
+    for record, example in zip(records, examples, strict=True):
+        for i, span in zip((1, 2), example.spans, strict=True):
+            found = " ".join(example.text_a[span.start : span.end].split()).lower()
+            assert found == " ".join(record["target"][f"span{i}_text"].split()).lower(), record["idx"]

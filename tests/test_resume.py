@@ -3,19 +3,12 @@ reproducing the validation metrics of a saved checkpoint."""
 
 import pytest
 import torch
-from helpers import compose_config
+from helpers import QUIET, compose_config
 
 from hypermoe.evaluate import run_eval
 from hypermoe.train import run
 
-TINY = [
-    "experiment=synthetic_tiny",
-    "model=hypermoe",
-    "logger=none",
-    "~callbacks.rich_progress_bar",
-    "+trainer.enable_progress_bar=false",
-    "trainer.deterministic=true",
-]
+TINY = ["experiment=synthetic_tiny", "model=hypermoe", *QUIET, "trainer.deterministic=true"]
 
 
 def _weights(path):
@@ -29,7 +22,9 @@ def test_resume_at_an_epoch_boundary_equals_an_uninterrupted_run(tmp_path):
     resumed_cfg = [*TINY, "trainer.max_epochs=2", f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}"]
     resumed = run(compose_config("train", resumed_cfg, tmp_path / "resumed"))
     assert resumed["steps"] == straight["steps"]
-    a, b = _weights(tmp_path / "straight/checkpoints/last.ckpt"), _weights(tmp_path / "resumed/checkpoints/last.ckpt")
+    # a resumed run keeps checkpointing into the folder it resumed from
+    assert not (tmp_path / "resumed" / "checkpoints").exists()
+    a, b = _weights(tmp_path / "straight/checkpoints/last.ckpt"), _weights(tmp_path / "first/checkpoints/last.ckpt")
     assert a.keys() == b.keys()
     for name in a:
         torch.testing.assert_close(a[name], b[name], msg=name)
@@ -43,3 +38,17 @@ def test_eval_reproduces_the_validation_metrics(tmp_path):
     evaluated = run_eval(compose_config("eval", [f"ckpt_path={checkpoint}"], tmp_path / "eval"))
     assert evaluated["validation"]["val/accuracy"] == pytest.approx(trained["final"]["val/accuracy"])
     assert evaluated["validation"]["val/loss"] == pytest.approx(trained["final"]["val/loss"], rel=1e-5)
+
+
+def test_eval_on_another_data_config_and_data_root(tmp_path, data_root):
+    overrides = ["backbone=bert_tiny", *QUIET, "model=topk", "data.task=rte", "debug=limit"]
+    run(compose_config("train", [*overrides, f"paths.data_dir={data_root}"], tmp_path / "train"))
+    checkpoint = tmp_path / "train" / "checkpoints" / "last.ckpt"
+    # GLUE's RTE has SuperGLUE RTE's labels: the trained head can score it, from any data root
+    glue = ["data=glue", "data.task=rte", f"paths.data_dir={data_root}", f"ckpt_path={checkpoint}"]
+    evaluated = run_eval(compose_config("eval", glue, tmp_path / "eval"))
+    assert evaluated["task"] == "glue/rte" and evaluated["trained_on"] == "superglue/rte"
+    assert 0.0 <= evaluated["validation"]["val/accuracy"] <= 1.0
+    cb = ["data=superglue", "data.task=cb", f"paths.data_dir={data_root}", f"ckpt_path={checkpoint}"]
+    with pytest.raises(ValueError, match=r"trained on superglue/rte .*superglue/cb needs .*cannot score that task"):
+        run_eval(compose_config("eval", cb, tmp_path / "eval_cb"))

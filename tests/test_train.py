@@ -4,12 +4,10 @@ import json
 
 import pytest
 import torch
-from helpers import compose_config
+from helpers import TINY, compose_config
 
 from hypermoe.moe.build import VARIANTS
 from hypermoe.train import run
-
-TINY = ["backbone=bert_tiny", "logger=none", "~callbacks.rich_progress_bar", "+trainer.enable_progress_bar=false"]
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -41,6 +39,7 @@ def test_a_short_run_learns_and_writes_its_record(tmp_path):
     metrics = run(compose_config("train", overrides, tmp_path))
     assert metrics["best"]["accuracy"] > 0.7  # majority-of-colours is learnable; chance is ~0.5
     assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
+    assert "${" not in (tmp_path / "resolved_config.yaml").read_text()
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     info = checkpoint["hypermoe"]
     assert info["seed"] == 42 and info["git"] and info["config"]["model"]["variant"] == "hypermoe"

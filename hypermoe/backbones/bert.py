@@ -21,10 +21,22 @@ _ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh", "silu":
 
 
 class RoutingContext:
-    """The padding mask of the batch being encoded, for the MoE layers inside the encoder
-    (BERT calls its FFN with hidden states only)."""
+    """The padding mask of the batch the encoder last received, for the MoE layers inside it
+    (BERT calls its FFN with hidden states only). Set by a forward pre-hook on the encoder,
+    so every way of calling it counts, and kept until the next call, so gradient
+    checkpointing recomputes a layer with the same mask."""
 
     attention_mask: Tensor | None = None
+
+    @classmethod
+    def attach(cls, encoder: nn.Module) -> "RoutingContext":
+        context = cls()
+
+        def remember_mask(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            context.attention_mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
+
+        encoder.register_forward_pre_hook(remember_mask, with_kwargs=True)
+        return context
 
 
 class MaskedMoE(nn.Module):
@@ -64,20 +76,22 @@ def load_bert(pretrained: str | None, config: dict | None, tokenizer: str) -> tu
     return encoder, tokenizer
 
 
-def patch_ffns(encoder: BertModel, model: dict, context: RoutingContext) -> nn.ModuleList:
-    """Swap the FFN of the blocks named by ``model['moe_layers']`` for ``model['variant']``."""
+def patch_ffns(encoder: BertModel, model: dict, context: RoutingContext) -> tuple[nn.ModuleList, list[int]]:
+    """Swap the FFN of the blocks named by ``model['moe_layers']`` for ``model['variant']``;
+    returns the new layers and the indices of their blocks."""
     cfg = encoder.config
     if cfg.hidden_act not in _ACTIVATIONS:
         raise ValueError(f"backbone activation {cfg.hidden_act!r} is not one of {sorted(_ACTIVATIONS)}")
     settings = dict(model)
-    blocks = [encoder.encoder.layer[i] for i in choose_layers(settings.pop("moe_layers"), cfg.num_hidden_layers)]
+    indices = choose_layers(settings.pop("moe_layers"), cfg.num_hidden_layers)
+    blocks = [encoder.encoder.layer[i] for i in indices]
     shape = {"d_model": cfg.hidden_size, "d_ff": cfg.intermediate_size, "activation": _ACTIVATIONS[cfg.hidden_act]}
     sources = [_dense_ffn(block, **shape) for block in blocks]
     stack = stack_from_config(settings, len(blocks), **shape, bias=True, dense_ffns=sources)
     for block, layer in zip(blocks, stack, strict=True):
         block.intermediate = MaskedMoE(layer, context)
         block.output.dense = nn.Identity()
-    return stack
+    return stack, indices
 
 
 @torch.no_grad()

@@ -9,10 +9,11 @@ from hypermoe.backbones.heads import TaskHead
 
 
 class MoEClassifier(nn.Module):
-    def __init__(self, encoder: nn.Module, moe: nn.ModuleList, context: RoutingContext, head: TaskHead):
+    """``moe[i]`` is the MoE layer of encoder block ``moe_blocks[i]``."""
+
+    def __init__(self, encoder: nn.Module, moe: nn.ModuleList, moe_blocks: list[int], head: TaskHead):
         super().__init__()
-        self.encoder, self.moe, self.head = encoder, moe, head
-        self.context = context
+        self.encoder, self.moe, self.moe_blocks, self.head = encoder, moe, moe_blocks, head
 
     def forward(
         self,
@@ -22,13 +23,9 @@ class MoEClassifier(nn.Module):
         span_masks: Tensor | None = None,
         num_choices: int | None = None,
     ) -> Tensor:
-        self.context.attention_mask = attention_mask
-        try:
-            hidden = self.encoder(
-                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-            ).last_hidden_state
-        finally:
-            self.context.attention_mask = None
+        hidden = self.encoder(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        ).last_hidden_state
         return self.head(hidden, attention_mask, span_masks, num_choices)
 
 
@@ -37,8 +34,7 @@ def build_classifier(
 ) -> tuple[MoEClassifier, Any]:
     """The network for one task, and the tokenizer its inputs need."""
     encoder, tokenizer = load_bert(backbone["pretrained"], backbone.get("config"), backbone["tokenizer"])
-    context = RoutingContext()
-    moe = patch_ffns(encoder, model, context)
+    moe, blocks = patch_ffns(encoder, model, RoutingContext.attach(encoder))
     head = TaskHead(encoder.config.hidden_size, kind, num_labels, num_spans, backbone.get("head_dropout", 0.1))
     # from_pretrained returns the encoder in eval mode, and Lightning keeps each module's mode
-    return MoEClassifier(encoder, moe, context, head).train(), tokenizer
+    return MoEClassifier(encoder, moe, blocks, head).train(), tokenizer
