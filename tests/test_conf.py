@@ -8,6 +8,8 @@ from conftest import D_MODEL
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+import hypermoe.config  # noqa: F401  (registers the config resolvers)
+
 from hypermoe.moe import FFN, sum_aux_losses, weighted_aux_loss
 from hypermoe.moe.build import VARIANTS, stack_from_config
 
@@ -15,8 +17,11 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def _compose(name: str, overrides: list[str] | None = None) -> dict:
-    with initialize_config_dir(config_dir=str(CONF / "model"), version_base="1.3"):
-        return OmegaConf.to_container(compose(config_name=name, overrides=overrides or []), resolve=True)
+    """conf/model/<name>.yaml as the training config composes it (with the tiny backbone)."""
+    overrides = [f"model={name}", "backbone=bert_tiny", *(f"model.{o}" for o in overrides or [])]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    return OmegaConf.to_container(cfg.model, resolve=True)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
