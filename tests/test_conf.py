@@ -9,7 +9,6 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import hypermoe.config  # noqa: F401  (registers the config resolvers)
-
 from hypermoe.moe import FFN, sum_aux_losses, weighted_aux_loss
 from hypermoe.moe.build import VARIANTS, stack_from_config
 

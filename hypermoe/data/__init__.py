@@ -1,0 +1,1 @@
+"""Benchmark data: readers of the official files, task definitions, metrics, DataModules."""

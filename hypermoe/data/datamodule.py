@@ -1,0 +1,98 @@
+"""LightningDataModule for one GLUE / SuperGLUE task (or the synthetic one)."""
+
+import logging
+import random
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Sampler
+
+from hypermoe.data.encoding import collate, encode_all
+from hypermoe.data.examples import Example
+from hypermoe.data.sampling import EpochShuffleSampler
+from hypermoe.data.sources import load_split
+from hypermoe.data.synthetic import SYNTHETIC, synthetic_split
+from hypermoe.data.tasks import Task, get_task
+
+log = logging.getLogger(__name__)
+
+
+def resolve_task(benchmark: str, name: str) -> Task:
+    return SYNTHETIC if benchmark == "synthetic" else get_task(benchmark, name)
+
+
+class TaskDataModule(pl.LightningDataModule):
+    """Reads, tokenizes and batches one task. ``max_train_examples`` subsamples the training
+    set (seeded) for CPU-scale runs; the validation set is always whole."""
+
+    def __init__(
+        self,
+        benchmark: str,
+        task: str,
+        data_dir: str,
+        max_length: int,
+        batch_size: int,
+        eval_batch_size: int,
+        num_workers: int = 0,
+        max_train_examples: int | None = None,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.task = resolve_task(benchmark, task)
+        self.data_dir = Path(data_dir)
+        self.max_length, self.batch_size, self.eval_batch_size = max_length, batch_size, eval_batch_size
+        self.num_workers, self.max_train_examples, self.seed = num_workers, max_train_examples, seed
+        self.tokenizer: Any = None
+        self.features: dict[str, list[dict]] = {}
+        self.groups: dict[str, int] = {}
+
+    def set_tokenizer(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+
+    def _examples(self, split: str) -> list[Example]:
+        if self.task is SYNTHETIC:
+            return synthetic_split(split, self.seed)
+        examples = load_split(self.task, split, self.data_dir)
+        if split == "train" and self.max_train_examples and len(examples) > self.max_train_examples:
+            examples = random.Random(self.seed).sample(examples, self.max_train_examples)
+            log.info("%s train: subsampled to %d rows (seed %d)", self.task.name, len(examples), self.seed)
+        return examples
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.tokenizer is None:
+            raise RuntimeError("call set_tokenizer(tokenizer) before setup: the backbone decides the tokenizer")
+        for split in ("train", "validation"):
+            if split in self.features:
+                continue
+            features = encode_all(self._examples(split), self.tokenizer, self.max_length)
+            for feature in features:  # MultiRC exact match groups, as integers the metric can hold
+                if feature["group"] is not None:
+                    feature["group"] = self.groups.setdefault(feature["group"], len(self.groups))
+            self.features[split] = features
+
+    def _loader(self, split: str, batch_size: int, sampler: Sampler | None) -> DataLoader:
+        return DataLoader(
+            self.features[split],
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=partial(collate, pad_token_id=self.tokenizer.pad_token_id),
+            # its own generator: creating an iterator then draws no number from the global
+            # stream, which the training steps' dropout uses
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.batch_size, EpochShuffleSampler(self.features["train"], self.seed))
+
+    def val_dataloader(self) -> DataLoader:
+        sampler = None
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Lightning's default DistributedSampler pads ranks with repeated examples, which
+            # the metrics would count twice; this one splits the set without repeats.
+            sampler = UnrepeatedDistributedSampler(self.features["validation"], shuffle=False)
+        return self._loader("validation", self.eval_batch_size, sampler)

@@ -1,0 +1,59 @@
+"""Each task's metrics as the benchmarks define them, built from torchmetrics."""
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric, MetricCollection
+from torchmetrics.classification import BinaryF1Score, MulticlassAccuracy, MulticlassF1Score, MulticlassMatthewsCorrCoef
+from torchmetrics.regression import PearsonCorrCoef, SpearmanCorrCoef
+
+from hypermoe.data.tasks import Task
+
+
+class GroupExactMatch(Metric):
+    """MultiRC EM: the share of questions (groups) whose answer options are all predicted right."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("correct", default=[], dist_reduce_fx="cat")
+        self.add_state("groups", default=[], dist_reduce_fx="cat")
+
+    def update(self, preds: Tensor, target: Tensor, groups: Tensor) -> None:
+        self.correct.append(preds == target)
+        self.groups.append(groups)
+
+    def compute(self) -> Tensor:
+        correct = torch.cat(self.correct) if isinstance(self.correct, list) else self.correct
+        groups = torch.cat(self.groups) if isinstance(self.groups, list) else self.groups
+        _, group_index = torch.unique(groups, return_inverse=True)
+        wrong_per_group = torch.zeros(int(group_index.max()) + 1, device=groups.device)
+        wrong_per_group.index_add_(0, group_index, (~correct).float())
+        return (wrong_per_group == 0).float().mean()
+
+
+def _metric(name: str, num_labels: int) -> Metric:
+    classes = max(num_labels, 2)
+    factories = {
+        "accuracy": lambda: MulticlassAccuracy(num_classes=classes, average="micro"),
+        "f1_macro": lambda: MulticlassF1Score(num_classes=classes, average="macro"),
+        "f1": BinaryF1Score,
+        "f1a": BinaryF1Score,  # MultiRC: F1 over all answer options
+        "matthews": lambda: MulticlassMatthewsCorrCoef(num_classes=classes),
+        "pearson": PearsonCorrCoef,
+        "spearman": SpearmanCorrCoef,
+        "exact_match": GroupExactMatch,
+    }
+    if name not in factories:
+        raise ValueError(f"metric {name!r} is not one of {sorted(factories)}")
+    return factories[name]()
+
+
+def build_metrics(task: Task, prefix: str) -> MetricCollection:
+    """``prefix`` + name -> metric, called as ``metrics(preds, target, groups=...)``."""
+    return MetricCollection({name: _metric(name, task.num_labels) for name in task.metrics}, prefix=prefix)
+
+
+def predictions(logits: Tensor, kind: str) -> Tensor:
+    """Model outputs -> what the metrics compare with labels: scores or class indices."""
+    return logits.squeeze(-1).float() if kind == "regression" else logits.argmax(-1)

@@ -1,0 +1,24 @@
+"""Shuffling that depends on (seed, epoch) only, so a resumed run sees the same batches."""
+
+from collections.abc import Iterator, Sized
+
+import torch
+from torch.utils.data import Sampler
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A permutation drawn from its own generator seeded with ``seed + epoch``; Lightning
+    calls ``set_epoch`` before every epoch, as for DistributedSampler."""
+
+    def __init__(self, data: Sized, seed: int):
+        self.size, self.seed, self.epoch = len(data), seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.size

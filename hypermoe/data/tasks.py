@@ -1,0 +1,220 @@
+"""Every GLUE and SuperGLUE task: where its files are, how to read them, its head and metrics.
+
+``kind`` picks the head: ``classification`` (one or two texts), ``regression`` (STS-B),
+``multiple_choice`` (COPA) or ``span`` (WiC, WSC: pooled word spans). ``rows`` are the
+official split sizes (MultiRC: answer options), checked whenever a split is read. Only
+the train and validation splits are used: the test splits' labels are private.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from hypermoe.data import readers
+from hypermoe.data.examples import Example
+from hypermoe.data.readers import BOOL
+
+NLI2 = ("entailment", "not_entailment")
+SPLITS = ("train", "validation")
+Reader = Callable[[Path], list[Example]]
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    benchmark: str  # glue | superglue: files live in <data root>/<benchmark>/<folder>/
+    folder: str
+    files: dict[str, str]  # split -> file name
+    readers: dict[str, Reader]  # split -> reader
+    kind: str
+    num_labels: int
+    metrics: tuple[str, ...]  # the first one selects checkpoints
+    rows: dict[str, int]
+    hub_config: str  # config name of the benchmark's dataset on the Hugging Face hub
+    labels: tuple = ()  # what label index i means; () for a score (STS-B)
+    num_spans: int = 0  # word spans the span head pools (WiC, WSC: 2)
+    hub_splits: tuple[tuple[str, str], ...] = ()  # our split -> the hub's, where they differ
+
+    @property
+    def main_metric(self) -> str:
+        return self.metrics[0]
+
+    def hub_split(self, split: str) -> str:
+        return dict(self.hub_splits).get(split, split)
+
+    def signature(self) -> dict:
+        """What a trained head depends on: a checkpoint can score another task only if equal."""
+        return {"kind": self.kind, "labels": [str(label) for label in self.labels], "num_spans": self.num_spans}
+
+
+def _superglue(name, folder, reader, kind, labels, metrics, rows, hub_config=None) -> Task:
+    files = {"train": "train.jsonl", "validation": "val.jsonl"}
+    return Task(name, "superglue", folder, files, dict.fromkeys(SPLITS, reader), kind, len(labels), metrics, rows,
+                hub_config or name, labels, num_spans=2 if kind == "span" else 0)  # fmt: skip
+
+
+def _glue(name, folder, reader, labels, metrics, rows, kind="classification", dev="dev.tsv", hub_splits=()) -> Task:
+    files = {"train": "train.tsv", "validation": dev}
+    return Task(name, "glue", folder, files, dict.fromkeys(SPLITS, reader), kind, max(len(labels), 1), metrics, rows,
+                name, labels, hub_splits=hub_splits)  # fmt: skip
+
+
+_CB_LABELS = ("entailment", "contradiction", "neutral")
+_MNLI_LABELS = ("entailment", "neutral", "contradiction")
+
+TASKS: dict[str, dict[str, Task]] = {
+    "superglue": {
+        task.name: task
+        for task in (
+            _superglue(
+                "boolq",
+                "BoolQ",
+                readers.superglue_pair("passage", "question", BOOL),
+                "classification",
+                BOOL,
+                ("accuracy",),
+                {"train": 9427, "validation": 3270},
+            ),
+            _superglue(
+                "cb",
+                "CB",
+                readers.superglue_pair("premise", "hypothesis", _CB_LABELS),
+                "classification",
+                _CB_LABELS,
+                ("f1_macro", "accuracy"),
+                {"train": 250, "validation": 56},
+            ),
+            _superglue(
+                "copa",
+                "COPA",
+                readers.read_copa,
+                "multiple_choice",
+                (0, 1),
+                ("accuracy",),
+                {"train": 400, "validation": 100},
+            ),
+            _superglue(
+                "multirc",
+                "MultiRC",
+                readers.read_multirc,
+                "classification",
+                (0, 1),
+                ("f1a", "exact_match"),
+                {"train": 27243, "validation": 4848},
+            ),
+            _superglue(
+                "rte",
+                "RTE",
+                readers.superglue_pair("premise", "hypothesis", NLI2),
+                "classification",
+                NLI2,
+                ("accuracy",),
+                {"train": 2490, "validation": 277},
+            ),
+            _superglue("wic", "WiC", readers.read_wic, "span", BOOL, ("accuracy",), {"train": 5428, "validation": 638}),
+            _superglue(
+                "wsc",
+                "WSC",
+                readers.read_wsc,
+                "span",
+                BOOL,
+                ("accuracy",),
+                {"train": 554, "validation": 104},
+                hub_config="wsc.fixed",
+            ),
+        )
+    },  # fmt: skip
+    "glue": {
+        task.name: task
+        for task in (
+            _glue(
+                "cola",
+                "CoLA",
+                readers.read_cola,
+                ("0", "1"),
+                ("matthews", "accuracy"),
+                {"train": 8551, "validation": 1043},
+            ),
+            _glue(
+                "sst2",
+                "SST-2",
+                readers.glue_columns("sentence", None, "label", ("0", "1")),
+                ("0", "1"),
+                ("accuracy",),
+                {"train": 67349, "validation": 872},
+            ),
+            Task(
+                "mrpc",
+                "glue",
+                "MRPC",
+                dict.fromkeys(SPLITS, "msr_paraphrase_train.txt"),
+                {"train": readers.mrpc_split(validation=False), "validation": readers.mrpc_split(validation=True)},
+                "classification",
+                2,
+                ("f1", "accuracy"),
+                {"train": 3668, "validation": 408},
+                "mrpc",
+                ("0", "1"),
+            ),
+            _glue(
+                "stsb",
+                "STS-B",
+                readers.glue_columns("sentence1", "sentence2", "score", None),
+                (),
+                ("pearson", "spearman"),
+                {"train": 5749, "validation": 1500},
+                kind="regression",
+            ),
+            _glue(
+                "qnli",
+                "QNLI",
+                readers.glue_columns("question", "sentence", "label", NLI2),
+                NLI2,
+                ("accuracy",),
+                {"train": 104743, "validation": 5463},
+            ),
+            _glue(
+                "rte",
+                "RTE",
+                readers.glue_columns("sentence1", "sentence2", "label", NLI2),
+                NLI2,
+                ("accuracy",),
+                {"train": 2490, "validation": 277},
+            ),
+            _glue(
+                "wnli",
+                "WNLI",
+                readers.glue_columns("sentence1", "sentence2", "label", ("0", "1")),
+                ("0", "1"),
+                ("accuracy",),
+                {"train": 635, "validation": 71},
+            ),
+            _glue(
+                "qqp",
+                "QQP",
+                readers.glue_columns("question1", "question2", "is_duplicate", ("0", "1")),
+                ("0", "1"),
+                ("f1", "accuracy"),
+                {"train": 363846, "validation": 40430},
+            ),
+            _glue(
+                "mnli",
+                "MNLI",
+                readers.glue_columns("sentence1", "sentence2", "gold_label", _MNLI_LABELS),
+                _MNLI_LABELS,
+                ("accuracy",),
+                {"train": 392702, "validation": 9815},
+                dev="dev_matched.tsv",
+                hub_splits=(("validation", "validation_matched"),),
+            ),
+        )
+    },  # fmt: skip
+}
+
+
+def get_task(benchmark: str, name: str) -> Task:
+    if benchmark not in TASKS:
+        raise ValueError(f"data.benchmark={benchmark!r} is not one of {sorted(TASKS)}")
+    if name not in TASKS[benchmark]:
+        raise ValueError(f"data.task={name!r} is not a {benchmark} task; choose one of {sorted(TASKS[benchmark])}")
+    return TASKS[benchmark][name]
