@@ -62,6 +62,7 @@ def _glue(name, folder, reader, labels, metrics, rows, kind="classification", de
 _CB_LABELS = ("entailment", "contradiction", "neutral")
 _MNLI_LABELS = ("entailment", "neutral", "contradiction")
 
+# fmt: off
 TASKS: dict[str, dict[str, Task]] = {
     "superglue": {
         task.name: task
@@ -123,7 +124,7 @@ TASKS: dict[str, dict[str, Task]] = {
                 hub_config="wsc.fixed",
             ),
         )
-    },  # fmt: skip
+    },
     "glue": {
         task.name: task
         for task in (
@@ -208,8 +209,9 @@ TASKS: dict[str, dict[str, Task]] = {
                 hub_splits=(("validation", "validation_matched"),),
             ),
         )
-    },  # fmt: skip
+    },
 }
+# fmt: on
 
 
 def get_task(benchmark: str, name: str) -> Task:
