@@ -65,7 +65,8 @@ class TaskDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.tokenizer is None:
             raise RuntimeError("call set_tokenizer(tokenizer) before setup: the backbone decides the tokenizer")
-        for split in ("train", "validation"):
+        # re-testing a checkpoint (stage "validate") needs no training features
+        for split in ("validation",) if stage == "validate" else ("train", "validation"):
             if split in self.features:
                 continue
             features = encode_all(self._examples(split), self.tokenizer, self.max_length)

@@ -89,12 +89,16 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def hyper_parameters(layers: Sequence[nn.Module]) -> int:
+    """HyperMoE's extra parameters in ``layers``: each layer's selection embedding, and every
+    distinct hypernetwork once (a shared one is counted once)."""
+    parts = [part for layer in layers for part in (layer.selection, layer.hypernetwork)]
+    return sum({id(p): p.numel() for part in parts for p in part.parameters()}.values())
+
+
 def hyper_parameters_per_layer(stack: nn.ModuleList) -> float:
-    """HyperMoE's extra parameters (selection embeddings + hypernetwork) per layer."""
-    extra = {
-        id(p): p.numel() for layer in stack for part in (layer.selection, layer.hypernetwork) for p in part.parameters()
-    }
-    return sum(extra.values()) / len(stack)
+    """HyperMoE's extra parameters per layer of ``stack``."""
+    return hyper_parameters(stack) / len(stack)
 
 
 def param_matched_bottleneck(d_model: int, target_parameters: float) -> int:
