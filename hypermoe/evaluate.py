@@ -25,14 +25,14 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
     if trained_on["signature"] != data.task.signature():
         raise ValueError(
             f"the checkpoint's head was trained on {trained_on['name']} {trained_on['signature']}; "
-            f"{data.task.benchmark}/{data.task.name} needs {data.task.signature()}: it cannot score that task"
+            f"{data.task.qualified_name} needs {data.task.signature()}: it cannot score that task"
         )
     module.load_state_dict(checkpoint["state_dict"])
     trainer = instantiate(cfg.trainer, logger=False)
     results = trainer.validate(module, datamodule=data)[0]
     metrics = {
         "ckpt_path": str(cfg.ckpt_path),
-        "task": f"{data.task.benchmark}/{data.task.name}",
+        "task": data.task.qualified_name,
         "trained_on": trained_on["name"],
         "validation": {k: float(v) for k, v in results.items() if not k.endswith("_best")},
     }

@@ -31,7 +31,7 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, MoELitModule]:
         to_container(cfg.backbone), model, data.task.kind, data.task.num_labels, data.task.num_spans
     )
     data.set_tokenizer(tokenizer)
-    task = {"name": f"{data.task.benchmark}/{data.task.name}", "signature": data.task.signature()}
+    task = {"name": data.task.qualified_name, "signature": data.task.signature()}
     run_info = {"config": to_container(cfg), "seed": cfg.seed, "git": git_revision(), "task": task}
     module = MoELitModule(
         net,
@@ -107,7 +107,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             logger.log_hyperparams({"params": counts, **module.run_info["config"]})
         trainer.fit(module, datamodule=data, ckpt_path=cfg.get("ckpt_path"))
         metrics = {
-            "task": f"{data.task.benchmark}/{data.task.name}",
+            "task": data.task.qualified_name,
             "model": cfg.model.variant,
             "seed": cfg.seed,
             "final": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")},

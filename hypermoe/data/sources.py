@@ -61,7 +61,7 @@ def hub_example(task: Task, row: dict) -> Example:
     already indices in the order the local readers use; -1 means unlabeled)."""
     label = row.get("label")
     label = None if label is None or label == -1 else label
-    name = f"{task.benchmark}/{task.name}"
+    name = task.qualified_name
     pairs = {
         "superglue/boolq": ("passage", "question"),
         "superglue/cb": ("premise", "hypothesis"),

@@ -39,6 +39,11 @@ class Task:
     def main_metric(self) -> str:
         return self.metrics[0]
 
+    @property
+    def qualified_name(self) -> str:
+        """``<benchmark>/<task>``, as runs and checkpoints name it."""
+        return f"{self.benchmark}/{self.name}"
+
     def hub_split(self, split: str) -> str:
         return dict(self.hub_splits).get(split, split)
 
