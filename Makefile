@@ -9,6 +9,10 @@ BIN := $(VENV)/bin
 ifneq ($(wildcard ../shared/data),)
 export HYPERMOE_DATA ?= $(abspath ../shared/data)
 endif
+# The tokenizer files (T5, GPT-2) used when the hub is unreachable, likewise.
+ifneq ($(wildcard ../shared/tokenizers),)
+export HYPERMOE_TOKENIZERS ?= $(abspath ../shared/tokenizers)
+endif
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help

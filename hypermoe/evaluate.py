@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hypermoe.train import build, load_checkpoint
 
@@ -28,6 +28,8 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
             f"{data.task.qualified_name} needs {data.task.signature()}: it cannot score that task"
         )
     module.load_state_dict(checkpoint["state_dict"])
+    with open_dict(cfg):
+        cfg.backbone = trained.backbone  # the trainer settings may read the backbone's recipe
     trainer = instantiate(cfg.trainer, logger=False)
     results = trainer.validate(module, datamodule=data)[0]
     metrics = {

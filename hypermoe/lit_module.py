@@ -1,4 +1,11 @@
-"""The LightningModule: task loss + weighted aux losses of every MoE layer, metrics, logging."""
+"""LightningModules: the task loss + the weighted aux losses of every MoE layer, metrics, logging.
+
+``MoELitModule`` holds what every task family shares (aux losses, routing statistics,
+best-so-far metrics, the optimizer, per-epoch reseeding, the run record in checkpoints);
+``ClassifierLitModule`` (GLUE / SuperGLUE heads), ``CausalLMLitModule`` (perplexity) and
+``Seq2SeqLitModule`` (text-to-text, generation-based evaluation) add their loss and metrics.
+The net exposes ``moe`` (its MoE layers) and ``moe_names``.
+"""
 
 import random
 from collections.abc import Callable
@@ -8,29 +15,28 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics import MaxMetric, MeanMetric, MinMetric
+from torchmetrics.text import Perplexity
 from transformers import get_linear_schedule_with_warmup
 
 from hypermoe.backbones.heads import task_loss
-from hypermoe.data.metrics import build_metrics, predictions
+from hypermoe.data.metrics import build_metrics, metric_mode, predictions
+from hypermoe.data.seq2seq import IGNORE_INDEX
 from hypermoe.data.tasks import Task
+from hypermoe.data.text2text import parse_label
+from hypermoe.data.text_metrics import build_text_metrics
 from hypermoe.moe import sum_aux_losses, weighted_aux_loss
-
-_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "span_masks", "num_choices")
 
 
 class MoELitModule(pl.LightningModule):
-    """Trains ``net`` (a MoEClassifier) on ``task``.
-
-    Logs ``train/loss`` (total), ``train/task_loss``, ``train/aux/<name>`` (unweighted, summed
-    over layers), ``val/loss``, ``val/<metric>`` and ``val/<metric>_best``, and every
-    ``routing_log_every`` steps ``moe/layer{i}/<stat>``.
-    """
+    """Logs ``train/loss`` (total), ``train/task_loss``, ``train/aux/<name>`` (unweighted,
+    summed over layers), ``val/loss``, ``val/<metric>`` and ``val/<metric>_best``, and every
+    ``routing_log_every`` steps ``moe/<layer name>/<stat>``."""
 
     def __init__(
         self,
         net: nn.Module,
-        task: Task,
+        task: Any,
         aux_loss_coefficients: dict[str, float],
         optimizer: Callable[..., torch.optim.Optimizer],
         warmup_ratio: float,
@@ -43,21 +49,17 @@ class MoELitModule(pl.LightningModule):
         self.optimizer_factory, self.warmup_ratio = optimizer, warmup_ratio
         self.routing_log_every = routing_log_every
         self.run_info = run_info or {}  # resolved config, seed, git revision: stored in checkpoints
-        self.val_metrics = build_metrics(task, prefix="val/")
-        self.val_best = nn.ModuleDict({name: MaxMetric() for name in task.metrics})
+        self.val_best = nn.ModuleDict(
+            {name: MinMetric() if metric_mode(name) == "min" else MaxMetric() for name in task.metrics}
+        )
         for best in self.val_best.values():
             best.persistent(True)  # resumed runs keep their best so far
         self.val_loss = MeanMetric()
 
-    def forward(self, batch: dict[str, Any]) -> Tensor:
-        return self.net(**{key: batch[key] for key in _INPUTS if key in batch})
-
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        logits = self(batch)
-        loss_task = task_loss(logits, batch["labels"], self.task.kind)
+    def _total_loss(self, loss_task: Tensor, size: int) -> Tensor:
+        """Task loss + weighted aux losses of the forward just run; logs the parts."""
         aux = sum_aux_losses(self.net.moe)
         loss = loss_task + weighted_aux_loss(aux, self.aux_loss_coefficients).to(loss_task.device)
-        size = batch["labels"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
         self.log("train/task_loss", loss_task, batch_size=size)
         for name, value in aux.items():
@@ -67,31 +69,28 @@ class MoELitModule(pl.LightningModule):
         return loss
 
     def _log_routing_stats(self) -> None:
-        for block, layer in zip(self.net.moe_blocks, self.net.moe, strict=True):  # named by encoder block
-            for name, value in layer.routing_stats.items():
+        for name, layer in zip(self.net.moe_names, self.net.moe, strict=True):
+            for stat, value in layer.routing_stats.items():
                 if value.dim() == 0:
-                    self.log(f"moe/layer{block}/{name}", value)
+                    self.log(f"moe/{name}/{stat}", value)
                 else:  # per-expert load: its extremes
-                    self.log(f"moe/layer{block}/{name}_max", value.max())
-                    self.log(f"moe/layer{block}/{name}_min", value.min())
+                    self.log(f"moe/{name}/{stat}_max", value.max())
+                    self.log(f"moe/{name}/{stat}_min", value.min())
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        logits = self(batch)
-        self.val_loss.update(task_loss(logits, batch["labels"], self.task.kind), weight=batch["labels"].shape[0])
-        self.val_metrics.update(predictions(logits, self.task.kind), batch["labels"], groups=batch.get("groups"))
-
-    def on_validation_epoch_end(self) -> None:
-        values = self.val_metrics.compute()
-        self.val_metrics.reset()
-        # the metrics are already reduced over processes; sync_dist only silences DDP's warning
+    def _log_validation(self, values: dict[str, Tensor]) -> None:
+        """Logs val/loss and the task's metrics (already reduced over processes: sync_dist
+        only silences DDP's warning), and updates the best-so-far values."""
         self.log("val/loss", self.val_loss.compute(), sync_dist=True)
         self.val_loss.reset()
         for name in self.task.metrics:
-            value = values[f"val/{name}"]
+            value = values[name]
             self.log(f"val/{name}", value, prog_bar=name == self.task.main_metric, sync_dist=True)
             if not self.trainer.sanity_checking:
                 self.val_best[name].update(value)
                 self.log(f"val/{name}_best", self.val_best[name].compute(), sync_dist=True)
+
+    def best_metrics(self) -> dict[str, float]:
+        return {name: float(best.compute()) for name, best in self.val_best.items()}
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer_factory(params=self._parameter_groups())
@@ -117,3 +116,124 @@ class MoELitModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["hypermoe"] = self.run_info
+
+
+_CLASSIFIER_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "span_masks", "num_choices")
+
+
+class ClassifierLitModule(MoELitModule):
+    """Trains a MoEClassifier on a GLUE / SuperGLUE task (or the synthetic one)."""
+
+    def __init__(self, net: nn.Module, task: Any, *args, **kwargs):
+        super().__init__(net, task, *args, **kwargs)
+        self.val_metrics = build_metrics(task, prefix="")
+
+    def forward(self, batch: dict[str, Any]) -> Tensor:
+        return self.net(**{key: batch[key] for key in _CLASSIFIER_INPUTS if key in batch})
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        loss_task = task_loss(self(batch), batch["labels"], self.task.kind)
+        return self._total_loss(loss_task, batch["labels"].shape[0])
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        logits = self(batch)
+        self.val_loss.update(task_loss(logits, batch["labels"], self.task.kind), weight=batch["labels"].shape[0])
+        self.val_metrics.update(predictions(logits, self.task.kind), batch["labels"], groups=batch.get("groups"))
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.val_metrics.compute()
+        self.val_metrics.reset()
+        self._log_validation(values)
+
+
+def next_token_loss(logits: Tensor, input_ids: Tensor) -> Tensor:
+    """Mean cross-entropy of predicting token t + 1 from tokens <= t (float32)."""
+    return nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), input_ids[:, 1:].flatten())
+
+
+class CausalLMLitModule(MoELitModule):
+    """Trains a MoECausalLM on next-token prediction. ``val/perplexity`` is exp of the mean
+    next-token cross-entropy over every validation token, without the aux losses."""
+
+    def __init__(self, net: nn.Module, task: Any, *args, **kwargs):
+        super().__init__(net, task, *args, **kwargs)
+        self.val_perplexity = Perplexity()
+
+    def forward(self, batch: dict[str, Any]) -> Tensor:
+        return self.net(batch["input_ids"], batch.get("attention_mask"))
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        loss_task = next_token_loss(self(batch), batch["input_ids"])
+        return self._total_loss(loss_task, batch["input_ids"].shape[0])
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        logits, ids = self(batch), batch["input_ids"]
+        self.val_loss.update(next_token_loss(logits, ids), weight=ids[:, 1:].numel())
+        self.val_perplexity.update(logits[:, :-1].float(), ids[:, 1:])
+
+    def on_validation_epoch_end(self) -> None:
+        values = {"perplexity": self.val_perplexity.compute()}
+        self.val_perplexity.reset()
+        self._log_validation(values)
+
+
+class Seq2SeqLitModule(MoELitModule):
+    """Trains a MoESeq2Seq text-to-text. Validation generates (with the datamodule's
+    ``generation_kwargs``: target length, beam width) and scores the decoded text:
+    GLUE / SuperGLUE outputs are parsed back to labels and scored by the classification
+    metrics (an output that names no label counts as wrong; ``val/invalid`` is their share);
+    free-text tasks are scored against their answers (EM / F1, ROUGE)."""
+
+    def __init__(self, net: nn.Module, task: Any, *args, tokenizer: Any, **kwargs):
+        super().__init__(net, task, *args, **kwargs)
+        self.tokenizer = tokenizer
+        self.classifies = isinstance(task, Task)
+        self.val_metrics = build_metrics(task, prefix="") if self.classifies else build_text_metrics(task.metrics, "")
+        self.val_invalid = MeanMetric()
+
+    def forward(self, batch: dict[str, Any]) -> Tensor:
+        return self.net(batch["input_ids"], batch["attention_mask"], batch["labels"], batch["decoder_attention_mask"])
+
+    def _loss(self, batch: dict[str, Any]) -> Tensor:
+        logits = self(batch)
+        return nn.functional.cross_entropy(
+            logits.flatten(0, 1).float(), batch["labels"].flatten(), ignore_index=IGNORE_INDEX
+        )
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        return self._total_loss(self._loss(batch), batch["input_ids"].shape[0])
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        size = batch["input_ids"].shape[0]
+        self.val_loss.update(self._loss(batch), weight=size)
+        generation = self.trainer.datamodule.generation_kwargs
+        generated = self.net.generate(batch["input_ids"], batch["attention_mask"], **generation)
+        texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
+        if not self.classifies:
+            self.val_metrics.update(texts, batch["answers"])
+            return
+        parsed = [parse_label(self.task, text) for text in texts]
+        self.val_invalid.update(torch.tensor([value is None for value in parsed], dtype=torch.float))
+        labels = batch["label"]
+        preds = [
+            wrong_answer(self.task, gold) if value is None else value
+            for value, gold in zip(parsed, labels.tolist(), strict=True)
+        ]
+        preds = torch.tensor(preds, dtype=labels.dtype, device=labels.device)
+        self.val_metrics.update(preds, labels, groups=batch.get("groups"))
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.val_metrics.compute()
+        self.val_metrics.reset()
+        if self.classifies:
+            self.log("val/invalid", self.val_invalid.compute(), sync_dist=True)
+            self.val_invalid.reset()
+        self._log_validation(values)
+
+
+def wrong_answer(task: Task, gold: int | float) -> int | float:
+    """What an output that names no label scores as: a wrong class (the next one), or for a
+    score the end of the scale farthest from the gold one."""
+    if task.kind == "regression":
+        return 0.0 if gold > 2.5 else 5.0
+    return (int(gold) + 1) % task.num_labels

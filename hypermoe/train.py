@@ -10,16 +10,29 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from hypermoe.backbones.causal_lm import build_causal_lm
 from hypermoe.backbones.classifier import build_classifier
+from hypermoe.backbones.seq2seq import build_seq2seq
 from hypermoe.config import git_revision, to_container
-from hypermoe.lit_module import MoELitModule
+from hypermoe.data.datamodule import TaskDataModule
+from hypermoe.data.lm import LMDataModule
+from hypermoe.data.metrics import metric_mode
+from hypermoe.data.seq2seq import Seq2SeqDataModule
+from hypermoe.lit_module import CausalLMLitModule, ClassifierLitModule, MoELitModule, Seq2SeqLitModule
 from hypermoe.params import parameter_counts
 
 log = logging.getLogger(__name__)
+
+# backbone.kind -> (the DataModule it trains on, its LightningModule)
+_FAMILIES = {
+    "encoder": (TaskDataModule, ClassifierLitModule),
+    "causal_lm": (LMDataModule, CausalLMLitModule),
+    "seq2seq": (Seq2SeqDataModule, Seq2SeqLitModule),
+}
 
 
 def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, MoELitModule]:
@@ -27,13 +40,29 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, MoELitModule]:
     data = instantiate(cfg.data)
     model = to_container(cfg.model)
     coefficients = model.pop("aux_loss_coefficients")
-    net, tokenizer = build_classifier(
-        to_container(cfg.backbone), model, data.task.kind, data.task.num_labels, data.task.num_spans
-    )
+    backbone = to_container(cfg.backbone)
+    kind = backbone.get("kind", "encoder")
+    if kind not in _FAMILIES:
+        raise ValueError(f"backbone.kind={kind!r} is not one of {sorted(_FAMILIES)}")
+    data_class, module_class = _FAMILIES[kind]
+    if type(data) is not data_class:  # exact: the text-to-text DataModule derives from the classification one
+        raise ValueError(
+            f"backbone.kind={kind!r} trains on {data_class.__name__} data, but the data config builds "
+            f"{type(data).__name__}: pick a data config made for this backbone"
+        )
+    extra = {}
+    if kind == "encoder":
+        task = data.task
+        net, tokenizer = build_classifier(backbone, model, task.kind, task.num_labels, task.num_spans)
+    elif kind == "causal_lm":
+        net, tokenizer = build_causal_lm(backbone, model)
+    else:
+        net, tokenizer = build_seq2seq(backbone, model)
+        extra = {"tokenizer": tokenizer}
     data.set_tokenizer(tokenizer)
     task = {"name": data.task.qualified_name, "signature": data.task.signature()}
     run_info = {"config": to_container(cfg), "seed": cfg.seed, "git": git_revision(), "task": task}
-    module = MoELitModule(
+    module = module_class(
         net,
         data.task,
         coefficients,
@@ -41,20 +70,24 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, MoELitModule]:
         warmup_ratio=cfg.scheduler.warmup_ratio,
         routing_log_every=cfg.routing_log_every,
         run_info=run_info,
+        **extra,
     )
     return data, module
 
 
 def _callbacks(cfg: DictConfig, main_metric: str, has_logger: bool) -> list[pl.Callback]:
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    for callback in callbacks:
-        if isinstance(callback, ModelCheckpoint):
-            if callback.monitor == "auto":
-                callback.monitor = f"val/{main_metric}"  # the task's selection metric
-            if cfg.get("ckpt_path"):
-                # a resumed run keeps checkpointing where it started, so its best-k record
-                # (which Lightning drops when the folder changes) carries on
-                callback.dirpath = str(Path(cfg.ckpt_path).resolve().parent)
+    callbacks = []
+    for callback_cfg in (cfg.get("callbacks") or {}).values():
+        if callback_cfg is None:
+            continue
+        overrides = {}
+        if callback_cfg.get("monitor") == "auto":  # the task's selection metric, in its direction
+            overrides = {"monitor": f"val/{main_metric}", "mode": metric_mode(main_metric)}
+        if cfg.get("ckpt_path") and callback_cfg.get("_target_", "").endswith("ModelCheckpoint"):
+            # a resumed run keeps checkpointing where it started, so its best-k record
+            # (which Lightning drops when the folder changes) carries on
+            overrides["dirpath"] = str(Path(cfg.ckpt_path).resolve().parent)
+        callbacks.append(instantiate(callback_cfg, **overrides))
     # the learning-rate monitor has nowhere to write without a logger (logger=none)
     return [c for c in callbacks if has_logger or not isinstance(c, LearningRateMonitor)]
 
@@ -111,7 +144,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "model": cfg.model.variant,
             "seed": cfg.seed,
             "final": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")},
-            "best": {name: float(module.val_best[name].compute()) for name in data.task.metrics},
+            "best": module.best_metrics(),
             "main_metric": data.task.main_metric,
             "params": counts,
             "epochs": trainer.current_epoch,

@@ -1,12 +1,17 @@
 import os
+from pathlib import Path
+
+import pytest
+import torch
 
 # Tests never touch the network: without these, every hub call retries for ~25 s.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
-
-import pytest
-import torch
+# The real T5 and GPT-2 tokenizer files, beside the clone, for the backbones that need them offline.
+_SHARED_TOKENIZERS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "tokenizers")
+if os.path.isdir(_SHARED_TOKENIZERS):
+    os.environ.setdefault("HYPERMOE_TOKENIZERS", os.path.abspath(_SHARED_TOKENIZERS))
 
 D_MODEL, D_FF = 16, 32
 
@@ -29,9 +34,18 @@ def grads(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 @pytest.fixture
 def data_root():
     """The benchmark files: HYPERMOE_DATA, else ../shared/data beside the clone; skip if absent."""
-    from pathlib import Path
 
     root = Path(os.environ.get("HYPERMOE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
     if not root.is_dir():
         pytest.skip(f"data root {root} is absent (set HYPERMOE_DATA)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tokenizers_root():
+    """The real T5 / GPT-2 tokenizer files: HYPERMOE_TOKENIZERS (set above when beside the clone); skip if absent."""
+
+    root = Path(os.environ.get("HYPERMOE_TOKENIZERS", "/nonexistent"))
+    if not root.is_dir():
+        pytest.skip(f"tokenizer folder {root} is absent (set HYPERMOE_TOKENIZERS)")
     return root

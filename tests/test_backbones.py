@@ -4,7 +4,8 @@ import pytest
 import torch
 from transformers import BertModel
 
-from hypermoe.backbones.bert import RoutingContext, choose_layers, load_bert, patch_ffns
+from hypermoe.backbones.bert import load_bert, patch_ffns
+from hypermoe.backbones.patching import RoutingContext, choose_layers
 from hypermoe.backbones.sources import resolve_pretrained
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"

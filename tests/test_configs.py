@@ -31,17 +31,37 @@ def test_every_model_builds(tmp_path, option):
     assert type(module.net.moe[0]).__name__ == classes[cfg.model.variant] and data.task.name == "majority"
 
 
+# a data config each backbone family trains on
+_DATA_FOR = {"encoder": "synthetic", "causal_lm": "lm", "seq2seq": "superglue"}
+# weights only the hub serves: offline, they must fail with a clear message
+_HUB_ONLY = {"gpt2_moe", "switch_base_8"}
+
+
 @pytest.mark.parametrize("option", _options("backbone"))
-def test_every_backbone_builds(tmp_path, option):
-    _, module = build(compose_config("train", [f"backbone={option}", "data=synthetic", "model=topk"], tmp_path))
-    assert len(module.net.moe) == module.net.encoder.config.num_hidden_layers
+def test_every_backbone_builds(tmp_path, option, monkeypatch):
+    kind = compose_config("train", [f"backbone={option}"], tmp_path).backbone.kind
+    cfg = compose_config("train", [f"backbone={option}", f"data={_DATA_FOR[kind]}", "model=topk"], tmp_path)
+    if option in _HUB_ONLY:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        with pytest.raises(FileNotFoundError, match=f"cannot load pretrained {cfg.backbone.pretrained!r}"):
+            build(cfg)
+        return
+    _, module = build(cfg)
+    assert len(module.net.moe) == len(module.net.moe_names) > 0
+    assert all(type(layer).__name__ == "TopKMoE" for layer in module.net.moe)
+
+
+def test_backbone_and_data_of_different_families_are_refused(tmp_path):
+    cfg = compose_config("train", ["backbone=bert_tiny", "data=lm"], tmp_path)
+    with pytest.raises(ValueError, match=r"backbone\.kind='encoder' trains on TaskDataModule data"):
+        build(cfg)
 
 
 @pytest.mark.parametrize("option", _options("data"))
 def test_every_data_config_instantiates(tmp_path, option, data_root):
     cfg = compose_config("train", [*FAST, f"data={option}", f"paths.data_dir={data_root}"], tmp_path)
     data = instantiate(cfg.data)
-    assert data.task.benchmark == cfg.data.benchmark
+    assert data.task.benchmark == cfg.data.get("benchmark", "lm")
 
 
 @pytest.mark.parametrize("group", ["trainer", "logger", "callbacks", "debug", "experiment"])

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from helpers import TINY, compose_config
+from helpers import QUIET, TINY, compose_config
 
 from hypermoe.moe.build import VARIANTS
 from hypermoe.train import run
@@ -19,6 +19,23 @@ def test_fast_dev_run_every_variant(tmp_path, variant):
     if variant in ("topk", "hypermoe", "topk_adapter"):
         assert params["active_per_token"] < params["total"]
     assert (params["hypernetwork"] > 0) == (variant == "hypermoe")
+
+
+# the other backbone families, each on real data from the data root (small slices of it)
+_FAMILY_RUNS = {
+    "gpt2_tiny": ["data=lm", "data.block_size=32", "data.max_train_blocks=16"],
+    "switch_tiny": ["data=superglue", "data.task=rte", "data.max_train_examples=32", "data.max_length=64"],
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("backbone", sorted(_FAMILY_RUNS))
+def test_fast_dev_run_every_backbone_and_variant(tmp_path, backbone, variant, data_root):
+    overrides = [*QUIET, f"backbone={backbone}", f"model={variant}", "debug=fast_dev_run", *_FAMILY_RUNS[backbone]]
+    metrics = run(compose_config("train", [*overrides, f"paths.data_dir={data_root}"], tmp_path))
+    assert metrics["model"] == variant and metrics["steps"] == 1
+    assert set(metrics["final"]) >= {f"val/{name}" for name in metrics["best"]}
+    assert (metrics["params"]["hypernetwork"] > 0) == (variant == "hypermoe")
 
 
 @pytest.mark.parametrize(

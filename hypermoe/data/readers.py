@@ -77,11 +77,10 @@ def superglue_pair(text_a: str, text_b: str, labels: Sequence[Any]) -> Callable[
     def read(path: Path) -> list[Example]:
         examples = []
         for where, record in iter_jsonl(path):
+            a, b = _field(record, text_a, where), _field(record, text_b, where)
             examples.append(
                 Example(
-                    text_a=_field(record, text_a, where),
-                    text_b=_field(record, text_b, where),
-                    label=_optional_label(record, labels, where),
+                    text_a=a, text_b=b, label=_optional_label(record, labels, where), fields=((text_a, a), (text_b, b))
                 )
             )
         return examples
@@ -96,11 +95,14 @@ def read_copa(path: Path) -> list[Example]:
         question = _field(record, "question", where)
         if question not in ("cause", "effect"):
             raise DataError(f"{where}: question {question!r} is not 'cause' or 'effect'")
+        premise = _field(record, "premise", where)
+        choices = (_field(record, "choice1", where), _field(record, "choice2", where))
         examples.append(
             Example(
-                text_a=copa_prompt(_field(record, "premise", where), question),
-                choices=(_field(record, "choice1", where), _field(record, "choice2", where)),
+                text_a=copa_prompt(premise, question),
+                choices=choices,
                 label=_optional_label(record, (0, 1), where),
+                fields=copa_fields(premise, question, choices),
             )
         )
     return examples
@@ -111,14 +113,17 @@ def read_multirc(path: Path) -> list[Example]:
     examples = []
     for where, record in iter_jsonl(path):
         passage = _field(record, "passage", where)
+        paragraph = _field(passage, "text", where)
         for q, question in enumerate(_field(passage, "questions", where)):
+            asked = _field(question, "question", where)
             for answer in _field(question, "answers", where):
                 examples.append(
-                    Example(
-                        text_a=_field(passage, "text", where),
-                        text_b=f"{_field(question, 'question', where)} {_field(answer, 'text', where)}",
-                        label=_optional_label(answer, (0, 1), where),
-                        group=f"{record.get('idx')}-{question.get('idx', q)}",
+                    multirc_example(
+                        paragraph,
+                        asked,
+                        _field(answer, "text", where),
+                        _optional_label(answer, (0, 1), where),
+                        f"{record.get('idx')}-{question.get('idx', q)}",
                     )
                 )
     return examples
@@ -132,12 +137,18 @@ def read_wic(path: Path) -> list[Example]:
             Span(0, int(_field(record, "start1", where)), int(_field(record, "end1", where))),
             Span(1, int(_field(record, "start2", where)), int(_field(record, "end2", where))),
         )
+        sentences = (_field(record, "sentence1", where), _field(record, "sentence2", where))
         examples.append(
             Example(
-                text_a=_field(record, "sentence1", where),
-                text_b=_field(record, "sentence2", where),
+                text_a=sentences[0],
+                text_b=sentences[1],
                 label=_optional_label(record, BOOL, where),
                 spans=spans,
+                fields=(
+                    ("sentence1", sentences[0]),
+                    ("sentence2", sentences[1]),
+                    ("word", _field(record, "word", where)),
+                ),
             )
         )
     return examples
@@ -175,6 +186,7 @@ def read_wsc(path: Path) -> list[Example]:
                 text_a=text,
                 label=_optional_label(record, BOOL, where),
                 spans=spans,
+                fields=(("text", text),),
             )
         )
     return examples
@@ -185,7 +197,28 @@ def copa_prompt(premise: str, question: str) -> str:
     return f"{premise} What was the {question}?"
 
 
+def copa_fields(premise: str, question: str, choices: tuple[str, str]) -> tuple[tuple[str, str], ...]:
+    """COPA's raw texts, which its prompt and choices no longer name (shared with the hub rows)."""
+    return ("premise", premise), ("question", question), ("choice1", choices[0]), ("choice2", choices[1])
+
+
+def multirc_example(paragraph: str, question: str, answer: str, label: int | None, group: str) -> Example:
+    """One MultiRC answer option, built the same way from the local files and the hub rows."""
+    return Example(
+        text_a=paragraph,
+        text_b=f"{question} {answer}",
+        label=label,
+        group=group,
+        fields=(("paragraph", paragraph), ("question", question), ("answer", answer)),
+    )
+
+
 # GLUE -------------------------------------------------------------------------------------
+
+
+# Text columns the hub (and so Example.fields) names differently from the tsv file, keyed by the file's
+# (text_a, text_b, label) columns: only MNLI's layout has label column gold_label.
+GLUE_HUB_NAMES = {("sentence1", "sentence2", "gold_label"): ("premise", "hypothesis")}
 
 
 def glue_columns(
@@ -193,6 +226,8 @@ def glue_columns(
 ) -> Callable[[Path], list[Example]]:
     """GLUE tsv with a header; ``labels`` None means a float score (STS-B).
     Test files have no label column: their examples get label None."""
+
+    names = GLUE_HUB_NAMES.get((text_a, text_b, label), (text_a, text_b))
 
     def read(path: Path) -> list[Example]:
         examples = []
@@ -204,13 +239,10 @@ def glue_columns(
                 parsed = _float(value, where)
             else:
                 parsed = _label_index(value, labels, where)
-            examples.append(
-                Example(
-                    text_a=_field(row, text_a, where),
-                    text_b=None if text_b is None else _field(row, text_b, where),
-                    label=parsed,
-                )
-            )
+            a = _field(row, text_a, where)
+            b = None if text_b is None else _field(row, text_b, where)
+            fields = ((names[0], a),) if b is None else ((names[0], a), (names[1], b))
+            examples.append(Example(text_a=a, text_b=b, label=parsed, fields=fields))
         return examples
 
     return read
@@ -229,7 +261,9 @@ def read_cola(path: Path) -> list[Example]:
     for where, row in iter_tsv(path, header=False):
         if len(row) != 4:
             raise DataError(f"{where}: {len(row)} columns, CoLA has 4 (source, label, original label, sentence)")
-        examples.append(Example(text_a=row[3], label=_label_index(row[1], ("0", "1"), where)))
+        examples.append(
+            Example(text_a=row[3], label=_label_index(row[1], ("0", "1"), where), fields=(("sentence", row[3]),))
+        )
     return examples
 
 
@@ -249,11 +283,13 @@ def _read_mrpc(path: Path, dev_ids: Path, validation: bool) -> list[Example]:
     for where, row in iter_tsv(path, header=True):
         pair = (_field(row, "#1 ID", where), _field(row, "#2 ID", where))
         if (pair in listed) == validation:
+            a, b = _field(row, "#1 String", where), _field(row, "#2 String", where)
             examples.append(
                 Example(
-                    text_a=_field(row, "#1 String", where),
-                    text_b=_field(row, "#2 String", where),
+                    text_a=a,
+                    text_b=b,
                     label=_label_index(_field(row, "Quality", where), ("0", "1"), where),
+                    fields=(("sentence1", a), ("sentence2", b)),
                 )
             )
     return examples

@@ -3,6 +3,7 @@
 from collections.abc import Iterator, Sized
 
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import Sampler
 
 
@@ -22,3 +23,12 @@ class EpochShuffleSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.size
+
+
+def validation_sampler(data: Sized) -> Sampler[int] | None:
+    """Under DDP, a split of the validation set across processes without repeats (Lightning's
+    default DistributedSampler pads ranks with repeated examples, which the metrics would
+    count twice); None (in order) otherwise."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return UnrepeatedDistributedSampler(data, shuffle=False)
+    return None

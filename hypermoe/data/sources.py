@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 
 from hypermoe.data.examples import Example, Span
-from hypermoe.data.readers import DataError, copa_prompt, word_span
+from hypermoe.data.readers import DataError, copa_fields, copa_prompt, multirc_example, word_span
 from hypermoe.data.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,8 @@ def _from_hub(task: Task, split: str) -> list[Example]:
 
 def hub_example(task: Task, row: dict) -> Example:
     """One hub row as the local reader of the same task would have read it (hub labels are
-    already indices in the order the local readers use; -1 means unlabeled)."""
+    already indices in the order the local readers use; -1 means unlabeled). ``fields`` keep
+    the hub's column names, which the local readers use too."""
     label = row.get("label")
     label = None if label is None or label == -1 else label
     name = task.qualified_name
@@ -76,27 +77,26 @@ def hub_example(task: Task, row: dict) -> Example:
     }
     if name in pairs:
         a, b = pairs[name]
-        return Example(text_a=row[a], text_b=row[b], label=label)
+        return Example(text_a=row[a], text_b=row[b], label=label, fields=((a, row[a]), (b, row[b])))
     if name in ("glue/cola", "glue/sst2"):
-        return Example(text_a=row["sentence"], label=label)
+        return Example(text_a=row["sentence"], label=label, fields=(("sentence", row["sentence"]),))
     if name == "superglue/copa":
+        choices = (row["choice1"], row["choice2"])
         return Example(
             text_a=copa_prompt(row["premise"], row["question"]),
-            choices=(row["choice1"], row["choice2"]),
+            choices=choices,
             label=label,
+            fields=copa_fields(row["premise"], row["question"], choices),
         )
     if name == "superglue/multirc":
-        return Example(
-            text_a=row["paragraph"],
-            text_b=f"{row['question']} {row['answer']}",
-            label=label,
-            group=f"{row['idx']['paragraph']}-{row['idx']['question']}",
-        )
+        group = f"{row['idx']['paragraph']}-{row['idx']['question']}"
+        return multirc_example(row["paragraph"], row["question"], row["answer"], label, group)
     if name == "superglue/wic":
         spans = (Span(0, row["start1"], row["end1"]), Span(1, row["start2"], row["end2"]))
-        return Example(text_a=row["sentence1"], text_b=row["sentence2"], label=label, spans=spans)
+        fields = tuple((key, row[key]) for key in ("sentence1", "sentence2", "word"))
+        return Example(text_a=row["sentence1"], text_b=row["sentence2"], label=label, spans=spans, fields=fields)
     if name == "superglue/wsc":
         text = row["text"]
         spans = tuple(word_span(text, row[f"span{i}_index"], row[f"span{i}_text"], "hub row") for i in (1, 2))
-        return Example(text_a=text, label=label, spans=spans)
+        return Example(text_a=text, label=label, spans=spans, fields=(("text", text),))
     raise DataError(f"no hub conversion for {name}")

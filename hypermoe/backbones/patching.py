@@ -1,0 +1,67 @@
+"""What every backbone patch shares: the padding mask the MoE layers need, the choice of
+blocks to patch, and transformers' activation names in the layer library's terms."""
+
+import inspect
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+# transformers' activation names -> the layer library's
+ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh", "silu": "silu"}
+
+
+def layer_activation(name: str) -> str:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"backbone activation {name!r} is not one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+class RoutingContext:
+    """The padding mask of the batch a stack last received, for the MoE layers inside it
+    (transformers call their FFNs with hidden states only). Set by a forward pre-hook on
+    the stack, so every way of calling it counts, and kept until the next call, so gradient
+    checkpointing recomputes a layer with the same mask. A stack called without a mask
+    (a decoder while generating) routes every position."""
+
+    attention_mask: Tensor | None = None
+
+    @classmethod
+    def attach(cls, stack: nn.Module) -> "RoutingContext":
+        context = cls()
+        signature = inspect.signature(stack.forward)  # where attention_mask sits differs by model
+
+        def remember_mask(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            context.attention_mask = signature.bind_partial(*args, **kwargs).arguments.get("attention_mask")
+
+        stack.register_forward_pre_hook(remember_mask, with_kwargs=True)
+        return context
+
+
+class MaskedMoE(nn.Module):
+    """Calls a MoE layer with the batch's padding mask from the shared context."""
+
+    def __init__(self, layer: nn.Module, context: RoutingContext):
+        super().__init__()
+        self.layer, self.context = layer, context
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        mask = self.context.attention_mask
+        if mask is not None and mask.shape != hidden.shape[:-1]:
+            mask = None  # a cached decoding step sees one new position: nothing of it is padding
+        return self.layer(hidden, mask)
+
+
+def choose_layers(spec: str | Sequence[int], num_layers: int) -> list[int]:
+    """``all``, ``every_2`` (1, 3, 5, ...: every second block, as Switch places its MoE
+    layers) or an explicit list of block indices."""
+    if spec == "all":
+        return list(range(num_layers))
+    if isinstance(spec, str) and spec.startswith("every_"):
+        step = int(spec.removeprefix("every_"))
+        return list(range(step - 1, num_layers, step))
+    if isinstance(spec, str):
+        raise ValueError(f"model.moe_layers={spec!r} is not 'all', 'every_<n>' or a list of block indices")
+    layers = sorted(set(spec))
+    if not layers or layers[0] < 0 or layers[-1] >= num_layers:
+        raise ValueError(f"model.moe_layers={list(spec)} must be block indices in [0, {num_layers})")
+    return layers

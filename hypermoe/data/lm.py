@@ -1,0 +1,181 @@
+"""Language-modelling corpora (WikiText-2, Tiny Shakespeare), tokenized and cut into blocks.
+
+Each split's text is tokenized as a whole and cut into ``block_size`` blocks; the last
+partial block is dropped (as transformers' run_clm does) and the count is logged. A block
+of b tokens gives b - 1 next-token predictions. WikiText-2 comes from local files
+(``<root>/wikitext-2/{train,valid,test}.txt``, the tokenized ``wiki.*.tokens`` variant) or
+from the hub (``Salesforce/wikitext``, config ``wikitext-2-v1``, the same text); its
+whitespace-token counts are checked against the official ones. Tiny Shakespeare is one file
+(``<root>/tinyshakespeare/input.txt``): the first 90 % of its characters train, the rest
+validates (nanoGPT's split).
+"""
+
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader
+
+from hypermoe.data.readers import DataError
+from hypermoe.data.sampling import EpochShuffleSampler, validation_sampler
+from hypermoe.data.sources import DataUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Corpus:
+    name: str
+    files: dict[str, str]  # split -> file under the data root ("all": one file, split by train_fraction)
+    hub: tuple[str, str] | None = None  # (dataset, config) serving the same text, line per row
+    hub_splits: tuple[tuple[str, str], ...] = ()
+    train_fraction: float | None = None
+    words: tuple[tuple[str, int], ...] = ()  # official whitespace-token counts (+1 per line end)
+
+    metrics = ("perplexity",)
+    main_metric = "perplexity"
+    benchmark = "lm"
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.benchmark}/{self.name}"
+
+    def signature(self) -> dict:
+        """Any corpus can re-test any language model: they share the head (the vocabulary)."""
+        return {"kind": "causal_lm", "labels": [], "num_spans": 0}
+
+
+CORPORA = {
+    corpus.name: corpus
+    for corpus in (
+        Corpus(
+            "wikitext2",
+            {"train": "wikitext-2/train.txt", "validation": "wikitext-2/valid.txt", "test": "wikitext-2/test.txt"},
+            hub=("Salesforce/wikitext", "wikitext-2-v1"),
+            words=(("train", 2088628), ("validation", 217646), ("test", 245569)),
+        ),
+        Corpus("tinyshakespeare", {"all": "tinyshakespeare/input.txt"}, train_fraction=0.9),
+    )
+}
+
+
+def get_corpus(name: str) -> Corpus:
+    if name not in CORPORA:
+        raise ValueError(f"data.task={name!r} is not a language-modelling corpus; choose one of {sorted(CORPORA)}")
+    return CORPORA[name]
+
+
+def read_text(corpus: Corpus, split: str, data_dir: Path) -> str:
+    """The raw text of one split: the local file, else the hub, else a clear error."""
+    if corpus.train_fraction is not None:
+        path = Path(data_dir) / corpus.files["all"]
+        if not path.is_file():
+            raise DataUnavailable(
+                f"{corpus.name}: no file at {path}. Put it there (set paths.data_dir or HYPERMOE_DATA "
+                "to the folder that holds it)."
+            )
+        text = path.read_text(encoding="utf-8")
+        cut = int(len(text) * corpus.train_fraction)
+        return text[:cut] if split == "train" else text[cut:]
+    path = Path(data_dir) / corpus.files[split]
+    if path.is_file():
+        text, source = path.read_text(encoding="utf-8"), str(path)
+    else:
+        dataset, config = corpus.hub
+        hub_split = dict(corpus.hub_splits).get(split, split)
+        try:
+            import datasets
+
+            text = "".join(datasets.load_dataset(dataset, config, split=hub_split)["text"])
+            source = f"{dataset}/{config}"
+        except Exception as error:  # offline, no cache: all end here
+            raise DataUnavailable(
+                f"{corpus.name} {split}: no local file at {path}, and the Hugging Face hub ({dataset}, config "
+                f"{config!r}) failed: {error}. Put the file there (set paths.data_dir or HYPERMOE_DATA), "
+                "or run where the hub is reachable."
+            ) from error
+    expected = dict(corpus.words).get(split)
+    words = sum(len(line.split()) + 1 for line in text.splitlines())
+    if expected is not None and words != expected:
+        raise DataError(f"{source}: {words} whitespace tokens in {corpus.name} {split}, expected {expected}")
+    return text
+
+
+def to_blocks(token_ids: list[int], block_size: int) -> torch.Tensor:
+    """(num_blocks, block_size); the tail shorter than a block is dropped."""
+    if block_size < 2:
+        raise ValueError(f"data.block_size={block_size} must be >= 2: a block predicts its tokens after the first")
+    num_blocks = len(token_ids) // block_size
+    if num_blocks == 0:
+        raise DataError(f"{len(token_ids)} tokens make no block of {block_size}")
+    return torch.tensor(token_ids[: num_blocks * block_size]).view(num_blocks, block_size)
+
+
+def _stack_blocks(rows: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {"input_ids": torch.stack(rows)}
+
+
+class LMDataModule(pl.LightningDataModule):
+    """Blocks of one corpus. ``max_train_blocks`` subsamples training blocks (seeded) for
+    CPU-scale runs; validation is always whole."""
+
+    def __init__(
+        self,
+        task: str,
+        data_dir: str,
+        block_size: int,
+        batch_size: int,
+        eval_batch_size: int,
+        num_workers: int = 0,
+        max_train_blocks: int | None = None,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.task = get_corpus(task)
+        self.data_dir = Path(data_dir)
+        self.block_size, self.batch_size, self.eval_batch_size = block_size, batch_size, eval_batch_size
+        self.num_workers, self.max_train_blocks, self.seed = num_workers, max_train_blocks, seed
+        self.tokenizer: Any = None
+        self.blocks: dict[str, torch.Tensor] = {}
+
+    def set_tokenizer(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.tokenizer is None:
+            raise RuntimeError("call set_tokenizer(tokenizer) before setup: the backbone decides the tokenizer")
+        for split in ("validation",) if stage == "validate" else ("train", "validation"):
+            if split in self.blocks:
+                continue
+            text = read_text(self.task, split, self.data_dir)
+            ids = self.tokenizer(text, verbose=False)["input_ids"]  # one long sequence, cut below
+            blocks = to_blocks(ids, self.block_size)
+            log.info(
+                "%s %s: %d tokens -> %d blocks of %d (%d tail tokens dropped)",
+                self.task.name, split, len(ids), len(blocks), self.block_size, len(ids) - blocks.numel(),
+            )  # fmt: skip
+            if split == "train" and self.max_train_blocks and len(blocks) > self.max_train_blocks:
+                keep = sorted(random.Random(self.seed).sample(range(len(blocks)), self.max_train_blocks))
+                blocks = blocks[keep]
+                log.info("%s train: subsampled to %d blocks (seed %d)", self.task.name, len(blocks), self.seed)
+            self.blocks[split] = blocks
+
+    def _loader(self, split: str, batch_size: int, sampler: Any) -> DataLoader:
+        return DataLoader(
+            self.blocks[split],
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=_stack_blocks,
+            generator=torch.Generator().manual_seed(self.seed),  # see TaskDataModule._loader
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.batch_size, EpochShuffleSampler(self.blocks["train"], self.seed))
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation", self.eval_batch_size, validation_sampler(self.blocks["validation"]))

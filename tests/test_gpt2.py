@@ -1,0 +1,51 @@
+"""The GPT-2 MoE backbone: upcycled from the dense model, it is the dense model before training."""
+
+import copy
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from hypermoe.backbones.gpt2 import patch_mlps
+from hypermoe.backbones.patching import RoutingContext
+
+CONFIG = GPT2Config(vocab_size=64, n_embd=16, n_layer=3, n_head=2, n_positions=32)
+NOISY = {"moe_layers": "all", "num_experts": 4, "gating": "noisy"}
+
+
+@pytest.mark.parametrize(
+    "model",
+    [{"variant": "topk", **NOISY, "top_k": 1}, {"variant": "topk", **NOISY, "top_k": 2},
+     {"variant": "dense_moe", "moe_layers": "all", "num_experts": 4}, {"variant": "ffn", "moe_layers": [0, 2]}],
+    ids=["top1", "top2", "dense_moe", "ffn"],
+)  # fmt: skip
+def test_upcycled_gpt2_equals_dense_gpt2(model):
+    dense = GPT2LMHeadModel(CONFIG).eval()
+    upcycled = copy.deepcopy(dense)
+    stack, blocks = patch_mlps(upcycled, model, RoutingContext.attach(upcycled.transformer))
+    upcycled.eval()
+    gates = []
+    for layer in stack:
+        if hasattr(layer, "router"):
+            layer.router.register_forward_hook(lambda module, args, routing: gates.append(routing.gates))
+    ids = torch.randint(0, 64, (2, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(upcycled(ids).logits, dense(ids).logits, rtol=1e-5, atol=1e-5)
+    assert blocks == ([0, 1, 2] if model["moe_layers"] == "all" else [0, 2])
+    for block, layer in zip(blocks, stack, strict=True):
+        mlp = dense.transformer.h[block].mlp
+        for expert in getattr(getattr(layer, "experts", None), "ffns", [layer]):  # every expert a copy
+            torch.testing.assert_close(expert.fc_in.weight, mlp.c_fc.weight.t())
+            torch.testing.assert_close(expert.fc_out.bias, mlp.c_proj.bias)
+    for gate in gates:  # noisy top-k renormalises over the chosen k; dense weights by the softmax
+        torch.testing.assert_close(gate.sum(-1), torch.ones(gate.shape[0]))
+
+
+def test_hypermoe_starts_near_the_dense_model():
+    dense = GPT2LMHeadModel(CONFIG).eval()
+    upcycled = copy.deepcopy(dense)
+    patch_mlps(upcycled, {"variant": "hypermoe", **NOISY, "top_k": 1}, RoutingContext.attach(upcycled.transformer))
+    ids = torch.randint(0, 64, (2, 12))
+    with torch.no_grad():
+        difference = (upcycled.eval()(ids).logits - dense(ids).logits).abs().max()
+    assert 0 < difference < 1e-2  # the HyperExpert is there, and starts ~1e-3 (hyperfanin init)
