@@ -52,3 +52,26 @@ def test_eval_on_another_data_config_and_data_root(tmp_path, data_root):
     cb = ["data=superglue", "data.task=cb", f"paths.data_dir={data_root}", f"ckpt_path={checkpoint}"]
     with pytest.raises(ValueError, match=r"trained on superglue/rte .*superglue/cb needs .*cannot score that task"):
         run_eval(compose_config("eval", cb, tmp_path / "eval_cb"))
+
+
+def test_eval_reproduces_perplexity_and_scores_another_corpus(tmp_path, data_root):
+    lm = [
+        "backbone=gpt2_tiny",
+        *QUIET,
+        "model=hypermoe",
+        "data=lm",
+        "data.block_size=64",
+        f"paths.data_dir={data_root}",
+    ]
+    few = ["+trainer.limit_val_batches=2", "data.eval_batch_size=16"]  # the same first 32 blocks each time
+    short = ["trainer.max_epochs=1", "+trainer.limit_train_batches=3", *few]
+    trained = run(compose_config("train", [*lm, *short], tmp_path / "train"))
+    checkpoint = tmp_path / "train" / "checkpoints" / "last.ckpt"
+    again = [f"ckpt_path={checkpoint}", f"paths.data_dir={data_root}", few[0]]
+    evaluated = run_eval(compose_config("eval", again, tmp_path / "eval"))
+    assert evaluated["validation"]["val/perplexity"] == pytest.approx(trained["final"]["val/perplexity"], rel=1e-5)
+    wikitext = ["data=lm", "data.task=wikitext2", "data.block_size=64", "data.batch_size=8", "data.eval_batch_size=64"]
+    other = run_eval(compose_config("eval", [*wikitext, f"ckpt_path={checkpoint}", f"paths.data_dir={data_root}"],
+                                    tmp_path / "eval_wikitext"))  # fmt: skip
+    assert other["task"] == "lm/wikitext2" and other["trained_on"] == "lm/tinyshakespeare"
+    assert other["validation"]["val/perplexity"] > 1

@@ -216,18 +216,18 @@ def multirc_example(paragraph: str, question: str, answer: str, label: int | Non
 # GLUE -------------------------------------------------------------------------------------
 
 
-# Text columns the hub (and so Example.fields) names differently from the tsv file, keyed by the file's
-# (text_a, text_b, label) columns: only MNLI's layout has label column gold_label.
-GLUE_HUB_NAMES = {("sentence1", "sentence2", "gold_label"): ("premise", "hypothesis")}
-
-
 def glue_columns(
-    text_a: str, text_b: str | None, label: str, labels: Sequence[str] | None
+    text_a: str,
+    text_b: str | None,
+    label: str,
+    labels: Sequence[str] | None,
+    field_names: tuple[str, str] | None = None,
 ) -> Callable[[Path], list[Example]]:
     """GLUE tsv with a header; ``labels`` None means a float score (STS-B).
-    Test files have no label column: their examples get label None."""
+    Test files have no label column: their examples get label None. ``field_names``: the
+    hub's names of the two text columns (Example.fields), where the file names them otherwise."""
 
-    names = GLUE_HUB_NAMES.get((text_a, text_b, label), (text_a, text_b))
+    names = field_names or (text_a, text_b)
 
     def read(path: Path) -> list[Example]:
         examples = []

@@ -206,7 +206,7 @@ TASKS: dict[str, dict[str, Task]] = {
             _glue(
                 "mnli",
                 "MNLI",
-                readers.glue_columns("sentence1", "sentence2", "gold_label", _MNLI_LABELS),
+                readers.glue_columns("sentence1", "sentence2", "gold_label", _MNLI_LABELS, ("premise", "hypothesis")),
                 _MNLI_LABELS,
                 ("accuracy",),
                 {"train": 392702, "validation": 9815},
