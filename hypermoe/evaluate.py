@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from hypermoe.train import build, load_checkpoint
 
@@ -19,7 +19,10 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("data") is not None:  # re-test on another data config
         trained.data = cfg.data
     trained.paths = cfg.paths
-    trained.data.data_dir = cfg.paths.data_dir  # the checkpoint froze the training machine's path
+    trained.data.data_dir = cfg.paths.data_dir  # the checkpoint froze the training machine's paths
+    if trained.backbone.get("tokenizer_fallback"):
+        folder = Path(trained.backbone.tokenizer_fallback).name  # t5, gpt2
+        trained.backbone.tokenizer_fallback = str(Path(cfg.paths.tokenizers_dir) / folder)
     data, module = build(trained)
     trained_on = checkpoint["hypermoe"]["task"]
     if trained_on["signature"] != data.task.signature():
@@ -28,8 +31,6 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
             f"{data.task.qualified_name} needs {data.task.signature()}: it cannot score that task"
         )
     module.load_state_dict(checkpoint["state_dict"])
-    with open_dict(cfg):
-        cfg.backbone = trained.backbone  # the trainer settings may read the backbone's recipe
     trainer = instantiate(cfg.trainer, logger=False)
     results = trainer.validate(module, datamodule=data)[0]
     metrics = {

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric, MinMetric
-from torchmetrics.text import Perplexity
 from transformers import get_linear_schedule_with_warmup
 
 from hypermoe.backbones.heads import task_loss
@@ -155,10 +154,6 @@ class CausalLMLitModule(MoELitModule):
     """Trains a MoECausalLM on next-token prediction. ``val/perplexity`` is exp of the mean
     next-token cross-entropy over every validation token, without the aux losses."""
 
-    def __init__(self, net: nn.Module, task: Any, *args, **kwargs):
-        super().__init__(net, task, *args, **kwargs)
-        self.val_perplexity = Perplexity()
-
     def forward(self, batch: dict[str, Any]) -> Tensor:
         return self.net(batch["input_ids"], batch.get("attention_mask"))
 
@@ -167,14 +162,11 @@ class CausalLMLitModule(MoELitModule):
         return self._total_loss(loss_task, batch["input_ids"].shape[0])
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        logits, ids = self(batch), batch["input_ids"]
-        self.val_loss.update(next_token_loss(logits, ids), weight=ids[:, 1:].numel())
-        self.val_perplexity.update(logits[:, :-1].float(), ids[:, 1:])
+        ids = batch["input_ids"]
+        self.val_loss.update(next_token_loss(self(batch), ids), weight=ids[:, 1:].numel())  # a mean over tokens
 
     def on_validation_epoch_end(self) -> None:
-        values = {"perplexity": self.val_perplexity.compute()}
-        self.val_perplexity.reset()
-        self._log_validation(values)
+        self._log_validation({"perplexity": self.val_loss.compute().exp()})
 
 
 class Seq2SeqLitModule(MoELitModule):
@@ -204,8 +196,7 @@ class Seq2SeqLitModule(MoELitModule):
         return self._total_loss(self._loss(batch), batch["input_ids"].shape[0])
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        size = batch["input_ids"].shape[0]
-        self.val_loss.update(self._loss(batch), weight=size)
+        self.val_loss.update(self._loss(batch), weight=(batch["labels"] != IGNORE_INDEX).sum())  # a mean over tokens
         generation = self.trainer.datamodule.generation_kwargs
         generated = self.net.generate(batch["input_ids"], batch["attention_mask"], **generation)
         texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
@@ -214,7 +205,7 @@ class Seq2SeqLitModule(MoELitModule):
             return
         parsed = [parse_label(self.task, text) for text in texts]
         self.val_invalid.update(torch.tensor([value is None for value in parsed], dtype=torch.float))
-        labels = batch["label"]
+        labels = batch["class_label"]
         preds = [
             wrong_answer(self.task, gold) if value is None else value
             for value, gold in zip(parsed, labels.tolist(), strict=True)

@@ -11,13 +11,14 @@ import time
 
 import pytest
 import torch
+from helpers import compose_config
 
 from hypermoe.data.generative import (
     GENERATIVE_TASKS,
     get_generative_task,
     load_pairs,
     pad_punctuation,
-    to_text_pair,
+    row_to_pairs,
 )
 from hypermoe.data.readers import DataError
 from hypermoe.data.sources import DataUnavailable
@@ -52,7 +53,7 @@ def test_pad_punctuation_spaces_symbols_but_keeps_words_whole():
 
 
 def test_squad_row_is_a_padded_question_and_context():
-    [pair] = to_text_pair(get_generative_task("squad"), SQUAD_ROW, "validation")
+    [pair] = row_to_pairs(get_generative_task("squad"), SQUAD_ROW, "validation")
     assert pair == TextPair(
         source="question: What sits on top of the Main Building ? context: Atop the Main Building ' s gold dome "
         "is a golden statue of the Virgin Mary ( since 1882 ) .",
@@ -62,13 +63,13 @@ def test_squad_row_is_a_padded_question_and_context():
 
 
 def test_record_training_row_gives_one_pair_per_answer():
-    pairs = to_text_pair(get_generative_task("record"), RECORD_ROW, "train")
+    pairs = row_to_pairs(get_generative_task("record"), RECORD_ROW, "train")
     answers = ("Eiffel Tower", "Tower")
     assert pairs == [TextPair(RECORD_SOURCE, "Eiffel Tower", answers), TextPair(RECORD_SOURCE, "Tower", answers)]
 
 
 def test_record_validation_row_gives_one_pair_with_every_answer():
-    pairs = to_text_pair(get_generative_task("record"), RECORD_ROW, "validation")
+    pairs = row_to_pairs(get_generative_task("record"), RECORD_ROW, "validation")
     assert pairs == [TextPair(RECORD_SOURCE, "Eiffel Tower", ("Eiffel Tower", "Tower"))]
 
 
@@ -82,17 +83,22 @@ def test_record_validation_row_gives_one_pair_with_every_answer():
     ],
 )  # fmt: skip
 def test_summarization_row_is_the_document_and_its_summary(task, row, source, target):
-    assert to_text_pair(get_generative_task(task), row, "train") == [TextPair(source, target, (target,))]
+    assert row_to_pairs(get_generative_task(task), row, "train") == [TextPair(source, target, (target,))]
 
 
-def test_task_table_follows_the_paper():
-    assert {name: (task.main_metric, task.max_source_length, task.max_target_length)
-            for name, task in GENERATIVE_TASKS.items()} == {
-        "squad": ("exact_match", 384, 128),
-        "record": ("exact_match", 384, 128),
-        "xsum": ("rouge1", 1024, 128),
-        "cnn_dailymail": ("rouge1", 1024, 128),
-    }  # fmt: skip
+def test_task_table_and_data_configs_follow_the_paper(tmp_path):
+    source_lengths = {}
+    for name in GENERATIVE_TASKS:
+        cfg = compose_config("train", ["backbone=switch_tiny", f"data={name}"], tmp_path)
+        source_lengths[name] = (cfg.data.task, cfg.data.max_length)
+    assert source_lengths == {"squad": ("squad", 384), "record": ("record", 384), "xsum": ("xsum", 1024),
+                              "cnn_dailymail": ("cnn_dailymail", 1024)}  # fmt: skip
+    assert {name: (task.main_metric, task.max_target_length) for name, task in GENERATIVE_TASKS.items()} == {
+        "squad": ("exact_match", 128),
+        "record": ("exact_match", 128),
+        "xsum": ("rouge1", 128),
+        "cnn_dailymail": ("rouge1", 128),
+    }
     assert GENERATIVE_TASKS["cnn_dailymail"].hub_config == "3.0.0"
     assert GENERATIVE_TASKS["record"].hub_split("validation") == "validation"
 

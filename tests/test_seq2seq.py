@@ -38,7 +38,7 @@ def test_rte_pairs_are_tokenized_and_padded(t5, data_root):
     for labels, mask in zip(batch["labels"], batch["decoder_attention_mask"], strict=True):
         real = labels[labels != IGNORE_INDEX]  # padding only after the target, which ends in </s>
         assert real[-1] == t5.eos_token_id and mask.sum() == len(real) and (labels[len(real) :] == IGNORE_INDEX).all()
-    assert batch["label"].shape == (64,) and set(batch["label"].tolist()) <= {0, 1}
+    assert batch["class_label"].shape == (64,) and set(batch["class_label"].tolist()) <= {0, 1}
 
 
 class _Answers(torch.nn.Module):

@@ -6,7 +6,6 @@ the MoE layer (d -> d; its experts upcycled from the pretrained FFN) and ``outpu
 an identity, so dropout, residual and LayerNorm stay the pretrained model's own.
 """
 
-import torch
 from torch import nn
 from transformers import AutoTokenizer, BertConfig, BertModel
 
@@ -34,17 +33,18 @@ def patch_ffns(encoder: BertModel, model: dict, context: RoutingContext) -> tupl
     indices = choose_layers(settings.pop("moe_layers"), cfg.num_hidden_layers)
     blocks = [encoder.encoder.layer[i] for i in indices]
     shape = {"d_model": cfg.hidden_size, "d_ff": cfg.intermediate_size, "activation": layer_activation(cfg.hidden_act)}
-    sources = [_dense_ffn(block, **shape) for block in blocks]
+    sources = [
+        FFN.from_weights(
+            block.intermediate.dense.weight,
+            block.output.dense.weight,
+            shape["activation"],
+            block.intermediate.dense.bias,
+            block.output.dense.bias,
+        )
+        for block in blocks
+    ]
     stack = stack_from_config(settings, len(blocks), **shape, bias=True, dense_ffns=sources)
     for block, layer in zip(blocks, stack, strict=True):
         block.intermediate = MaskedMoE(layer, context)
         block.output.dense = nn.Identity()
     return stack, indices
-
-
-@torch.no_grad()
-def _dense_ffn(block: nn.Module, d_model: int, d_ff: int, activation: str) -> FFN:
-    ffn = FFN(d_model, d_ff, activation, bias=True)
-    ffn.fc_in.load_state_dict(block.intermediate.dense.state_dict())
-    ffn.fc_out.load_state_dict(block.output.dense.state_dict())
-    return ffn

@@ -7,7 +7,6 @@ MoE layer (every expert a copy of that MLP) followed by the same dropout.
 
 from typing import Any
 
-import torch
 from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -36,18 +35,14 @@ def patch_mlps(lm: GPT2LMHeadModel, model: dict, context: RoutingContext) -> tup
     blocks = [lm.transformer.h[i] for i in indices]
     d_ff = cfg.n_inner or 4 * cfg.n_embd
     shape = {"d_model": cfg.n_embd, "d_ff": d_ff, "activation": layer_activation(cfg.activation_function)}
-    sources = [_dense_ffn(block.mlp, **shape) for block in blocks]
+    # Conv1D keeps its weight as (in, out); nn.Linear as (out, in)
+    sources = [
+        FFN.from_weights(
+            mlp.c_fc.weight.t(), mlp.c_proj.weight.t(), shape["activation"], mlp.c_fc.bias, mlp.c_proj.bias
+        )
+        for mlp in (block.mlp for block in blocks)
+    ]
     stack = stack_from_config(settings, len(blocks), **shape, bias=True, dense_ffns=sources)
     for block, layer in zip(blocks, stack, strict=True):
         block.mlp = nn.Sequential(MaskedMoE(layer, context), nn.Dropout(cfg.resid_pdrop))
     return stack, indices
-
-
-@torch.no_grad()
-def _dense_ffn(mlp: nn.Module, d_model: int, d_ff: int, activation: str) -> FFN:
-    ffn = FFN(d_model, d_ff, activation, bias=True)
-    ffn.fc_in.weight.copy_(mlp.c_fc.weight.t())  # Conv1D keeps (in, out); nn.Linear (out, in)
-    ffn.fc_in.bias.copy_(mlp.c_fc.bias)
-    ffn.fc_out.weight.copy_(mlp.c_proj.weight.t())
-    ffn.fc_out.bias.copy_(mlp.c_proj.bias)
-    return ffn

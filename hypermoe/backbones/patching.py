@@ -46,9 +46,14 @@ class MaskedMoE(nn.Module):
 
     def forward(self, hidden: Tensor) -> Tensor:
         mask = self.context.attention_mask
-        if mask is not None and mask.shape != hidden.shape[:-1]:
-            mask = None  # a cached decoding step sees one new position: nothing of it is padding
-        return self.layer(hidden, mask)
+        if (
+            mask is not None
+            and mask.dim() == 2
+            and mask.shape[0] == hidden.shape[0]
+            and mask.shape[1] > hidden.shape[1]
+        ):
+            mask = mask[:, -hidden.shape[1] :]  # cached decoding: the mask covers past + new positions
+        return self.layer(hidden, mask)  # any other mismatch is an error there
 
 
 def choose_layers(spec: str | Sequence[int], num_layers: int) -> list[int]:

@@ -58,7 +58,7 @@ def patch_stack(stack: nn.Module, model: dict, context: RoutingContext) -> tuple
         raise ValueError(f"model.num_experts={settings['num_experts']}, but the Switch model has {cfg.num_experts}")
     shape = {"d_model": cfg.d_model, "d_ff": cfg.d_ff, "activation": layer_activation(cfg.dense_act_fn)}
     mlps = [stack.block[i].layer[-1].mlp for i in indices]
-    dense = [_dense_ffn(mlp, **shape) for mlp in mlps]
+    dense = [_dense_ffn(mlp, shape["activation"]) for mlp in mlps]
     layers = stack_from_config(settings, len(indices), **shape, bias=False, dense_ffns=dense, dropout=cfg.dropout_rate)
     for index, mlp, layer in zip(indices, mlps, layers, strict=True):
         if variant in _ROUTED and hasattr(mlp, "router"):
@@ -67,15 +67,11 @@ def patch_stack(stack: nn.Module, model: dict, context: RoutingContext) -> tuple
     return layers, indices
 
 
-@torch.no_grad()
-def _dense_ffn(mlp: nn.Module, d_model: int, d_ff: int, activation: str) -> FFN:
+def _dense_ffn(mlp: nn.Module, activation: str) -> FFN:
     """The FFN a new layer starts from: a dense block's own; for a sparse block expert 0
     (overwritten by every expert and the router when the new layer is routed)."""
     source = mlp.experts["expert_0"] if hasattr(mlp, "router") else mlp
-    ffn = FFN(d_model, d_ff, activation, bias=False)
-    ffn.fc_in.weight.copy_(source.wi.weight)
-    ffn.fc_out.weight.copy_(source.wo.weight)
-    return ffn
+    return FFN.from_weights(source.wi.weight, source.wo.weight, activation)
 
 
 @torch.no_grad()

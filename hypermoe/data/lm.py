@@ -32,7 +32,6 @@ class Corpus:
     name: str
     files: dict[str, str]  # split -> file under the data root ("all": one file, split by train_fraction)
     hub: tuple[str, str] | None = None  # (dataset, config) serving the same text, line per row
-    hub_splits: tuple[tuple[str, str], ...] = ()
     train_fraction: float | None = None
     words: tuple[tuple[str, int], ...] = ()  # official whitespace-token counts (+1 per line end)
 
@@ -86,11 +85,11 @@ def read_text(corpus: Corpus, split: str, data_dir: Path) -> str:
         text, source = path.read_text(encoding="utf-8"), str(path)
     else:
         dataset, config = corpus.hub
-        hub_split = dict(corpus.hub_splits).get(split, split)
         try:
             import datasets
 
-            text = "".join(datasets.load_dataset(dataset, config, split=hub_split)["text"])
+            rows = datasets.load_dataset(dataset, config, split=split)["text"]
+            text = "".join(row or " \n" for row in rows)  # the hub keeps the files' blank " \n" lines as ""
             source = f"{dataset}/{config}"
         except Exception as error:  # offline, no cache: all end here
             raise DataUnavailable(

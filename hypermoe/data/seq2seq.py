@@ -2,7 +2,7 @@
 paper's code formats them, and the free-text tasks (SQuAD, ReCoRD, XSum, CNN/DailyMail).
 
 Batches carry, beside the token tensors, what generation-based evaluation scores against:
-``label`` (class index or score) and ``groups`` for GLUE / SuperGLUE, ``answers`` (every
+``class_label`` (class index or score) and ``groups`` for GLUE / SuperGLUE, ``answers`` (every
 acceptable answer) for the free-text tasks.
 """
 
@@ -78,7 +78,7 @@ class Seq2SeqDataModule(TaskDataModule):
             {
                 "input_ids": source,
                 "labels": target,
-                "label": pair.label,
+                "class_label": pair.label,
                 "group": None if pair.group is None else self.groups.setdefault(pair.group, len(self.groups)),
                 "answers": pair.answers or (pair.target,),
             }
@@ -102,8 +102,8 @@ def collate_text(features: list[dict[str, Any]], pad_token_id: int) -> dict[str,
         "decoder_attention_mask": (labels != IGNORE_INDEX).long(),
         "answers": [feature["answers"] for feature in features],
     }
-    if all(feature["label"] is not None for feature in features):
-        batch["label"] = torch.tensor([feature["label"] for feature in features])
+    if all(feature["class_label"] is not None for feature in features):
+        batch["class_label"] = torch.tensor([feature["class_label"] for feature in features])
     if features[0]["group"] is not None:
         batch["groups"] = torch.tensor([feature["group"] for feature in features])
     return batch

@@ -39,6 +39,20 @@ class FFN(nn.Module):
         self.aux_losses: dict[str, Tensor] = {}
         self.routing_stats: dict[str, Tensor] = {}
 
+    @classmethod
+    @torch.no_grad()
+    def from_weights(
+        cls, w_in: Tensor, w_out: Tensor, activation: str, b_in: Tensor | None = None, b_out: Tensor | None = None
+    ) -> "FFN":
+        """An FFN holding a backbone's weights, given in the nn.Linear layout (out, in)."""
+        ffn = cls(w_in.shape[1], w_in.shape[0], activation, bias=b_in is not None)
+        ffn.fc_in.weight.copy_(w_in)
+        ffn.fc_out.weight.copy_(w_out)
+        if b_in is not None:
+            ffn.fc_in.bias.copy_(b_in)
+            ffn.fc_out.bias.copy_(b_out)
+        return ffn
+
     def forward(self, x: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         y = self.fc_out(self.dropout(ACTIVATIONS[self.activation](self.fc_in(x))))
         if attention_mask is not None:
