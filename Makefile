@@ -16,7 +16,7 @@ endif
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all train smoke lm bench lint format clean
+.PHONY: help install test test-all train smoke lm table bench lint format clean
 
 help: ## list every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -44,8 +44,11 @@ train: $(STAMP) ## train the default model (HyperMoE, MiniLM, SuperGLUE RTE); AR
 smoke: $(STAMP) ## a one-minute run that needs no data files or weights (tiny BERT, synthetic task)
 	$(BIN)/python train.py experiment=synthetic_tiny $(ARGS)
 
-lm: $(STAMP) ## gpt2_tiny on Tiny Shakespeare with ffn, topk and hypermoe (CPU; 25-30 min each on 2 busy cores): perplexities
+lm: $(STAMP) ## gpt2_tiny on Tiny Shakespeare with ffn, topk, hypermoe, topk_adapter (CPU; 25-30 min each on 2 busy cores): perplexities
 	PYTHON=$(BIN)/python experiments/lm_tiny_shakespeare.sh
+
+table: $(STAMP) ## run one paper table's grid: make table T=superglue_cpu (conf/table/; ARGS adds overrides)
+	$(BIN)/python train.py table=$(T) $(ARGS)
 
 bench: $(STAMP) ## time the MoE layers on CPU, write experiments/results/bench_moe.json
 	$(BIN)/python experiments/bench_moe.py

@@ -143,6 +143,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "task": data.task.qualified_name,
             "model": cfg.model.variant,
             "seed": cfg.seed,
+            "backbone": cfg.backbone.get("pretrained") or "random",
+            "tags": list(cfg.get("tags") or []),
+            "model_config": to_container(cfg.model),  # what tables group runs by (N, k, aggregation, ...)
             "final": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")},
             "best": module.best_metrics(),
             "main_metric": data.task.main_metric,

@@ -1,0 +1,35 @@
+"""Every paper table is a multirun grid whose every value composes into a valid run config."""
+
+import pytest
+from helpers import CONF
+from hydra import compose, initialize_config_dir
+
+TABLES = sorted(path.stem for path in (CONF / "table").glob("*.yaml"))
+
+
+def _compose(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("train", overrides, return_hydra_config=True)
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_every_value_of_every_table_grid_composes(table):
+    cfg = _compose([f"table={table}"])
+    assert cfg.hydra.mode.name == "MULTIRUN" and cfg.tags[0] == table.removesuffix("_cpu")
+    assert ("cpu" in cfg.tags) == table.endswith("_cpu")  # a paper-scale and a CPU-scale setting each
+    grid = {key: str(values).split(",") for key, values in cfg.hydra.sweeper.params.items()}
+    first = [f"{key}={values[0]}" for key, values in grid.items()]
+    for key, values in grid.items():  # each value once, the other keys at their first value
+        for value in values:
+            job = _compose([f"table={table}", *(o for o in first if not o.startswith(f"{key}=")), f"{key}={value}"])
+            assert str(job.seed) in grid.get("seed", [str(job.seed)])
+            if key == "model":
+                assert job.model.variant == value
+
+
+def test_ablation_rows_change_what_they_name():
+    rows = {name: _compose([f"ablation={name}"]).model for name in ("agg_mean", "no_sharing", "bottleneck_16")}
+    assert rows["agg_mean"].aggregation == "mean" and rows["no_sharing"].share_hypernetwork is False
+    assert rows["bottleneck_16"].hypernetwork.bottleneck == 16
+    adapter = _compose(["ablation=adapter_64"]).model
+    assert adapter.variant == "topk_adapter" and adapter.adapter_bottleneck == 64
