@@ -1,0 +1,641 @@
+"""Paper-style result tables and plots from the ``metrics.json`` files that train.py writes.
+
+    python experiments/make_table.py outputs/table/superglue_cpu --out experiments/results/superglue_cpu
+    python experiments/make_table.py outputs/table/ablation --out experiments/results/ablation \\
+        --by model_config.num_experts,model_config.top_k,model
+
+Every ``**/metrics.json`` under the given folders is one run. Runs are grouped by task and by a
+column label (the variant by default; ``--by`` takes dotted keys into the run record, a ``model.``
+prefix reading ``model_config`` as in Hydra overrides). Each (task, label) cell is the mean ± sample
+std over its seeds of the task's main metric; for two-metric tasks (CB, MRPC, STS-B, MultiRC, ...)
+the second metric follows after a slash, as GLUE papers print them. ``Avg`` is the mean of the
+per-task means of the main metric, as the paper averages. Deltas compare each label with the
+``topk`` label that has the same other ``--by`` values (so an ablation compares like with like);
+positive is better for every metric, perplexity included.
+
+Outputs, all beside ``--out``:
+- ``<out>.md``: header line (runs, seeds, metric, tags: subsampled tables say so in their tags), table.
+  Scores are x100 except perplexity; deltas are in the same units.
+- ``<out>.csv``: one row per task x label (and an ``Avg`` row per label) in the runs' own units
+  (fractions), with mean, std, n, delta_vs_topk and the paper's number (converted to those units).
+- ``<out>_bars.png`` (per-task bars with std error bars), ``<out>_params.png`` (main metric against
+  active parameters per token) and ``<out>_load.png`` (expert load per layer). The CSV logs hold
+  only per-layer ``load_max``/``load_min``/``load_max_min_ratio``/``dead_experts``, not per-expert
+  load vectors, so the load heatmap shows layers x those statistics, from each run's last logged
+  step, averaged over the label's runs. A plot whose data is missing is skipped with a logged note.
+
+Paper numbers come from ``paper_numbers.yaml`` beside this script, in the paper's printed units.
+"""
+
+import argparse
+import csv
+import json
+import logging
+import math
+import re
+import statistics
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hypermoe.data.metrics import metric_mode
+
+log = logging.getLogger("make_table")
+
+PAPER_NUMBERS = Path(__file__).resolve().parent / "paper_numbers.yaml"
+BASELINE = "topk"
+VARIANT_KEYS = ("model", "model_config.variant")  # their value leads the label, bare
+SHORT_NAMES = {"num_experts": "N", "top_k": "k"}
+SINGLE_NUMBER_TASKS = {"glue/cola"}  # GLUE papers print CoLA as Matthews only
+MISSING = "-"  # a cell with no runs, or a number that does not exist (std of one seed)
+LOAD_STATS = ("load_max", "load_min", "load_max_min_ratio", "dead_experts")
+_LOAD_COLUMN = re.compile(r"moe/layer(\d+)/(" + "|".join(LOAD_STATS) + r")$")
+
+
+class RunsError(Exception):
+    """A problem with the runs given, worded for the person who gave them; main exits with it."""
+
+
+@dataclass
+class Cell:
+    """The runs of one (task, label): what one table cell and one CSV row summarise."""
+
+    task: str
+    label: str
+    baseline: str | None  # the label this one's delta is taken against
+    metric: str
+    second_metric: str | None
+    values: list[float] = field(default_factory=list)
+    second_values: list[float] = field(default_factory=list)
+    seeds: list[Any] = field(default_factory=list)
+    active_params: list[int] = field(default_factory=list)
+    run_dirs: list[Path] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values)
+
+    @property
+    def std(self) -> float:
+        """Sample std (n - 1): NaN for a single seed, which has no spread to report."""
+        return statistics.stdev(self.values) if self.n > 1 else math.nan
+
+    @property
+    def second_mean(self) -> float:
+        return statistics.fmean(self.second_values) if self.second_values else math.nan
+
+    @property
+    def second_std(self) -> float:
+        return statistics.stdev(self.second_values) if len(self.second_values) > 1 else math.nan
+
+    @property
+    def higher_is_better(self) -> bool:
+        return metric_mode(self.metric) == "max"
+
+
+# ---------------------------------------------------------------- collecting runs
+
+
+def find_metric_files(dirs: Sequence[Path]) -> list[Path]:
+    """Every metrics.json under ``dirs``, once each even where the folders overlap."""
+    missing = [str(d) for d in dirs if not Path(d).is_dir()]
+    if missing:
+        raise RunsError(f"not a folder: {', '.join(missing)}")
+    files = sorted({path.resolve() for d in dirs for path in Path(d).glob("**/metrics.json")}, key=natural_key)
+    if not files:
+        raise RunsError(f"no metrics.json found under {', '.join(str(d) for d in dirs)}")
+    return files
+
+
+def load_run(path: Path) -> dict[str, Any]:
+    """One run record, checked for the keys the table needs, so a broken file is named, not a KeyError."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise RunsError(f"{path}: malformed metrics.json ({error})") from error
+    if not isinstance(record, dict):
+        raise RunsError(f"{path}: malformed metrics.json (not a JSON object)")
+    missing = [key for key in ("task", "model", "seed", "main_metric") if key not in record]
+    if missing:
+        raise RunsError(f"{path}: malformed metrics.json (no {', '.join(missing)})")
+    record["_file"] = Path(path)
+    return record
+
+
+def collect(dirs: Sequence[Path], tags: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """The runs under ``dirs`` that carry every tag in ``tags``."""
+    runs = [load_run(path) for path in find_metric_files(dirs)]
+    kept = [run for run in runs if set(tags) <= set(run.get("tags") or ())]
+    if not kept:
+        raise RunsError(f"none of the {len(runs)} runs under {', '.join(map(str, dirs))} has tags {list(tags)}")
+    return kept
+
+
+# ---------------------------------------------------------------- grouping
+
+
+def canonical_key(dotted: str) -> str:
+    """``model.x`` -> ``model_config.x``, as Hydra overrides name it: the record's ``model`` is just the variant."""
+    return "model_config." + dotted.removeprefix("model.") if dotted.startswith("model.") else dotted
+
+
+def resolve(record: dict[str, Any], dotted: str) -> Any:
+    """``a.b.c`` looked up in the run record (see canonical_key); None when absent."""
+    value: Any = record
+    for part in canonical_key(dotted).split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def label_parts(record: dict[str, Any], keys: Sequence[str]) -> tuple[str | None, tuple[str, ...]]:
+    """(variant or None, the other ``name=value`` parts); keys a run lacks (N for ffn) are left out."""
+    variant, others = None, []
+    for key in keys:
+        value = resolve(record, key)
+        if value is None:
+            continue
+        if canonical_key(key) in VARIANT_KEYS:
+            variant = str(value)
+        else:
+            name = key.rsplit(".", 1)[-1]
+            others.append(f"{SHORT_NAMES.get(name, name)}={value}")
+    return variant, tuple(others)
+
+
+def join_label(variant: str | None, others: tuple[str, ...]) -> str:
+    return " ".join(([variant] if variant else []) + list(others)) or "all"
+
+
+def metric_value(record: dict[str, Any], name: str, which: str) -> float | None:
+    """``best``: the best validation value over epochs; ``final``: the last validation value."""
+    value = (record.get("best") or {}).get(name) if which == "best" else (record.get("final") or {}).get(f"val/{name}")
+    return None if value is None else float(value)
+
+
+def second_metric(record: dict[str, Any]) -> str | None:
+    """The task's other metric: ``best`` lists the task's metrics in order, main metric first."""
+    others = [name for name in record.get("best") or {} if name != record["main_metric"]]
+    return others[0] if others else None
+
+
+def group_runs(runs: Iterable[dict[str, Any]], by: Sequence[str], which: str) -> list[Cell]:
+    """One Cell per (task, label), in task then label order."""
+    cells: dict[tuple[str, str], Cell] = {}
+    for run in runs:
+        variant, others = label_parts(run, by)
+        label = join_label(variant, others)
+        key = (run["task"], label)
+        if key not in cells:
+            baseline = join_label(BASELINE, others) if variant else None
+            cells[key] = Cell(run["task"], label, baseline, run["main_metric"], second_metric(run))
+        cell = cells[key]
+        value = metric_value(run, cell.metric, which)
+        if value is None:
+            raise RunsError(f"{run['_file']}: malformed metrics.json (no {which} value of {cell.metric!r})")
+        cell.values.append(value)
+        second = metric_value(run, cell.second_metric, which) if cell.second_metric else None
+        if second is not None:
+            cell.second_values.append(second)
+        cell.seeds.append(run["seed"])
+        cell.run_dirs.append(run["_file"].parent)
+        active = resolve(run, "params.active_per_token")
+        if active is not None:
+            cell.active_params.append(int(active))
+    for cell in cells.values():
+        repeated = [seed for seed, count in Counter(cell.seeds).items() if count > 1]
+        if repeated:
+            log.warning("%s / %s: seed(s) %s appear more than once; all are averaged", cell.task, cell.label, repeated)
+    return [cells[key] for key in sorted(cells, key=lambda k: (k[0], label_key(k[1])))]
+
+
+def natural_key(text: Any) -> list:
+    """Sorts ``N=8`` before ``N=16`` and job folder ``2`` before ``10``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(text))]
+
+
+def label_key(label: str) -> tuple:
+    """Baseline labels first (the rows the others are read against), the rest in natural order."""
+    return label.split(" ")[0] != BASELINE, natural_key(label)
+
+
+def label_order(cells: Sequence[Cell]) -> list[str]:
+    return sorted({cell.label for cell in cells}, key=label_key)
+
+
+# ---------------------------------------------------------------- numbers
+
+
+def signed_delta(value: float, baseline: float, higher_is_better: bool) -> float:
+    """Positive when ``value`` is better than ``baseline``: for perplexity that is baseline - value."""
+    return value - baseline if higher_is_better else baseline - value
+
+
+def averages(cells: Sequence[Cell]) -> tuple[dict[str, float], list[str]]:
+    """Per label, the mean of its per-task means over the averaged tasks; and those tasks.
+
+    Perplexity does not average with accuracies, so when the tasks mix metric directions only the
+    higher-is-better ones are averaged. A label missing one of those tasks gets no Avg rather than
+    an average over fewer tasks, which would not compare with the others.
+    """
+    tasks = sorted({cell.task for cell in cells})
+    higher = sorted({cell.task for cell in cells if cell.higher_is_better})
+    averaged = higher or tasks
+    by_label: dict[str, dict[str, float]] = defaultdict(dict)
+    for cell in cells:
+        by_label[cell.label][cell.task] = cell.mean
+    avg = {
+        label: statistics.fmean(means[task] for task in averaged)
+        for label, means in by_label.items()
+        if all(task in means for task in averaged)
+    }
+    return avg, averaged
+
+
+def deltas(cells: Sequence[Cell]) -> dict[tuple[str, str], float]:
+    """(task, label) -> delta against the cell of the label's baseline on the same task (none for baselines)."""
+    index = {(cell.task, cell.label): cell for cell in cells}
+    out = {}
+    for cell in cells:
+        base = index.get((cell.task, cell.baseline))
+        if base is not None and base is not cell:
+            out[cell.task, cell.label] = signed_delta(cell.mean, base.mean, cell.higher_is_better)
+    return out
+
+
+def avg_deltas(cells: Sequence[Cell], avg: dict[str, float], averaged: Sequence[str]) -> dict[str, float]:
+    baselines = {cell.label: cell.baseline for cell in cells}
+    higher = any(cell.higher_is_better for cell in cells if cell.task in averaged)
+    return {
+        label: signed_delta(value, avg[baselines[label]], higher)
+        for label, value in avg.items()
+        if baselines.get(label) in avg and baselines[label] != label
+    }
+
+
+def scale(metric: str) -> float:
+    """Display factor: fractions print as percentages, as in the papers; perplexity as is."""
+    return 1.0 if metric_mode(metric) == "min" else 100.0
+
+
+def load_paper_numbers(path: Path = PAPER_NUMBERS) -> dict[str, dict[str, list[float]]]:
+    """``task -> variant -> [main]`` or ``[main, second]``, in the paper's printed units."""
+    if not Path(path).exists():
+        return {}
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as error:
+        raise RunsError(f"{path}: not valid YAML ({error})") from error
+    if not isinstance(data, dict):
+        raise RunsError(f"{path}: expected a mapping '<task>: {{<variant>: value}}', got {data!r}")
+    out: dict[str, dict[str, list[float]]] = {}
+    for task, variants in data.items():
+        if not isinstance(variants, dict):
+            raise RunsError(f"{path}: expected '<task>: {{<variant>: value}}', got {task}: {variants!r}")
+        for variant, value in variants.items():
+            numbers = value if isinstance(value, list) else [value]
+            if not numbers or len(numbers) > 2 or not all(isinstance(x, int | float) for x in numbers):
+                raise RunsError(f"{path}: {task}/{variant} must be a number or [main, second], got {value!r}")
+            out.setdefault(task, {})[str(variant)] = [float(x) for x in numbers]
+    return out
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _fmt(value: float, signed: bool = False) -> str:
+    if math.isnan(value):
+        return MISSING
+    return f"{value:+.2f}" if signed else f"{value:.2f}"
+
+
+def format_cell(cell: Cell) -> str:
+    """``mean ± std / second (n=3)``, x100 for fractions; the std belongs to the main metric."""
+    k = scale(cell.metric)
+    text = _fmt(cell.mean * k) + (f" ± {_fmt(cell.std * k)}" if cell.n > 1 else "")
+    if cell.second_values and cell.task not in SINGLE_NUMBER_TASKS:
+        text += f" / {_fmt(cell.second_mean * scale(cell.second_metric))}"
+    return f"{text} (n={cell.n})"
+
+
+def header_line(runs: Sequence[dict[str, Any]], which: str, dirs: Sequence[Path], averaged: Sequence[str]) -> str:
+    seeds = sorted({str(run["seed"]) for run in runs}, key=natural_key)
+    tags = Counter(tag for run in runs for tag in run.get("tags") or ())
+    tag_text = ", ".join(f"{tag} ({count})" for tag, count in sorted(tags.items())) or "none"
+    metric_text = "best validation value over epochs" if which == "best" else "final validation value"
+    return (
+        f"{len(runs)} runs, seeds {', '.join(seeds)} (n per cell), from {', '.join(map(str, dirs))}. "
+        f"Metric: {metric_text} (`--metric {which}`), mean ± sample std over seeds; x100 except perplexity. "
+        f"Avg: mean of the per-task means of the main metric over {', '.join(averaged)}. "
+        f"Δ: against `{BASELINE}` with the same other settings, positive = better. "
+        f"Run tags (subsampling is noted there): {tag_text}."
+    )
+
+
+def markdown_table(cells: Sequence[Cell], paper: dict[str, dict[str, list[float]]]) -> str:
+    """Rows: each label, then its Δ row and (where the paper has numbers) its paper row."""
+    tasks = sorted({cell.task for cell in cells})
+    metrics = {cell.task: cell for cell in cells}
+    index = {(cell.task, cell.label): cell for cell in cells}
+    avg, averaged = averages(cells)
+    delta, avg_delta = deltas(cells), avg_deltas(cells, avg, averaged)
+    baselines = {cell.label: cell.baseline for cell in cells}
+
+    def head(task: str) -> str:
+        cell = metrics[task]
+        shown = (
+            cell.metric
+            if not cell.second_metric or task in SINGLE_NUMBER_TASKS
+            else f"{cell.metric}/{cell.second_metric}"
+        )
+        return f"{task} ({shown})"
+
+    lines = ["| Model | " + " | ".join(head(t) for t in tasks) + " | Avg |", "|---" * (len(tasks) + 2) + "|"]
+    avg_k = scale(metrics[averaged[0]].metric)
+    for label in label_order(cells):
+        cells_row = [format_cell(index[t, label]) if (t, label) in index else MISSING for t in tasks]
+        lines.append(f"| {label} | " + " | ".join(cells_row) + f" | {_fmt(avg.get(label, math.nan) * avg_k)} |")
+        if any((t, label) in delta for t in tasks):
+            row = [_fmt(delta.get((t, label), math.nan) * scale(metrics[t].metric), signed=True) for t in tasks]
+            avg_text = _fmt(avg_delta.get(label, math.nan) * avg_k, signed=True)
+            lines.append(f"| Δ {label} vs {baselines[label]} | " + " | ".join(row) + f" | {avg_text} |")
+        reported = [paper.get(t, {}).get(label) for t in tasks]
+        if any(reported):
+            row = ["/".join(f"{x:.1f}" for x in numbers) if numbers else MISSING for numbers in reported]
+            lines.append(f"| {label} (paper) | " + " | ".join(row) + f" | {MISSING} |")
+    return "\n".join(lines)
+
+
+CSV_COLUMNS = (
+    "task", "label", "metric", "mean", "std", "n", "seeds", "second_metric", "second_mean", "second_std",
+    "delta_vs_topk", "paper", "paper_second",
+)  # fmt: skip
+
+
+def csv_rows(cells: Sequence[Cell], paper: dict[str, dict[str, list[float]]]) -> list[dict[str, Any]]:
+    """Runs' own units (fractions, perplexity); the Avg row per label has no std, n or seeds."""
+    avg, averaged = averages(cells)
+    delta, avg_delta = deltas(cells), avg_deltas(cells, avg, averaged)
+
+    def num(value: float | None) -> Any:
+        return "" if value is None or math.isnan(value) else round(value, 6)  # past 1e-6 is float noise
+
+    rows = []
+    for cell in cells:
+        reported = paper.get(cell.task, {}).get(cell.label) or []
+        rows.append(
+            {
+                "task": cell.task,
+                "label": cell.label,
+                "metric": cell.metric,
+                "mean": num(cell.mean),
+                "std": num(cell.std),
+                "n": cell.n,
+                "seeds": " ".join(sorted(map(str, cell.seeds), key=natural_key)),
+                "second_metric": cell.second_metric or "",
+                "second_mean": num(cell.second_mean),
+                "second_std": num(cell.second_std),
+                "delta_vs_topk": num(delta.get((cell.task, cell.label))),
+                "paper": num(reported[0] / scale(cell.metric)) if reported else "",
+                "paper_second": num(reported[1] / scale(cell.second_metric)) if len(reported) > 1 else "",
+            }
+        )
+    for label in label_order(cells):
+        if label in avg:
+            rows.append(
+                dict.fromkeys(CSV_COLUMNS, "")
+                | {"task": "Avg", "label": label, "metric": "mean of main metrics", "mean": num(avg[label])}
+                | {"delta_vs_topk": num(avg_delta.get(label))}
+            )
+    return rows
+
+
+def write_tables(
+    cells: Sequence[Cell],
+    runs: Sequence[dict[str, Any]],
+    which: str,
+    dirs: Sequence[Path],
+    out: Path,
+    paper: dict[str, dict[str, list[float]]],
+) -> tuple[Path, Path]:
+    """``<out>.md`` and ``<out>.csv``."""
+    _, averaged = averages(cells)
+    md, csv_path = out.with_name(out.name + ".md"), out.with_name(out.name + ".csv")
+    md.write_text(f"# {out.name}\n\n{header_line(runs, which, dirs, averaged)}\n\n{markdown_table(cells, paper)}\n")
+    with csv_path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(csv_rows(cells, paper))
+    return md, csv_path
+
+
+# ---------------------------------------------------------------- plots
+
+
+def last_layer_loads(run_dir: Path) -> dict[tuple[int, str], float]:
+    """(layer, stat) -> value at the last step that logged it, from the run's newest CSV log.
+
+    An unreadable log leaves the run out of the heatmap with a note: a plot never stops the tables.
+    """
+    logs = sorted(run_dir.glob("csv/version_*/metrics.csv"), key=lambda p: natural_key(p.parent.name))
+    if not logs:
+        return {}
+    loads: dict[tuple[int, str], float] = {}
+    try:
+        with logs[-1].open(newline="") as handle:
+            for row in csv.DictReader(handle):
+                for column, value in row.items():
+                    match = _LOAD_COLUMN.match(column or "")
+                    if match and value not in ("", None):
+                        loads[int(match.group(1)), match.group(2)] = float(value)
+    except (OSError, ValueError, csv.Error) as error:
+        log.warning("left %s out of the load heatmap: %s", logs[-1], error)
+        return {}
+    return loads
+
+
+def load_matrices(cells: Sequence[Cell]) -> dict[str, tuple[list[int], list[list[float]]]]:
+    """label -> (MoE layer numbers, layers x LOAD_STATS averaged over the label's runs on all tasks).
+
+    Labels without logs (the dense ``ffn``) are left out.
+    """
+    per_label: dict[str, list[dict]] = defaultdict(list)
+    for cell in cells:
+        for run_dir in cell.run_dirs:
+            loads = last_layer_loads(run_dir)
+            if loads:
+                per_label[cell.label].append(loads)
+    matrices = {}
+    for label in label_order(cells):
+        runs = per_label.get(label)
+        if not runs:
+            continue
+        layers = sorted({layer for loads in runs for layer, _ in loads})
+        matrices[label] = (
+            layers,
+            [
+                [_nanmean([loads.get((layer, stat), math.nan) for loads in runs]) for stat in LOAD_STATS]
+                for layer in layers
+            ],
+        )
+    return matrices
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    kept = [v for v in values if not math.isnan(v)]
+    return statistics.fmean(kept) if kept else math.nan
+
+
+def _task_axes(plt, count: int):
+    cols = min(count, 4)
+    rows = math.ceil(count / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.flat[count:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat)
+
+
+def plot_bars(plt, cells: Sequence[Cell], path: Path) -> Path:
+    tasks, labels = sorted({c.task for c in cells}), label_order(cells)
+    index = {(c.task, c.label): c for c in cells}
+    fig, axes = _task_axes(plt, len(tasks))
+    for ax, task in zip(axes, tasks, strict=False):
+        present = [label for label in labels if (task, label) in index]
+        group = [index[task, label] for label in present]
+        k = scale(group[0].metric)
+        errors = [0.0 if math.isnan(c.std) else c.std * k for c in group]
+        ax.bar(range(len(group)), [c.mean * k for c in group], yerr=errors, capsize=3, color=_colors(plt, present))
+        ax.set_xticks(range(len(group)), present, rotation=30, ha="right", fontsize=8)
+        ax.set_title(f"{task} ({group[0].metric})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_params(plt, cells: Sequence[Cell], path: Path) -> Path | None:
+    with_params = [c for c in cells if c.active_params]
+    if not with_params:
+        log.info("skipped %s: no run records params.active_per_token", path.name)
+        return None
+    tasks = sorted({c.task for c in with_params})
+    colors = dict(zip(label_order(cells), _colors(plt, label_order(cells)), strict=True))
+    fig, axes = _task_axes(plt, len(tasks))
+    for ax, task in zip(axes, tasks, strict=False):
+        for cell in (c for c in with_params if c.task == task):
+            k, x = scale(cell.metric), statistics.fmean(cell.active_params) / 1e6
+            error = 0.0 if math.isnan(cell.std) else cell.std * k
+            ax.errorbar(x, cell.mean * k, yerr=error, fmt="o", capsize=3, color=colors[cell.label])
+            ax.annotate(cell.label, (x, cell.mean * k), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.margins(x=0.25)  # room for the labels written beside the points
+        ax.set_title(task, fontsize=9)
+        ax.set_xlabel("active params / token (M)", fontsize=8)
+        ax.set_ylabel(next(c.metric for c in with_params if c.task == task), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_load(plt, cells: Sequence[Cell], path: Path) -> Path | None:
+    """Colour = value / that statistic's largest value over all labels, so variants compare; text = value."""
+    matrices = load_matrices(cells)
+    if not matrices:
+        log.info("skipped %s: no run has csv/version_*/metrics.csv with moe/layer*/load_* columns", path.name)
+        return None
+    peaks = [
+        max((abs(row[j]) for _, m in matrices.values() for row in m if not math.isnan(row[j])), default=0.0) or 1.0
+        for j in range(len(LOAD_STATS))
+    ]
+    height = 0.45 * max(len(layers) for layers, _ in matrices.values()) + 1.8
+    fig, axes = plt.subplots(1, len(matrices), figsize=(4.2 * len(matrices), height), squeeze=False)
+    for ax, (label, (layers, matrix)) in zip(axes[0], matrices.items(), strict=True):
+        ax.imshow(
+            [[v / peak for v, peak in zip(row, peaks, strict=True)] for row in matrix],
+            cmap="viridis",
+            vmin=0,
+            vmax=1,
+            aspect="auto",
+        )
+        for i, row in enumerate(matrix):
+            for j, value in enumerate(row):
+                dark = math.isnan(value) or value / peaks[j] < 0.6  # viridis is dark below ~0.6
+                ax.text(j, i, _fmt(value), ha="center", va="center", fontsize=7, color="w" if dark else "k")
+        ax.set_xticks(range(len(LOAD_STATS)), LOAD_STATS, rotation=30, ha="right", fontsize=8)
+        ax.set_yticks(range(len(matrix)), [f"layer {layer}" for layer in layers], fontsize=8)
+        ax.set_title(label, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _colors(plt, labels: Sequence[str]) -> list:
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    return [cycle[i % len(cycle)] for i in range(len(labels))]
+
+
+def write_plots(cells: Sequence[Cell], out: Path) -> list[Path]:
+    """Every plot whose data exists; a missing matplotlib or missing data is a logged note, not a failure."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("skipped the plots: matplotlib is not installed (pip install matplotlib)")
+        return []
+    made = [
+        plot_bars(plt, cells, out.with_name(out.name + "_bars.png")),
+        plot_params(plt, cells, out.with_name(out.name + "_params.png")),
+        plot_load(plt, cells, out.with_name(out.name + "_load.png")),
+    ]
+    return [path for path in made if path is not None]
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("runs_dirs", nargs="+", type=Path, metavar="RUNS_DIR", help="searched for **/metrics.json")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="output prefix: writes <out>.md, <out>.csv, <out>_*.png"
+    )
+    parser.add_argument("--tag", action="append", default=[], help="keep runs with this tag (repeat: all of them)")
+    parser.add_argument("--by", default="model", help="comma-separated dotted keys into the run record for the label")
+    parser.add_argument("--metric", choices=("best", "final"), default="best", help="best-over-epochs or last value")
+    parser.add_argument("--paper", type=Path, default=PAPER_NUMBERS, help="the paper's reported numbers (YAML)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> list[Path]:
+    """Write the tables and plots; return their paths."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    by = [key.strip() for key in args.by.split(",") if key.strip()]
+    try:
+        runs = collect(args.runs_dirs, args.tag)
+        cells = group_runs(runs, by, args.metric)
+        paper = load_paper_numbers(args.paper)
+    except RunsError as error:
+        raise SystemExit(f"make_table: {error}") from error
+    if not deltas(cells):
+        log.info("no %r cell shares a task and the other --by values with another label: no deltas", BASELINE)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    written = [*write_tables(cells, runs, args.metric, args.runs_dirs, args.out, paper), *write_plots(cells, args.out)]
+    log.info("wrote %s", ", ".join(map(str, written)))
+    return written
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,243 @@
+"""make_table turns hand-written metrics.json files into the numbers a person computes by hand.
+
+Data: CB and RTE x topk/hypermoe x 3 seeds, chosen so means, sample stds and deltas are round:
+  CB f1_macro  topk .70 .80 .90 (80.00 ± 10.00, acc 85.00)   hypermoe .80 .85 .90 (85.00 ± 5.00, acc 90.00)
+  RTE accuracy topk .50 .60 .70 (60.00 ± 10.00)              hypermoe .60 .64 .68 (64.00 ± 4.00)
+  Avg          topk 70.00                                    hypermoe 74.50 (Δ +4.50)
+"""
+
+import csv
+import json
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+
+import make_table
+
+SEEDS = (1, 2, 3)
+CB_F1 = {"topk": (0.70, 0.80, 0.90), "hypermoe": (0.80, 0.85, 0.90)}
+CB_ACC = {"topk": (0.75, 0.85, 0.95), "hypermoe": (0.90, 0.90, 0.90)}
+RTE = {"topk": (0.50, 0.60, 0.70), "hypermoe": (0.60, 0.64, 0.68)}
+ACTIVE = {"topk": 22_000_000, "hypermoe": 29_000_000}
+
+
+def write_run(folder: Path, task: str, model: str, seed: int, best: dict, tags=("superglue", "cpu"), **config) -> Path:
+    """One run folder laid out like a multirun job, with the fields train.py writes."""
+    folder.mkdir(parents=True)
+    main = next(iter(best))
+    record = {
+        "task": task,
+        "model": model,
+        "seed": seed,
+        "tags": list(tags),
+        "model_config": {"variant": model, "num_experts": 8, "top_k": 1, **config},
+        "final": {f"val/{name}": value - 0.01 for name, value in best.items()},
+        "best": best,
+        "main_metric": main,
+        "params": {"total": 78_000_000, "active_per_token": ACTIVE.get(model, 1)},
+    }
+    (folder / "metrics.json").write_text(json.dumps(record))
+    return folder
+
+
+@pytest.fixture
+def runs(tmp_path) -> Path:
+    root = tmp_path / "outputs" / "table" / "2026-01-01_00-00-00"
+    job = 0
+    for model in ("topk", "hypermoe"):
+        for i, seed in enumerate(SEEDS):
+            best = {"f1_macro": CB_F1[model][i], "accuracy": CB_ACC[model][i]}
+            write_run(root / str(job), "superglue/cb", model, seed, best)
+            write_run(root / str(job + 1), "superglue/rte", model, seed, {"accuracy": RTE[model][i]})
+            job += 2
+    return tmp_path / "outputs"
+
+
+def read_csv(path: Path) -> dict[tuple[str, str], dict]:
+    with path.open() as handle:
+        return {(row["task"], row["label"]): row for row in csv.DictReader(handle)}
+
+
+def tables(runs_dir: Path, out: Path, *extra: str, paper: Path | None = None) -> tuple[str, dict]:
+    """The Markdown and CSV that the tables alone produce (no plots: they are tested once, below)."""
+    args = make_table.parse_args([str(runs_dir), "--out", str(out), *extra])
+    found = make_table.collect(args.runs_dirs, args.tag)
+    cells = make_table.group_runs(found, [k for k in args.by.split(",") if k], args.metric)
+    numbers = make_table.load_paper_numbers(paper) if paper else {}
+    md, csv_path = make_table.write_tables(cells, found, args.metric, args.runs_dirs, out, numbers)
+    return md.read_text(), read_csv(csv_path)
+
+
+def test_markdown_matches_hand_computed_numbers(runs, tmp_path):
+    md, _ = tables(runs, tmp_path / "t")
+    assert "| Model | superglue/cb (f1_macro/accuracy) | superglue/rte (accuracy) | Avg |" in md
+    assert "| topk | 80.00 ± 10.00 / 85.00 (n=3) | 60.00 ± 10.00 (n=3) | 70.00 |" in md
+    assert "| hypermoe | 85.00 ± 5.00 / 90.00 (n=3) | 64.00 ± 4.00 (n=3) | 74.50 |" in md
+    assert "| Δ hypermoe vs topk | +5.00 | +4.00 | +4.50 |" in md
+    assert md.index("| topk |") < md.index("| hypermoe |")  # the baseline row comes first
+    assert "12 runs, seeds 1, 2, 3" in md and "best validation value" in md and "cpu (12), superglue (12)" in md
+
+
+def test_csv_holds_both_metrics_in_run_units(runs, tmp_path):
+    _, rows = tables(runs, tmp_path / "t")
+    cb = rows["superglue/cb", "hypermoe"]
+    assert (cb["metric"], cb["second_metric"], cb["n"], cb["seeds"]) == ("f1_macro", "accuracy", "3", "1 2 3")
+    assert float(cb["mean"]) == pytest.approx(0.85) and float(cb["std"]) == pytest.approx(0.05)
+    assert float(cb["second_mean"]) == pytest.approx(0.90) and float(cb["second_std"]) == pytest.approx(0.0)
+    assert float(cb["delta_vs_topk"]) == pytest.approx(0.05)
+    assert float(rows["superglue/rte", "hypermoe"]["delta_vs_topk"]) == pytest.approx(0.04)
+    assert rows["superglue/rte", "topk"]["delta_vs_topk"] == ""  # the baseline has no delta against itself
+    assert float(rows["Avg", "hypermoe"]["mean"]) == pytest.approx(0.745)
+    assert float(rows["Avg", "hypermoe"]["delta_vs_topk"]) == pytest.approx(0.045)
+    assert float(rows["Avg", "topk"]["mean"]) == pytest.approx(0.70)
+
+
+def test_final_metric_reads_the_last_validation_values(runs, tmp_path):
+    md, rows = tables(runs, tmp_path / "t", "--metric", "final")
+    assert float(rows["superglue/rte", "topk"]["mean"]) == pytest.approx(0.59)
+    assert "final validation value" in md
+
+
+def test_tag_filter_keeps_only_tagged_runs(runs, tmp_path):
+    write_run(runs / "other" / "0", "superglue/rte", "topk", 4, {"accuracy": 0.0}, tags=("glue",))
+    _, everything = tables(runs, tmp_path / "all")
+    assert everything["superglue/rte", "topk"]["n"] == "4"
+    _, tagged = tables(runs, tmp_path / "tagged", "--tag", "superglue")
+    assert tagged["superglue/rte", "topk"]["n"] == "3"
+    with pytest.raises(make_table.RunsError, match=r"none of the 13 runs .* has tags \['nope'\]"):
+        tables(runs, tmp_path / "none", "--tag", "nope")
+
+
+def test_by_labels_and_matched_baselines(runs, tmp_path):
+    for i, seed in enumerate(SEEDS):
+        value = {"accuracy": 0.70 + 0.02 * i}
+        write_run(runs / "n16" / str(i), "superglue/rte", "hypermoe", seed, value, num_experts=16, top_k=2)
+    md, rows = tables(runs, tmp_path / "t", "--by", "model_config.num_experts,model_config.top_k,model")
+    assert set(rows) >= {("superglue/rte", "topk N=8 k=1"), ("superglue/rte", "hypermoe N=16 k=2")}
+    assert "| Δ hypermoe N=8 k=1 vs topk N=8 k=1 | +5.00 | +4.00 | +4.50 |" in md
+    # no topk with N=16 k=2 was run, so that label has no delta rather than one against another setting
+    assert rows["superglue/rte", "hypermoe N=16 k=2"]["delta_vs_topk"] == ""
+    assert md.index("| topk N=8 k=1 |") < md.index("| hypermoe N=8 k=1 |") < md.index("| hypermoe N=16 k=2 |")
+
+
+def test_label_parts_alias_and_missing_keys():
+    record = {"model": "ffn", "model_config": {"variant": "ffn", "hypernetwork": {"bottleneck": 64}}}
+    keys = ["model.num_experts", "model.hypernetwork.bottleneck", "model"]
+    assert make_table.label_parts(record, keys) == ("ffn", ("bottleneck=64",))
+    assert make_table.join_label(*make_table.label_parts(record, ["model.variant"])) == "ffn"
+
+
+def test_perplexity_delta_is_baseline_minus_variant(tmp_path):
+    root = tmp_path / "lm"
+    for i, seed in enumerate(SEEDS):
+        write_run(root / f"t{i}", "lm/tinyshakespeare", "topk", seed, {"perplexity": 10.0 + 2 * i}, tags=())
+        write_run(root / f"h{i}", "lm/tinyshakespeare", "hypermoe", seed, {"perplexity": 9.0 + i}, tags=())
+    md, rows = tables(root, tmp_path / "t")
+    assert "| hypermoe | 10.00 ± 1.00 (n=3) | 10.00 |" in md  # perplexity is not scaled
+    assert "| Δ hypermoe vs topk | +2.00 | +2.00 |" in md
+    assert float(rows["lm/tinyshakespeare", "hypermoe"]["delta_vs_topk"]) == pytest.approx(2.0)
+    assert make_table.signed_delta(10.0, 12.0, higher_is_better=False) == pytest.approx(2.0)
+    assert make_table.signed_delta(0.6, 0.5, higher_is_better=True) == pytest.approx(0.1)
+
+
+def test_avg_leaves_perplexity_out_when_tasks_mix_directions(runs):
+    for i, seed in enumerate(SEEDS):
+        write_run(runs / "lm" / str(i), "lm/tinyshakespeare", "topk", seed, {"perplexity": 50.0})
+    cells = make_table.group_runs(make_table.collect([runs]), ["model"], "best")
+    avg, averaged = make_table.averages(cells)
+    assert averaged == ["superglue/cb", "superglue/rte"]
+    assert avg["topk"] == pytest.approx(0.70)
+
+
+def test_paper_numbers_are_shown_and_converted(runs, tmp_path):
+    paper = tmp_path / "paper.yaml"
+    paper.write_text("superglue/rte: {hypermoe: 70.5}\nsuperglue/cb: {topk: [81.0, 86.0]}\n")
+    md, rows = tables(runs, tmp_path / "t", paper=paper)
+    assert "| hypermoe (paper) | - | 70.5 | - |" in md
+    assert "| topk (paper) | 81.0/86.0 | - | - |" in md
+    assert float(rows["superglue/rte", "hypermoe"]["paper"]) == pytest.approx(0.705)
+    assert float(rows["superglue/cb", "topk"]["paper_second"]) == pytest.approx(0.86)
+    assert rows["superglue/rte", "topk"]["paper"] == ""
+
+
+def test_shipped_paper_numbers_file_loads():
+    assert isinstance(make_table.load_paper_numbers(), dict)
+
+
+def test_bad_paper_numbers_name_the_file(tmp_path):
+    paper = tmp_path / "paper.yaml"
+    paper.write_text("superglue/rte: {hypermoe: high}\n")
+    with pytest.raises(make_table.RunsError, match=r"paper\.yaml: superglue/rte/hypermoe must be a number"):
+        make_table.load_paper_numbers(paper)
+
+
+def test_no_runs_exits_naming_the_folders(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match=r"no metrics\.json found under .*empty"):
+        make_table.main([str(tmp_path / "empty"), "--out", str(tmp_path / "t")])
+    with pytest.raises(SystemExit, match=r"not a folder: .*missing"):
+        make_table.main([str(tmp_path / "missing"), "--out", str(tmp_path / "t")])
+
+
+def test_malformed_metrics_json_is_named(runs, tmp_path):
+    broken = runs / "table" / "broken" / "metrics.json"
+    broken.parent.mkdir()
+    broken.write_text("{not json")
+    with pytest.raises(SystemExit, match=r"broken/metrics\.json: malformed metrics\.json"):
+        make_table.main([str(runs), "--out", str(tmp_path / "t")])
+    broken.write_text(json.dumps({"task": "superglue/rte", "model": "topk"}))
+    with pytest.raises(SystemExit, match=r"broken/metrics\.json: malformed metrics\.json \(no seed, main_metric\)"):
+        make_table.main([str(runs), "--out", str(tmp_path / "t")])
+
+
+def write_csv_log(run_dir: Path, rows: list[dict]) -> None:
+    """A Lightning CSVLogger file: a union header, each row filling only what it logged."""
+    path = run_dir / "csv" / "version_0" / "metrics.csv"
+    path.parent.mkdir(parents=True)
+    header = sorted({key for row in rows for key in row})
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_load_heatmap_reads_each_runs_last_logged_step(tmp_path):
+    run = write_run(tmp_path / "r" / "0", "superglue/rte", "topk", 1, {"accuracy": 0.5})
+    stats = {f"moe/layer{layer}/{s}": 0.0 for layer in (0, 1) for s in make_table.LOAD_STATS}
+    last = {"moe/layer0/load_max": 0.30, "moe/layer0/load_min": 0.05, "moe/layer1/load_max": 0.20}
+    write_csv_log(run, [{**stats, "step": 9}, {**stats, **last, "step": 19}, {"val/accuracy": 0.5, "step": 19}])
+    loads = make_table.last_layer_loads(run)
+    assert loads[0, "load_max"] == pytest.approx(0.30) and loads[1, "load_min"] == 0.0
+    matrices = make_table.load_matrices(make_table.group_runs(make_table.collect([tmp_path / "r"]), ["model"], "best"))
+    layers, matrix = matrices["topk"]
+    assert layers == [0, 1] and matrix[0][:2] == pytest.approx([0.30, 0.05])
+
+
+def test_cli_writes_tables_and_plots(runs, tmp_path, caplog):
+    pytest.importorskip("matplotlib")
+    run_dir = next(runs.glob("**/metrics.json")).parent
+    write_csv_log(run_dir, [{"moe/layer0/load_max": 0.2, "moe/layer0/load_min": 0.1, "step": 1}])
+    out = tmp_path / "results" / "superglue"
+    written = make_table.main([str(runs), "--out", str(out), "--tag", "superglue"])
+    names = {path.name for path in written}
+    assert names == {f"superglue{suffix}" for suffix in (".md", ".csv", "_bars.png", "_params.png", "_load.png")}
+    assert all(path.stat().st_size > 0 for path in written)
+
+
+def test_plots_without_their_data_are_skipped_with_a_note(tmp_path, caplog):
+    pytest.importorskip("matplotlib")
+    root = tmp_path / "runs"
+    for i, seed in enumerate(SEEDS):
+        write_run(root / str(i), "superglue/rte", "ffn", seed, {"accuracy": 0.5 + 0.1 * i})
+    for path in root.glob("*/metrics.json"):
+        record = json.loads(path.read_text())
+        del record["params"]
+        path.write_text(json.dumps(record))
+    with caplog.at_level(logging.INFO, logger="make_table"):
+        written = make_table.main([str(root), "--out", str(tmp_path / "t")])
+    assert {path.name for path in written} == {"t.md", "t.csv", "t_bars.png"}
+    assert "skipped t_params.png" in caplog.text and "skipped t_load.png" in caplog.text
