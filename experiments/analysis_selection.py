@@ -1,0 +1,133 @@
+"""Claim 3: is the selection embedding (built from the UNSELECTED experts) related to the
+expert the router DID select?
+
+For every HyperMoE layer of a trained checkpoint, on validation tokens: the cosine similarity
+of each token's HyperExpert output H(x) to each expert's output E_j(x) on the same token,
+averaged into an (e, e) matrix, row i = tokens routed to expert i (their first choice),
+column j = the expert compared. If the HyperExpert carries knowledge specific to the selected
+expert, the diagonal stands out from the rest of its row; ``diagonal_minus_off`` is that gap
+(mean over rows). A near-zero gap means no expert-specific relation was measured.
+
+    python experiments/analysis_selection.py CKPT --out experiments/results/selection [--batches 4]
+
+Writes ``<out>.json`` (per layer: matrix, diagonal mean, off-diagonal mean, gap, tokens) and
+``<out>.png`` (one heatmap per layer).
+"""
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import matplotlib
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from torch import Tensor
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from hypermoe.moe import HyperMoE
+from hypermoe.moe.layers import flatten_tokens
+from hypermoe.train import build, load_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+def relatedness(hyper_out: Tensor, expert_outs: Tensor, first_choice: Tensor) -> dict:
+    """hyper_out (n, d), expert_outs (e, n, d), first_choice (n,) -> the (e, e) mean-cosine
+    matrix (rows: the selected expert; a row with no tokens is NaN) and its summary."""
+    num_experts = expert_outs.shape[0]
+    cosine = F.cosine_similarity(hyper_out.unsqueeze(0), expert_outs, dim=-1).t()  # (n, e)
+    rows = torch.full((num_experts, num_experts), float("nan"))
+    for i in range(num_experts):
+        if (first_choice == i).any():
+            rows[i] = cosine[first_choice == i].mean(0)
+    used = ~rows.isnan().any(-1)
+    diagonal = rows.diagonal()[used]
+    off = rows[used][~torch.eye(num_experts, dtype=torch.bool)[used]].view(int(used.sum()), -1)
+    return {
+        "matrix": rows.tolist(),
+        "diagonal_mean": float(diagonal.mean()),
+        "off_diagonal_mean": float(off.mean()),
+        "diagonal_minus_off": float((diagonal - off.mean(-1)).mean()),
+        "tokens": int(first_choice.numel()),
+    }
+
+
+@torch.no_grad()
+def layer_relatedness(layer: HyperMoE, x: Tensor, attention_mask: Tensor | None) -> dict:
+    tokens, valid = flatten_tokens(x, attention_mask)
+    tokens = tokens[valid]
+    routing = layer.router(tokens, torch.ones(tokens.shape[0], dtype=torch.bool))
+    hyper_out, _ = layer.hyper_expert(tokens, torch.ones_like(routing.expert_index[:, 0], dtype=torch.bool), routing)
+    expert_outs = torch.stack([expert(tokens) for expert in layer.experts.ffns])  # (e, n, d)
+    return relatedness(hyper_out, expert_outs, routing.expert_index[:, 0])
+
+
+def analyse(ckpt_path: str, batches: int) -> dict[str, dict]:
+    checkpoint = load_checkpoint(ckpt_path)
+    cfg = OmegaConf.create(checkpoint["hypermoe"]["config"])
+    data, module = build(cfg)
+    module.load_state_dict(checkpoint["state_dict"])
+    module.eval()
+    layers = [(name, layer) for name, layer in zip(module.net.moe_names, module.net.moe, strict=True)
+              if isinstance(layer, HyperMoE)]  # fmt: skip
+    if not layers:
+        raise SystemExit(f"{ckpt_path} has no HyperMoE layer (model.variant={cfg.model.variant!r})")
+    inputs: dict[str, list] = {name: [] for name, _ in layers}
+    for name, layer in layers:
+        layer.register_forward_hook(
+            lambda mod, args, out, name=name: inputs[name].append(
+                (args[0].detach(), args[1] if len(args) > 1 else None)
+            )
+        )
+    data.setup("validate")
+    with torch.no_grad():
+        for index, batch in enumerate(data.val_dataloader()):
+            if index >= batches:
+                break
+            module.validation_step(batch, index)
+    results = {}
+    for name, layer in layers:
+        xs = [x.reshape(-1, x.shape[-1]) for x, _ in inputs[name]]  # (tokens of the batch, d)
+        masks = [torch.ones(len(x), dtype=torch.bool) if m is None else m.reshape(-1).bool()
+                 for x, (_, m) in zip(xs, inputs[name], strict=True)]  # fmt: skip
+        results[name] = layer_relatedness(layer, torch.cat(xs), torch.cat(masks))
+    return results
+
+
+def plot(results: dict[str, dict], path: Path) -> None:
+    fig, axes = plt.subplots(1, len(results), figsize=(3.2 * len(results), 3.2), squeeze=False)
+    for ax, (name, result) in zip(axes[0], results.items(), strict=True):
+        image = ax.imshow(result["matrix"], cmap="viridis")
+        ax.set_title(f"{name}: gap {result['diagonal_minus_off']:+.3f}", fontsize=9)
+        ax.set_xlabel("expert compared")
+        ax.set_ylabel("expert selected")
+        fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.suptitle("cos(HyperExpert output, expert output), by selected expert")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("ckpt_path")
+    parser.add_argument("--out", required=True, help="path prefix of the .json and .png written")
+    parser.add_argument("--batches", type=int, default=4, help="validation batches to read")
+    args = parser.parse_args(argv)
+    results = analyse(args.ckpt_path, args.batches)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"ckpt_path": args.ckpt_path, "layers": results}, indent=2) + "\n")
+    plot(results, out.with_suffix(".png"))
+    for name, result in results.items():
+        print(f"{name}: diagonal {result['diagonal_mean']:+.3f}, off-diagonal {result['off_diagonal_mean']:+.3f}, "
+              f"gap {result['diagonal_minus_off']:+.3f} over {result['tokens']} tokens")  # fmt: skip
+    return results
+
+
+if __name__ == "__main__":
+    main()

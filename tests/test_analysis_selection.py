@@ -1,0 +1,44 @@
+"""Claim-3 analysis: the relatedness summary against a hand-computed case, and the script end to end."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import TINY, compose_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+
+import analysis_selection
+
+from hypermoe.train import run
+
+
+def test_relatedness_of_a_hyperexpert_that_copies_the_selected_expert():
+    # 2 experts with orthogonal outputs; tokens 0, 1 go to expert 0, token 2 to expert 1
+    expert_outs = torch.tensor([[[1.0, 0.0]] * 3, [[0.0, 1.0]] * 3])  # (e=2, n=3, d=2)
+    first_choice = torch.tensor([0, 0, 1])
+    hyper_out = torch.tensor([[2.0, 0.0], [1.0, 1.0], [0.0, 3.0]])  # like expert 0, halfway, like expert 1
+    result = analysis_selection.relatedness(hyper_out, expert_outs, first_choice)
+    half = 2**-0.5  # cos of [1, 1] with either axis
+    torch.testing.assert_close(torch.tensor(result["matrix"]), torch.tensor([[(1 + half) / 2, half / 2], [0.0, 1.0]]))
+    assert result["diagonal_mean"] == pytest.approx(((1 + half) / 2 + 1) / 2)
+    assert result["diagonal_minus_off"] == pytest.approx((((1 + half) / 2 - half / 2) + 1) / 2)
+
+
+def test_script_writes_json_and_plot_for_a_trained_checkpoint(tmp_path):
+    run(compose_config("train", [*TINY, "experiment=synthetic_tiny", "debug=limit", "model=hypermoe"], tmp_path))
+    out = tmp_path / "selection"
+    results = analysis_selection.main(
+        [str(tmp_path / "checkpoints" / "last.ckpt"), "--out", str(out), "--batches", "1"]
+    )
+    assert set(results) == {"layer0", "layer1"}
+    written = json.loads(out.with_suffix(".json").read_text())["layers"]["layer0"]
+    assert len(written["matrix"]) == 8 and written["tokens"] > 0 and out.with_suffix(".png").stat().st_size > 0
+
+
+def test_a_checkpoint_without_hypermoe_is_refused(tmp_path):
+    run(compose_config("train", [*TINY, "experiment=synthetic_tiny", "debug=limit", "model=topk"], tmp_path))
+    with pytest.raises(SystemExit, match="has no HyperMoE layer"):
+        analysis_selection.main([str(tmp_path / "checkpoints" / "last.ckpt"), "--out", str(tmp_path / "x")])
