@@ -1,7 +1,6 @@
 """LightningDataModule for one GLUE / SuperGLUE task (or the synthetic one)."""
 
 import logging
-import random
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from hypermoe.data.encoding import collate, encode_all
 from hypermoe.data.examples import Example
-from hypermoe.data.sampling import EpochShuffleSampler, validation_sampler
+from hypermoe.data.sampling import EpochShuffleSampler, seeded_subset, validation_sampler
 from hypermoe.data.sources import load_split
 from hypermoe.data.synthetic import SYNTHETIC, synthetic_split
 from hypermoe.data.tasks import Task, get_task
@@ -58,8 +57,9 @@ class TaskDataModule(pl.LightningDataModule):
         if self.task is SYNTHETIC:
             return synthetic_split(split, self.seed)
         examples = load_split(self.task, split, self.data_dir)
-        if split == "train" and self.max_train_examples and len(examples) > self.max_train_examples:
-            examples = random.Random(self.seed).sample(examples, self.max_train_examples)
+        keep = seeded_subset(len(examples), self.max_train_examples, self.seed) if split == "train" else None
+        if keep is not None:
+            examples = [examples[i] for i in keep]
             log.info("%s train: subsampled to %d rows (seed %d)", self.task.name, len(examples), self.seed)
         return examples
 

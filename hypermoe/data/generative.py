@@ -16,7 +16,6 @@ entities, answers; summarization: the document and summary columns) must be pres
 
 import json
 import logging
-import random
 import re
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -24,7 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hypermoe.data.readers import DataError
+from hypermoe.data.sampling import seeded_subset
 from hypermoe.data.sources import DataUnavailable
+from hypermoe.data.tasks import TaskNaming
 from hypermoe.data.text_pairs import TextPair
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def _summarize(document: str, summary: str) -> Converter:
 
 
 @dataclass(frozen=True)
-class GenerativeTask:
+class GenerativeTask(TaskNaming):
     """Where a free-text task lives on the hub, how its rows become text pairs, and how it is scored."""
 
     name: str
@@ -87,14 +88,6 @@ class GenerativeTask:
     hub_revision: str | None = None  # a branch where the default one is unloadable
 
     benchmark = "generative"
-
-    @property
-    def main_metric(self) -> str:
-        return self.metrics[0]
-
-    @property
-    def qualified_name(self) -> str:
-        return f"{self.benchmark}/{self.name}"
 
     def signature(self) -> dict:
         """A free-text task's head is the language model itself: it scores any such task."""
@@ -164,16 +157,9 @@ def load_pairs(
     return pairs
 
 
-def _sample(size: int, max_examples: int | None, seed: int) -> list[int] | None:
-    """Row indices to keep, or None for all; a seeded draw, as the classification datamodule does."""
-    if max_examples is None or max_examples >= size:
-        return None
-    return random.Random(seed).sample(range(size), max_examples)
-
-
 def _local_rows(path: Path, max_examples: int | None, seed: int) -> Iterator[tuple[str, dict]]:
     lines = [(number, line) for number, line in enumerate(path.read_text("utf-8").splitlines(), 1) if line.strip()]
-    indices = _sample(len(lines), max_examples, seed)
+    indices = seeded_subset(len(lines), max_examples, seed)
     for number, line in lines if indices is None else [lines[i] for i in indices]:
         try:
             yield f"{path}:{number}", json.loads(line)
@@ -200,7 +186,7 @@ def _hub_rows(
             f".to_json({str(path)!r})), set paths.data_dir or HYPERMOE_DATA to the folder that holds "
             f"{task.name}/, or run where the hub is reachable."
         ) from error
-    indices = _sample(len(rows), max_examples, seed)
+    indices = seeded_subset(len(rows), max_examples, seed)
     if indices is not None:
         rows = rows.select(indices)
     for position, row in zip(indices or range(len(rows)), rows, strict=True):

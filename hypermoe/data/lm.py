@@ -11,7 +11,6 @@ validates (nanoGPT's split).
 """
 
 import logging
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,14 +20,15 @@ import torch
 from torch.utils.data import DataLoader
 
 from hypermoe.data.readers import DataError
-from hypermoe.data.sampling import EpochShuffleSampler, validation_sampler
+from hypermoe.data.sampling import EpochShuffleSampler, seeded_subset, validation_sampler
 from hypermoe.data.sources import DataUnavailable
+from hypermoe.data.tasks import TaskNaming
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Corpus:
+class Corpus(TaskNaming):
     name: str
     files: dict[str, str]  # split -> file under the data root ("all": one file, split by train_fraction)
     hub: tuple[str, str] | None = None  # (dataset, config) serving the same text, line per row
@@ -36,12 +36,7 @@ class Corpus:
     words: tuple[tuple[str, int], ...] = ()  # official whitespace-token counts (+1 per line end)
 
     metrics = ("perplexity",)
-    main_metric = "perplexity"
     benchmark = "lm"
-
-    @property
-    def qualified_name(self) -> str:
-        return f"{self.benchmark}/{self.name}"
 
     def signature(self) -> dict:
         """Any corpus can re-test any language model: they share the head (the vocabulary)."""
@@ -157,9 +152,9 @@ class LMDataModule(pl.LightningDataModule):
                 "%s %s: %d tokens -> %d blocks of %d (%d tail tokens dropped)",
                 self.task.name, split, len(ids), len(blocks), self.block_size, len(ids) - blocks.numel(),
             )  # fmt: skip
-            if split == "train" and self.max_train_blocks and len(blocks) > self.max_train_blocks:
-                keep = sorted(random.Random(self.seed).sample(range(len(blocks)), self.max_train_blocks))
-                blocks = blocks[keep]
+            keep = seeded_subset(len(blocks), self.max_train_blocks, self.seed) if split == "train" else None
+            if keep is not None:
+                blocks = blocks[sorted(keep)]  # in corpus order
                 log.info("%s train: subsampled to %d blocks (seed %d)", self.task.name, len(blocks), self.seed)
             self.blocks[split] = blocks
 

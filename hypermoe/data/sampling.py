@@ -1,5 +1,6 @@
 """Shuffling that depends on (seed, epoch) only, so a resumed run sees the same batches."""
 
+import random
 from collections.abc import Iterator, Sized
 
 import torch
@@ -23,6 +24,14 @@ class EpochShuffleSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.size
+
+
+def seeded_subset(size: int, limit: int | None, seed: int) -> list[int] | None:
+    """Indices of ``limit`` of ``size`` items drawn with ``seed`` (the same draw wherever the
+    same items are subsampled), or None when there is nothing to cut."""
+    if not limit or limit >= size:
+        return None
+    return random.Random(seed).sample(range(size), limit)
 
 
 def validation_sampler(data: Sized) -> Sampler[int] | None:

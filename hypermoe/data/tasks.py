@@ -19,8 +19,26 @@ SPLITS = ("train", "validation")
 Reader = Callable[[Path], list[Example]]
 
 
+class TaskNaming:
+    """What every kind of task (classification, free text, corpus) is named and selected by."""
+
+    benchmark: str
+    name: str
+    metrics: tuple[str, ...]
+
+    @property
+    def main_metric(self) -> str:
+        """The metric that selects checkpoints: the first one."""
+        return self.metrics[0]
+
+    @property
+    def qualified_name(self) -> str:
+        """``<benchmark>/<task>``, as runs and checkpoints name it."""
+        return f"{self.benchmark}/{self.name}"
+
+
 @dataclass(frozen=True)
-class Task:
+class Task(TaskNaming):
     name: str
     benchmark: str  # glue | superglue: files live in <data root>/<benchmark>/<folder>/
     folder: str
@@ -34,15 +52,6 @@ class Task:
     labels: tuple = ()  # what label index i means; () for a score (STS-B)
     num_spans: int = 0  # word spans the span head pools (WiC, WSC: 2)
     hub_splits: tuple[tuple[str, str], ...] = ()  # our split -> the hub's, where they differ
-
-    @property
-    def main_metric(self) -> str:
-        return self.metrics[0]
-
-    @property
-    def qualified_name(self) -> str:
-        """``<benchmark>/<task>``, as runs and checkpoints name it."""
-        return f"{self.benchmark}/{self.name}"
 
     def hub_split(self, split: str) -> str:
         return dict(self.hub_splits).get(split, split)
