@@ -21,6 +21,7 @@ _ROUTED_KEYS = {
     "capacity_factor_eval",
     "jitter_eps",
     "noise_epsilon",
+    "kernel",
 }
 _EXTRA_KEYS = {
     "ffn": set(),

@@ -9,7 +9,6 @@ and, within a rank, earlier tokens first (GShard / Switch priority).
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -18,14 +17,27 @@ class DispatchPlan:
     order: Tensor  # (s,) assignment ids sorted by expert; dropped ones (padding, overflow) last
     counts: Tensor  # (e,) assignments each expert processes
     num_tokens: int  # n
+    sorted_expert: Tensor  # (s,) the expert of each assignment in ``order``; e for dropped ones
 
     def kept(self) -> tuple[Tensor, list[int]]:
-        """The kept assignment ids (sorted by expert) and the per-expert counts as ints.
+        """The kept assignment ids (sorted by expert) and the per-expert counts as ints, for
+        the ``loop`` kernel.
 
         ``tolist`` syncs with the device; it is what lets each expert run on a plain slice.
         """
         counts = self.counts.tolist()
         return self.order[: sum(counts)], counts
+
+    def group_ends(self) -> Tensor:
+        """(e,) int32 end row of each expert's group in ``order``, for the ``grouped_mm``
+        kernel: the dropped assignments come after the last end."""
+        return self.counts.cumsum(0).to(torch.int32)
+
+
+def one_hot(index: Tensor, num_classes: int) -> Tensor:
+    """(s,) -> (s, num_classes) bool. F.one_hot and bincount read the largest index back
+    to the host on CUDA; a comparison does not."""
+    return index.unsqueeze(-1) == torch.arange(num_classes, device=index.device)
 
 
 def capacity(capacity_factor: float, valid: Tensor, top_k: int, num_experts: int) -> Tensor:
@@ -46,12 +58,12 @@ def plan_dispatch(
     dropped = torch.full_like(target, num_experts)
     target = torch.where(valid.repeat(k), target, dropped)
     if expert_capacity is not None:
-        one_hot = F.one_hot(target, num_experts + 1)  # (s, e + 1)
-        position = (one_hot.cumsum(0) * one_hot).sum(-1) - 1  # (s,) arrival position at its expert
+        arrivals = one_hot(target, num_experts + 1).long()  # (s, e + 1)
+        position = (arrivals.cumsum(0) * arrivals).sum(-1) - 1  # (s,) arrival position at its expert
         target = torch.where(position < expert_capacity, target, dropped)
     order = torch.argsort(target, stable=True)
-    counts = torch.bincount(target, minlength=num_experts + 1)[:num_experts]
-    return DispatchPlan(order=order, counts=counts, num_tokens=n)
+    counts = one_hot(target, num_experts).sum(0)  # (e,)
+    return DispatchPlan(order=order, counts=counts, num_tokens=n, sorted_expert=target[order])
 
 
 def combine(expert_out: Tensor, kept: Tensor, gates: Tensor, num_tokens: int, top_k: int) -> Tensor:

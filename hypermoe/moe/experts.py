@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from hypermoe.moe.checks import check_choice, check_positive
-from hypermoe.moe.grouped import ACTIVATIONS, grouped_ffn
+from hypermoe.moe.grouped import ACTIVATIONS, grouped_ffn, grouped_ffn_mm
 
 
 def _check_ffn_args(d_model: int, d_ff: int, activation: str, dropout: float) -> None:
@@ -87,18 +87,26 @@ class Experts(nn.Module):
         for expert in self.ffns:
             expert.load_state_dict(ffn.state_dict())
 
-    def forward(self, x_sorted: Tensor, counts: list[int]) -> Tensor:
-        """x_sorted (sum(counts), d): tokens grouped by expert, counts[i] rows for expert i."""
+    def _weights(self) -> dict[str, list[Tensor] | None]:
+        """Every expert's weights, one list per kind, in grouped_ffn's keyword names."""
         fc_in = [ffn.fc_in for ffn in self.ffns]
         fc_out = [ffn.fc_out for ffn in self.ffns]
         biases = self.ffns[0].bias
-        return grouped_ffn(
-            x_sorted,
-            counts,
-            w_in=[layer.weight for layer in fc_in],
-            b_in=[layer.bias for layer in fc_in] if biases else None,
-            w_out=[layer.weight for layer in fc_out],
-            b_out=[layer.bias for layer in fc_out] if biases else None,
-            activation=self.activation,
-            dropout=self.dropout if self.training else 0.0,
-        )
+        return {
+            "w_in": [layer.weight for layer in fc_in],
+            "b_in": [layer.bias for layer in fc_in] if biases else None,
+            "w_out": [layer.weight for layer in fc_out],
+            "b_out": [layer.bias for layer in fc_out] if biases else None,
+        }
+
+    def forward(self, x_sorted: Tensor, counts: list[int]) -> Tensor:
+        """x_sorted (sum(counts), d): tokens grouped by expert, counts[i] rows for expert i."""
+        dropout = self.dropout if self.training else 0.0
+        return grouped_ffn(x_sorted, counts, **self._weights(), activation=self.activation, dropout=dropout)
+
+    def forward_mm(self, x_sorted: Tensor, group_ends: Tensor, row_expert: Tensor) -> Tensor:
+        """The ``grouped_mm`` kernel: x_sorted (s, d) grouped by expert, group_ends (e,) int32
+        end rows, row_expert (s,) each row's expert; rows after the last end output zero."""
+        stacked = {name: None if tensors is None else torch.stack(tensors) for name, tensors in self._weights().items()}
+        dropout = self.dropout if self.training else 0.0
+        return grouped_ffn_mm(x_sorted, group_ends, row_expert, **stacked, activation=self.activation, dropout=dropout)

@@ -1,5 +1,11 @@
 """Grouped FFN: rows of group j go through FFN j, as one autograd node for all groups.
 
+Two kernels compute it:
+- ``loop`` (``grouped_ffn``): group sizes as Python ints, one GEMM per group. Fastest on CPU.
+- ``grouped_mm`` (``grouped_ffn_mm``): group ends as a device tensor and ``torch._grouped_mm``,
+  one launch per GEMM for all groups and no host synchronisation: the GPU path (megablocks'
+  grouped GEMM). ``auto`` picks it on CUDA.
+
 Shape legend: n rows (tokens sorted by group), d in/out features, f hidden features,
 g groups, c rows of one group.
 
@@ -30,6 +36,24 @@ _ACTIVATION_GRADS = {
     "gelu_tanh": lambda grad, pre: torch.ops.aten.gelu_backward(grad, pre, approximate="tanh"),
     "silu": lambda grad, pre: torch.ops.aten.silu_backward(grad, pre),
 }
+
+
+KERNELS = ("auto", "loop", "grouped_mm")
+
+
+def compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype x's matmuls run in: the autocast dtype under autocast, else x's own."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+
+
+def resolve_kernel(kernel: str, x: Tensor) -> str:
+    """``auto``: ``grouped_mm`` for bf16 on CUDA where torch has it (torch._grouped_mm is a
+    bf16 kernel there, and torch.compile traces it in bf16 only), else ``loop``."""
+    if kernel != "auto":
+        return kernel
+    usable = x.is_cuda and hasattr(torch, "_grouped_mm") and compute_dtype(x) == torch.bfloat16
+    return "grouped_mm" if usable else "loop"
 
 
 def _linear_into(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | None) -> None:
@@ -134,9 +158,46 @@ def grouped_ffn(
     groups = [w_in, w_out] + [b for b in (b_in, b_out) if b is not None]
     if any(len(weights) != len(counts) for weights in groups):
         raise ValueError(f"every weight list needs one tensor per group ({len(counts)})")
-    device = x.device.type
-    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+    dtype = compute_dtype(x)
     flat = [t.to(dtype) for t in (*w_in, *(b_in or ()), *w_out, *(b_out or ()))]
     return _GroupedFFN.apply(
         x.to(dtype).contiguous(), counts, activation, dropout, b_in is not None, b_out is not None, *flat
     )
+
+
+def grouped_ffn_mm(
+    x: Tensor,
+    group_ends: Tensor,
+    row_group: Tensor,
+    w_in: Tensor,
+    b_in: Tensor | None,
+    w_out: Tensor,
+    b_out: Tensor | None,
+    activation: str,
+    dropout: float = 0.0,
+) -> Tensor:
+    """``grouped_ffn`` without a host sync: rows up to group_ends[0] belong to group 0, the
+    next ones up to group_ends[1] to group 1, and so on; rows after group_ends[-1] (dropped
+    assignments, padding) output zero.
+
+    x (n, d); group_ends (g,) int32, non-decreasing; row_group (n,) int64 group of every row
+    (any valid index for rows after group_ends[-1]); stacked weights w_in (g, f, d),
+    w_out (g, d, f), biases (g, f) and (g, d) or None. Needs every dimension times the
+    element size to be a multiple of 16 bytes (torch._grouped_mm).
+    """
+    device, dtype = x.device.type, compute_dtype(x)
+    # _grouped_mm leaves rows after the last group undefined (not even finite), in its output
+    # and in its input gradient: torch.where (never a product) on its inputs and outputs keeps
+    # them out of the result and out of every gradient, the biases' included.
+    inside = (torch.arange(x.shape[0], device=x.device) < group_ends[-1]).unsqueeze(-1)  # (n, 1)
+    with torch.autocast(device_type=device, enabled=False):  # _grouped_mm has no autocast rule
+        x = torch.where(inside, x.to(dtype), 0)
+        pre = torch._grouped_mm(x, w_in.to(dtype).transpose(1, 2), offs=group_ends)  # (n, f)
+        if b_in is not None:
+            pre = pre + b_in.to(dtype)[row_group]
+        pre = torch.where(inside, pre, 0)  # before the activation, whose gradient at garbage is garbage
+        hidden = F.dropout(ACTIVATIONS[activation](pre), dropout, training=dropout > 0)
+        out = torch._grouped_mm(hidden, w_out.to(dtype).transpose(1, 2), offs=group_ends)  # (n, d)
+        if b_out is not None:
+            out = out + b_out.to(dtype)[row_group]
+        return torch.where(inside, out, 0)

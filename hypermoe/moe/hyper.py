@@ -9,8 +9,12 @@ The generated weights depend only on (layer, set of experts aggregated), never o
 token's content, so ``generation="per_set"`` generates one HyperExpert per distinct set
 present in the batch (at most C(e, k)) and applies it to that set's tokens: the same
 numbers as ``generation="per_token"``, the reference that generates one per token.
+With the ``grouped_mm`` kernel (CUDA) it generates one for every possible set instead, at
+most MAX_ENUMERATED_SETS of them: the shapes then never depend on the batch, so nothing is
+read back to the host.
 """
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -18,7 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from hypermoe.moe.checks import check_choice, check_positive
-from hypermoe.moe.grouped import grouped_ffn
+from hypermoe.moe.dispatch import one_hot
+from hypermoe.moe.grouped import grouped_ffn, grouped_ffn_mm, resolve_kernel
 from hypermoe.moe.layers import TopKMoE, flatten_tokens
 from hypermoe.moe.router import Routing
 
@@ -27,6 +32,9 @@ from hypermoe.moe.router import Routing
 # router probability), all experts, selected experts only, or a random N-k experts.
 AGGREGATIONS = ("sum", "mean", "gate_weighted", "all", "selected", "random")
 GENERATIONS = ("per_set", "per_token")
+# Above this many possible expert sets (C(e, k)), the grouped_mm kernel generates only the
+# sets present in the batch, as the loop kernel does, at the cost of one host sync.
+MAX_ENUMERATED_SETS = 256
 
 
 @dataclass
@@ -53,6 +61,12 @@ class GeneratedAdapter:
             w_out=self.w_up.unbind(0),
             b_out=self.b_up.unbind(0),
             activation="relu",
+        )
+
+    def apply_grouped_mm(self, x_sorted: Tensor, group_ends: Tensor, row_group: Tensor) -> Tensor:
+        """Adapter i on the rows up to group_ends[i] (see ``grouped_ffn_mm``); later rows -> 0."""
+        return grouped_ffn_mm(
+            x_sorted, group_ends, row_group, self.w_down, self.b_down, self.w_up, self.b_up, activation="relu"
         )
 
 
@@ -178,6 +192,14 @@ class HyperMoE(TopKMoE):
         self.hypernetwork, self.layer_index = hypernetwork, layer_index
         self.aggregation, self.generation = aggregation, generation
         self.selection = SelectionEmbedding(self.num_experts, expert_embedding_dim, hypernetwork.selection_dim)
+        # every possible selected set (C(e, k), k experts each), sorted by bitmask code, when
+        # the aggregated experts follow from the selection alone and there are few enough sets
+        enumerable = aggregation not in ("random", "gate_weighted") and math.comb(self.num_experts, self.top_k) <= (
+            MAX_ENUMERATED_SETS
+        )
+        sets = list(itertools.combinations(range(self.num_experts), self.top_k)) if enumerable else []
+        sets.sort(key=lambda experts: sum(2**i for i in experts))
+        self.register_buffer("set_experts", torch.tensor(sets, dtype=torch.long).view(-1, self.top_k), persistent=False)
 
     def aggregation_mask(self, expert_index: Tensor) -> Tensor:
         """(n, k) selections -> (n, e) bool: the experts whose embeddings this token aggregates."""
@@ -206,7 +228,14 @@ class HyperMoE(TopKMoE):
         mask = self.aggregation_mask(routing.expert_index)  # (n, e)
         if self.generation == "per_token":
             return self._generate_per_token(tokens, valid, mask, routing.probs)
+        if resolve_kernel(self.kernel, tokens) == "grouped_mm" and len(self.set_experts):
+            return self._generate_every_set(tokens, valid, routing.expert_index)
         return self._generate_per_set(tokens, valid, mask)
+
+    def _set_codes(self, expert_index: Tensor) -> Tensor:
+        """(m, k) selections -> (m,) bitmask code of each selected set."""
+        powers = 2 ** torch.arange(self.num_experts, device=expert_index.device)
+        return powers[expert_index].sum(-1)
 
     def _generate(self, expert_weights: Tensor) -> GeneratedAdapter:
         return self.hypernetwork(self.selection(expert_weights), self.layer_index)
@@ -238,6 +267,20 @@ class HyperMoE(TopKMoE):
         out_sorted = adapters.apply_grouped(tokens[real], counts)
         out = out_sorted.new_zeros(tokens.shape[0], out_sorted.shape[-1])  # autocast dtype, like the experts'
         return out.index_copy(0, real, out_sorted), len(counts)
+
+    def _generate_every_set(self, tokens: Tensor, valid: Tensor, expert_index: Tensor) -> tuple[Tensor, int]:
+        """One HyperExpert per possible selected set, each applied to its set's tokens, with
+        batch-independent shapes (the grouped_mm kernel)."""
+        num_sets = self.set_experts.shape[0]
+        set_of_token = torch.searchsorted(self._set_codes(self.set_experts), self._set_codes(expert_index))  # (n,)
+        set_of_token = torch.where(valid, set_of_token, num_sets)  # padding after the last group: no HyperExpert
+        order = torch.argsort(set_of_token, stable=True)
+        group_ends = one_hot(set_of_token, num_sets).sum(0).cumsum(0).to(torch.int32)  # (C,)
+        weights = self._mask_to_weights(self.aggregation_mask(self.set_experts))  # (C, e)
+        adapters = self._generate(weights.to(tokens.dtype))
+        row_set = set_of_token[order].clamp(max=num_sets - 1)
+        out_sorted = adapters.apply_grouped_mm(tokens[order], group_ends, row_set)
+        return out_sorted.new_empty(out_sorted.shape).index_copy(0, order, out_sorted), num_sets
 
     def forward(self, x: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         tokens, valid = flatten_tokens(x, attention_mask)

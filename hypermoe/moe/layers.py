@@ -12,9 +12,10 @@ never routed, never counted, and its output is zero.
 import torch
 from torch import Tensor, nn
 
-from hypermoe.moe.checks import check_capacity_factor, check_positive, check_top_k
+from hypermoe.moe.checks import check_capacity_factor, check_choice, check_positive, check_top_k
 from hypermoe.moe.dispatch import capacity, combine, plan_dispatch
 from hypermoe.moe.experts import FFN, Experts
+from hypermoe.moe.grouped import KERNELS, resolve_kernel
 from hypermoe.moe.router import Routing, SwitchRouter, build_router
 from hypermoe.moe.stats import dense_routing_stats, routing_stats
 
@@ -84,6 +85,8 @@ class TopKMoE(nn.Module):
     ``cv_load``). capacity_factor_train / capacity_factor_eval: None = dropless, else each
     expert takes at most ceil(factor * k * tokens / e) assignments, first come first served.
     dense_ffn: if given, every expert starts as a copy of it (sparse upcycling).
+    kernel: how the experts run (``hypermoe.moe.grouped.KERNELS``): ``auto`` takes the
+    sync-free ``grouped_mm`` on CUDA and the per-expert ``loop`` on CPU.
     """
 
     def __init__(
@@ -101,13 +104,16 @@ class TopKMoE(nn.Module):
         noise_epsilon: float = 1e-2,
         dropout: float = 0.0,
         dense_ffn: FFN | None = None,
+        kernel: str = "auto",
     ):
         super().__init__()
         check_top_k(top_k, num_experts)
+        check_choice("kernel", kernel, KERNELS)
         check_capacity_factor("capacity_factor_train", capacity_factor_train)
         check_capacity_factor("capacity_factor_eval", capacity_factor_eval)
         self.d_model, self.num_experts, self.top_k = d_model, num_experts, top_k
         self.capacity_factor_train, self.capacity_factor_eval = capacity_factor_train, capacity_factor_eval
+        self.kernel = kernel
         self.router = build_router(gating, d_model, num_experts, top_k, jitter_eps, noise_epsilon)
         self.experts = _experts_from(num_experts, d_model, d_ff, activation, bias, dropout, dense_ffn)
         self.aux_losses: dict[str, Tensor] = {}
@@ -119,9 +125,13 @@ class TopKMoE(nn.Module):
         factor = self.capacity_factor_train if self.training else self.capacity_factor_eval
         limit = None if factor is None else capacity(factor, valid, self.top_k, self.num_experts)
         plan = plan_dispatch(routing.expert_index, valid, self.num_experts, limit)
-        kept, counts = plan.kept()
-        token_of_kept = kept % plan.num_tokens
-        expert_out = self.experts(tokens[token_of_kept], counts)  # (kept, d)
+        if resolve_kernel(self.kernel, tokens) == "loop":
+            kept, counts = plan.kept()
+            expert_out = self.experts(tokens[kept % plan.num_tokens], counts)  # (kept, d)
+        else:  # every assignment, the dropped ones last (zero output): no host sync
+            kept = plan.order
+            row_expert = plan.sorted_expert.clamp(max=self.num_experts - 1)
+            expert_out = self.experts.forward_mm(tokens[kept % plan.num_tokens], plan.group_ends(), row_expert)
         y = combine(expert_out, kept, routing.gates, plan.num_tokens, self.top_k)
         self.aux_losses = dict(routing.aux_losses)
         self.routing_stats = routing_stats(routing.probs, routing.expert_index, plan.counts, valid)
