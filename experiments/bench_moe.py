@@ -1,12 +1,20 @@
-"""Forward+backward time of every MoE variant on CPU, as ratios to baselines timed alongside.
+"""Forward and forward+backward time of every MoE variant on CPU, as ratios to baselines timed alongside.
 
-Candidates are timed alternately in one process (round-robin, order reversed every other
-round) after a warm-up; each ratio is the median over rounds of the two candidates' times
-in the same round. These machines are shared and noisy: only ratios measured together
-mean anything.
+Each case (top-k x d_model x tokens, d_ff = 4 d_model, N experts) builds every candidate and
+times it alternately in one process (round-robin, order reversed every other round) after a
+warm-up. One visit of a candidate times a forward alone (training mode, grad enabled: the cost of
+a training forward, graph freed untimed, no backward), then a forward+backward. Each ratio is the
+median over rounds of the two candidates' times in the same round, per mode. These machines are
+shared and noisy: only ratios measured together mean anything.
 
-    python experiments/bench_moe.py             # paper shapes, writes experiments/results/bench_moe.json
-    python experiments/bench_moe.py --quick     # tiny shapes, to check the script runs
+    python experiments/bench_moe.py             # 12 cases, writes experiments/results/bench_moe.{json,md}
+    python experiments/bench_moe.py --d-model 384 --tokens 512 2048 --top-k 1 --rounds 3 --out /tmp/bm.json
+    python experiments/bench_moe.py --quick     # tiny shapes, 1 thread, every code path, a few seconds
+
+Tokens are batch x seq_len with seq_len = min(--seq-len, tokens). Per-token scaling compares the
+best-round forward+backward seconds per token at the two largest token counts (not timed together,
+so noisier than the ratios). The JSON ends with `summary`: every target, its worst value over the
+cases, met or missed; the Markdown beside it tabulates the cases and that summary.
 
 Experts are Switch-shaped (ReLU, no bias) so the comparison with transformers'
 SwitchTransformersSparseMLP runs the same FFN.
@@ -17,7 +25,9 @@ import json
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -28,6 +38,70 @@ from torch import nn
 from hypermoe.moe import FFN, DenseMoE, HyperMoE, HyperNetwork, TopKAdapterMoE, TopKMoE
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_moe.json"
+MODES = ("fwd", "fwd_bwd")
+# Slow candidate -> the baseline re-timed beside it. Several GB of per-token weights, or 8 experts
+# on every token, would evict caches and churn the allocator between the fast candidates: they get
+# their own alternation with their baseline, and fewer rounds.
+SLOW = {"hypermoe_pertoken": "hypermoe", "dense_moe": "ffn"}
+PAIRS = {  # ratio -> (numerator, denominator), both timed in the same alternation
+    "topk_over_ffn": ("topk", "ffn"),
+    "hypermoe_over_topk": ("hypermoe", "topk"),
+    "hypermoe_pertoken_over_hypermoe": ("hypermoe_pertoken", "hypermoe_beside_hypermoe_pertoken"),
+    "topk_adapter_over_topk": ("topk_adapter", "topk"),
+    "dense_moe_over_ffn": ("dense_moe", "ffn_beside_dense_moe"),
+    "topk_over_hf_switch": ("topk", "hf_switch"),
+}
+SCALED = ("topk", "hypermoe")  # candidates whose per-token cost must stay flat as tokens grow
+SCALING_BOUND = 1.10
+
+
+@dataclass(frozen=True)
+class Target:
+    """A bound on one ratio in one mode, for one top_k (None: every top_k)."""
+
+    ratio: str
+    mode: str
+    kind: str  # "max": value <= bound; "min": value >= bound
+    bound: float
+    top_k: int | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.ratio}_{self.mode}"
+
+    @property
+    def label(self) -> str:
+        return self.name if self.top_k is None else f"{self.name} (top-{self.top_k})"
+
+    def met(self, value: float) -> bool:
+        return value <= self.bound if self.kind == "max" else value >= self.bound
+
+
+TARGETS = (  # issue 6, on CPU
+    Target("topk_over_ffn", "fwd_bwd", "max", 1.12, top_k=1),
+    Target("topk_over_ffn", "fwd_bwd", "max", 2.2, top_k=2),
+    Target("hypermoe_over_topk", "fwd", "max", 1.06),
+    Target("hypermoe_over_topk", "fwd_bwd", "max", 1.08),
+    Target("hypermoe_pertoken_over_hypermoe", "fwd_bwd", "min", 4.0),
+    Target("topk_over_hf_switch", "fwd_bwd", "max", 0.9, top_k=1),
+)
+
+
+@dataclass(frozen=True)
+class Case:
+    d_model: int
+    num_experts: int
+    top_k: int
+    batch: int
+    seq_len: int
+
+    @property
+    def d_ff(self) -> int:
+        return 4 * self.d_model
+
+    @property
+    def tokens(self) -> int:
+        return self.batch * self.seq_len
 
 
 def hf_switch(d_model: int, d_ff: int, num_experts: int, seq_len: int) -> nn.Module:
@@ -46,25 +120,27 @@ def hf_switch(d_model: int, d_ff: int, num_experts: int, seq_len: int) -> nn.Mod
     return SwitchTransformersSparseMLP(config)
 
 
-def build_candidates(d_model: int, d_ff: int, num_experts: int, top_k: int, seq_len: int) -> dict[str, nn.Module]:
-    shape = {"d_model": d_model, "d_ff": d_ff, "activation": "relu", "bias": False}
-    routed = {**shape, "num_experts": num_experts, "top_k": top_k}
-    hyper = {"hypernetwork": HyperNetwork(d_model, 1), "layer_index": 0}
+def build_candidates(case: Case, pertoken: bool) -> dict[str, nn.Module]:
+    shape = {"d_model": case.d_model, "d_ff": case.d_ff, "activation": "relu", "bias": False}
+    routed = {**shape, "num_experts": case.num_experts, "top_k": case.top_k}
+    hyper = {"hypernetwork": HyperNetwork(case.d_model, 1), "layer_index": 0}
     fast = HyperMoE(**routed, **hyper, generation="per_set")
-    reference = HyperMoE(**routed, **hyper, generation="per_token")
-    reference.load_state_dict(fast.state_dict())
     candidates = {
         "ffn": FFN(**shape),
         "topk": TopKMoE(**routed),
         "hypermoe": fast,
-        "hypermoe_pertoken": reference,
         # same width b as the HyperExpert: the cost of a static adapter (a parameter-matched
         # one is wider, see param_matched_bottleneck)
         "topk_adapter": TopKAdapterMoE(**routed, adapter_bottleneck=fast.hypernetwork.bottleneck),
-        "dense_moe": DenseMoE(**shape, num_experts=num_experts),
+        "dense_moe": DenseMoE(**shape, num_experts=case.num_experts),
     }
-    if top_k == 1:
-        candidates["hf_switch"] = same_weights_as(hf_switch(d_model, d_ff, num_experts, seq_len), candidates["topk"])
+    if pertoken:
+        reference = HyperMoE(**routed, **hyper, generation="per_token")
+        reference.load_state_dict(fast.state_dict())
+        candidates["hypermoe_pertoken"] = reference
+    if case.top_k == 1:
+        switch = hf_switch(case.d_model, case.d_ff, case.num_experts, case.seq_len)
+        candidates["hf_switch"] = same_weights_as(switch, candidates["topk"])
     return candidates
 
 
@@ -78,26 +154,42 @@ def same_weights_as(hf: nn.Module, ours: TopKMoE) -> nn.Module:
     return hf
 
 
-def step(layer: nn.Module, x: torch.Tensor) -> Callable[[], None]:
-    def run() -> None:
+def pertoken_gigabytes(case: Case, bottleneck: int) -> float:
+    """Size of the adapters the per-token reference generates in one forward (W_down, W_up, biases)."""
+    per_token = 2 * case.d_model * bottleneck + bottleneck + case.d_model
+    return case.tokens * per_token * 4 / 1e9
+
+
+Visit = Callable[[], dict[str, float]]
+
+
+def visit(layer: nn.Module, x: torch.Tensor) -> Visit:
+    """One forward alone, then one forward+backward: seconds of each, by mode."""
+
+    def run() -> dict[str, float]:
+        start = time.perf_counter()
+        out = layer(x)  # grad enabled, as in training: this forward builds the autograd graph
+        fwd = time.perf_counter() - start
+        del out  # frees the graph, untimed: a training step frees it in backward
         layer.zero_grad(set_to_none=True)
         x.grad = None
+        start = time.perf_counter()
         layer(x).sum().backward()
+        return {"fwd": fwd, "fwd_bwd": time.perf_counter() - start}
 
     return run
 
 
-def time_alternately(runs: dict[str, Callable[[], None]], rounds: int) -> dict[str, list[float]]:
-    """Seconds of every run in every round; the order is reversed every other round."""
+def time_alternately(runs: dict[str, Visit], rounds: int) -> dict[str, dict[str, list[float]]]:
+    """Seconds of every run in every round, by mode; the order is reversed every other round."""
     for run in runs.values():
         run()  # warm-up: allocator, thread pools, lazy inits
-    samples: dict[str, list[float]] = {name: [] for name in runs}
+    samples: dict[str, dict[str, list[float]]] = {mode: {name: [] for name in runs} for mode in MODES}
     names = list(runs)
     for r in range(rounds):
         for name in names if r % 2 == 0 else reversed(names):
-            start = time.perf_counter()
-            runs[name]()
-            samples[name].append(time.perf_counter() - start)
+            for mode, seconds in runs[name]().items():
+                samples[mode][name].append(seconds)
     return samples
 
 
@@ -107,115 +199,279 @@ def paired_ratio(samples: dict[str, list[float]], numerator: str, denominator: s
     return statistics.median(a / b for a, b in zip(samples[numerator], samples[denominator], strict=True))
 
 
-def bench_case(d_model: int, d_ff: int, num_experts: int, top_k: int, batch: int, seq_len: int, rounds: int) -> dict:
+def slow_rounds(rounds: int) -> int:
+    return max(2, rounds // 3)
+
+
+def time_candidates(
+    candidates: dict[str, nn.Module], x: torch.Tensor, rounds: int
+) -> dict[str, dict[str, list[float]]]:
+    runs = {name: visit(layer, x) for name, layer in candidates.items()}
+    samples = time_alternately({name: run for name, run in runs.items() if name not in SLOW}, rounds)
+    for name, baseline in SLOW.items():
+        if name in runs:
+            paired = time_alternately({name: runs[name], baseline: runs[baseline]}, slow_rounds(rounds))
+            for mode in MODES:
+                samples[mode][name] = paired[mode][name]
+                samples[mode][f"{baseline}_beside_{name}"] = paired[mode][baseline]
+    return samples
+
+
+def ratios(samples: dict[str, list[float]]) -> dict[str, float]:
+    present = {name: pair for name, pair in PAIRS.items() if set(pair) <= set(samples)}
+    return {name: paired_ratio(samples, a, b) for name, (a, b) in present.items()}
+
+
+def bench_case(case: Case, rounds: int, pertoken_max_tokens: int) -> dict:
     torch.manual_seed(0)
-    candidates = build_candidates(d_model, d_ff, num_experts, top_k, seq_len)
+    pertoken = case.tokens <= pertoken_max_tokens
+    candidates = build_candidates(case, pertoken)
+    skipped = {}
+    if not pertoken:
+        gigabytes = pertoken_gigabytes(case, candidates["hypermoe"].hypernetwork.bottleneck)
+        skipped["hypermoe_pertoken"] = (
+            f"over {pertoken_max_tokens} tokens: its per-token adapters alone take {gigabytes:.2f} GB per forward"
+        )
     for layer in candidates.values():
         layer.train()
-    x = torch.randn(batch, seq_len, d_model, requires_grad=True)
-    runs = {name: step(layer, x) for name, layer in candidates.items()}
-    # The two slow candidates (several GB of per-token weights, 8 experts on every token)
-    # would evict caches and churn the allocator between the fast ones: they get their own
-    # alternation with their baselines, and fewer rounds.
-    slow = {"hypermoe_pertoken": "hypermoe", "dense_moe": "ffn"}
-    fast = {name: run for name, run in runs.items() if name not in slow}
-    samples = time_alternately(fast, rounds)
-    for name, baseline in slow.items():
-        paired = time_alternately({name: runs[name], baseline: runs[baseline]}, max(2, rounds // 3))
-        samples[name] = paired[name]
-        samples[f"{baseline}_beside_{name}"] = paired[baseline]
-    pairs = {
-        "topk_over_ffn": ("topk", "ffn"),
-        "hypermoe_over_topk": ("hypermoe", "topk"),
-        "hypermoe_pertoken_over_hypermoe": ("hypermoe_pertoken", "hypermoe_beside_hypermoe_pertoken"),
-        "topk_adapter_over_topk": ("topk_adapter", "topk"),
-        "dense_moe_over_ffn": ("dense_moe", "ffn_beside_dense_moe"),
-        "topk_over_hf_switch": ("topk", "hf_switch"),
+    x = torch.randn(case.batch, case.seq_len, case.d_model, requires_grad=True)
+    samples = time_candidates(candidates, x, rounds)
+    result = {
+        "d_model": case.d_model,
+        "d_ff": case.d_ff,
+        "num_experts": case.num_experts,
+        "top_k": case.top_k,
+        "tokens": case.tokens,
+        "batch": case.batch,
+        "seq_len": case.seq_len,
+        "skipped": skipped,
     }
-    ratios = {name: paired_ratio(samples, a, b) for name, (a, b) in pairs.items() if b in samples}
-    return {
-        "d_model": d_model,
-        "d_ff": d_ff,
-        "num_experts": num_experts,
-        "top_k": top_k,
-        "tokens": batch * seq_len,
-        "batch": batch,
-        "seq_len": seq_len,
-        "seconds_fwd_bwd": {name: min(times) for name, times in samples.items()},
-        "seconds_fwd_bwd_median": {name: statistics.median(times) for name, times in samples.items()},
-        "ratios": ratios,
-    }
+    for mode in MODES:
+        result[f"seconds_{mode}"] = {name: min(times) for name, times in samples[mode].items()}
+        result[f"seconds_{mode}_median"] = {name: statistics.median(times) for name, times in samples[mode].items()}
+    result.update({f"ratios_{mode}": ratios(samples[mode]) for mode in MODES})
+    result["targets_met"] = check_targets(result)
+    return result
 
 
-TARGETS = {  # ratio -> (bound, top_k it applies to, "max" or "min")
-    "topk_over_ffn": (1.15, 1, "max"),
-    "hypermoe_over_topk": (1.08, None, "max"),
-    "hypermoe_pertoken_over_hypermoe": (4.0, None, "min"),
-    "topk_over_hf_switch": (0.9, 1, "max"),
-}
+def applicable(case: dict) -> list[Target]:
+    """Targets for this case's top_k whose ratio was measured."""
+    return [t for t in TARGETS if t.top_k in (None, case["top_k"]) and t.ratio in case[f"ratios_{t.mode}"]]
 
 
 def check_targets(case: dict) -> dict[str, bool]:
-    met = {}
-    for name, (bound, top_k, kind) in TARGETS.items():
-        if name in case["ratios"] and top_k in (None, case["top_k"]):
-            value = case["ratios"][name]
-            met[name] = value <= bound if kind == "max" else value >= bound
-    return met
+    return {t.name: t.met(case[f"ratios_{t.mode}"][t.ratio]) for t in applicable(case)}
+
+
+def case_label(case: dict) -> str:
+    return f"top-{case['top_k']} d{case['d_model']} {case['tokens']} tokens"
+
+
+def scaling(cases: list[dict], tokens: list[int]) -> dict:
+    """Per (top_k, d_model): seconds per token at the largest token count over that at the second
+    largest, forward+backward best round. 1.0 is linear; above it, the layer is superlinear."""
+    if len(set(tokens)) < 2:
+        return {"tokens": [], "bound": SCALING_BOUND, "cases": [], "note": "needs two token counts"}
+    small, large = sorted(set(tokens))[-2:]
+    at = {(c["top_k"], c["d_model"], c["tokens"]): c for c in cases}
+    entries = []
+    for top_k, d_model in sorted({(c["top_k"], c["d_model"]) for c in cases}):
+        per_token = {
+            name: (at[top_k, d_model, large]["seconds_fwd_bwd"][name] / large)
+            / (at[top_k, d_model, small]["seconds_fwd_bwd"][name] / small)
+            for name in SCALED
+        }
+        entries.append(
+            {
+                "top_k": top_k,
+                "d_model": d_model,
+                "per_token_scaling": per_token,
+                "targets_met": {name: value <= SCALING_BOUND for name, value in per_token.items()},
+            }
+        )
+    return {"tokens": [small, large], "seconds": "fwd_bwd, best round", "bound": SCALING_BOUND, "cases": entries}
+
+
+def summary_row(target: str, kind: str, bound: float, values: Iterable[tuple[float, str]]) -> dict:
+    """The worst value over cases decides: a target is met only where every case meets it."""
+    values = list(values)
+    row = {"target": target, "kind": kind, "bound": bound, "cases": len(values)}
+    if not values:
+        return {**row, "worst": None, "worst_case": None, "met": None}  # no case of its top_k ran
+    pick = max if kind == "max" else min
+    worst, where = pick(values)
+    met = worst <= bound if kind == "max" else worst >= bound
+    return {**row, "worst": worst, "worst_case": where, "met": met}
+
+
+def summarize(cases: list[dict], scaled: dict) -> list[dict]:
+    rows = []
+    for t in TARGETS:
+        values = ((c[f"ratios_{t.mode}"][t.ratio], case_label(c)) for c in cases if t in applicable(c))
+        rows.append(summary_row(t.label, t.kind, t.bound, values))
+    for name in SCALED:
+        values = ((e["per_token_scaling"][name], f"top-{e['top_k']} d{e['d_model']}") for e in scaled["cases"])
+        rows.append(summary_row(f"per_token_scaling_{name}_fwd_bwd", "max", SCALING_BOUND, values))
+    return rows
+
+
+def verdict(met: bool | None) -> str:
+    return {True: "met", False: "MISSED", None: "not measured"}[met]
+
+
+def summary_cells(row: dict) -> list[str]:
+    """bound, worst, where, verdict of a summary row, as printed and as written to Markdown."""
+    bound = f"{'<=' if row['kind'] == 'max' else '>='} {row['bound']}"
+    worst = "-" if row["worst"] is None else f"{row['worst']:.3f}"
+    return [bound, worst, row["worst_case"] or "-", verdict(row["met"])]
 
 
 def print_case(console: Console, case: dict) -> None:
-    table = Table(title=f"top-{case['top_k']}, {case['tokens']} tokens, d={case['d_model']}, N={case['num_experts']}")
-    table.add_column("variant")
-    table.add_column("fwd+bwd s", justify="right")
-    table.add_column("over ffn", justify="right")
+    title = f"top-{case['top_k']}, {case['tokens']} tokens, d={case['d_model']}, N={case['num_experts']}"
+    table = Table(title=title)
+    for column in ("variant", "fwd s", "fwd+bwd s", "fwd+bwd over ffn"):
+        table.add_column(column, justify="left" if column == "variant" else "right")
     ffn = case["seconds_fwd_bwd"]["ffn"]
     for name, seconds in case["seconds_fwd_bwd"].items():
         if "_beside_" not in name:  # baselines re-timed next to a slow candidate
-            table.add_row(name, f"{seconds:.4f}", f"{seconds / ffn:.3f}")
+            table.add_row(name, f"{case['seconds_fwd'][name]:.4f}", f"{seconds:.4f}", f"{seconds / ffn:.3f}")
     console.print(table)
-    for name, value in case["ratios"].items():
-        verdict = {True: "meets target", False: "MISSES target"}.get(case["targets_met"].get(name), "")
-        console.print(f"  {name:34s} {value:7.3f}  {verdict}")
+    met = case["targets_met"]
+    for name, value in case["ratios_fwd_bwd"].items():
+        fwd = case["ratios_fwd"][name]
+        notes = [f"{mode} {verdict(met[f'{name}_{mode}'])}" for mode in MODES if f"{name}_{mode}" in met]
+        console.print(f"  {name:34s} fwd {fwd:7.3f}  fwd+bwd {value:7.3f}  {', '.join(notes)}")
+    for name, why in case["skipped"].items():
+        console.print(f"  skipped {name}: {why}")
+
+
+def print_summary(console: Console, summary: list[dict]) -> None:
+    table = Table(title="targets: worst value over cases")
+    table.add_column("target", overflow="fold")  # a narrow terminal wraps the names, never cuts them
+    for column in ("bound", "worst", "where", "verdict"):
+        table.add_column(column, justify="right" if column in ("bound", "worst") else "left")
+    for row in summary:
+        table.add_row(row["target"], *summary_cells(row))
+    console.print(table)
+
+
+MARKDOWN_RATIOS = (  # (ratio, mode) columns of the cases table
+    ("topk_over_ffn", "fwd"),
+    ("topk_over_ffn", "fwd_bwd"),
+    ("hypermoe_over_topk", "fwd"),
+    ("hypermoe_over_topk", "fwd_bwd"),
+    ("hypermoe_pertoken_over_hypermoe", "fwd_bwd"),
+    ("topk_adapter_over_topk", "fwd_bwd"),
+    ("dense_moe_over_ffn", "fwd_bwd"),
+    ("topk_over_hf_switch", "fwd_bwd"),
+)
+
+
+def markdown(report: dict) -> str:
+    header = ["top-k", "d_model", "tokens"] + [f"`{ratio}` {mode}" for ratio, mode in MARKDOWN_RATIOS]
+    lines = [
+        "# MoE layer benchmark",
+        "",
+        f"{report['benchmark']}. torch {report['torch']}, {report['threads']} threads, "
+        f"{report['rounds']} rounds ({report['slow_rounds']} for {', '.join(SLOW)}).",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * 3 + "---:|" * len(MARKDOWN_RATIOS),
+    ]
+    for case in report["cases"]:
+        cells = [str(case["top_k"]), str(case["d_model"]), str(case["tokens"])]
+        for ratio, mode in MARKDOWN_RATIOS:
+            value = case[f"ratios_{mode}"].get(ratio)
+            cells.append("-" if value is None else f"{value:.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "## Targets (worst value over cases)", ""]
+    if report["scaling"]["tokens"]:
+        small, large = report["scaling"]["tokens"]
+        lines += [f"`per_token_scaling`: seconds per token at {large} tokens / at {small} tokens.", ""]
+    lines += ["| target | bound | worst | where | verdict |", "|---|---|---:|---|---|"]
+    for row in report["summary"]:
+        lines.append("| " + " | ".join([f"`{row['target']}`", *summary_cells(row)]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--d-model", type=int, nargs="+", default=[384, 768], help="d_ff = 4 d_model")
+    parser.add_argument("--tokens", type=int, nargs="+", default=[512, 2048, 8192], help="tokens = batch x seq_len")
+    parser.add_argument("--top-k", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--seq-len", type=int, default=512, help="longest sequence; also hf_switch's capacity")
+    parser.add_argument("--experts", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=10, help=f"{', '.join(SLOW)}: a third of them, at least 2")
+    parser.add_argument("--pertoken-max-tokens", type=int, default=2048, help="skip hypermoe_pertoken above this")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--quick", action="store_true", help="tiny shapes and 2 rounds: checks every code path runs")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="JSON; the Markdown goes beside it (.md)")
+    args = parser.parse_args(argv)
+    if args.quick:  # the per-token limit sits between the two sizes so its skip path runs too
+        args.d_model, args.tokens, args.seq_len, args.rounds, args.pertoken_max_tokens = [32], [32, 128], 16, 2, 32
+        # on a busy machine, thread barriers make tiny ops 10-70x slower with 2 threads than with 1
+        args.threads = 1
+    for tokens in args.tokens:
+        if tokens % min(args.seq_len, tokens):
+            parser.error(f"--tokens {tokens} is not a multiple of --seq-len {args.seq_len}")
+    return args
+
+
+def grid(args: argparse.Namespace) -> list[Case]:
+    cases = []
+    for top_k in args.top_k:
+        for d_model in args.d_model:
+            for tokens in sorted(args.tokens):
+                seq_len = min(args.seq_len, tokens)
+                cases.append(Case(d_model, args.experts, top_k, tokens // seq_len, seq_len))
+    return cases
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Set torch's thread count for the benchmark only: main() also runs inside the test process."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--d-model", type=int, default=768)
-    parser.add_argument("--d-ff", type=int, default=3072)
-    parser.add_argument("--experts", type=int, default=8)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--seq-len", type=int, default=512)
-    parser.add_argument("--top-k", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--quick", action="store_true", help="tiny shapes and 2 rounds: checks the script runs")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.d_model, args.d_ff, args.batch, args.seq_len, args.rounds = 32, 64, 2, 16, 2
+    args = parse_args(argv)
+    with torch_threads(args.threads):
+        return run_benchmark(args)
 
+
+def run_benchmark(args: argparse.Namespace) -> dict:
     console = Console()
     cases = []
-    for top_k in args.top_k:
-        case = bench_case(args.d_model, args.d_ff, args.experts, top_k, args.batch, args.seq_len, args.rounds)
-        case["targets_met"] = check_targets(case)
-        print_case(console, case)
-        cases.append(case)
+    for case in grid(args):
+        cases.append(bench_case(case, args.rounds, args.pertoken_max_tokens))
+        print_case(console, cases[-1])
+    scaled = scaling(cases, args.tokens)
     report = {
         "benchmark": (
-            "MoE layer forward+backward, float32, CPU; candidates alternated in one process; "
-            "seconds: best round; ratios: median over rounds of the ratio within a round"
+            "MoE layer forward (training mode, grad enabled, no backward) and forward+backward, float32, CPU; "
+            "candidates alternated in one process; seconds: best round; ratios: median over rounds of the "
+            "ratio within a round"
         ),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),
         "rounds": args.rounds,
-        "targets": {name: {"bound": b, "top_k": k, "kind": kind} for name, (b, k, kind) in TARGETS.items()},
+        "slow_rounds": slow_rounds(args.rounds),
+        "targets": [{"name": t.name, **vars(t)} for t in TARGETS],
         "cases": cases,
+        "scaling": scaled,
+        "summary": summarize(cases, scaled),
     }
+    print_summary(console, report["summary"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    console.print(f"wrote {args.out}")
+    args.out.with_suffix(".md").write_text(markdown(report))
+    console.print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
     return report
 
 

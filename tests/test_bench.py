@@ -1,20 +1,106 @@
-"""The layer benchmark runs end to end on tiny shapes and writes every ratio (timings are not asserted)."""
+"""The layer benchmark runs end to end on tiny shapes and writes every ratio, target, scaling and
+summary consistently with its own seconds (timings themselves are not asserted)."""
 
 import json
 import sys
 from pathlib import Path
+
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 
 import bench_moe
 
 
-def test_bench_writes_every_ratio(tmp_path):
-    out = tmp_path / "bench.json"
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory) -> tuple[dict, Path]:
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
     bench_moe.main(["--quick", "--out", str(out)])
-    report = json.loads(out.read_text())
-    top1, top2 = report["cases"]
-    assert set(top1["ratios"]) >= {"topk_over_ffn", "hypermoe_over_topk", "hypermoe_pertoken_over_hypermoe"}
-    assert "topk_over_hf_switch" in top1["ratios"] and "topk_over_hf_switch" not in top2["ratios"]
-    assert all(seconds > 0 for seconds in top1["seconds_fwd_bwd"].values())
-    assert set(top1["targets_met"]) == set(bench_moe.TARGETS)
+    return json.loads(out.read_text()), out
+
+
+def test_quick_grid_covers_every_case_and_skips_pertoken_above_its_limit(quick):
+    report, _ = quick
+    grid = [(c["top_k"], c["d_model"], c["tokens"]) for c in report["cases"]]
+    assert grid == [(1, 32, 32), (1, 32, 128), (2, 32, 32), (2, 32, 128)]
+    for case in report["cases"]:
+        assert case["d_ff"] == 4 * case["d_model"] and case["batch"] * case["seq_len"] == case["tokens"]
+        timed = set(case["seconds_fwd_bwd"])
+        assert ("hf_switch" in timed) == (case["top_k"] == 1)
+        # quick mode puts the per-token limit at 32 tokens so both paths run
+        assert ("hypermoe_pertoken" in timed) == (case["tokens"] == 32)
+        assert ("hypermoe_pertoken" in case["skipped"]) == (case["tokens"] > 32)
+
+
+def test_ratios_match_the_seconds_timed_in_each_mode(quick):
+    report, _ = quick
+    for case in report["cases"]:
+        assert set(case["seconds_fwd"]) == set(case["seconds_fwd_bwd"])
+        for mode in bench_moe.MODES:
+            seconds = case[f"seconds_{mode}"]
+            assert all(s > 0 for s in seconds.values())
+            assert all(case[f"seconds_{mode}_median"][name] >= s for name, s in seconds.items())
+            measurable = {name for name, pair in bench_moe.PAIRS.items() if set(pair) <= set(seconds)}
+            assert set(case[f"ratios_{mode}"]) == measurable
+            assert all(r > 0 for r in case[f"ratios_{mode}"].values())
+        assert {"topk_over_ffn", "hypermoe_over_topk"} <= set(case["ratios_fwd_bwd"])
+
+
+def test_targets_met_follow_the_bounds(quick):
+    report, _ = quick
+    for case in report["cases"]:
+        targets = [t for t in bench_moe.TARGETS if t.top_k in (None, case["top_k"])]
+        expected = {
+            t.name: t.met(case[f"ratios_{t.mode}"][t.ratio]) for t in targets if t.ratio in case[f"ratios_{t.mode}"]
+        }
+        assert case["targets_met"] == expected
+        assert all(isinstance(met, bool) for met in expected.values())
+        assert "hypermoe_over_topk_fwd" in expected and "hypermoe_over_topk_fwd_bwd" in expected
+        assert ("topk_over_hf_switch_fwd_bwd" in expected) == (case["top_k"] == 1)
+    top1_bounds = {t.bound for t in bench_moe.TARGETS if t.name == "topk_over_ffn_fwd_bwd"}
+    assert top1_bounds == {1.12, 2.2}  # one bound per top-k, issue 6
+
+
+def test_scaling_compares_seconds_per_token_at_the_two_largest_token_counts(quick):
+    report, _ = quick
+    scaling = report["scaling"]
+    assert scaling["tokens"] == [32, 128]
+    assert [(e["top_k"], e["d_model"]) for e in scaling["cases"]] == [(1, 32), (2, 32)]
+    at = {(c["top_k"], c["tokens"]): c["seconds_fwd_bwd"] for c in report["cases"]}
+    for entry in scaling["cases"]:
+        for name in bench_moe.SCALED:
+            expected = (at[entry["top_k"], 128][name] / 128) / (at[entry["top_k"], 32][name] / 32)
+            assert entry["per_token_scaling"][name] == pytest.approx(expected)
+            assert entry["targets_met"][name] == (expected <= bench_moe.SCALING_BOUND)
+
+
+def test_summary_reports_the_worst_case_of_every_target(quick):
+    report, _ = quick
+    summary = {row["target"]: row for row in report["summary"]}
+    assert len(summary) == len(bench_moe.TARGETS) + len(bench_moe.SCALED)
+    for t in bench_moe.TARGETS:
+        row = summary[t.label]
+        # topk_over_ffn_fwd_bwd has one bound per top-k: only the cases of this target's top-k count
+        cases = [c for c in report["cases"] if t.top_k in (None, c["top_k"]) and t.name in c["targets_met"]]
+        values = [c[f"ratios_{t.mode}"][t.ratio] for c in cases]
+        assert row["cases"] == len(values) > 0
+        assert row["worst"] == (max(values) if t.kind == "max" else min(values))
+        assert row["met"] == all(c["targets_met"][t.name] for c in cases)
+    hyper = summary["per_token_scaling_hypermoe_fwd_bwd"]
+    assert hyper["worst"] == max(e["per_token_scaling"]["hypermoe"] for e in report["scaling"]["cases"])
+
+
+def test_summary_marks_targets_of_an_unmeasured_top_k():
+    rows = bench_moe.summarize([], bench_moe.scaling([], [512]))
+    assert all(row["met"] is None and row["cases"] == 0 for row in rows)
+
+
+def test_markdown_is_written_beside_the_json(quick):
+    report, out = quick
+    text = out.with_suffix(".md").read_text()
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("| top-k |"))
+    rows = [line for line in lines if line.startswith(("| 1 |", "| 2 |"))]
+    assert len(rows) == len(report["cases"])
+    assert all(len(row.split("|")) == len(header.split("|")) for row in rows)
+    assert all(f"`{row['target']}`" in text for row in report["summary"])
