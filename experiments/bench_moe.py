@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -36,9 +37,11 @@ from rich.table import Table
 from torch import nn
 
 from hypermoe.moe import FFN, DenseMoE, HyperMoE, HyperNetwork, TopKAdapterMoE, TopKMoE
+from hypermoe.moe.grouped import resolve_kernel
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_moe.json"
 MODES = ("fwd", "fwd_bwd")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # Slow candidate -> the baseline re-timed beside it. Several GB of per-token weights, or 8 experts
 # on every token, would evict caches and churn the allocator between the fast candidates: they get
 # their own alternation with their baseline, and fewer rounds.
@@ -77,7 +80,7 @@ class Target:
         return value <= self.bound if self.kind == "max" else value >= self.bound
 
 
-TARGETS = (  # issue 6, on CPU
+CPU_TARGETS = (  # issue 6, on CPU
     Target("topk_over_ffn", "fwd_bwd", "max", 1.12, top_k=1),
     Target("topk_over_ffn", "fwd_bwd", "max", 2.2, top_k=2),
     Target("hypermoe_over_topk", "fwd", "max", 1.06),
@@ -85,6 +88,14 @@ TARGETS = (  # issue 6, on CPU
     Target("hypermoe_pertoken_over_hypermoe", "fwd_bwd", "min", 4.0),
     Target("topk_over_hf_switch", "fwd_bwd", "max", 0.9, top_k=1),
 )
+GPU_TARGETS = (  # issue 6, on an H200 in bf16
+    Target("topk_over_ffn", "fwd_bwd", "max", 1.25, top_k=1),
+    Target("hypermoe_over_topk", "fwd_bwd", "max", 1.08),
+)
+
+
+def targets_for(device: str) -> tuple[Target, ...]:
+    return GPU_TARGETS if device == "cuda" else CPU_TARGETS
 
 
 @dataclass(frozen=True)
@@ -163,18 +174,30 @@ def pertoken_gigabytes(case: Case, bottleneck: int) -> float:
 Visit = Callable[[], dict[str, float]]
 
 
-def visit(layer: nn.Module, x: torch.Tensor) -> Visit:
-    """One forward alone, then one forward+backward: seconds of each, by mode."""
+def visit(layer: nn.Module, x: torch.Tensor, dtype: torch.dtype) -> Visit:
+    """One forward alone, then one forward+backward: seconds of each, by mode. Under bf16 the
+    layer runs in autocast, as mixed-precision training runs it; on CUDA the clock stops
+    after the device finishes."""
+    device = x.device.type
+    finish = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    autocast = {"device_type": device, "dtype": dtype, "enabled": dtype != torch.float32}
 
     def run() -> dict[str, float]:
+        finish()
         start = time.perf_counter()
-        out = layer(x)  # grad enabled, as in training: this forward builds the autograd graph
+        with torch.autocast(**autocast):
+            out = layer(x)  # grad enabled, as in training: this forward builds the autograd graph
+        finish()
         fwd = time.perf_counter() - start
         del out  # frees the graph, untimed: a training step frees it in backward
         layer.zero_grad(set_to_none=True)
         x.grad = None
+        finish()
         start = time.perf_counter()
-        layer(x).sum().backward()
+        with torch.autocast(**autocast):
+            out = layer(x)
+        out.float().sum().backward()
+        finish()
         return {"fwd": fwd, "fwd_bwd": time.perf_counter() - start}
 
     return run
@@ -204,9 +227,9 @@ def slow_rounds(rounds: int) -> int:
 
 
 def time_candidates(
-    candidates: dict[str, nn.Module], x: torch.Tensor, rounds: int
+    candidates: dict[str, nn.Module], x: torch.Tensor, rounds: int, dtype: torch.dtype
 ) -> dict[str, dict[str, list[float]]]:
-    runs = {name: visit(layer, x) for name, layer in candidates.items()}
+    runs = {name: visit(layer, x, dtype) for name, layer in candidates.items()}
     samples = time_alternately({name: run for name, run in runs.items() if name not in SLOW}, rounds)
     for name, baseline in SLOW.items():
         if name in runs:
@@ -222,7 +245,7 @@ def ratios(samples: dict[str, list[float]]) -> dict[str, float]:
     return {name: paired_ratio(samples, a, b) for name, (a, b) in present.items()}
 
 
-def bench_case(case: Case, rounds: int, pertoken_max_tokens: int) -> dict:
+def bench_case(case: Case, rounds: int, pertoken_max_tokens: int, device: str, dtype: torch.dtype) -> dict:
     torch.manual_seed(0)
     pertoken = case.tokens <= pertoken_max_tokens
     candidates = build_candidates(case, pertoken)
@@ -233,9 +256,9 @@ def bench_case(case: Case, rounds: int, pertoken_max_tokens: int) -> dict:
             f"over {pertoken_max_tokens} tokens: its per-token adapters alone take {gigabytes:.2f} GB per forward"
         )
     for layer in candidates.values():
-        layer.train()
-    x = torch.randn(case.batch, case.seq_len, case.d_model, requires_grad=True)
-    samples = time_candidates(candidates, x, rounds)
+        layer.train().to(device)
+    x = torch.randn(case.batch, case.seq_len, case.d_model, device=device, requires_grad=True)
+    samples = time_candidates(candidates, x, rounds, dtype)
     result = {
         "d_model": case.d_model,
         "d_ff": case.d_ff,
@@ -244,6 +267,7 @@ def bench_case(case: Case, rounds: int, pertoken_max_tokens: int) -> dict:
         "tokens": case.tokens,
         "batch": case.batch,
         "seq_len": case.seq_len,
+        "device": device,
         "skipped": skipped,
     }
     for mode in MODES:
@@ -251,12 +275,55 @@ def bench_case(case: Case, rounds: int, pertoken_max_tokens: int) -> dict:
         result[f"seconds_{mode}_median"] = {name: statistics.median(times) for name, times in samples[mode].items()}
     result.update({f"ratios_{mode}": ratios(samples[mode]) for mode in MODES})
     result["targets_met"] = check_targets(result)
+    result["expert_gemms"] = gemm_efficiency(candidates["topk"], x.detach(), dtype, rounds)
     return result
+
+
+@torch.no_grad()
+def gemm_efficiency(layer: TopKMoE, x: torch.Tensor, dtype: torch.dtype, rounds: int) -> dict[str, float]:
+    """Achieved FLOP/s of the experts' two GEMMs (forward, uniform random routing, the kernel
+    the layer would pick) as a fraction of the same GEMMs on one plain weight pair: what
+    splitting the rows over experts costs."""
+    tokens = x.reshape(-1, x.shape[-1])
+    rows = tokens.shape[0] * layer.top_k
+    experts = torch.randint(layer.num_experts, (rows,), device=x.device).sort().values
+    counts = torch.bincount(experts, minlength=layer.num_experts)
+    x_sorted = tokens.repeat(layer.top_k, 1).to(dtype)
+    weights = layer.experts.ffns[0]
+    w_in, w_out = weights.fc_in.weight.to(dtype), weights.fc_out.weight.to(dtype)
+    if resolve_kernel(layer.kernel, x_sorted) == "loop":
+        grouped = partial(layer.experts, x_sorted, counts.tolist())
+    else:
+        grouped = partial(layer.experts.forward_mm, x_sorted, counts.cumsum(0).to(torch.int32), experts)
+
+    def plain() -> torch.Tensor:
+        return torch.relu(x_sorted @ w_in.t()) @ w_out.t()
+
+    finish = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    seconds = {}
+    with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
+        for name, run in (("experts", grouped), ("plain", plain)):
+            run()  # warm-up
+            times = []
+            for _ in range(rounds):
+                finish()
+                start = time.perf_counter()
+                run()
+                finish()
+                times.append(time.perf_counter() - start)
+            seconds[name] = min(times)
+    flops = 2 * 2 * rows * layer.experts.d_model * layer.experts.d_ff
+    return {
+        "tflops_experts": flops / seconds["experts"] / 1e12,
+        "tflops_plain": flops / seconds["plain"] / 1e12,
+        "fraction_of_plain": seconds["plain"] / seconds["experts"],
+    }
 
 
 def applicable(case: dict) -> list[Target]:
     """Targets for this case's top_k whose ratio was measured."""
-    return [t for t in TARGETS if t.top_k in (None, case["top_k"]) and t.ratio in case[f"ratios_{t.mode}"]]
+    targets = targets_for(case["device"])
+    return [t for t in targets if t.top_k in (None, case["top_k"]) and t.ratio in case[f"ratios_{t.mode}"]]
 
 
 def check_targets(case: dict) -> dict[str, bool]:
@@ -304,9 +371,9 @@ def summary_row(target: str, kind: str, bound: float, values: Iterable[tuple[flo
     return {**row, "worst": worst, "worst_case": where, "met": met}
 
 
-def summarize(cases: list[dict], scaled: dict) -> list[dict]:
+def summarize(cases: list[dict], scaled: dict, device: str) -> list[dict]:
     rows = []
-    for t in TARGETS:
+    for t in targets_for(device):
         values = ((c[f"ratios_{t.mode}"][t.ratio], case_label(c)) for c in cases if t in applicable(c))
         rows.append(summary_row(t.label, t.kind, t.bound, values))
     for name in SCALED:
@@ -404,6 +471,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=10, help=f"{', '.join(SLOW)}: a third of them, at least 2")
     parser.add_argument("--pertoken-max-tokens", type=int, default=2048, help="skip hypermoe_pertoken above this")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda: the GPU targets apply")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="bf16: autocast, as mixed precision")
     parser.add_argument("--quick", action="store_true", help="tiny shapes and 2 rounds: checks every code path runs")
     parser.add_argument("--out", type=Path, default=RESULTS, help="JSON; the Markdown goes beside it (.md)")
     args = parser.parse_args(argv)
@@ -448,24 +517,29 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     console = Console()
     cases = []
     for case in grid(args):
-        cases.append(bench_case(case, args.rounds, args.pertoken_max_tokens))
+        cases.append(bench_case(case, args.rounds, args.pertoken_max_tokens, args.device, DTYPES[args.dtype]))
         print_case(console, cases[-1])
     scaled = scaling(cases, args.tokens)
     report = {
         "benchmark": (
-            "MoE layer forward (training mode, grad enabled, no backward) and forward+backward, float32, CPU; "
+            f"MoE layer forward (training mode, grad enabled, no backward) and forward+backward, {args.dtype}, "
+            f"{args.device}; "
             "candidates alternated in one process; seconds: best round; ratios: median over rounds of the "
             "ratio within a round"
         ),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "machine": platform.processor() or platform.machine(),
+        "machine": torch.cuda.get_device_name()
+        if args.device == "cuda"
+        else platform.processor() or platform.machine(),
+        "device": args.device,
+        "dtype": args.dtype,
         "rounds": args.rounds,
         "slow_rounds": slow_rounds(args.rounds),
-        "targets": [{"name": t.name, **vars(t)} for t in TARGETS],
+        "targets": [{"name": t.name, **vars(t)} for t in targets_for(args.device)],
         "cases": cases,
         "scaling": scaled,
-        "summary": summarize(cases, scaled),
+        "summary": summarize(cases, scaled, args.device),
     }
     print_summary(console, report["summary"])
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -49,7 +49,7 @@ def test_ratios_match_the_seconds_timed_in_each_mode(quick):
 def test_targets_met_follow_the_bounds(quick):
     report, _ = quick
     for case in report["cases"]:
-        targets = [t for t in bench_moe.TARGETS if t.top_k in (None, case["top_k"])]
+        targets = [t for t in bench_moe.CPU_TARGETS if t.top_k in (None, case["top_k"])]
         expected = {
             t.name: t.met(case[f"ratios_{t.mode}"][t.ratio]) for t in targets if t.ratio in case[f"ratios_{t.mode}"]
         }
@@ -57,7 +57,7 @@ def test_targets_met_follow_the_bounds(quick):
         assert all(isinstance(met, bool) for met in expected.values())
         assert "hypermoe_over_topk_fwd" in expected and "hypermoe_over_topk_fwd_bwd" in expected
         assert ("topk_over_hf_switch_fwd_bwd" in expected) == (case["top_k"] == 1)
-    top1_bounds = {t.bound for t in bench_moe.TARGETS if t.name == "topk_over_ffn_fwd_bwd"}
+    top1_bounds = {t.bound for t in bench_moe.CPU_TARGETS if t.name == "topk_over_ffn_fwd_bwd"}
     assert top1_bounds == {1.12, 2.2}  # one bound per top-k, issue 6
 
 
@@ -77,8 +77,8 @@ def test_scaling_compares_seconds_per_token_at_the_two_largest_token_counts(quic
 def test_summary_reports_the_worst_case_of_every_target(quick):
     report, _ = quick
     summary = {row["target"]: row for row in report["summary"]}
-    assert len(summary) == len(bench_moe.TARGETS) + len(bench_moe.SCALED)
-    for t in bench_moe.TARGETS:
+    assert len(summary) == len(bench_moe.CPU_TARGETS) + len(bench_moe.SCALED)
+    for t in bench_moe.CPU_TARGETS:
         row = summary[t.label]
         # topk_over_ffn_fwd_bwd has one bound per top-k: only the cases of this target's top-k count
         cases = [c for c in report["cases"] if t.top_k in (None, c["top_k"]) and t.name in c["targets_met"]]
@@ -91,7 +91,7 @@ def test_summary_reports_the_worst_case_of_every_target(quick):
 
 
 def test_summary_marks_targets_of_an_unmeasured_top_k():
-    rows = bench_moe.summarize([], bench_moe.scaling([], [512]))
+    rows = bench_moe.summarize([], bench_moe.scaling([], [512]), "cpu")
     assert all(row["met"] is None and row["cases"] == 0 for row in rows)
 
 
@@ -104,3 +104,20 @@ def test_markdown_is_written_beside_the_json(quick):
     assert len(rows) == len(report["cases"])
     assert all(len(row.split("|")) == len(header.split("|")) for row in rows)
     assert all(f"`{row['target']}`" in text for row in report["summary"])
+
+
+def test_expert_gemm_efficiency_is_recorded_per_case(quick):
+    report, _ = quick
+    assert report["device"] == "cpu" and report["dtype"] == "fp32"
+    for case in report["cases"]:
+        gemms = case["expert_gemms"]
+        assert gemms["tflops_experts"] > 0 and gemms["tflops_plain"] > 0
+        # both time the same FLOPs, so the fraction is the ratio of their throughputs
+        assert gemms["fraction_of_plain"] == pytest.approx(gemms["tflops_experts"] / gemms["tflops_plain"])
+
+
+def test_bf16_autocast_runs(tmp_path):
+    report = bench_moe.main(
+        ["--quick", "--dtype", "bf16", "--tokens", "32", "--top-k", "1", "--out", str(tmp_path / "b.json")]
+    )
+    assert report["dtype"] == "bf16" and report["cases"][0]["ratios_fwd_bwd"]["hypermoe_over_topk"] > 0
