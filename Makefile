@@ -16,7 +16,7 @@ endif
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all train smoke lm table bench lint format clean
+.PHONY: help install test test-all train smoke lm table bench bench-gpu lint format clean
 
 help: ## list every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -52,8 +52,12 @@ lm: $(STAMP) ## gpt2_tiny on Tiny Shakespeare with ffn, topk, hypermoe, topk_ada
 table: $(STAMP) ## run one paper table's grid: make table T=superglue_cpu (conf/table/; ARGS adds overrides)
 	$(BIN)/python train.py table=$(T) $(ARGS)
 
-bench: $(STAMP) ## time the MoE layers on CPU, write experiments/results/bench_moe.json
+bench: $(STAMP) ## time the MoE layers and whole training steps on CPU: experiments/results/bench_{moe,train}.json
 	$(BIN)/python experiments/bench_moe.py
+	$(BIN)/python experiments/bench_train.py
+
+bench-gpu: $(STAMP) ## the same in bf16 on a CUDA device: experiments/results/bench_{moe,train}_gpu.json
+	PYTHON=$(BIN)/python bash experiments/bench_gpu.sh
 
 lint: $(STAMP) ## check style with ruff
 	$(BIN)/ruff check .

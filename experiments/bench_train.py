@@ -1,0 +1,392 @@
+"""Training-step throughput and memory of whole models, one per MoE variant, built as train.py builds them.
+
+A step is what Lightning runs per batch: forward, task loss + weighted MoE aux losses, backward,
+gradient clipping and the configured AdamW step (fused), on random token ids (attention mask all
+ones). Each variant (ffn, topk k=1, topk k=2, dense_moe, hypermoe, topk_adapter) is composed from
+conf/ with Hydra and built by the backbones' own builders, on MiniLM (pretrained, sequence 128)
+and the tiny random GPT-2 (block 256).
+
+    python experiments/bench_train.py                        # writes experiments/results/bench_train.json
+    python experiments/bench_train.py --backbones minilm --rounds 4
+    python experiments/bench_train.py --device cuda --dtype bf16
+    python experiments/bench_train.py --quick                # tiny shapes, to check the script runs
+
+Timing: all variants of one backbone live in one process and are timed alternately (round-robin,
+order reversed every other round) after warm-up steps. These machines are shared and noisy, so
+only numbers measured together mean anything: ``tokens_per_s`` is batch * sequence over the best
+round, and each throughput ratio is the median over rounds of the two variants' ratio within a
+round (bench_moe.py's ``time_alternately`` and ``paired_ratio``).
+
+Memory: on CPU each variant runs in a fresh process (the RSS of a process holding six models says
+nothing about one), forked from a server that has imported the libraries: ``peak_mem_mb`` is the
+peak RSS (VmHWM) over a few training steps, the whole process included; ``step_mem_mb`` is that
+peak minus the RSS once the model is built (gradients, optimizer state, activations). On CUDA:
+``torch.cuda.max_memory_allocated`` over the same steps, in-process, and the same difference.
+MB are 2**20 bytes.
+
+Threads: torch's default (one per core) unless --threads; --quick uses one, as tiny steps on a
+busy machine spend most of their time at thread barriers with two.
+"""
+
+import argparse
+import gc
+import json
+import multiprocessing
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import DictConfig, open_dict
+from rich.console import Console
+from rich.table import Table
+from torch import Tensor, nn
+
+import hypermoe.config  # noqa: F401  (registers the config resolvers)
+from hypermoe.backbones.causal_lm import build_causal_lm
+from hypermoe.backbones.classifier import build_classifier
+from hypermoe.backbones.heads import task_loss
+from hypermoe.config import to_container
+from hypermoe.data.datamodule import TaskDataModule
+from hypermoe.lit_module import next_token_loss
+from hypermoe.moe import sum_aux_losses, weighted_aux_loss
+from hypermoe.params import parameter_counts
+
+# experiments/ is a folder of scripts, not a package: bench_moe is found through this file's
+# folder on sys.path. Python puts it there only when this file runs as a script, so it is added
+# here for the other ways in (imported by the tests); a plain import keeps one bench_moe module.
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+from bench_moe import paired_ratio, time_alternately  # noqa: E402
+
+RESULTS = HERE / "results" / "bench_train.json"
+CONF = HERE.parent / "conf"
+
+# backbone -> its Hydra overrides; the data config only names the task whose head is built
+BACKBONES = {
+    "minilm": ["backbone=minilm", "data=glue", "data.task=sst2"],
+    "gpt2_tiny": ["backbone=gpt2_tiny", "data=lm"],
+    "bert_tiny": ["backbone=bert_tiny", "data=glue", "data.task=sst2"],  # for --quick
+}
+VARIANTS = {
+    "ffn": ["model=ffn"],
+    "topk": ["model=topk", "model.top_k=1"],
+    "topk_k2": ["model=topk", "model.top_k=2"],
+    "dense_moe": ["model=dense_moe"],
+    "hypermoe": ["model=hypermoe"],
+    "topk_adapter": ["model=topk_adapter"],
+}
+# ratio -> (numerator variant, denominator variant, measure, bound, "min" or "max")
+RATIOS = {
+    "topk_over_ffn_throughput": ("topk", "ffn", "throughput", 0.92, "min"),
+    "hypermoe_over_topk_throughput": ("hypermoe", "topk", "throughput", 0.95, "min"),
+    "hypermoe_over_topk_memory": ("hypermoe", "topk", "peak_mem_mb", 1.05, "max"),
+    "hypermoe_over_topk_step_memory": ("hypermoe", "topk", "step_mem_mb", None, None),
+}
+MEMORY_STEPS = 3  # the first allocates AdamW's state; later ones hold it beside gradients and activations
+# Imported once by the server the memory workers fork from: a spawned worker would spend ~15 s
+# per variant importing torch, transformers, lightning and hydra on two busy cores. train.py's
+# module imports all this file needs; this file itself is not importable there (Python 3.11's
+# forkserver ignores the parent's sys.path), so each worker still imports it, cheaply.
+PRELOAD = ["hypermoe.train"]
+
+
+def compose_config(backbone: str, variant: str) -> DictConfig:
+    """conf/train.yaml with the backbone's and the variant's overrides, as train.py would see it."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[*BACKBONES[backbone], *VARIANTS[variant]])
+    with open_dict(cfg):
+        # ${hydra:runtime.output_dir} exists only inside a Hydra app; nothing is written there
+        cfg.paths.output_dir = tempfile.gettempdir()
+    return cfg
+
+
+def default_shape(backbone: str) -> tuple[int, int]:
+    """(batch, sequence length) of the backbone's training recipe."""
+    recipe = compose_config(backbone, "ffn").backbone.recipe
+    return recipe.batch_size, recipe.max_length
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What every variant of one backbone is measured with (picklable: the memory workers get it)."""
+
+    backbone: str
+    batch: int
+    seq_len: int
+    device: str
+    dtype: str
+    threads: int
+
+
+@dataclass
+class Workload:
+    step: Callable[[], None]
+    params: int
+
+
+def build_loss(cfg: DictConfig, setup: Setup) -> tuple[nn.Module, Callable[[], Tensor]]:
+    """The net train.build makes from ``cfg`` (same builders, same settings) and its task loss
+    on a fixed batch of random tokens."""
+    model = to_container(cfg.model)
+    model.pop("aux_loss_coefficients")
+    backbone = to_container(cfg.backbone)
+    inputs = torch.Generator().manual_seed(0)  # apart from the init's stream: the same batch for every variant
+
+    def draw(high: int, shape: tuple[int, ...]) -> Tensor:
+        return torch.randint(high, shape, generator=inputs).to(setup.device)
+
+    if backbone.get("kind", "encoder") == "causal_lm":
+        net, tokenizer = build_causal_lm(backbone, model)
+        ids = draw(tokenizer.vocab_size, (setup.batch, setup.seq_len))
+        return net.to(setup.device), lambda: next_token_loss(net(ids, torch.ones_like(ids)), ids)
+    task = TaskDataModule.resolve_task(cfg.data.benchmark, cfg.data.task)
+    net, tokenizer = build_classifier(backbone, model, task.kind, task.num_labels, task.num_spans)
+    ids, labels = draw(tokenizer.vocab_size, (setup.batch, setup.seq_len)), draw(task.num_labels, (setup.batch,))
+    return net.to(setup.device), lambda: task_loss(net(ids, torch.ones_like(ids)), labels, task.kind)
+
+
+def parameter_groups(net: nn.Module) -> list[dict]:
+    """Weight decay on matrices only, as MoELitModule._parameter_groups gives the optimizer."""
+    decay = [p for p in net.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in net.parameters() if p.requires_grad and p.dim() < 2]
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_workload(setup: Setup, variant: str) -> Workload:
+    """One training step of the variant's whole model, as Lightning runs it with the configured
+    optimizer (AdamW, fused) and gradient clipping."""
+    cfg = compose_config(setup.backbone, variant)
+    torch.manual_seed(0)  # the same initialisation draws for every variant
+    net, loss_task = build_loss(cfg, setup)
+    device, bf16 = setup.device, setup.dtype == "bf16"
+    coefficients = to_container(cfg.model.aux_loss_coefficients)
+    optimizer = instantiate(cfg.optimizer)(params=parameter_groups(net))
+    clip = cfg.trainer.gradient_clip_val
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            loss = loss_task() + weighted_aux_loss(sum_aux_losses(net.moe), coefficients).to(device)
+        loss.backward()
+        if clip:
+            nn.utils.clip_grad_norm_(net.parameters(), clip)
+        optimizer.step()
+        if device == "cuda":
+            torch.cuda.synchronize()  # the step's time is its kernels' time
+
+    return Workload(step, parameter_counts(net)["total"])
+
+
+def _proc_status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024  # kB
+    raise KeyError(f"/proc/self/status has no {field}")
+
+
+def memory_mark(device: str) -> float:
+    """MB in use now; the peak counter restarts from here."""
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        return torch.cuda.memory_allocated() / 2**20
+    # "5" resets VmHWM to the current RSS (Linux >= 4.0): building the model (loading the
+    # checkpoint, copying experts) may peak higher than training does
+    Path("/proc/self/clear_refs").write_text("5")
+    return _proc_status_mb("VmRSS")
+
+
+def memory_peak(device: str) -> float:
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return _proc_status_mb("VmHWM")
+
+
+def measure_memory(setup: Setup, variant: str) -> dict[str, float]:
+    """peak_mem_mb and step_mem_mb of MEMORY_STEPS training steps of one freshly built variant."""
+    torch.set_num_threads(setup.threads)  # a worker process starts with torch's default
+    workload = build_workload(setup, variant)
+    built = memory_mark(setup.device)
+    for _ in range(MEMORY_STEPS):
+        workload.step()
+    peak = memory_peak(setup.device)
+    return {"peak_mem_mb": peak, "step_mem_mb": peak - built}
+
+
+def measure_all_memory(setup: Setup) -> dict[str, dict[str, float]]:
+    """Every variant's memory; on CPU each in a fresh process forked from a server that has only
+    imported the libraries (no model, no torch thread pool yet)."""
+    jobs = [(setup, variant) for variant in VARIANTS]
+    if setup.device == "cuda":  # the allocator's own counters: in-process, one variant at a time
+        results = []
+        for job in jobs:
+            results.append(measure_memory(*job))  # its model is freed on return
+            torch.cuda.empty_cache()
+        return dict(zip(VARIANTS, results, strict=True))
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    with context.Pool(processes=1, maxtasksperchild=1) as pool:  # one fresh worker per variant
+        return dict(zip(VARIANTS, pool.starmap(measure_memory, jobs, chunksize=1), strict=True))
+
+
+# bench_moe's time_alternately collects the seconds each visit reports, by its modes; a
+# training step is one timing, reported under forward+backward (here with the optimizer step)
+TIMED_MODE = "fwd_bwd"
+
+
+def timed(step: Callable[[], None]) -> Callable[[], dict[str, float]]:
+    def visit() -> dict[str, float]:
+        start = time.perf_counter()
+        step()
+        return {TIMED_MODE: time.perf_counter() - start}
+
+    return visit
+
+
+def time_all(setup: Setup, rounds: int) -> tuple[dict[str, list[float]], dict[str, int]]:
+    """Seconds per round of every variant, timed alternately, and their parameter counts."""
+    workloads = {v: build_workload(setup, v) for v in VARIANTS}
+    for workload in workloads.values():
+        workload.step()  # AdamW's state and lazy inits; time_alternately warms up once more
+    by_mode = time_alternately({v: timed(w.step) for v, w in workloads.items()}, rounds)
+    return by_mode[TIMED_MODE], {v: w.params for v, w in workloads.items()}
+
+
+def ratios_of(samples: dict[str, list[float]], variants: dict[str, dict]) -> dict[str, float]:
+    """Throughput ratios: median over rounds of the denominator's seconds over the numerator's
+    in the same round. Memory ratios: of the variants' numbers."""
+    ratios = {}
+    for name, (numerator, denominator, measure, _, _) in RATIOS.items():
+        if measure == "throughput":
+            ratios[name] = paired_ratio(samples, denominator, numerator)
+        else:
+            ratios[name] = variants[numerator][measure] / variants[denominator][measure]
+    return ratios
+
+
+def check_targets(ratios: dict[str, float]) -> dict[str, bool]:
+    met = {}
+    for name, (_, _, _, bound, kind) in RATIOS.items():
+        if bound is not None:
+            met[name] = ratios[name] >= bound if kind == "min" else ratios[name] <= bound
+    return met
+
+
+def bench_backbone(setup: Setup, rounds: int) -> dict:
+    # memory first: its workers must not run beside the timed steps
+    memory = measure_all_memory(setup)
+    samples, params = time_all(setup, rounds)
+    tokens = setup.batch * setup.seq_len
+    variants = {
+        v: {
+            "tokens_per_s": tokens / min(samples[v]),
+            **memory[v],
+            "params": params[v],
+            "seconds_best": min(samples[v]),
+            "seconds_median": statistics.median(samples[v]),
+            "seconds_per_round": samples[v],
+        }
+        for v in VARIANTS
+    }
+    ratios = ratios_of(samples, variants)
+    return {
+        "seq_len": setup.seq_len,
+        "batch": setup.batch,
+        "tokens": tokens,
+        "threads": setup.threads,
+        "torch": torch.__version__,
+        "variants": variants,
+        "ratios": ratios,
+        "targets_met": check_targets(ratios),
+    }
+
+
+def print_backbone(console: Console, name: str, result: dict) -> None:
+    table = Table(title=f"{name}: batch {result['batch']} x {result['seq_len']} tokens, {result['threads']} threads")
+    for column in ("variant", "params M", "tokens/s", "over ffn", "peak MB", "step MB"):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    ffn = result["variants"]["ffn"]["tokens_per_s"]
+    for variant, row in result["variants"].items():
+        table.add_row(
+            variant,
+            f"{row['params'] / 1e6:.1f}",
+            f"{row['tokens_per_s']:.0f}",
+            f"{row['tokens_per_s'] / ffn:.3f}",
+            f"{row['peak_mem_mb']:.0f}",
+            f"{row['step_mem_mb']:.0f}",
+        )
+    console.print(table)
+    for ratio, value in result["ratios"].items():
+        verdict = {True: "meets target", False: "MISSES target"}.get(result["targets_met"].get(ratio), "")
+        console.print(f"  {ratio:32s} {value:7.3f}  {verdict}")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbones", nargs="+", choices=list(BACKBONES), help="default: minilm gpt2_tiny")
+    parser.add_argument("--batch", type=int, help="default: the backbone's recipe (minilm 16, gpt2_tiny 8)")
+    parser.add_argument("--seq-len", type=int, help="default: the backbone's (minilm 128, gpt2_tiny 256)")
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="bf16: autocast, as bf16-mixed")
+    parser.add_argument("--threads", type=int, help="torch threads; default: torch's (one per core)")
+    parser.add_argument("--quick", action="store_true", help="tiny backbones and shapes, 2 rounds: checks it runs")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.backbones = args.backbones or ["bert_tiny", "gpt2_tiny"]
+        # one thread: on a busy machine, tiny steps with two threads spend most of their time
+        # waiting at thread barriers (measured 20x slower)
+        args.batch, args.seq_len, args.rounds, args.threads = 2, 32, 2, 1
+    args.backbones = args.backbones or ["minilm", "gpt2_tiny"]
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    console = Console()
+    results = {}
+    for backbone in args.backbones:
+        batch, seq_len = default_shape(backbone)
+        setup = Setup(
+            backbone, args.batch or batch, args.seq_len or seq_len, args.device, args.dtype, torch.get_num_threads()
+        )
+        results[backbone] = bench_backbone(setup, args.rounds)
+        print_backbone(console, backbone, results[backbone])
+    report = {
+        "benchmark": (
+            "whole-model training step (forward, loss + aux losses, backward, clipping, fused AdamW); "
+            "variants alternated in one process; tokens_per_s: best round; throughput ratios: median over "
+            "rounds of the ratio within a round; memory: fresh process per variant (CPU: peak RSS)"
+        ),
+        "device": args.device,
+        "dtype": args.dtype,
+        "machine": platform.processor() or platform.machine(),
+        "rounds": args.rounds,
+        "targets": {
+            name: {"numerator": a, "denominator": b, "measure": m, "bound": bound, "kind": kind}
+            for name, (a, b, m, bound, kind) in RATIOS.items()
+            if bound is not None
+        },
+        "backbones": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    console.print(f"wrote {args.out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""The training-step benchmark runs end to end on tiny backbones and reports every variant and
+ratio consistently (timings are not asserted)."""
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+
+import bench_train
+
+
+@pytest.mark.usefixtures("tokenizers_root")  # gpt2_tiny needs the real GPT-2 tokenizer files
+def test_bench_train_reports_every_variant(tmp_path):
+    out = tmp_path / "bench_train.json"
+    bench_train.main(["--quick", "--out", str(out)])
+    report = json.loads(out.read_text())
+    assert set(report["backbones"]) == {"bert_tiny", "gpt2_tiny"}
+    targets = {"topk_over_ffn_throughput", "hypermoe_over_topk_throughput", "hypermoe_over_topk_memory"}
+    assert set(report["targets"]) == targets
+    for result in report["backbones"].values():
+        variants = result["variants"]
+        assert set(variants) == set(bench_train.VARIANTS)
+        for row in variants.values():
+            assert row["tokens_per_s"] > 0 and row["peak_mem_mb"] > 0 and row["params"] > 0
+            assert row["peak_mem_mb"] > row["step_mem_mb"]  # the peak includes the built model
+            assert row["tokens_per_s"] == pytest.approx(result["tokens"] / min(row["seconds_per_round"]), rel=1e-9)
+            assert len(row["seconds_per_round"]) == report["rounds"]
+        for name, (numerator, denominator, measure, _, _) in bench_train.RATIOS.items():
+            if measure == "throughput":  # tokens/s ratio within each round, median over rounds
+                den, num = (variants[v]["seconds_per_round"] for v in (denominator, numerator))
+                expected = statistics.median(d / n for d, n in zip(den, num, strict=True))
+            else:
+                expected = variants[numerator][measure] / variants[denominator][measure]
+            assert result["ratios"][name] == pytest.approx(expected, rel=1e-9)
+        assert set(result["targets_met"]) == targets
+        assert all(isinstance(met, bool) for met in result["targets_met"].values())
