@@ -70,7 +70,7 @@ def test_eval_reproduces_perplexity_and_scores_another_corpus(tmp_path, data_roo
     again = [f"ckpt_path={checkpoint}", f"paths.data_dir={data_root}", few[0]]
     evaluated = run_eval(compose_config("eval", again, tmp_path / "eval"))
     assert evaluated["validation"]["val/perplexity"] == pytest.approx(trained["final"]["val/perplexity"], rel=1e-5)
-    wikitext = ["data=lm", "data.task=wikitext2", "data.block_size=64", "data.batch_size=8", "data.eval_batch_size=64"]
+    wikitext = ["data=lm", "data.task=wikitext2", "data.block_size=64", "data.batch_size=8", few[0], few[1]]
     other = run_eval(compose_config("eval", [*wikitext, f"ckpt_path={checkpoint}", f"paths.data_dir={data_root}"],
                                     tmp_path / "eval_wikitext"))  # fmt: skip
     assert other["task"] == "lm/wikitext2" and other["trained_on"] == "lm/tinyshakespeare"
