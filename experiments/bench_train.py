@@ -42,20 +42,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 from torch import Tensor, nn
 
-import hypermoe.config  # noqa: F401  (registers the config resolvers)
 from hypermoe.backbones.causal_lm import build_causal_lm
 from hypermoe.backbones.classifier import build_classifier
 from hypermoe.backbones.heads import task_loss
-from hypermoe.config import to_container
+from hypermoe.config import compose_config, to_container
 from hypermoe.data.datamodule import TaskDataModule
-from hypermoe.lit_module import next_token_loss
+from hypermoe.lit_module import next_token_loss, parameter_groups
 from hypermoe.moe import sum_aux_losses, weighted_aux_loss
 from hypermoe.params import parameter_counts
 
@@ -68,7 +66,6 @@ if str(HERE) not in sys.path:
 from bench_moe import paired_ratio, time_alternately  # noqa: E402
 
 RESULTS = HERE / "results" / "bench_train.json"
-CONF = HERE.parent / "conf"
 
 # backbone -> its Hydra overrides; the data config only names the task whose head is built
 BACKBONES = {
@@ -99,19 +96,15 @@ MEMORY_STEPS = 3  # the first allocates AdamW's state; later ones hold it beside
 PRELOAD = ["hypermoe.train"]
 
 
-def compose_config(backbone: str, variant: str) -> DictConfig:
-    """conf/train.yaml with the backbone's and the variant's overrides, as train.py would see it."""
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[*BACKBONES[backbone], *VARIANTS[variant]])
-    with open_dict(cfg):
-        # ${hydra:runtime.output_dir} exists only inside a Hydra app; nothing is written there
-        cfg.paths.output_dir = tempfile.gettempdir()
-    return cfg
+def variant_config(backbone: str, variant: str) -> DictConfig:
+    """conf/train.yaml with the backbone's and the variant's overrides, as train.py would see it
+    (nothing is written to paths.output_dir)."""
+    return compose_config("train", [*BACKBONES[backbone], *VARIANTS[variant]], tempfile.gettempdir())
 
 
 def default_shape(backbone: str) -> tuple[int, int]:
     """(batch, sequence length) of the backbone's training recipe."""
-    recipe = compose_config(backbone, "ffn").backbone.recipe
+    recipe = variant_config(backbone, "ffn").backbone.recipe
     return recipe.batch_size, recipe.max_length
 
 
@@ -154,17 +147,10 @@ def build_loss(cfg: DictConfig, setup: Setup) -> tuple[nn.Module, Callable[[], T
     return net.to(setup.device), lambda: task_loss(net(ids, torch.ones_like(ids)), labels, task.kind)
 
 
-def parameter_groups(net: nn.Module) -> list[dict]:
-    """Weight decay on matrices only, as MoELitModule._parameter_groups gives the optimizer."""
-    decay = [p for p in net.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in net.parameters() if p.requires_grad and p.dim() < 2]
-    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
 def build_workload(setup: Setup, variant: str) -> Workload:
     """One training step of the variant's whole model, as Lightning runs it with the configured
     optimizer (AdamW, fused) and gradient clipping."""
-    cfg = compose_config(setup.backbone, variant)
+    cfg = variant_config(setup.backbone, variant)
     torch.manual_seed(0)  # the same initialisation draws for every variant
     net, loss_task = build_loss(cfg, setup)
     device, bf16 = setup.device, setup.dtype == "bf16"

@@ -3,9 +3,11 @@
 import subprocess
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = PROJECT_ROOT / "conf"
 
 if not OmegaConf.has_resolver("project_root"):
     OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
@@ -25,3 +27,14 @@ def git_revision() -> str:
 
 def to_container(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+
+
+def compose_config(name: str, overrides: list[str], output_dir: Path | str) -> DictConfig:
+    """``conf/<name>.yaml`` with overrides, as train.py / eval.py would see it, outside a Hydra
+    app (tests, scripts): paths.output_dir points at ``output_dir`` because
+    ``${hydra:runtime.output_dir}`` exists only inside one."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name=name, overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+    return cfg

@@ -92,18 +92,10 @@ class MoELitModule(pl.LightningModule):
         return {name: float(best.compute()) for name, best in self.val_best.items()}
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.optimizer_factory(params=self._parameter_groups())
+        optimizer = self.optimizer_factory(params=parameter_groups(self))
         total = self.trainer.estimated_stepping_batches
         scheduler = get_linear_schedule_with_warmup(optimizer, int(self.warmup_ratio * total), total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def _parameter_groups(self) -> list[dict[str, Any]]:
-        """Weight decay on matrices only: biases and LayerNorm weights are not decayed (the BERT recipe)."""
-        decay, no_decay = [], []
-        for parameter in self.parameters():
-            if parameter.requires_grad:
-                (decay if parameter.dim() >= 2 else no_decay).append(parameter)
-        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
     def on_train_epoch_start(self) -> None:
         # Every epoch draws its dropout (and any router noise) from a stream fixed by
@@ -143,6 +135,15 @@ class ClassifierLitModule(MoELitModule):
         values = self.val_metrics.compute()
         self.val_metrics.reset()
         self._log_validation(values)
+
+
+def parameter_groups(module: nn.Module) -> list[dict[str, Any]]:
+    """Weight decay on matrices only: biases and LayerNorm weights are not decayed (the BERT recipe)."""
+    decay, no_decay = [], []
+    for parameter in module.parameters():
+        if parameter.requires_grad:
+            (decay if parameter.dim() >= 2 else no_decay).append(parameter)
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def next_token_loss(logits: Tensor, input_ids: Tensor) -> Tensor:

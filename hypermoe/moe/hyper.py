@@ -198,8 +198,10 @@ class HyperMoE(TopKMoE):
             MAX_ENUMERATED_SETS
         )
         sets = list(itertools.combinations(range(self.num_experts), self.top_k)) if enumerable else []
-        sets.sort(key=lambda experts: sum(2**i for i in experts))
-        self.register_buffer("set_experts", torch.tensor(sets, dtype=torch.long).view(-1, self.top_k), persistent=False)
+        set_experts = torch.tensor(sets, dtype=torch.long).view(-1, self.top_k)
+        set_codes, order = self._set_codes(set_experts).sort()  # searchsorted finds a token's set
+        self.register_buffer("set_experts", set_experts[order], persistent=False)
+        self.register_buffer("set_codes", set_codes, persistent=False)
 
     def aggregation_mask(self, expert_index: Tensor) -> Tensor:
         """(n, k) selections -> (n, e) bool: the experts whose embeddings this token aggregates."""
@@ -272,7 +274,7 @@ class HyperMoE(TopKMoE):
         """One HyperExpert per possible selected set, each applied to its set's tokens, with
         batch-independent shapes (the grouped_mm kernel)."""
         num_sets = self.set_experts.shape[0]
-        set_of_token = torch.searchsorted(self._set_codes(self.set_experts), self._set_codes(expert_index))  # (n,)
+        set_of_token = torch.searchsorted(self.set_codes, self._set_codes(expert_index))  # (n,)
         set_of_token = torch.where(valid, set_of_token, num_sets)  # padding after the last group: no HyperExpert
         order = torch.argsort(set_of_token, stable=True)
         group_ends = one_hot(set_of_token, num_sets).sum(0).cumsum(0).to(torch.int32)  # (C,)
