@@ -30,7 +30,8 @@ import matplotlib.pyplot as plt
 
 from hypermoe.moe import HyperMoE
 from hypermoe.moe.layers import flatten_tokens
-from hypermoe.train import build, load_checkpoint
+from hypermoe.train import build
+from hypermoe.validation import load_checkpoint
 
 log = logging.getLogger(__name__)
 

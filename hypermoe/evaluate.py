@@ -8,7 +8,8 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from hypermoe.train import build, load_checkpoint
+from hypermoe.train import build
+from hypermoe.validation import load_checkpoint
 
 log = logging.getLogger(__name__)
 

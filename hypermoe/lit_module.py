@@ -20,10 +20,12 @@ from transformers import get_linear_schedule_with_warmup
 
 from hypermoe.backbones.heads import task_loss
 from hypermoe.data.metrics import build_metrics, metric_mode, predictions
+from hypermoe.data.sampling import ResumableDataLoader
 from hypermoe.data.seq2seq import IGNORE_INDEX
 from hypermoe.data.tasks import Task
 from hypermoe.data.text2text import parse_label
 from hypermoe.data.text_metrics import build_text_metrics
+from hypermoe.errors import NonFiniteLossError
 from hypermoe.moe import sum_aux_losses, weighted_aux_loss
 
 
@@ -54,11 +56,14 @@ class MoELitModule(pl.LightningModule):
         for best in self.val_best.values():
             best.persistent(True)  # resumed runs keep their best so far
         self.val_loss = MeanMetric()
+        self._resumed_loader_states: list[dict[str, int]] = []  # see on_train_start
 
     def _total_loss(self, loss_task: Tensor, size: int) -> Tensor:
         """Task loss + weighted aux losses of the forward just run; logs the parts."""
         aux = sum_aux_losses(self.net.moe)
         loss = loss_task + weighted_aux_loss(aux, self.aux_loss_coefficients).to(loss_task.device)
+        if not torch.isfinite(loss):  # one host sync per step: the price of stopping at the first bad step
+            raise NonFiniteLossError(self._nonfinite_report(loss, loss_task, aux))
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
         self.log("train/task_loss", loss_task, batch_size=size)
         for name, value in aux.items():
@@ -66,6 +71,26 @@ class MoELitModule(pl.LightningModule):
         if self.global_step % self.routing_log_every == 0:
             self._log_routing_stats()
         return loss
+
+    def _nonfinite_report(self, loss: Tensor, loss_task: Tensor, aux: dict[str, Tensor]) -> str:
+        """Where the loss broke, what each MoE layer's router did in that forward pass, and what is kept."""
+        aux_text = ", ".join(f"{name}={float(value):.4g}" for name, value in aux.items()) or "none"
+        lines = [
+            f"train/loss is {float(loss)} at step {self.global_step} (epoch {self.current_epoch}); "
+            f"task loss {float(loss_task)}, aux losses (unweighted, summed over layers): {aux_text}.",
+            "Routing statistics of this step:",
+        ]
+        for name, layer in zip(self.net.moe_names, self.net.moe, strict=True):
+            stats = ", ".join(f"{stat}={_describe(value)}" for stat, value in layer.routing_stats.items())
+            lines.append(f"  {name}: {stats or 'no router'}")
+        saved = [getattr(callback, "last_model_path", "") for callback in self.trainer.checkpoint_callbacks]
+        saved = [path for path in saved if path]
+        lines.append(
+            f"The last good checkpoint is {saved[0]}; nothing after it was saved."
+            if saved
+            else "No checkpoint was saved before this step."
+        )
+        return "\n".join(lines)
 
     def _log_routing_stats(self) -> None:
         for name, layer in zip(self.net.moe_names, self.net.moe, strict=True):
@@ -97,16 +122,35 @@ class MoELitModule(pl.LightningModule):
         scheduler = get_linear_schedule_with_warmup(optimizer, int(self.warmup_ratio * total), total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def on_train_epoch_start(self) -> None:
-        # Every epoch draws its dropout (and any router noise) from a stream fixed by
-        # (seed, epoch), so a run resumed at an epoch boundary repeats the original exactly.
-        seed = int(self.run_info.get("seed", 0)) * 100_003 + self.current_epoch
+    def on_train_start(self) -> None:
+        # A checkpoint taken inside an epoch holds where the training dataloader stood
+        # (ResumableDataLoader.state_dict); hand it over before the first batch is drawn, so the
+        # resumed run goes on with the next batch. Lightning would do this itself, but it builds
+        # the dataloader for estimated_stepping_batches (configure_optimizers) before it restores
+        # the checkpoint, and then never passes the position on.
+        loader = self.trainer.train_dataloader
+        for state in self._resumed_loader_states:
+            if isinstance(loader, ResumableDataLoader) and state["batches_yielded"] < self.trainer.num_training_batches:
+                loader.load_state_dict(state)
+        self._resumed_loader_states = []
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Every batch draws its dropout (and any router noise) from a stream fixed by (seed,
+        # epoch, batch), so a run resumed from any checkpoint, mid-epoch too, repeats the original.
+        seed = (int(self.run_info.get("seed", 0)) * 100_003 + self.current_epoch) * 1_000_003 + batch_idx
         random.seed(seed)
         np.random.seed(seed % 2**32)
         torch.manual_seed(seed)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["hypermoe"] = self.run_info
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._resumed_loader_states = checkpoint["loops"]["fit_loop"]["state_dict"].get("combined_loader", [])
+
+
+def _describe(value: Tensor) -> str:
+    return f"{float(value):.4g}" if value.dim() == 0 else f"max {float(value.max()):.4g} min {float(value.min()):.4g}"
 
 
 _CLASSIFIER_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "span_masks", "num_choices")

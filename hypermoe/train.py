@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import WandbLogger
@@ -17,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from hypermoe.backbones.causal_lm import build_causal_lm
 from hypermoe.backbones.classifier import build_classifier
 from hypermoe.backbones.seq2seq import build_seq2seq
+from hypermoe.checkpointing import AtomicCheckpointIO
 from hypermoe.config import git_revision, to_container
 from hypermoe.data.datamodule import TaskDataModule
 from hypermoe.data.lm import LMDataModule
@@ -24,6 +24,7 @@ from hypermoe.data.metrics import metric_mode
 from hypermoe.data.seq2seq import Seq2SeqDataModule
 from hypermoe.lit_module import CausalLMLitModule, ClassifierLitModule, MoELitModule, Seq2SeqLitModule
 from hypermoe.params import parameter_counts
+from hypermoe.validation import check_checkpoint_matches, check_model, instantiate_data, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ _FAMILIES = {
 
 def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, MoELitModule]:
     """The DataModule and the LightningModule a config describes (shared with eval)."""
-    data = instantiate(cfg.data)
+    data = instantiate_data(cfg.data)
     model = to_container(cfg.model)
     coefficients = model.pop("aux_loss_coefficients")
     backbone = to_container(cfg.backbone)
@@ -83,7 +84,7 @@ def _callbacks(cfg: DictConfig, main_metric: str, has_logger: bool) -> list[pl.C
         overrides = {}
         if callback_cfg.get("monitor") == "auto":  # the task's selection metric, in its direction
             overrides = {"monitor": f"val/{main_metric}", "mode": metric_mode(main_metric)}
-        if cfg.get("ckpt_path") and callback_cfg.get("_target_", "").endswith("ModelCheckpoint"):
+        if cfg.get("ckpt_path") and "dirpath" in callback_cfg:
             # a resumed run keeps checkpointing where it started, so its best-k record
             # (which Lightning drops when the folder changes) carries on
             overrides["dirpath"] = str(Path(cfg.ckpt_path).resolve().parent)
@@ -105,17 +106,6 @@ def _loggers(cfg: DictConfig, resumed_wandb_id: str | None) -> list:
     return loggers
 
 
-def load_checkpoint(ckpt_path: str) -> dict[str, Any]:
-    """A checkpoint written by train.py, loaded without unpickling code."""
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path={ckpt_path!r} is not a file")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if "hypermoe" not in checkpoint:
-        raise ValueError(f"{path} was not written by hypermoe's train.py: it holds no run config")
-    return checkpoint
-
-
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train as configured; write and return ``metrics.json``'s content."""
     start = time.perf_counter()
@@ -124,8 +114,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     output_dir.mkdir(parents=True, exist_ok=True)
     # .hydra/config.yaml keeps the interpolations; this is what they resolved to
     OmegaConf.save(cfg, output_dir / "resolved_config.yaml", resolve=True)
+    check_model(cfg.model)
+    resumed = {}
+    if cfg.get("ckpt_path"):
+        checkpoint = load_checkpoint(cfg.ckpt_path)
+        check_checkpoint_matches(checkpoint, cfg)
+        resumed = checkpoint["hypermoe"]
+        del checkpoint  # Lightning loads it again, into the model
     data, module = build(cfg)
-    resumed = load_checkpoint(cfg.ckpt_path)["hypermoe"] if cfg.get("ckpt_path") else {}
     loggers: list = []
     try:  # from the first logger on, so a failing job still finishes its W&B run
         loggers = _loggers(cfg, resumed.get("wandb_id"))
@@ -133,12 +129,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             if isinstance(logger, WandbLogger):
                 module.run_info["wandb_id"] = logger.experiment.id  # checkpoints carry it for resuming
         callbacks = _callbacks(cfg, data.task.main_metric, bool(loggers))
-        trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+        trainer: pl.Trainer = instantiate(
+            cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
+        )
         counts = parameter_counts(module.net)
         log.info("parameters: %s", counts)
         for logger in loggers:
             logger.log_hyperparams({"params": counts, **module.run_info["config"]})
-        trainer.fit(module, datamodule=data, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(module, datamodule=data, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
         metrics = {
             "task": data.task.qualified_name,
             "model": cfg.model.variant,

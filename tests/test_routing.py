@@ -17,6 +17,17 @@ def _all_variants(shape):
     }
 
 
+# what every routed layer records (hypermoe.moe.stats)
+ROUTING_STATS = {
+    "load",
+    "load_max_min_ratio",
+    "dead_experts",
+    "router_entropy",
+    "router_logit_max_abs",
+    "dropped_fraction",
+}
+
+
 @pytest.mark.parametrize("variant", ["topk", "topk_noisy", "dense_moe", "topk_adapter", "hypermoe"])
 def test_padding_is_never_routed_nor_counted(shape, variant):
     layer = _all_variants(shape)[variant].eval()
@@ -136,13 +147,14 @@ def test_routing_stats_are_recorded_and_detached(shape):
     x[0, :, 0] = torch.tensor([1.0] * 6 + [-1.0] * 4)  # 6 tokens to expert 1, 4 to the argmax of the rest
     layer(x)
     stats = layer.routing_stats
-    assert set(stats) == {"load", "load_max_min_ratio", "dead_experts", "router_entropy", "dropped_fraction"}
+    assert set(stats) == ROUTING_STATS
     assert all(not value.requires_grad for value in stats.values())
     assert stats["load"].sum().item() == pytest.approx(1.0)
     assert stats["load"][1].item() == pytest.approx(0.6)
     assert stats["dead_experts"].item() >= 2  # 4 experts, at most 2 of them chosen
     assert stats["load_max_min_ratio"].item() == pytest.approx(6.0)  # dead experts count as 1
     assert 0 <= stats["router_entropy"].item() <= torch.log(torch.tensor(4.0)).item()
+    assert stats["router_logit_max_abs"].item() == pytest.approx(10.0)  # |10 * x_0| with x_0 = +-1
     assert layer.aux_losses["balance"].requires_grad
 
 
@@ -178,12 +190,6 @@ def test_hypermoe_keeps_the_autocast_dtype(shape, generation):
 def test_dense_moe_records_every_stat(shape):
     layer = DenseMoE(**shape, num_experts=4)
     layer(torch.randn(2, 5, D_MODEL))
-    assert set(layer.routing_stats) == {
-        "load",
-        "load_max_min_ratio",
-        "dead_experts",
-        "router_entropy",
-        "dropped_fraction",
-    }
+    assert set(layer.routing_stats) == ROUTING_STATS
     assert layer.routing_stats["load"].sum().item() == pytest.approx(1.0)
     assert layer.routing_stats["dropped_fraction"].item() == 0.0

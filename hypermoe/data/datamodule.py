@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from hypermoe.data.encoding import collate, encode_all
 from hypermoe.data.examples import Example
-from hypermoe.data.sampling import EpochShuffleSampler, seeded_subset, validation_sampler
+from hypermoe.data.sampling import EpochShuffleSampler, ResumableDataLoader, seeded_subset, validation_sampler
 from hypermoe.data.sources import load_split
 from hypermoe.data.synthetic import SYNTHETIC, synthetic_split
 from hypermoe.data.tasks import Task, get_task
@@ -45,7 +45,11 @@ class TaskDataModule(pl.LightningDataModule):
 
     @staticmethod
     def resolve_task(benchmark: str, name: str) -> Task:
-        return SYNTHETIC if benchmark == "synthetic" else get_task(benchmark, name)
+        if benchmark != "synthetic":
+            return get_task(benchmark, name)
+        if name != SYNTHETIC.name:
+            raise ValueError(f"data.task={name!r} is not a synthetic task; choose one of {[SYNTHETIC.name]}")
+        return SYNTHETIC
 
     def set_tokenizer(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
@@ -77,7 +81,7 @@ class TaskDataModule(pl.LightningDataModule):
             self.features[split] = features
 
     def _loader(self, split: str, batch_size: int, sampler: Sampler | None) -> DataLoader:
-        return DataLoader(
+        return ResumableDataLoader(
             self.features[split],
             batch_size=batch_size,
             sampler=sampler,

@@ -28,10 +28,7 @@ def encode_all(examples: list[Example], tokenizer: Any, max_length: int) -> list
         max_length=max_length,
         return_offsets_mapping=with_spans,
     )
-    at_limit = sum(len(ids) >= max_length for ids in encoded["input_ids"])
-    if at_limit:
-        log.info("%d of %d rows reached max_length=%d and were truncated (longest segment first)",
-                 at_limit, len(pairs), max_length)  # fmt: skip
+    log_truncated(encoded, "rows", f"max_length={max_length}")  # the longest segment is cut first
     features, row = [], 0
     for ex in examples:
         count = len(ex.choices) or 1
@@ -43,6 +40,15 @@ def encode_all(examples: list[Example], tokenizer: Any, max_length: int) -> list
         features.append({"rows": rows, "label": ex.label, "spans": spans, "group": ex.group})
         row += count
     return features
+
+
+def log_truncated(encoded: Any, what: str, limit: str) -> None:
+    """Log how many rows the tokenizer cut to ``limit``. A row's length cannot tell: one that
+    fits exactly has that length too. The fast tokenizer keeps what it cut from row i in
+    ``encodings[i].overflowing``, empty where nothing was cut."""
+    cut = sum(bool(encoding.overflowing) for encoding in encoded.encodings)
+    if cut:
+        log.info("%d of %d %s were longer than %s and were truncated", cut, len(encoded.encodings), what, limit)
 
 
 def _span_positions(encoded: Any, row: int, span: Span) -> list[int]:

@@ -14,7 +14,6 @@ Only the columns the conversion reads (SQuAD: question, context, answers; ReCoRD
 entities, answers; summarization: the document and summary columns) must be present.
 """
 
-import json
 import logging
 import re
 import unicodedata
@@ -22,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hypermoe.data.readers import DataError
+from hypermoe.data.readers import DataError, parse_json, read_lines
 from hypermoe.data.sampling import seeded_subset
 from hypermoe.data.sources import DataUnavailable
 from hypermoe.data.tasks import TaskNaming
@@ -158,13 +157,10 @@ def load_pairs(
 
 
 def _local_rows(path: Path, max_examples: int | None, seed: int) -> Iterator[tuple[str, dict]]:
-    lines = [(number, line) for number, line in enumerate(path.read_text("utf-8").splitlines(), 1) if line.strip()]
+    lines = read_lines(path)  # only the rows kept are parsed: summarization splits are hundreds of MB
     indices = seeded_subset(len(lines), max_examples, seed)
-    for number, line in lines if indices is None else [lines[i] for i in indices]:
-        try:
-            yield f"{path}:{number}", json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataError(f"{path}:{number}: not a JSON row ({error})") from error
+    for where, line in lines if indices is None else [lines[i] for i in indices]:
+        yield where, parse_json(line, where)
 
 
 def _hub_rows(

@@ -19,8 +19,8 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
-from hypermoe.data.readers import DataError
-from hypermoe.data.sampling import EpochShuffleSampler, seeded_subset, validation_sampler
+from hypermoe.data.readers import DataError, read_utf8
+from hypermoe.data.sampling import EpochShuffleSampler, ResumableDataLoader, seeded_subset, validation_sampler
 from hypermoe.data.sources import DataUnavailable
 from hypermoe.data.tasks import TaskNaming
 
@@ -33,7 +33,7 @@ class Corpus(TaskNaming):
     files: dict[str, str]  # split -> file under the data root ("all": one file, split by train_fraction)
     hub: tuple[str, str] | None = None  # (dataset, config) serving the same text, line per row
     train_fraction: float | None = None
-    words: tuple[tuple[str, int], ...] = ()  # official whitespace-token counts (+1 per line end)
+    words: tuple[tuple[str, int], ...] = ()  # file (key of files) -> whitespace tokens + 1 per line end
 
     metrics = ("perplexity",)
     benchmark = "lm"
@@ -52,7 +52,7 @@ CORPORA = {
             hub=("Salesforce/wikitext", "wikitext-2-v1"),
             words=(("train", 2088628), ("validation", 217646), ("test", 245569)),
         ),
-        Corpus("tinyshakespeare", {"all": "tinyshakespeare/input.txt"}, train_fraction=0.9),
+        Corpus("tinyshakespeare", {"all": "tinyshakespeare/input.txt"}, train_fraction=0.9, words=(("all", 242651),)),
     )
 }
 
@@ -64,39 +64,54 @@ def get_corpus(name: str) -> Corpus:
 
 
 def read_text(corpus: Corpus, split: str, data_dir: Path) -> str:
-    """The raw text of one split: the local file, else the hub, else a clear error."""
-    if corpus.train_fraction is not None:
-        path = Path(data_dir) / corpus.files["all"]
-        if not path.is_file():
-            raise DataUnavailable(
-                f"{corpus.name}: no file at {path}. Put it there (set paths.data_dir or HYPERMOE_DATA "
-                "to the folder that holds it)."
-            )
-        text = path.read_text(encoding="utf-8")
-        cut = int(len(text) * corpus.train_fraction)
-        return text[:cut] if split == "train" else text[cut:]
-    path = Path(data_dir) / corpus.files[split]
-    if path.is_file():
-        text, source = path.read_text(encoding="utf-8"), str(path)
-    else:
-        dataset, config = corpus.hub
-        try:
-            import datasets
-
-            rows = datasets.load_dataset(dataset, config, split=split)["text"]
-            text = "".join(row or " \n" for row in rows)  # the hub keeps the files' blank " \n" lines as ""
-            source = f"{dataset}/{config}"
-        except Exception as error:  # offline, no cache: all end here
-            raise DataUnavailable(
-                f"{corpus.name} {split}: no local file at {path}, and the Hugging Face hub ({dataset}, config "
-                f"{config!r}) failed: {error}. Put the file there (set paths.data_dir or HYPERMOE_DATA), "
-                "or run where the hub is reachable."
-            ) from error
-    expected = dict(corpus.words).get(split)
-    words = sum(len(line.split()) + 1 for line in text.splitlines())
+    """The raw text of one split: the local file, else the hub, else a clear error. The file's
+    whitespace tokens (+1 per line) are logged and checked against the known count."""
+    file = "all" if corpus.train_fraction is not None else split
+    text, source = _read_file(corpus, file, split, Path(data_dir))
+    words = count_words(text)
+    expected = dict(corpus.words).get(file)
     if expected is not None and words != expected:
-        raise DataError(f"{source}: {words} whitespace tokens in {corpus.name} {split}, expected {expected}")
-    return text
+        raise DataError(f"{source}: {words} whitespace tokens in {corpus.name} {file}, expected {expected}")
+    log.info("%s %s: %d whitespace tokens (+1 per line) from %s", corpus.name, file, words, source)
+    if corpus.train_fraction is None:
+        return text
+    cut = int(len(text) * corpus.train_fraction)
+    return text[:cut] if split == "train" else text[cut:]
+
+
+def count_words(text: str) -> int:
+    """Whitespace tokens plus one end-of-line token per line, as torch's word_language_model
+    counts them. Lines end at "\\n" only, as they do when it iterates over the file: U+2028 and
+    the like inside a line are text, which ``str.splitlines`` would count as line ends."""
+    return sum(len(line.split()) + 1 for line in text.removesuffix("\n").split("\n"))
+
+
+def _read_file(corpus: Corpus, file: str, split: str, data_dir: Path) -> tuple[str, str]:
+    """(text, where it came from) of one of the corpus's files."""
+    path = data_dir / corpus.files[file]
+    if path.is_file():
+        text = read_utf8(path)
+        if not text.strip():
+            raise DataError(f"{path}: the file is empty")
+        return text, str(path)
+    if corpus.hub is None:
+        raise DataUnavailable(
+            f"{corpus.name}: no file at {path}. Put it there (set paths.data_dir or HYPERMOE_DATA "
+            "to the folder that holds it)."
+        )
+    dataset, config = corpus.hub
+    try:
+        import datasets
+
+        rows = datasets.load_dataset(dataset, config, split=split)["text"]
+    except Exception as error:  # offline, no cache: all end here
+        raise DataUnavailable(
+            f"{corpus.name} {split}: no local file at {path}, and the Hugging Face hub ({dataset}, config "
+            f"{config!r}) failed: {error}. Put the file there (set paths.data_dir or HYPERMOE_DATA), "
+            "or run where the hub is reachable."
+        ) from error
+    text = "".join(row or " \n" for row in rows)  # the hub keeps the files' blank " \n" lines as ""
+    return text, f"{dataset}/{config}"
 
 
 def to_blocks(token_ids: list[int], block_size: int) -> torch.Tensor:
@@ -159,7 +174,7 @@ class LMDataModule(pl.LightningDataModule):
             self.blocks[split] = blocks
 
     def _loader(self, split: str, batch_size: int, sampler: Any) -> DataLoader:
-        return DataLoader(
+        return ResumableDataLoader(
             self.blocks[split],
             batch_size=batch_size,
             sampler=sampler,

@@ -1,11 +1,14 @@
 """Readers of the official GLUE (tsv) and SuperGLUE (jsonl) files.
 
-Every reader returns a list of ``Example``; a malformed line raises ``DataError`` naming the
-file and line. GLUE tsv files contain unbalanced quotes, so they are read with quoting off;
-some start with a UTF-8 byte-order mark.
+Every reader returns a list of ``Example``; bad data raises ``DataError`` naming the file and
+line: bytes that are not UTF-8, an empty file, a line that is not a JSON object or has the wrong
+number of tab-separated columns, a missing field, a text that is not a string, a label outside the
+task's set. Only the train and validation splits are read, so every row must have a label. An
+empty string and any Unicode are data. GLUE tsv files contain unbalanced quotes, so they are split
+at tabs with no quoting; some start with a UTF-8 byte-order mark.
 """
 
-import csv
+import codecs
 import json
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -15,57 +18,101 @@ from typing import Any
 from hypermoe.data.examples import Example, Span
 
 BOOL = (False, True)
+_JSON_TYPES = {str: "a string", int: "an integer", list: "an array", dict: "an object"}
 
 
 class DataError(ValueError):
     """A data file that cannot be read as its task's format."""
 
 
+def read_utf8(path: Path) -> str:
+    """The text of ``path``; bytes that are not UTF-8 are reported at their line. A leading
+    byte-order mark marks the encoding and is not text (MRPC's files start with one)."""
+    data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text ({error.reason}: byte {data[error.start]:#04x})") from None
+
+
+def read_lines(path: Path) -> list[tuple[str, str]]:
+    """(``file:line``, line without its line end) for every row of a one-row-per-line file.
+
+    Lines end at "\\n" only: U+2028, U+0085 and the like inside a text are data, which
+    ``str.splitlines`` would cut. An empty line holds no row (a trailing newline, a gap between
+    rows) and is passed over; where a row is missing, the split's row count says so. A line of
+    spaces or tabs is not empty: it is a row, for the format to accept or reject."""
+    lines = enumerate(read_utf8(path).split("\n"), start=1)
+    rows = [(f"{path}:{number}", row) for number, line in lines if (row := line.removesuffix("\r"))]
+    if not rows:
+        raise DataError(f"{path}: the file is empty (no rows)")
+    return rows
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
+    """(``file:line``, record) for every line; each must be one JSON value (readers check it is
+    an object with their fields)."""
+    for where, line in read_lines(path):
+        yield where, parse_json(line, where)
+
+
+def parse_json(line: str, where: str) -> Any:
+    """The JSON value on one line; the error names the line (and a tsv line given for JSON lines)."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as error:
+        hint = ": tab-separated, not JSON lines?" if "\t" in line and not line.startswith("{") else ""
+        raise DataError(f"{where}: not valid JSON ({error.msg}: column {error.colno}){hint}") from None
+
+
+def iter_tsv(path: Path, columns: Sequence[str], header: bool) -> Iterator[tuple[str, dict[str, str]]]:
+    """(``file:line``, {column: value}) for every row, split at tabs and nothing else. With a
+    header, ``columns`` are those it must name (it may name more); without one, they name the
+    file's columns in order. Every row has as many columns as the header (or ``columns``)."""
+    lines = iter(read_lines(path))
+    names = list(columns)
+    if header:
+        where, line = next(lines)
+        names = line.split("\t")
+        missing = [column for column in columns if column not in names]
+        if missing:
+            raise DataError(
+                f"{where}: the header lacks column(s) {missing}; it has {len(names)} tab-separated column(s): "
+                f"{names!r:.200}"
+            )
+    rows = 0
+    for where, line in lines:
+        values = line.split("\t")
+        if len(values) != len(names):
+            raise DataError(f"{where}: {len(values)} tab-separated column(s), expected {len(names)}: {names}")
+        rows += 1
+        yield where, dict(zip(names, values, strict=True))
+    if not rows:  # only a header: read_lines refuses a file with no line at all
+        raise DataError(f"{path}: the file is empty (a header and no rows)")
+
+
+def _field(record: Any, key: str, where: str, kind: type = object) -> Any:
+    """``record[key]``, which must be of type ``kind``."""
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: expected an object with field {key!r}, found {record!r:.80}")
+    if key not in record:
+        raise DataError(f"{where}: missing field {key!r} (has {sorted(record)})")
+    value = record[key]
+    if not isinstance(value, kind):
+        raise DataError(f"{where}: field {key!r} is {value!r:.80}, not {_JSON_TYPES[kind]}")
+    return value
+
+
+def _label(record: dict, labels: Sequence[Any], where: str) -> int:
+    """The index of the record's label in ``labels``."""
+    return _label_index(_field(record, "label", where), labels, where)
+
+
 def _label_index(value: Any, labels: Sequence[Any], where: str) -> int:
     if value not in labels:
         raise DataError(f"{where}: label {value!r} is not one of {list(labels)}")
     return list(labels).index(value)
-
-
-def _optional_label(record: dict, labels: Sequence[Any], where: str) -> int | None:
-    """The label's index in ``labels``; None where the split is unlabeled (test files)."""
-    value = record.get("label")
-    return None if value is None else _label_index(value, labels, where)
-
-
-def iter_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
-    """(``file:line``, record) for every non-empty line."""
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                yield where, json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(f"{where}: not valid JSON ({error.msg})") from error
-
-
-def iter_tsv(path: Path, header: bool) -> Iterator[tuple[str, dict | list]]:
-    """(``file:line``, row) with quoting off; rows are dicts when the file has a header."""
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        rows = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        columns = next(rows) if header else None
-        for number, row in enumerate(rows, start=2 if header else 1):
-            where = f"{path}:{number}"
-            if columns is None:
-                yield where, row
-            elif len(row) != len(columns):
-                raise DataError(f"{where}: {len(row)} columns, the header has {len(columns)}")
-            else:
-                yield where, dict(zip(columns, row, strict=True))
-
-
-def _field(record: dict, key: str, where: str) -> Any:
-    try:
-        return record[key]
-    except KeyError:
-        raise DataError(f"{where}: missing field {key!r} (has {sorted(record)})") from None
 
 
 # SuperGLUE ------------------------------------------------------------------------------
@@ -77,11 +124,9 @@ def superglue_pair(text_a: str, text_b: str, labels: Sequence[Any]) -> Callable[
     def read(path: Path) -> list[Example]:
         examples = []
         for where, record in iter_jsonl(path):
-            a, b = _field(record, text_a, where), _field(record, text_b, where)
+            a, b = _field(record, text_a, where, str), _field(record, text_b, where, str)
             examples.append(
-                Example(
-                    text_a=a, text_b=b, label=_optional_label(record, labels, where), fields=((text_a, a), (text_b, b))
-                )
+                Example(text_a=a, text_b=b, label=_label(record, labels, where), fields=((text_a, a), (text_b, b)))
             )
         return examples
 
@@ -95,13 +140,13 @@ def read_copa(path: Path) -> list[Example]:
         question = _field(record, "question", where)
         if question not in ("cause", "effect"):
             raise DataError(f"{where}: question {question!r} is not 'cause' or 'effect'")
-        premise = _field(record, "premise", where)
-        choices = (_field(record, "choice1", where), _field(record, "choice2", where))
+        premise = _field(record, "premise", where, str)
+        choices = (_field(record, "choice1", where, str), _field(record, "choice2", where, str))
         examples.append(
             Example(
                 text_a=copa_prompt(premise, question),
                 choices=choices,
-                label=_optional_label(record, (0, 1), where),
+                label=_label(record, (0, 1), where),
                 fields=copa_fields(premise, question, choices),
             )
         )
@@ -112,17 +157,17 @@ def read_multirc(path: Path) -> list[Example]:
     """One example per answer option: (passage, question + answer); grouped by question."""
     examples = []
     for where, record in iter_jsonl(path):
-        passage = _field(record, "passage", where)
-        paragraph = _field(passage, "text", where)
-        for q, question in enumerate(_field(passage, "questions", where)):
-            asked = _field(question, "question", where)
-            for answer in _field(question, "answers", where):
+        passage = _field(record, "passage", where, dict)
+        paragraph = _field(passage, "text", where, str)
+        for q, question in enumerate(_field(passage, "questions", where, list)):
+            asked = _field(question, "question", where, str)
+            for answer in _field(question, "answers", where, list):
                 examples.append(
                     multirc_example(
                         paragraph,
                         asked,
-                        _field(answer, "text", where),
-                        _optional_label(answer, (0, 1), where),
+                        _field(answer, "text", where, str),
+                        _label(answer, (0, 1), where),
                         f"{record.get('idx')}-{question.get('idx', q)}",
                     )
                 )
@@ -134,20 +179,20 @@ def read_wic(path: Path) -> list[Example]:
     examples = []
     for where, record in iter_jsonl(path):
         spans = (
-            Span(0, int(_field(record, "start1", where)), int(_field(record, "end1", where))),
-            Span(1, int(_field(record, "start2", where)), int(_field(record, "end2", where))),
+            Span(0, _field(record, "start1", where, int), _field(record, "end1", where, int)),
+            Span(1, _field(record, "start2", where, int), _field(record, "end2", where, int)),
         )
-        sentences = (_field(record, "sentence1", where), _field(record, "sentence2", where))
+        sentences = (_field(record, "sentence1", where, str), _field(record, "sentence2", where, str))
         examples.append(
             Example(
                 text_a=sentences[0],
                 text_b=sentences[1],
-                label=_optional_label(record, BOOL, where),
+                label=_label(record, BOOL, where),
                 spans=spans,
                 fields=(
                     ("sentence1", sentences[0]),
                     ("sentence2", sentences[1]),
-                    ("word", _field(record, "word", where)),
+                    ("word", _field(record, "word", where, str)),
                 ),
             )
         )
@@ -176,15 +221,17 @@ def read_wsc(path: Path) -> list[Example]:
     """Coreference of a noun phrase (span 1) and a pronoun (span 2) in one text."""
     examples = []
     for where, record in iter_jsonl(path):
-        text, target = _field(record, "text", where), _field(record, "target", where)
+        text, target = _field(record, "text", where, str), _field(record, "target", where, dict)
         spans = tuple(
-            word_span(text, int(_field(target, f"span{i}_index", where)), _field(target, f"span{i}_text", where), where)
+            word_span(
+                text, _field(target, f"span{i}_index", where, int), _field(target, f"span{i}_text", where, str), where
+            )
             for i in (1, 2)
         )
         examples.append(
             Example(
                 text_a=text,
-                label=_optional_label(record, BOOL, where),
+                label=_label(record, BOOL, where),
                 spans=spans,
                 fields=(("text", text),),
             )
@@ -223,24 +270,19 @@ def glue_columns(
     labels: Sequence[str] | None,
     field_names: tuple[str, str] | None = None,
 ) -> Callable[[Path], list[Example]]:
-    """GLUE tsv with a header; ``labels`` None means a float score (STS-B).
-    Test files have no label column: their examples get label None. ``field_names``: the
-    hub's names of the two text columns (Example.fields), where the file names them otherwise."""
+    """GLUE tsv whose header names the text column(s) and the label column; ``labels`` None means
+    a float score (STS-B). ``field_names``: the hub's names of the two text columns
+    (Example.fields), where the file names them otherwise."""
 
     names = field_names or (text_a, text_b)
+    columns = tuple(column for column in (text_a, text_b, label) if column is not None)
 
     def read(path: Path) -> list[Example]:
         examples = []
-        for where, row in iter_tsv(path, header=True):
-            value = row.get(label)
-            if value is None:
-                parsed = None
-            elif labels is None:
-                parsed = _float(value, where)
-            else:
-                parsed = _label_index(value, labels, where)
-            a = _field(row, text_a, where)
-            b = None if text_b is None else _field(row, text_b, where)
+        for where, row in iter_tsv(path, columns, header=True):
+            parsed = _float(row[label], where) if labels is None else _label_index(row[label], labels, where)
+            a = row[text_a]
+            b = None if text_b is None else row[text_b]
             fields = ((names[0], a),) if b is None else ((names[0], a), (names[1], b))
             examples.append(Example(text_a=a, text_b=b, label=parsed, fields=fields))
         return examples
@@ -256,14 +298,11 @@ def _float(value: str, where: str) -> float:
 
 
 def read_cola(path: Path) -> list[Example]:
-    """CoLA train/dev: no header; columns source, label, original label, sentence."""
+    """CoLA train/dev: no header; columns source, label, original label (``*`` or empty), sentence."""
     examples = []
-    for where, row in iter_tsv(path, header=False):
-        if len(row) != 4:
-            raise DataError(f"{where}: {len(row)} columns, CoLA has 4 (source, label, original label, sentence)")
-        examples.append(
-            Example(text_a=row[3], label=_label_index(row[1], ("0", "1"), where), fields=(("sentence", row[3]),))
-        )
+    for where, row in iter_tsv(path, ("source", "label", "original_label", "sentence"), header=False):
+        sentence, label = row["sentence"], _label_index(row["label"], ("0", "1"), where)
+        examples.append(Example(text_a=sentence, label=label, fields=(("sentence", sentence),)))
     return examples
 
 
@@ -278,17 +317,16 @@ def mrpc_split(validation: bool) -> Callable[[Path], list[Example]]:
 
 
 def _read_mrpc(path: Path, dev_ids: Path, validation: bool) -> list[Example]:
-    listed = {tuple(row) for _, row in iter_tsv(dev_ids, header=False)}
+    listed = {(row["#1 ID"], row["#2 ID"]) for _, row in iter_tsv(dev_ids, ("#1 ID", "#2 ID"), header=False)}
     examples = []
-    for where, row in iter_tsv(path, header=True):
-        pair = (_field(row, "#1 ID", where), _field(row, "#2 ID", where))
-        if (pair in listed) == validation:
-            a, b = _field(row, "#1 String", where), _field(row, "#2 String", where)
+    for where, row in iter_tsv(path, ("Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"), header=True):
+        if ((row["#1 ID"], row["#2 ID"]) in listed) == validation:
+            a, b = row["#1 String"], row["#2 String"]
             examples.append(
                 Example(
                     text_a=a,
                     text_b=b,
-                    label=_label_index(_field(row, "Quality", where), ("0", "1"), where),
+                    label=_label_index(row["Quality"], ("0", "1"), where),
                     fields=(("sentence1", a), ("sentence2", b)),
                 )
             )

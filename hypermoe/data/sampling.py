@@ -5,7 +5,7 @@ from collections.abc import Iterator, Sized
 
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -24,6 +24,37 @@ class EpochShuffleSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.size
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader that a run resumed mid-epoch continues where it stopped.
+
+    Lightning stores ``state_dict()`` in every checkpoint (the batches this pass has yielded)
+    and, when it restarts inside an epoch, calls ``load_state_dict`` before iterating: the next
+    pass then skips those batches, so with the epoch's sampler order (seed, epoch) the resumed
+    run sees exactly the batches the original would have. Lightning fetches batches of a loader
+    with a length one at a time, so "yielded" is "trained on" when a checkpoint is taken.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.batches_yielded = 0  # by the pass in progress
+        self.resume_after = 0  # batches the next pass skips
+
+    def __iter__(self) -> Iterator:
+        # a generator: nothing runs (the sampler's epoch is not read) until the first batch is asked for
+        skip, self.resume_after = self.resume_after, 0
+        self.batches_yielded = 0
+        for batch in super().__iter__():
+            self.batches_yielded += 1
+            if self.batches_yielded > skip:
+                yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"batches_yielded": self.batches_yielded}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.resume_after = state["batches_yielded"]
 
 
 def seeded_subset(size: int, limit: int | None, seed: int) -> list[int] | None:

@@ -6,19 +6,17 @@ Batches carry, beside the token tensors, what generation-based evaluation scores
 acceptable answer) for the free-text tasks.
 """
 
-import logging
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from hypermoe.data.datamodule import TaskDataModule
+from hypermoe.data.encoding import log_truncated
 from hypermoe.data.generative import GenerativeTask, get_generative_task, load_pairs
 from hypermoe.data.tasks import Task, get_task
 from hypermoe.data.text2text import to_text_pair
 from hypermoe.data.text_pairs import TextPair
-
-log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100  # label positions the loss skips (padding)
 
@@ -68,12 +66,8 @@ class Seq2SeqDataModule(TaskDataModule):
         targets = self.tokenizer(
             text_target=[pair.target for pair in pairs], truncation=True, max_length=self.max_target_length
         )
-        limits = (("sources", sources, self.max_length), ("targets", targets, self.max_target_length))
-        for name, encoded, limit in limits:
-            cut = sum(len(ids) >= limit for ids in encoded["input_ids"])
-            if cut:
-                log.info("%s %s: %d of %d %s reached %d tokens and were truncated",
-                         self.task.name, split, cut, len(pairs), name, limit)  # fmt: skip
+        log_truncated(sources, f"{self.task.name} {split} sources", f"max_length={self.max_length}")
+        log_truncated(targets, f"{self.task.name} {split} targets", f"max_target_length={self.max_target_length}")
         return [
             {
                 "input_ids": source,

@@ -6,7 +6,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hypermoe.moe.checks import check_choice, check_positive
+from hypermoe.moe.checks import check_choice, check_positive, check_types
 from hypermoe.moe.experts import FFN
 from hypermoe.moe.hyper import HyperMoE, HyperNetwork
 from hypermoe.moe.layers import DenseMoE, TopKAdapterMoE, TopKMoE
@@ -22,6 +22,13 @@ _ROUTED_KEYS = {
     "jitter_eps",
     "noise_epsilon",
     "kernel",
+}
+_LAYER_CLASSES = {
+    "ffn": FFN,
+    "dense_moe": DenseMoE,
+    "topk": TopKMoE,
+    "topk_adapter": TopKAdapterMoE,
+    "hypermoe": HyperMoE,
 }
 _EXTRA_KEYS = {
     "ffn": set(),
@@ -57,6 +64,8 @@ def build_moe_stack(
         raise ValueError(f"variant={variant!r} takes no {unknown}; it takes {sorted(_EXTRA_KEYS[variant])}")
     if hypernetwork_kwargs is not None and variant != "hypermoe":
         raise ValueError(f"hypernetwork settings were given, but variant={variant!r} has no hypernetwork")
+    check_types(_LAYER_CLASSES[variant], layer_kwargs)
+    check_types(HyperNetwork, hypernetwork_kwargs or {})
     if dense_ffns is not None and len(dense_ffns) != num_layers:
         raise ValueError(f"got {len(dense_ffns)} dense_ffns for num_layers={num_layers}")
 

@@ -73,7 +73,7 @@ class DenseMoE(nn.Module):
         weights = (routing.probs * valid.unsqueeze(-1)).t().to(expert_out.dtype)  # (e, n)
         y = (expert_out.view(self.num_experts, n, x.shape[-1]) * weights.unsqueeze(-1)).sum(0)  # (n, d)
         self.aux_losses = {"z": routing.aux_losses["z"]}
-        self.routing_stats = dense_routing_stats(routing.probs, valid)
+        self.routing_stats = dense_routing_stats(routing.logits, routing.probs, valid)
         return y.view_as(x)
 
 
@@ -134,7 +134,7 @@ class TopKMoE(nn.Module):
             expert_out = self.experts.forward_mm(tokens[kept % plan.num_tokens], plan.group_ends(), row_expert)
         y = combine(expert_out, kept, routing.gates, plan.num_tokens, self.top_k)
         self.aux_losses = dict(routing.aux_losses)
-        self.routing_stats = routing_stats(routing.probs, routing.expert_index, plan.counts, valid)
+        self.routing_stats = routing_stats(routing.logits, routing.probs, routing.expert_index, plan.counts, valid)
         return y, routing
 
     def forward(self, x: Tensor, attention_mask: Tensor | None = None) -> Tensor:

@@ -16,7 +16,15 @@ def router_entropy(probs: Tensor, valid: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def dense_routing_stats(probs: Tensor, valid: Tensor) -> dict[str, Tensor]:
+def router_logit_max_abs(logits: Tensor, valid: Tensor) -> Tensor:
+    """The largest router logit magnitude over valid tokens: what grows before a router diverges
+    (NaN when a logit is NaN)."""
+    magnitudes = torch.where(valid.unsqueeze(-1), logits.abs(), 0.0)
+    return magnitudes.max() if magnitudes.numel() else magnitudes.new_zeros(())  # an empty batch: 0
+
+
+@torch.no_grad()
+def dense_routing_stats(logits: Tensor, probs: Tensor, valid: Tensor) -> dict[str, Tensor]:
     """The keys of ``routing_stats`` for a dense MoE, where every token visits every expert:
     ``load`` is each expert's mean routing weight, nothing is dropped and no expert is dead
     unless its weight vanishes everywhere."""
@@ -26,12 +34,15 @@ def dense_routing_stats(probs: Tensor, valid: Tensor) -> dict[str, Tensor]:
         "load_max_min_ratio": load.max() / load.min().clamp(min=1e-12),
         "dead_experts": (load == 0).sum().float(),
         "router_entropy": router_entropy(probs, valid),
+        "router_logit_max_abs": router_logit_max_abs(logits, valid),
         "dropped_fraction": load.new_zeros(()),
     }
 
 
 @torch.no_grad()
-def routing_stats(probs: Tensor, expert_index: Tensor, kept_counts: Tensor, valid: Tensor) -> dict[str, Tensor]:
+def routing_stats(
+    logits: Tensor, probs: Tensor, expert_index: Tensor, kept_counts: Tensor, valid: Tensor
+) -> dict[str, Tensor]:
     """Load and health of one routing decision, over valid tokens only.
 
     - ``load``: (e,) fraction of the router's assignments (before capacity) per expert;
@@ -39,6 +50,7 @@ def routing_stats(probs: Tensor, expert_index: Tensor, kept_counts: Tensor, vali
       counted as at least 1 so a dead expert gives a large finite number, not inf;
     - ``dead_experts``: experts that no valid token chose;
     - ``router_entropy``: mean entropy of the router distribution, in nats;
+    - ``router_logit_max_abs``: the largest router logit magnitude;
     - ``dropped_fraction``: share of assignments dropped by the capacity limit.
     """
     num_experts = probs.shape[-1]
@@ -51,5 +63,6 @@ def routing_stats(probs: Tensor, expert_index: Tensor, kept_counts: Tensor, vali
         "load_max_min_ratio": assigned.max() / assigned.min().clamp(min=1),
         "dead_experts": (assigned == 0).sum().float(),
         "router_entropy": router_entropy(probs, valid),
+        "router_logit_max_abs": router_logit_max_abs(logits, valid),
         "dropped_fraction": (total - kept_counts.sum()) / total.clamp(min=1),
     }

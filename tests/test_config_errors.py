@@ -1,0 +1,141 @@
+"""A bad configuration stops before any compute, with one message naming the key and what it
+allows: in-process (the exception) and from the command line (the message and the exit code)."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import QUIET, compose_config
+from hydra.errors import ConfigCompositionException
+
+from hypermoe.errors import ConfigError
+from hypermoe.train import run
+
+PROJECT = Path(__file__).resolve().parents[1]
+TINY = ["experiment=synthetic_tiny", *QUIET, "trainer.max_epochs=1"]
+
+
+def _refused(tmp_path: Path, overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        run(compose_config("train", [*TINY, *overrides], tmp_path))
+    assert not (tmp_path / "checkpoints").exists()  # nothing trained
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model=topk", "model.top_k=9"], re.escape("model (variant='topk'): top_k=9 must be <= num_experts=8")),
+        (["model=topk", "model.top_k=0"], re.escape("top_k must be an integer >= 1, got 0")),
+        (["model=hypermoe", "model.num_experts=0"], re.escape("num_experts must be an integer >= 1, got 0")),
+        (["model=topk", "model.num_experts=eight"], re.escape("num_experts='eight' must be of type int")),
+        (["model=topk", "model.top_k=1.5"], re.escape("top_k=1.5 must be of type int")),
+        (["model=topk", "model.jitter_eps=abc"], re.escape("jitter_eps='abc' must be of type float | None")),
+        (["model=hypermoe", "model.hypernetwork.bottleneck=1.5"], re.escape("bottleneck=1.5 must be of type int")),
+        (
+            ["model=topk", "model.capacity_factor_train=0"],
+            re.escape("capacity_factor_train must be a number > 0 or None (dropless), got 0"),
+        ),
+        (
+            ["model=topk", "model.capacity_factor_eval=-1.25"],
+            re.escape("capacity_factor_eval must be a number > 0 or None (dropless), got -1.25"),
+        ),
+        (
+            ["model=topk", "model.variant=switch"],
+            re.escape("variant='switch' is not one of ['dense_moe', 'ffn', 'hypermoe', 'topk', 'topk_adapter']"),
+        ),
+        (["model=topk", "model.kernel=cuda"], re.escape("kernel='cuda' is not one of ['auto', 'grouped_mm', 'loop']")),
+        (
+            ["model=topk", "+model.hypernetwork.bottleneck=16"],
+            re.escape("hypernetwork settings were given, but variant='topk' has no hypernetwork"),
+        ),
+        (["model=topk", "+model.aggregation=sum"], r"variant='topk' takes no \['aggregation'\]; it takes \[.*'top_k'"),
+        (
+            ["model=dense_moe", "+model.top_k=2"],
+            re.escape("variant='dense_moe' takes no ['top_k']; it takes ['num_experts']"),
+        ),
+        (["data.task=nope"], re.escape("data: data.task='nope' is not a synthetic task; choose one of ['majority']")),
+    ],
+)
+def test_bad_values_are_refused_naming_the_key(tmp_path, overrides, message):
+    _refused(tmp_path, overrides, message)
+
+
+def test_an_unknown_task_names_the_benchmark_tasks(tmp_path):
+    with pytest.raises(ConfigError, match=re.escape("data.task='rtx' is not a superglue task; choose one of ['boolq'")):
+        run(compose_config("train", ["backbone=bert_tiny", *QUIET, "data=superglue", "data.task=rtx"], tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.num_expert=4", "Could not override 'model.num_expert'"),  # a typo of an existing key
+        ("model=switch", "Could not find 'model/switch'"),  # an unknown variant's config
+        ("trainer.max_epoch=3", "Could not override 'trainer.max_epoch'"),
+    ],
+)
+def test_unknown_keys_and_options_are_refused_by_hydra(override, message):
+    with pytest.raises(ConfigCompositionException, match=re.escape(message)) as error:
+        compose_config("train", [*TINY, override], "/unused")
+    if override.startswith("model="):  # the choices are listed
+        assert "Available options" in str(error.value) and "hypermoe" in str(error.value)
+
+
+def test_a_missing_checkpoint_is_refused(tmp_path):
+    _refused(
+        tmp_path,
+        [f"ckpt_path={tmp_path / 'nope.ckpt'}"],
+        re.escape(f"ckpt_path='{tmp_path / 'nope.ckpt'}': no such file"),
+    )
+
+
+def test_an_unreadable_checkpoint_is_refused(tmp_path):
+    garbage = tmp_path / "last.ckpt"
+    garbage.write_bytes(b"not a checkpoint" * 100)
+    _refused(
+        tmp_path / "run", [f"ckpt_path={garbage}"], re.escape(f"ckpt_path='{garbage}' cannot be read as a checkpoint")
+    )
+
+
+def test_a_checkpoint_holding_code_is_refused_unread(tmp_path):
+    """weights_only: a pickled object (here a class instance) is never constructed."""
+    path = tmp_path / "last.ckpt"
+    torch.save({"hypermoe": {}, "payload": ConfigError("a pickled object")}, path)
+    _refused(tmp_path / "run", [f"ckpt_path={path}"], "cannot be read as a checkpoint: Weights only load failed")
+
+
+def test_a_checkpoint_of_another_model_is_refused_naming_the_differences(tmp_path):
+    run(compose_config("train", [*TINY, "model=topk", "+trainer.limit_train_batches=2"], tmp_path / "first"))
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    message = re.escape(f"ckpt_path='{last}' was trained with another model or task than this run asks for: ")
+    _refused(tmp_path / "other", ["model=topk", "model.num_experts=4", f"ckpt_path={last}"],
+             message + re.escape("model.num_experts=4 (checkpoint: 8)."))  # fmt: skip
+    _refused(
+        tmp_path / "variant",
+        ["model=hypermoe", f"ckpt_path={last}"],
+        message + ".*model.variant='hypermoe' \\(checkpoint: 'topk'\\)",
+    )
+
+
+def _train_cli(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    command = [sys.executable, str(PROJECT / "train.py"), *TINY, f"hydra.run.dir={cwd}", *overrides]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_the_command_line_prints_one_message_and_exits_2(tmp_path):
+    result = _train_cli("model=topk", "model.top_k=9", cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "invalid configuration: model (variant='topk'): top_k=9 must be <= num_experts=8" in output
+    assert "Traceback" not in output
+    assert "top_k=9 must be <= num_experts=8" in (tmp_path / "train.log").read_text()  # kept in the run's log
+
+
+def test_the_command_line_refuses_an_unknown_key_with_exit_1(tmp_path):
+    result = _train_cli("model.num_expert=4", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Key 'num_expert' is not in struct" in result.stderr
