@@ -9,6 +9,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.utilities import rank_zero_warn
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -22,9 +23,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a save that was killed
+            stale.unlink(missing_ok=True)
         descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(descriptor, "wb") as handle:
+                os.fchmod(handle.fileno(), 0o666 & ~_umask())  # mkstemp's 0600 would hide it from other users
                 torch.save(checkpoint, handle)
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -39,30 +43,50 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.close(folder)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 class LastCheckpoint(Checkpoint):
-    """``last.ckpt``, the file to resume from: written every ``every_n_train_steps`` training
+    """``last.ckpt``, the file to resume from: written every ``every_n_train_steps`` optimizer
     steps (0: never inside an epoch) and at the end of every training epoch, after its
     validation. (Lightning's ModelCheckpoint takes a step or an epoch frequency, not both; as a
-    ``Checkpoint`` this runs where ModelCheckpoint does, after the epoch is counted as done.)"""
+    ``Checkpoint`` this runs where ModelCheckpoint does, after the epoch is counted as done.)
+    A model whose weights are no longer finite is not saved: last.ckpt stays the last good one."""
 
     def __init__(self, dirpath: str, every_n_train_steps: int = 0):
-        if every_n_train_steps is None or every_n_train_steps < 0:
+        if isinstance(every_n_train_steps, bool) or not isinstance(every_n_train_steps, int) or every_n_train_steps < 0:
             raise ValueError(f"checkpoint_every_n_steps must be an integer >= 0, got {every_n_train_steps!r}")
         self.dirpath, self.every_n_train_steps = Path(dirpath), every_n_train_steps
         self.last_model_path = ""
-        self._last_global_step_saved = -1
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
-        if self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0:
-            self._save(trainer)
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        stepped = (batch_idx + 1) % trainer.accumulate_grad_batches == 0  # not in the middle of an accumulation
+        last_of_epoch = batch_idx + 1 >= trainer.num_training_batches  # on_train_epoch_end saves it, validated
+        if (
+            self.every_n_train_steps
+            and stepped
+            and not last_of_epoch
+            and trainer.global_step % self.every_n_train_steps == 0
+        ):
+            self._save(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._save(trainer)
+        self._save(trainer, pl_module)
 
-    def _save(self, trainer: pl.Trainer) -> None:
-        # once per optimizer step (gradient accumulation repeats a step), never in a dry run
-        if trainer.fast_dev_run or trainer.sanity_checking or trainer.global_step == self._last_global_step_saved:
+    def _save(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.fast_dev_run or trainer.sanity_checking:
+            return
+        bad = [name for name, parameter in pl_module.named_parameters() if not torch.isfinite(parameter).all()]
+        if bad:
+            rank_zero_warn(
+                f"not saving step {trainer.global_step}: {len(bad)} parameters are not finite ({bad[0]}, ...)"
+            )
             return
         path = self.dirpath / "last.ckpt"
-        trainer.save_checkpoint(path)
-        self.last_model_path, self._last_global_step_saved = str(path), trainer.global_step
+        trainer.save_checkpoint(path, weights_only=False)
+        self.last_model_path = str(path)

@@ -8,6 +8,7 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from hypermoe.errors import ConfigError
 from hypermoe.train import build
 from hypermoe.validation import load_checkpoint
 
@@ -27,7 +28,7 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
     data, module = build(trained)
     trained_on = checkpoint["hypermoe"]["task"]
     if trained_on["signature"] != data.task.signature():
-        raise ValueError(
+        raise ConfigError(
             f"the checkpoint's head was trained on {trained_on['name']} {trained_on['signature']}; "
             f"{data.task.qualified_name} needs {data.task.signature()}: it cannot score that task"
         )

@@ -84,7 +84,7 @@ class MoELitModule(pl.LightningModule):
             stats = ", ".join(f"{stat}={_describe(value)}" for stat, value in layer.routing_stats.items())
             lines.append(f"  {name}: {stats or 'no router'}")
         saved = [getattr(callback, "last_model_path", "") for callback in self.trainer.checkpoint_callbacks]
-        saved = [path for path in saved if path]
+        saved = [path for path in [*saved, self.trainer.ckpt_path] if path]  # this run's, else the one it resumed
         lines.append(
             f"The last good checkpoint is {saved[0]}; nothing after it was saved."
             if saved
@@ -146,7 +146,8 @@ class MoELitModule(pl.LightningModule):
         checkpoint["hypermoe"] = self.run_info
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._resumed_loader_states = checkpoint["loops"]["fit_loop"]["state_dict"].get("combined_loader", [])
+        fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
+        self._resumed_loader_states = fit_loop.get("state_dict", {}).get("combined_loader", [])
 
 
 def _describe(value: Tensor) -> str:

@@ -22,9 +22,16 @@ from hypermoe.data.datamodule import TaskDataModule
 from hypermoe.data.lm import LMDataModule
 from hypermoe.data.metrics import metric_mode
 from hypermoe.data.seq2seq import Seq2SeqDataModule
+from hypermoe.errors import ConfigError
 from hypermoe.lit_module import CausalLMLitModule, ClassifierLitModule, MoELitModule, Seq2SeqLitModule
 from hypermoe.params import parameter_counts
-from hypermoe.validation import check_checkpoint_matches, check_model, instantiate_data, load_checkpoint
+from hypermoe.validation import (
+    check_checkpoint_matches,
+    check_model,
+    check_run_settings,
+    instantiate_data,
+    load_checkpoint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +51,10 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, MoELitModule]:
     backbone = to_container(cfg.backbone)
     kind = backbone.get("kind", "encoder")
     if kind not in _FAMILIES:
-        raise ValueError(f"backbone.kind={kind!r} is not one of {sorted(_FAMILIES)}")
+        raise ConfigError(f"backbone.kind={kind!r} is not one of {sorted(_FAMILIES)}")
     data_class, module_class = _FAMILIES[kind]
     if type(data) is not data_class:  # exact: the text-to-text DataModule derives from the classification one
-        raise ValueError(
+        raise ConfigError(
             f"backbone.kind={kind!r} trains on {data_class.__name__} data, but the data config builds "
             f"{type(data).__name__}: pick a data config made for this backbone"
         )
@@ -114,6 +121,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     output_dir.mkdir(parents=True, exist_ok=True)
     # .hydra/config.yaml keeps the interpolations; this is what they resolved to
     OmegaConf.save(cfg, output_dir / "resolved_config.yaml", resolve=True)
+    check_run_settings(cfg)
     check_model(cfg.model)
     resumed = {}
     if cfg.get("ckpt_path"):

@@ -15,6 +15,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from hypermoe.backbones.patching import choose_layers
 from hypermoe.config import to_container
 from hypermoe.errors import ConfigError
 from hypermoe.moe.build import stack_from_config
@@ -31,6 +32,24 @@ def check_model(model: DictConfig) -> None:
             stack_from_config(settings, num_layers=2, d_model=8, d_ff=16, activation="gelu", bias=True)
     except (ValueError, TypeError) as error:
         raise ConfigError(f"model (variant={settings.get('variant')!r}): {error}") from None
+
+
+def check_run_settings(cfg: DictConfig) -> None:
+    """The run-level keys train.py reads besides the model's, each against what it allows."""
+    for key, lowest in (("checkpoint_every_n_steps", 0), ("routing_log_every", 1)):
+        value = cfg.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+            raise ConfigError(f"{key}={value!r} must be an integer >= {lowest}")
+    coefficients = cfg.model.get("aux_loss_coefficients")
+    if not isinstance(coefficients, DictConfig):
+        raise ConfigError(f"model.aux_loss_coefficients={coefficients!r} must map aux loss names to numbers")
+    for name, value in coefficients.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"model.aux_loss_coefficients.{name}={value!r} must be a number")
+    try:
+        choose_layers(cfg.model.moe_layers, num_layers=None)  # the form; the block range once the backbone is built
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def instantiate_data(data: DictConfig) -> Any:

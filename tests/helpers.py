@@ -1,5 +1,9 @@
-"""Compose the project's Hydra configs in tests, the way train.py would."""
+"""Compose the project's Hydra configs in tests, the way train.py would, or run train.py itself."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import ClassVar
 
 import lightning.pytorch as pl
@@ -7,6 +11,8 @@ import torch
 
 from hypermoe.config import CONF_DIR as CONF  # noqa: F401  (re-exported for the tests)
 from hypermoe.config import compose_config  # noqa: F401  (re-exported for the tests)
+
+PROJECT = Path(__file__).resolve().parents[1]
 
 # a quiet run of the tiny random backbone
 QUIET = ["logger=none", "~callbacks.rich_progress_bar", "+trainer.enable_progress_bar=false"]
@@ -39,10 +45,20 @@ class PoisonRouterAt(pl.Callback):
 
 
 class SavedSteps(pl.Callback):
-    """Records the global step of every checkpoint the trainer writes (class-level: the run
-    builds its own instance from the config)."""
+    """Records, for every checkpoint the trainer writes, its global step and whether it holds a
+    validation result (class-level: the run builds its own instance from the config)."""
 
-    steps: ClassVar[list[int]] = []
+    saved: ClassVar[list[tuple[int, bool]]] = []
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
-        SavedSteps.steps.append(checkpoint["global_step"])
+        validated = bool(torch.isfinite(checkpoint["state_dict"]["val_best.accuracy.max_value"]))
+        SavedSteps.saved.append((checkpoint["global_step"], validated))
+
+
+def train_cli(output_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """``python train.py <overrides>`` writing into ``output_dir``, offline; the tests folder is
+    importable, so ``+callbacks.x._target_=helpers.<Callback>`` works there too."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "disabled",
+           "PYTHONPATH": str(PROJECT / "tests")}  # fmt: skip
+    command = [sys.executable, str(PROJECT / "train.py"), f"hydra.run.dir={output_dir}", *overrides]
+    return subprocess.run(command, cwd=output_dir, env=env, capture_output=True, text=True, timeout=600)

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 import pytest
+from helpers import TINY, train_cli
 from transformers import AutoTokenizer
 
 from hypermoe.backbones.sources import resolve_pretrained
@@ -362,3 +363,12 @@ def test_only_rows_longer_than_max_length_are_counted_as_truncated(tokenizer, ca
         features = encode_all([Example("a b c d e f"), Example("a b c")], tokenizer, 8)
     assert [len(feature["rows"][0]["input_ids"]) for feature in features] == [8, 5]
     assert caplog.messages == []  # a row that fits exactly was not truncated
+
+
+def test_bad_data_ends_the_command_with_file_line_and_exit_3(tmp_path):
+    path = _write(tmp_path / "data", "superglue/CB/train.jsonl", "")
+    result = train_cli(tmp_path, *TINY, "data=superglue", "data.task=cb", f"paths.data_dir={tmp_path / 'data'}")
+    output = result.stdout + result.stderr
+    assert result.returncode == 3, output[-3000:]
+    assert f"bad data: {path}: the file is empty (no rows)" in output
+    assert "Traceback" not in output

@@ -1,21 +1,17 @@
 """A bad configuration stops before any compute, with one message naming the key and what it
 allows: in-process (the exception) and from the command line (the message and the exit code)."""
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import QUIET, compose_config
+from helpers import QUIET, compose_config, train_cli
 from hydra.errors import ConfigCompositionException
 
 from hypermoe.errors import ConfigError
 from hypermoe.train import run
 
-PROJECT = Path(__file__).resolve().parents[1]
 TINY = ["experiment=synthetic_tiny", *QUIET, "trainer.max_epochs=1"]
 
 
@@ -57,6 +53,15 @@ def _refused(tmp_path: Path, overrides: list[str], message: str) -> None:
             ["model=dense_moe", "+model.top_k=2"],
             re.escape("variant='dense_moe' takes no ['top_k']; it takes ['num_experts']"),
         ),
+        (["model=hypermoe", "model.share_hypernetwork=maybe"], re.escape("share_hypernetwork='maybe' must be true")),
+        (["model.moe_layers=every_0"], re.escape("model.moe_layers='every_0' is not 'all', 'every_<n>' (n >= 1)")),
+        (["model.moe_layers=[0,x]"], re.escape("model.moe_layers=[0, 'x'] must be 'all', 'every_<n>' or a list")),
+        (
+            ["model.aux_loss_coefficients.balance=lots"],
+            re.escape("aux_loss_coefficients.balance='lots' must be a number"),
+        ),
+        (["checkpoint_every_n_steps=-1"], re.escape("checkpoint_every_n_steps=-1 must be an integer >= 0")),
+        (["routing_log_every=0.5"], re.escape("routing_log_every=0.5 must be an integer >= 1")),
         (["data.task=nope"], re.escape("data: data.task='nope' is not a synthetic task; choose one of ['majority']")),
     ],
 )
@@ -120,14 +125,8 @@ def test_a_checkpoint_of_another_model_is_refused_naming_the_differences(tmp_pat
     )
 
 
-def _train_cli(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "disabled"}
-    command = [sys.executable, str(PROJECT / "train.py"), *TINY, f"hydra.run.dir={cwd}", *overrides]
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-
-
 def test_the_command_line_prints_one_message_and_exits_2(tmp_path):
-    result = _train_cli("model=topk", "model.top_k=9", cwd=tmp_path)
+    result = train_cli(tmp_path, *TINY, "model=topk", "model.top_k=9")
     output = result.stdout + result.stderr
     assert result.returncode == 2, output
     assert "invalid configuration: model (variant='topk'): top_k=9 must be <= num_experts=8" in output
@@ -136,6 +135,6 @@ def test_the_command_line_prints_one_message_and_exits_2(tmp_path):
 
 
 def test_the_command_line_refuses_an_unknown_key_with_exit_1(tmp_path):
-    result = _train_cli("model.num_expert=4", cwd=tmp_path)
+    result = train_cli(tmp_path, *TINY, "model.num_expert=4")
     assert result.returncode == 1
     assert "Key 'num_expert' is not in struct" in result.stderr

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import QUIET, SavedSteps, compose_config
+from helpers import QUIET, SavedSteps, compose_config, train_cli
 
 from hypermoe.checkpointing import AtomicCheckpointIO
 from hypermoe.errors import NonFiniteLossError
@@ -66,13 +66,24 @@ def test_sigkill_while_saving_never_leaves_a_corrupt_checkpoint(tmp_path):
         assert torch.all(saved["weights"] == saved["step"])
 
 
-def test_last_checkpoint_every_n_steps_and_at_epoch_ends(tmp_path):
-    SavedSteps.steps.clear()
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        # every 4 steps of a 12-step epoch; the epoch's last step is saved once, after its validation
+        (["trainer.max_epochs=2", "+trainer.limit_train_batches=12", "checkpoint_every_n_steps=4"],
+         [(4, False), (8, False), (12, True), (16, True), (20, True), (24, True)]),
+        # gradient accumulation: saved after an optimizer step, never half-way through an accumulation
+        (["trainer.max_epochs=1", "+trainer.limit_train_batches=10", "+trainer.accumulate_grad_batches=2",
+          "checkpoint_every_n_steps=2"], [(2, False), (4, False), (5, True)]),
+    ],
+    ids=["steps-and-epochs", "accumulation"],
+)  # fmt: skip
+def test_last_checkpoint_every_n_steps_and_after_each_epoch(tmp_path, settings, expected):
+    SavedSteps.saved.clear()
     record = ["+callbacks.saved._target_=helpers.SavedSteps", "~callbacks.model_checkpoint"]  # last.ckpt only
-    overrides = [*TINY, "trainer.max_epochs=2", "+trainer.limit_train_batches=12", "checkpoint_every_n_steps=5"]
-    run(compose_config("train", [*overrides, *record], tmp_path))
-    assert SavedSteps.steps == [5, 10, 12, 15, 20, 24]
-    assert _checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 24
+    run(compose_config("train", [*TINY, *settings, *record], tmp_path))
+    assert SavedSteps.saved == expected
+    assert _checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == expected[-1][0]
     assert [path.name for path in (tmp_path / "checkpoints").iterdir()] == ["last.ckpt"]
 
 
@@ -91,6 +102,14 @@ def test_a_nan_loss_stops_the_run_naming_the_step_and_the_routing(tmp_path):
     assert kept["global_step"] == 3  # saved after step 3's update, before the poisoned forward
     weights = {name: value for name, value in kept["state_dict"].items() if name.startswith("net.")}
     assert weights and all(torch.isfinite(value).all() for value in weights.values())
+
+
+def test_a_nan_loss_ends_the_command_with_its_message_and_exit_4(tmp_path):
+    poison = ["+callbacks.poison._target_=helpers.PoisonRouterAt", "+callbacks.poison.step=2"]
+    result = train_cli(tmp_path, *TINY, "trainer.max_epochs=1", "checkpoint_every_n_steps=1", *poison)
+    assert result.returncode == 4, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "training diverged: train/loss is nan at step 2 (epoch 0)" in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
 
 
 def _train(output: Path, *overrides: str, env: dict) -> subprocess.Popen:
@@ -121,7 +140,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_weights_metrics_and_wandb_ru
         assert job.wait(timeout=600) == 0, job.stderr.read()[-3000:]
     metrics, expected = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("resumed", "straight"))
     assert metrics["steps"] == expected["steps"] == 2 * STEPS_PER_EPOCH
-    assert metrics["final"] == expected["final"]
+    assert metrics["final"] == expected["final"] and metrics["best"] == expected["best"]
     a, b = _checkpoint(tmp_path / "straight/checkpoints/last.ckpt"), _checkpoint(last)
     for name, value in a["state_dict"].items():
         torch.testing.assert_close(b["state_dict"][name], value, rtol=0, atol=0, msg=name)

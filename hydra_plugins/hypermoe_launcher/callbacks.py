@@ -62,9 +62,6 @@ class FailedJobsExit(Callback):
     ``max_failure_rate``); Hydra's basic sweeper already raises the first failure when all jobs ran,
     before this runs. A callback's exception would only be warned about: ``sys.exit`` is what ends the process."""
 
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        (Path(str(config.hydra.sweep.dir)) / FAILURES_FILE).unlink(missing_ok=True)  # an earlier sweep's
-
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         path = Path(str(config.hydra.sweep.dir)).absolute() / FAILURES_FILE
         if path.is_file():

@@ -86,10 +86,10 @@ class InProcessLauncher(BasicLauncher):
                 job_dir_key="hydra.sweep.dir",
                 job_subdir_key="hydra.sweep.subdir",
             )
-        except SystemExit as exit:  # the job's sys.exit() ends the job, not the sweep
+        except SystemExit as exited:  # the job's sys.exit() ends the job, not the sweep
             ret = JobReturn(overrides=overrides, status=JobStatus.COMPLETED)
-            if exit.code not in (None, 0):
-                ret.status, ret.return_value = JobStatus.FAILED, JobExitError(f"exit code {exit.code}")
+            if exited.code not in (None, 0):
+                ret.status, ret.return_value = JobStatus.FAILED, JobExitError(f"exit code {exited.code}")
         except Exception as error:  # the job's config does not compose (run_job catches the task's exceptions)
             ret = JobReturn(overrides=overrides, status=JobStatus.FAILED, _return_value=error)
         if ret.status != JobStatus.FAILED:

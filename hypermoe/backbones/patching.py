@@ -2,6 +2,7 @@
 blocks to patch, and transformers' activation names in the layer library's terms."""
 
 import inspect
+import re
 from collections.abc import Sequence
 
 from torch import Tensor, nn
@@ -56,16 +57,20 @@ class MaskedMoE(nn.Module):
         return self.layer(hidden, mask)  # any other mismatch is an error there
 
 
-def choose_layers(spec: str | Sequence[int], num_layers: int) -> list[int]:
+def choose_layers(spec: str | Sequence[int], num_layers: int | None) -> list[int]:
     """``all``, ``every_2`` (1, 3, 5, ...: every second block, as Switch places its MoE
-    layers) or an explicit list of block indices."""
+    layers) or an explicit list of block indices. ``num_layers=None`` checks the form only."""
+    every = re.fullmatch(r"every_([1-9][0-9]*)", spec) if isinstance(spec, str) else None
+    if isinstance(spec, str) and spec != "all" and every is None:
+        raise ValueError(f"model.moe_layers={spec!r} is not 'all', 'every_<n>' (n >= 1) or a list of block indices")
+    if not isinstance(spec, str) and not all(isinstance(i, int) and not isinstance(i, bool) for i in spec):
+        raise ValueError(f"model.moe_layers={list(spec)} must be 'all', 'every_<n>' or a list of integer block indices")
+    if num_layers is None:
+        return []
     if spec == "all":
         return list(range(num_layers))
-    if isinstance(spec, str) and spec.startswith("every_"):
-        step = int(spec.removeprefix("every_"))
-        return list(range(step - 1, num_layers, step))
-    if isinstance(spec, str):
-        raise ValueError(f"model.moe_layers={spec!r} is not 'all', 'every_<n>' or a list of block indices")
+    if every is not None:
+        return list(range(int(every.group(1)) - 1, num_layers, int(every.group(1))))
     layers = sorted(set(spec))
     if not layers or layers[0] < 0 or layers[-1] >= num_layers:
         raise ValueError(f"model.moe_layers={list(spec)} must be block indices in [0, {num_layers})")

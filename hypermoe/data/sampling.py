@@ -29,11 +29,12 @@ class EpochShuffleSampler(Sampler[int]):
 class ResumableDataLoader(DataLoader):
     """A DataLoader that a run resumed mid-epoch continues where it stopped.
 
-    Lightning stores ``state_dict()`` in every checkpoint (the batches this pass has yielded)
-    and, when it restarts inside an epoch, calls ``load_state_dict`` before iterating: the next
-    pass then skips those batches, so with the epoch's sampler order (seed, epoch) the resumed
-    run sees exactly the batches the original would have. Lightning fetches batches of a loader
-    with a length one at a time, so "yielded" is "trained on" when a checkpoint is taken.
+    Lightning stores ``state_dict()`` (the batches this pass has yielded) in every checkpoint;
+    ``load_state_dict`` before iterating makes the next pass skip them, so with the epoch's
+    sampler order (seed, epoch) the resumed run sees exactly the batches the original would
+    have (``MoELitModule.on_train_start`` calls it). Lightning fetches batches of a loader with
+    a length one at a time, so "yielded" is "trained on" when a checkpoint is taken. Skipped
+    batches are still loaded and collated, then dropped.
     """
 
     def __init__(self, *args, **kwargs):

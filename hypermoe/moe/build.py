@@ -136,6 +136,8 @@ def stack_from_config(
     settings.pop("moe_layers", None)
     hypernetwork_kwargs = settings.pop("hypernetwork", None)
     share = settings.pop("share_hypernetwork", True)
+    if not isinstance(share, bool):
+        raise ValueError(f"share_hypernetwork={share!r} must be true or false")
     matched_to = settings.pop("matched_to", None)  # the HyperMoE a "matched" adapter is sized after
     if settings.get("adapter_bottleneck") == "matched":
         if matched_to is None:
