@@ -46,8 +46,9 @@ def check_run_settings(cfg: DictConfig) -> None:
     for name, value in coefficients.items():
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"model.aux_loss_coefficients.{name}={value!r} must be a number")
-    try:
-        choose_layers(cfg.model.moe_layers, num_layers=None)  # the form; the block range once the backbone is built
+    try:  # the form; the block range once the backbone is built. Switch's "sparse" (its own MoE blocks) is its own
+        if cfg.model.moe_layers != "sparse":
+            choose_layers(cfg.model.moe_layers, num_layers=None)
     except ValueError as error:
         raise ConfigError(str(error)) from None
 
