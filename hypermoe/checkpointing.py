@@ -11,6 +11,8 @@ from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.utilities import rank_zero_warn
 
+from hypermoe.moe.checks import check_integer
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes a checkpoint to a temporary file beside its target, flushes it to disk, and renames
@@ -57,8 +59,7 @@ class LastCheckpoint(Checkpoint):
     A model whose weights are no longer finite is not saved: last.ckpt stays the last good one."""
 
     def __init__(self, dirpath: str, every_n_train_steps: int = 0):
-        if isinstance(every_n_train_steps, bool) or not isinstance(every_n_train_steps, int) or every_n_train_steps < 0:
-            raise ValueError(f"checkpoint_every_n_steps must be an integer >= 0, got {every_n_train_steps!r}")
+        check_integer("checkpoint_every_n_steps", every_n_train_steps, lowest=0)
         self.dirpath, self.every_n_train_steps = Path(dirpath), every_n_train_steps
         self.last_model_path = ""
 

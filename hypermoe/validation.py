@@ -19,6 +19,7 @@ from hypermoe.backbones.patching import choose_layers
 from hypermoe.config import to_container
 from hypermoe.errors import ConfigError
 from hypermoe.moe.build import stack_from_config
+from hypermoe.moe.checks import check_integer
 
 # Keys that do not shape the network: a run may resume with other values.
 _NOT_STRUCTURAL = {"backbone.recipe", "backbone.tokenizer_fallback"}
@@ -36,10 +37,11 @@ def check_model(model: DictConfig) -> None:
 
 def check_run_settings(cfg: DictConfig) -> None:
     """The run-level keys train.py reads besides the model's, each against what it allows."""
-    for key, lowest in (("checkpoint_every_n_steps", 0), ("routing_log_every", 1)):
-        value = cfg.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
-            raise ConfigError(f"{key}={value!r} must be an integer >= {lowest}")
+    try:
+        check_integer("checkpoint_every_n_steps", cfg.get("checkpoint_every_n_steps"), lowest=0)
+        check_integer("routing_log_every", cfg.get("routing_log_every"), lowest=1)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     coefficients = cfg.model.get("aux_loss_coefficients")
     if not isinstance(coefficients, DictConfig):
         raise ConfigError(f"model.aux_loss_coefficients={coefficients!r} must map aux loss names to numbers")

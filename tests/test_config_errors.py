@@ -60,8 +60,8 @@ def _refused(tmp_path: Path, overrides: list[str], message: str) -> None:
             ["model.aux_loss_coefficients.balance=lots"],
             re.escape("aux_loss_coefficients.balance='lots' must be a number"),
         ),
-        (["checkpoint_every_n_steps=-1"], re.escape("checkpoint_every_n_steps=-1 must be an integer >= 0")),
-        (["routing_log_every=0.5"], re.escape("routing_log_every=0.5 must be an integer >= 1")),
+        (["checkpoint_every_n_steps=-1"], re.escape("checkpoint_every_n_steps must be an integer >= 0, got -1")),
+        (["routing_log_every=0.5"], re.escape("routing_log_every must be an integer >= 1, got 0.5")),
         (["data.task=nope"], re.escape("data: data.task='nope' is not a synthetic task; choose one of ['majority']")),
     ],
 )

@@ -7,9 +7,13 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 
+def check_integer(name: str, value: int, lowest: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
+        raise ValueError(f"{name} must be an integer >= {lowest}, got {value!r}")
+
+
 def check_positive(name: str, value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    check_integer(name, value, lowest=1)
 
 
 def check_choice(name: str, value: str, allowed: Collection[str]) -> None:
