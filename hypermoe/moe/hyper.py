@@ -12,10 +12,16 @@ numbers as ``generation="per_token"``, the reference that generates one per toke
 With the ``grouped_mm`` kernel (CUDA) it generates one for every possible set instead, at
 most MAX_ENUMERATED_SETS of them: the shapes then never depend on the batch, so nothing is
 read back to the host.
+
+Every-set HyperExperts do not depend on the batch at all, so a stack can generate them for all
+its layers before it runs (``generate_every_set``): one hypernetwork call per forward pass,
+where one call per layer would read the hypernetwork's large heads, and write their gradients,
+once per layer.
 """
 
 import itertools
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -45,6 +51,11 @@ class GeneratedAdapter:
     b_down: Tensor  # (g, r)
     w_up: Tensor  # (g, d, r)
     b_up: Tensor  # (g, d)
+
+    def split(self, sizes: list[int]) -> list["GeneratedAdapter"]:
+        """The first sizes[0] adapters, the next sizes[1], and so on."""
+        parts = (t.split(sizes) for t in (self.w_down, self.b_down, self.w_up, self.b_up))
+        return [GeneratedAdapter(*tensors) for tensors in zip(*parts, strict=True)]
 
     def apply_each(self, x: Tensor) -> Tensor:
         """Adapter i on token i: x (g, d) -> (g, d)."""
@@ -126,8 +137,19 @@ class HyperNetwork(nn.Module):
 
     def forward(self, selection: Tensor, layer_index: int) -> GeneratedAdapter:
         """selection (g, d_s) -> g generated bottleneck adapters for layer ``layer_index``."""
+        return self.generate(selection, self.layer_embedding.weight[layer_index].expand(selection.shape[0], -1))
+
+    def forward_layers(self, selections: list[Tensor], layer_indices: list[int]) -> list[GeneratedAdapter]:
+        """The adapters of several layers in one call: selections[i] (g_i, d_s) for layer
+        layer_indices[i] -> one GeneratedAdapter of g_i adapters per layer."""
+        sizes = [selection.shape[0] for selection in selections]
+        embeddings = self.layer_embedding.weight
+        layer = torch.cat([embeddings[i].expand(n, -1) for i, n in zip(layer_indices, sizes, strict=True)])
+        return self.generate(torch.cat(selections), layer).split(sizes)
+
+    def generate(self, selection: Tensor, layer: Tensor) -> GeneratedAdapter:
+        """selection (g, d_s) and layer embeddings (g, d_l) -> g generated adapters."""
         g = selection.shape[0]
-        layer = self.layer_embedding.weight[layer_index].expand(g, -1)  # (g, d_l)
         u = torch.relu(self.hidden(torch.cat([selection, layer], dim=-1)))  # (g, h)
         return GeneratedAdapter(
             w_down=self.w_down_head(u).view(g, self.bottleneck, self.d_model),
@@ -225,14 +247,31 @@ class HyperMoE(TopKMoE):
             weights = weights / (self.num_experts - self.top_k) if self.num_experts > self.top_k else weights
         return weights
 
-    def hyper_expert(self, tokens: Tensor, valid: Tensor, routing: Routing) -> tuple[Tensor, int]:
-        """HyperExpert output (n, d), zero on padding, and the number of HyperExperts generated."""
+    @property
+    def generates_every_set(self) -> bool:
+        """Whether this layer's HyperExperts can be generated for every possible selected set
+        ahead of the batch (``every_set_selection``, ``generate_every_set``)."""
+        return self.generation == "per_set" and len(self.set_experts) > 0
+
+    def every_set_selection(self) -> Tensor:
+        """The selection embedding of every possible selected set, in ``set_experts`` order: (C, d_s)."""
+        weights = self._mask_to_weights(self.aggregation_mask(self.set_experts))  # (C, e)
+        return self.selection(weights.to(self.selection.expert_embedding.dtype))
+
+    def hyper_expert(
+        self, tokens: Tensor, valid: Tensor, routing: Routing, every_set: GeneratedAdapter | None = None
+    ) -> tuple[Tensor, int]:
+        """HyperExpert output (n, d), zero on padding, and the number of HyperExperts generated.
+        ``every_set``: this layer's HyperExperts for every possible set, generated beforehand."""
         mask = self.aggregation_mask(routing.expert_index)  # (n, e)
         if self.generation == "per_token":
             return self._generate_per_token(tokens, valid, mask, routing.probs)
-        if resolve_kernel(self.kernel, tokens) == "grouped_mm" and len(self.set_experts):
-            return self._generate_every_set(tokens, valid, routing.expert_index)
-        return self._generate_per_set(tokens, valid, mask)
+        grouped_mm = resolve_kernel(self.kernel, tokens) == "grouped_mm"
+        if every_set is None and grouped_mm and self.generates_every_set:
+            every_set = self.hypernetwork(self.every_set_selection(), self.layer_index)
+        if every_set is None:
+            return self._generate_per_set(tokens, valid, mask)
+        return self._apply_every_set(tokens, valid, routing.expert_index, every_set, grouped_mm)
 
     def _set_codes(self, expert_index: Tensor) -> Tensor:
         """(m, k) selections -> (m,) bitmask code of each selected set."""
@@ -266,29 +305,58 @@ class HyperMoE(TopKMoE):
         set_masks = (set_codes.unsqueeze(-1) & powers) > 0  # (g, e)
         adapters = self._generate(self._mask_to_weights(set_masks).to(tokens.dtype))
         real = order[num_padding:]  # (n - padding,) token ids grouped by set
-        out_sorted = adapters.apply_grouped(tokens[real], counts)
+        out_sorted = adapters.apply_grouped(tokens.index_select(0, real), counts)
         out = out_sorted.new_zeros(tokens.shape[0], out_sorted.shape[-1])  # autocast dtype, like the experts'
         return out.index_copy(0, real, out_sorted), len(counts)
 
-    def _generate_every_set(self, tokens: Tensor, valid: Tensor, expert_index: Tensor) -> tuple[Tensor, int]:
-        """One HyperExpert per possible selected set, each applied to its set's tokens, with
-        batch-independent shapes (the grouped_mm kernel)."""
+    def _apply_every_set(
+        self, tokens: Tensor, valid: Tensor, expert_index: Tensor, adapters: GeneratedAdapter, grouped_mm: bool
+    ) -> tuple[Tensor, int]:
+        """Each token through the HyperExpert of its selected set, out of one per possible set.
+        With ``grouped_mm`` the shapes never depend on the batch (no host sync); the loop
+        kernel reads the set sizes back and skips the empty sets."""
         num_sets = self.set_experts.shape[0]
+        if adapters.w_down.shape[0] != num_sets:
+            raise ValueError(f"got {adapters.w_down.shape[0]} HyperExperts for this layer's {num_sets} possible sets")
         set_of_token = torch.searchsorted(self.set_codes, self._set_codes(expert_index))  # (n,)
-        set_of_token = torch.where(valid, set_of_token, num_sets)  # padding after the last group: no HyperExpert
+        set_of_token = torch.where(valid, set_of_token, num_sets)  # padding after the last set: no HyperExpert
         order = torch.argsort(set_of_token, stable=True)
-        group_ends = one_hot(set_of_token, num_sets).sum(0).cumsum(0).to(torch.int32)  # (C,)
-        weights = self._mask_to_weights(self.aggregation_mask(self.set_experts))  # (C, e)
-        adapters = self._generate(weights.to(tokens.dtype))
-        row_set = set_of_token[order].clamp(max=num_sets - 1)
-        out_sorted = adapters.apply_grouped_mm(tokens[order], group_ends, row_set)
-        return out_sorted.new_empty(out_sorted.shape).index_copy(0, order, out_sorted), num_sets
+        if grouped_mm:
+            group_ends = one_hot(set_of_token, num_sets).sum(0).cumsum(0).to(torch.int32)  # (C,)
+            row_set = set_of_token[order].clamp(max=num_sets - 1)
+            out_sorted = adapters.apply_grouped_mm(tokens.index_select(0, order), group_ends, row_set)
+            return out_sorted.new_empty(out_sorted.shape).index_copy(0, order, out_sorted), num_sets
+        counts = torch.bincount(set_of_token, minlength=num_sets + 1)[:num_sets].tolist()
+        real = order[: sum(counts)]  # token ids grouped by set, padding left out
+        out_sorted = adapters.apply_grouped(tokens.index_select(0, real), counts)
+        out = out_sorted.new_zeros(tokens.shape[0], out_sorted.shape[-1])
+        return out.index_copy(0, real, out_sorted), num_sets
 
-    def forward(self, x: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, attention_mask: Tensor | None = None, hyper_experts: GeneratedAdapter | None = None
+    ) -> Tensor:
+        """``hyper_experts``: this layer's share of ``generate_every_set`` for the whole stack;
+        None generates them here."""
         tokens, valid = flatten_tokens(x, attention_mask)
         moe_out, routing = self.moe(tokens, valid)
-        hyper_out, num_generated = self.hyper_expert(tokens, valid, routing)
+        hyper_out, num_generated = self.hyper_expert(tokens, valid, routing, hyper_experts)
         with torch.no_grad():
             self.routing_stats["hyper_norm_ratio"] = hyper_out.norm() / moe_out.norm().clamp_min(1e-12)
             self.routing_stats["hyper_generated"] = torch.tensor(float(num_generated))
         return (moe_out + hyper_out).view_as(x)
+
+
+def generate_every_set(layers: Iterable[nn.Module]) -> dict[nn.Module, GeneratedAdapter]:
+    """The every-set HyperExperts of each HyperMoE layer among ``layers`` that can take them
+    (``generates_every_set``), with one call per distinct hypernetwork: a shared hypernetwork
+    reads its heads once for the whole stack instead of once per layer."""
+    by_network: dict[HyperNetwork, list[HyperMoE]] = {}
+    for layer in layers:
+        if isinstance(layer, HyperMoE) and layer.generates_every_set:
+            by_network.setdefault(layer.hypernetwork, []).append(layer)
+    generated: dict[nn.Module, GeneratedAdapter] = {}
+    for network, group in by_network.items():
+        selections = [layer.every_set_selection() for layer in group]
+        adapters = network.forward_layers(selections, [layer.layer_index for layer in group])
+        generated.update(zip(group, adapters, strict=True))
+    return generated
