@@ -27,6 +27,17 @@ def shape() -> dict:
     return {"d_model": D_MODEL, "d_ff": D_FF, "activation": "gelu", "bias": True}
 
 
+def loud_hypernetwork(hypernetwork: torch.nn.Module, std: float) -> list[int]:
+    """Redraws the hypernetwork's heads so its HyperExperts show in the output (hyperfanin
+    starts them near zero); the returned list grows by one per hypernetwork call."""
+    with torch.no_grad():
+        for head in hypernetwork.heads():
+            torch.nn.init.normal_(head.weight, std=std)
+    calls: list[int] = []
+    hypernetwork.hidden.register_forward_hook(lambda *_: calls.append(1))
+    return calls
+
+
 def grads(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.grad.clone() for name, p in module.named_parameters() if p.grad is not None}
 

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import loud_hypernetwork
 from transformers import BertModel
 
 from hypermoe.backbones.bert import load_bert, patch_ffns
@@ -81,12 +82,7 @@ def test_hyper_experts_are_generated_once_per_forward_pass(minilm, monkeypatch):
     encoder = BertModel.from_pretrained(resolve_pretrained(MINILM), add_pooling_layer=False).eval()
     model = {"variant": "hypermoe", "moe_layers": "all", "num_experts": 4, "top_k": 2}
     stack, _ = patch_ffns(encoder, model, RoutingContext.attach(encoder))
-    hypernetwork = stack[0].hypernetwork
-    with torch.no_grad():  # HyperExperts large enough to show in the output
-        for head in hypernetwork.heads():
-            torch.nn.init.normal_(head.weight, std=0.02)
-    calls = []
-    hypernetwork.hidden.register_forward_hook(lambda *_: calls.append(1))
+    calls = loud_hypernetwork(stack[0].hypernetwork, std=0.02)
     once, mask = _encode(encoder, tokenizer)
     assert len(calls) == 1
     monkeypatch.setattr("hypermoe.backbones.patching.generate_every_set", lambda layers: {})

@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from conftest import D_MODEL, grads
+from conftest import D_MODEL, grads, loud_hypernetwork
 
 from hypermoe.moe import HyperMoE, HyperNetwork, build_moe_stack, param_matched_bottleneck
 from hypermoe.moe.build import count_parameters, hyper_parameters_per_layer
@@ -81,12 +81,7 @@ def test_generating_for_the_whole_stack_at_once_changes_nothing(shape, top_k):
     the same outputs and the same gradients, from one hypernetwork call instead of three."""
     kwargs = {"num_experts": 4, "top_k": top_k, "expert_embedding_dim": 6}
     stack = build_moe_stack("hypermoe", 3, **shape, layer_kwargs=kwargs, hypernetwork_kwargs=HYPER)
-    hypernetwork = stack[0].hypernetwork
-    with torch.no_grad():  # HyperExperts large enough to show in the output
-        for head in hypernetwork.heads():
-            torch.nn.init.normal_(head.weight, std=0.1)
-    calls = []
-    hypernetwork.hidden.register_forward_hook(lambda *_: calls.append(1))
+    calls = loud_hypernetwork(stack[0].hypernetwork, std=0.1)
     x = torch.randn(2, 16, D_MODEL)
     mask = torch.ones(2, 16, dtype=torch.bool)
     mask[1, 10:] = False
