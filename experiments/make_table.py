@@ -15,7 +15,11 @@ positive is better for every metric, perplexity included.
 
 Outputs, all beside ``--out``:
 - ``<out>.md``: header line (runs, seeds, metric, tags: subsampled tables say so in their tags), table.
-  Scores are x100 except perplexity; deltas are in the same units.
+  Scores are x100 except perplexity; deltas are in the same units. Then a head-to-head table for each
+  ``--compare A:B`` pair (default hypermoe:topk and hypermoe:topk_adapter): on how many tasks A's
+  mean is better, and over the seed-paired runs (same task, same seed, so the same data subsample)
+  how many A wins, loses and ties, the mean paired delta ± its standard error, and a two-sided
+  sign test over the untied pairs.
 - ``<out>.csv``: one row per task x label (and an ``Avg`` row per label) in the runs' own units
   (fractions), with mean, std, n, delta_vs_topk and the paper's number (converted to those units).
 - ``<out>_bars.png`` (per-task bars with std error bars), ``<out>_params.png`` (main metric against
@@ -282,6 +286,111 @@ def avg_deltas(cells: Sequence[Cell], avg: dict[str, float], averaged: Sequence[
     }
 
 
+@dataclass
+class HeadToHead:
+    """Label ``first`` against label ``second`` on the averaged tasks both have runs for."""
+
+    first: str
+    second: str
+    tasks_better: int
+    tasks_worse: int
+    paired: list[float]  # signed delta of each (task, seed) both labels ran, in display units
+
+    @property
+    def wins(self) -> int:
+        return sum(delta > TIE for delta in self.paired)
+
+    @property
+    def losses(self) -> int:
+        return sum(delta < -TIE for delta in self.paired)
+
+    @property
+    def ties(self) -> int:
+        return len(self.paired) - self.wins - self.losses
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.paired)
+
+    @property
+    def standard_error(self) -> float:
+        return statistics.stdev(self.paired) / math.sqrt(len(self.paired)) if len(self.paired) > 1 else math.nan
+
+    @property
+    def sign_test_p(self) -> float:
+        """Two-sided exact binomial test of wins against losses (ties dropped), p = 0.5."""
+        n, k = self.wins + self.losses, min(self.wins, self.losses)
+        if n == 0:
+            return math.nan
+        return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n)
+
+
+TIE = 1e-9  # metric values are exact fractions of a dev set: closer than this is the same score
+
+
+def parse_pairs(text: str) -> list[tuple[str, str]]:
+    """``a:b,c:d`` -> [(a, b), (c, d)]."""
+    pairs = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        first, sep, second = item.partition(":")
+        if not sep or not first.strip() or not second.strip():
+            raise RunsError(f"--compare {text!r}: {item!r} is not LABEL:LABEL")
+        pairs.append((first.strip(), second.strip()))
+    return pairs
+
+
+def head_to_head(cells: Sequence[Cell], first: str, second: str) -> HeadToHead | None:
+    """None when the two labels share no averaged task."""
+    _, averaged = averages(cells)
+    index = {(cell.task, cell.label): cell for cell in cells}
+    shared = [task for task in averaged if (task, first) in index and (task, second) in index]
+    if not shared:
+        return None
+    better = worse = 0
+    paired = []
+    for task in shared:
+        a, b = index[task, first], index[task, second]
+        delta = signed_delta(a.mean, b.mean, a.higher_is_better)
+        better, worse = better + (delta > TIE), worse + (delta < -TIE)
+        by_seed = dict(zip(map(str, b.seeds), b.values, strict=True))
+        for seed, value in zip(map(str, a.seeds), a.values, strict=True):
+            if seed in by_seed:
+                paired.append(signed_delta(value, by_seed[seed], a.higher_is_better) * scale(a.metric))
+    return HeadToHead(first, second, better, worse, paired)
+
+
+def head_to_head_table(cells: Sequence[Cell], pairs: Sequence[tuple[str, str]]) -> str:
+    """The Markdown head-to-head table, or "" when no pair has runs to compare."""
+    rows = []
+    for first, second in pairs:
+        result = head_to_head(cells, first, second)
+        if result is None:
+            log.info("no task has runs of both %r and %r: no head-to-head row", first, second)
+            continue
+        error = f" ± {_fmt(result.standard_error)}" if len(result.paired) > 1 else ""
+        p_value = MISSING if math.isnan(result.sign_test_p) else f"{result.sign_test_p:.3f}"
+        rows.append(
+            f"| {first} vs {second} | {result.tasks_better} / {result.tasks_worse} "
+            f"| {result.wins} / {result.losses} / {result.ties} | {_fmt(result.mean, signed=True)}{error} | {p_value} |"
+        )
+    if not rows:
+        return ""
+    return "\n".join(
+        [
+            "## Head to head",
+            "",
+            "Over the averaged tasks. Paired runs: each run of the first label against the run of the second "
+            "with the same task and seed (same data subsample, same seed); Δ in the units of the table, "
+            "positive = first better. Sign test: two-sided exact binomial over the untied pairs.",
+            "",
+            "| comparison | tasks better / worse | paired runs better / worse / tied | mean paired Δ ± s.e. "
+            "| sign test p |",
+            "|---|---|---|---|---|",
+            *rows,
+        ]
+    )
+
+
 def scale(metric: str) -> float:
     """Display factor: fractions print as percentages, as in the papers; perplexity as is."""
     return 1.0 if metric_mode(metric) == "min" else 100.0
@@ -426,11 +535,13 @@ def write_tables(
     dirs: Sequence[Path],
     out: Path,
     paper: dict[str, dict[str, list[float]]],
+    pairs: Sequence[tuple[str, str]] = (),
 ) -> tuple[Path, Path]:
-    """``<out>.md`` and ``<out>.csv``."""
+    """``<out>.md`` (with a head-to-head table for ``pairs``) and ``<out>.csv``."""
     _, averaged = averages(cells)
     md, csv_path = out.with_name(out.name + ".md"), out.with_name(out.name + ".csv")
-    md.write_text(f"# {out.name}\n\n{header_line(runs, which, dirs, averaged)}\n\n{markdown_table(cells, paper)}\n")
+    sections = [f"# {out.name}", header_line(runs, which, dirs, averaged), markdown_table(cells, paper)]
+    md.write_text("\n\n".join(filter(None, [*sections, head_to_head_table(cells, pairs)])) + "\n")
     with csv_path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
         writer.writeheader()
@@ -615,6 +726,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--by", default="model", help="comma-separated dotted keys into the run record for the label")
     parser.add_argument("--metric", choices=("best", "final"), default="best", help="best-over-epochs or last value")
     parser.add_argument("--paper", type=Path, default=PAPER_NUMBERS, help="the paper's reported numbers (YAML)")
+    parser.add_argument(
+        "--compare",
+        default="hypermoe:topk,hypermoe:topk_adapter",
+        help="comma-separated LABEL:LABEL pairs for the head-to-head table ('' for none)",
+    )
     return parser.parse_args(argv)
 
 
@@ -627,12 +743,14 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
         runs = collect(args.runs_dirs, args.tag)
         cells = group_runs(runs, by, args.metric)
         paper = load_paper_numbers(args.paper)
+        pairs = parse_pairs(args.compare)
     except RunsError as error:
         raise SystemExit(f"make_table: {error}") from error
     if not deltas(cells):
         log.info("no %r cell shares a task and the other --by values with another label: no deltas", BASELINE)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    written = [*write_tables(cells, runs, args.metric, args.runs_dirs, args.out, paper), *write_plots(cells, args.out)]
+    tables = write_tables(cells, runs, args.metric, args.runs_dirs, args.out, paper, pairs)
+    written = [*tables, *write_plots(cells, args.out)]
     log.info("wrote %s", ", ".join(map(str, written)))
     return written
 

@@ -217,6 +217,35 @@ def test_load_heatmap_reads_each_runs_last_logged_step(tmp_path):
     assert layers == [0, 1] and matrix[0][:2] == pytest.approx([0.30, 0.05])
 
 
+def test_head_to_head_pairs_runs_by_task_and_seed(runs, tmp_path):
+    """CB f1 deltas +10, +5, 0 and RTE +10, +4, -2 points: 4 wins, 1 loss, 1 tie, mean +4.50,
+    s.e. sqrt(24.7 / 6) = 2.03, sign test 2 * (C(5,0) + C(5,1)) / 2**5 = 0.375."""
+    extra = write_run(runs / "table" / "extra" / "0", "superglue/rte", "hypermoe", 4, {"accuracy": 0.99})
+    cells = make_table.group_runs(make_table.collect([runs]), ["model"], "best")
+    result = make_table.head_to_head(cells, "hypermoe", "topk")
+    assert (result.tasks_better, result.tasks_worse) == (2, 0)
+    assert (result.wins, result.losses, result.ties) == (4, 1, 1)  # seed 4 has no topk run to pair with
+    assert result.mean == pytest.approx(4.5)
+    assert result.standard_error == pytest.approx((24.7 / 6) ** 0.5)
+    assert result.sign_test_p == pytest.approx(0.375)
+    reverse = make_table.head_to_head(cells, "topk", "hypermoe")
+    assert (reverse.wins, reverse.losses, reverse.mean) == (1, 4, pytest.approx(-4.5))
+    assert make_table.head_to_head(cells, "hypermoe", "topk_adapter") is None
+
+    (extra / "metrics.json").unlink()
+    make_table.main([str(runs), "--out", str(tmp_path / "t"), "--compare", "hypermoe:topk, hypermoe:dense_moe"])
+    md = (tmp_path / "t.md").read_text()
+    assert "| hypermoe vs topk | 2 / 0 | 4 / 1 / 1 | +4.50 ± 2.03 | 0.375 |" in md
+    assert "hypermoe vs dense_moe" not in md  # no dense_moe runs: no row
+
+
+def test_compare_pairs_are_parsed_and_bad_ones_named():
+    assert make_table.parse_pairs("a:b, c:d") == [("a", "b"), ("c", "d")]
+    assert make_table.parse_pairs("") == []
+    with pytest.raises(make_table.RunsError, match="'ab' is not LABEL:LABEL"):
+        make_table.parse_pairs("a:b,ab")
+
+
 def test_cli_writes_tables_and_plots(runs, tmp_path, caplog):
     pytest.importorskip("matplotlib")
     run_dir = next(runs.glob("**/metrics.json")).parent
