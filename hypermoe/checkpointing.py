@@ -91,3 +91,16 @@ class LastCheckpoint(Checkpoint):
         path = self.dirpath / "last.ckpt"
         trainer.save_checkpoint(path, weights_only=False)
         self.last_model_path = str(path)
+
+
+def remove_checkpoints(trainer: pl.Trainer) -> list[Path]:
+    """Delete the checkpoint files this run's checkpoint callbacks list (best-k and last), and
+    return them: nothing else in their folders is touched."""
+    listed: set[str] = set()
+    for callback in trainer.checkpoint_callbacks:
+        listed.update(getattr(callback, "best_k_models", {}))
+        listed.add(getattr(callback, "last_model_path", ""))
+    removed = [Path(name) for name in sorted(listed) if name and Path(name).is_file()]
+    for path in removed:
+        path.unlink()
+    return removed

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from hypermoe.backbones.causal_lm import build_causal_lm
 from hypermoe.backbones.classifier import build_classifier
 from hypermoe.backbones.seq2seq import build_seq2seq
-from hypermoe.checkpointing import AtomicCheckpointIO
+from hypermoe.checkpointing import AtomicCheckpointIO, remove_checkpoints
 from hypermoe.config import git_revision, to_container
 from hypermoe.data.datamodule import TaskDataModule
 from hypermoe.data.lm import LMDataModule
@@ -165,6 +165,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             out = output_dir / "metrics.json"
             out.write_text(json.dumps(metrics, indent=2) + "\n")
             log.info("validation: %s (best %s); wrote %s", metrics["final"], metrics["best"], out)
+            if not cfg.get("keep_checkpoints", True):  # the run is recorded: nothing left to resume
+                removed = remove_checkpoints(trainer)
+                log.info("keep_checkpoints=false: removed %s", ", ".join(map(str, removed)) or "no checkpoint")
         return metrics
     finally:
         wandb = sys.modules.get("wandb")

@@ -42,6 +42,8 @@ def check_run_settings(cfg: DictConfig) -> None:
         check_integer("routing_log_every", cfg.get("routing_log_every"), lowest=1)
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    if not isinstance(cfg.get("keep_checkpoints", True), bool):
+        raise ConfigError(f"keep_checkpoints={cfg.keep_checkpoints!r} must be true or false")
     coefficients = cfg.model.get("aux_loss_coefficients")
     if not isinstance(coefficients, DictConfig):
         raise ConfigError(f"model.aux_loss_coefficients={coefficients!r} must map aux loss names to numbers")

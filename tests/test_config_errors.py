@@ -62,6 +62,7 @@ def _refused(tmp_path: Path, overrides: list[str], message: str) -> None:
         ),
         (["checkpoint_every_n_steps=-1"], re.escape("checkpoint_every_n_steps must be an integer >= 0, got -1")),
         (["routing_log_every=0.5"], re.escape("routing_log_every must be an integer >= 1, got 0.5")),
+        (["keep_checkpoints=sometimes"], re.escape("keep_checkpoints='sometimes' must be true or false")),
         (["data.task=nope"], re.escape("data: data.task='nope' is not a synthetic task; choose one of ['majority']")),
     ],
 )

@@ -17,6 +17,7 @@ def test_every_value_of_every_table_grid_composes(table):
     cfg = _compose([f"table={table}"])
     assert cfg.hydra.mode.name == "MULTIRUN" and cfg.tags[0] == table.removesuffix("_cpu")
     assert ("cpu" in cfg.tags) == table.endswith("_cpu")  # a paper-scale and a CPU-scale setting each
+    assert cfg.keep_checkpoints is False  # a grid's checkpoints would fill the disk (132 runs: ~60 GB on CPU)
     grid = {key: str(values).split(",") for key, values in cfg.hydra.sweeper.params.items()}
     first = [f"{key}={values[0]}" for key, values in grid.items()]
     for key, values in grid.items():  # each value once, the other keys at their first value

@@ -60,3 +60,14 @@ def test_a_short_run_learns_and_writes_its_record(tmp_path):
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     info = checkpoint["hypermoe"]
     assert info["seed"] == 42 and info["git"] and info["config"]["model"]["variant"] == "hypermoe"
+
+
+def test_keep_checkpoints_false_removes_the_runs_checkpoints_once_recorded(tmp_path):
+    """The tables' setting: metrics.json is written, then the best and last checkpoints go;
+    anything else in the folder stays."""
+    overrides = [*TINY, "experiment=synthetic_tiny", "trainer.max_epochs=2", "keep_checkpoints=false"]
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "other.ckpt").write_text("not this run's")
+    metrics = run(compose_config("train", overrides, tmp_path))
+    assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
+    assert [path.name for path in (tmp_path / "checkpoints").iterdir()] == ["other.ckpt"]
