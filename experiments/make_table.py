@@ -21,7 +21,8 @@ Outputs, all beside ``--out``:
   how many A wins, loses and ties, the mean paired delta ± its standard error, and a two-sided
   sign test over the untied pairs.
 - ``<out>.csv``: one row per task x label (and an ``Avg`` row per label) in the runs' own units
-  (fractions), with mean, std, n, delta_vs_topk and the paper's number (converted to those units).
+  (fractions), with mean, std, n, delta_vs_topk, the paper's number (converted to those units) and
+  the runs' mean wall time (``wall_seconds`` in metrics.json; the header sums them).
 - ``<out>_bars.png`` (per-task bars with std error bars), ``<out>_params.png`` (main metric against
   active parameters per token) and ``<out>_load.png`` (expert load per layer). The CSV logs hold
   only per-layer ``load_max``/``load_min``/``load_max_min_ratio``/``dead_experts``, not per-expert
@@ -77,6 +78,7 @@ class Cell:
     second_values: list[float] = field(default_factory=list)
     seeds: list[Any] = field(default_factory=list)
     active_params: list[int] = field(default_factory=list)
+    wall_seconds: list[float] = field(default_factory=list)  # each run's, start to metrics.json
     run_dirs: list[Path] = field(default_factory=list)
 
     @property
@@ -215,6 +217,8 @@ def group_runs(runs: Iterable[dict[str, Any]], by: Sequence[str], which: str) ->
         active = resolve(run, "params.active_per_token")
         if active is not None:
             cell.active_params.append(int(active))
+        if run.get("wall_seconds") is not None:
+            cell.wall_seconds.append(float(run["wall_seconds"]))
     for cell in cells.values():
         repeated = [seed for seed, count in Counter(cell.seeds).items() if count > 1]
         if repeated:
@@ -441,11 +445,17 @@ def header_line(runs: Sequence[dict[str, Any]], which: str, dirs: Sequence[Path]
     tags = Counter(tag for run in runs for tag in run.get("tags") or ())
     tag_text = ", ".join(f"{tag} ({count})" for tag, count in sorted(tags.items())) or "none"
     metric_text = "best validation value over epochs" if which == "best" else "final validation value"
+    walls = [float(run["wall_seconds"]) for run in runs if run.get("wall_seconds") is not None]
+    wall_text = (
+        f"Wall time: {sum(walls) / 3600:.1f} h over {len(walls)} runs ({min(walls):.0f}-{max(walls):.0f} s each). "
+        if walls
+        else ""
+    )
     return (
         f"{len(runs)} runs, seeds {', '.join(seeds)} (n per cell), from {', '.join(map(str, dirs))}. "
         f"Metric: {metric_text} (`--metric {which}`), mean ± sample std over seeds; x100 except perplexity. "
         f"Avg: mean of the per-task means of the main metric over {', '.join(averaged)}. "
-        f"Δ: against `{BASELINE}` with the same other settings, positive = better. "
+        f"Δ: against `{BASELINE}` with the same other settings, positive = better. {wall_text}"
         f"Run tags (subsampling is noted there): {tag_text}."
     )
 
@@ -486,7 +496,7 @@ def markdown_table(cells: Sequence[Cell], paper: dict[str, dict[str, list[float]
 
 CSV_COLUMNS = (
     "task", "label", "metric", "mean", "std", "n", "seeds", "second_metric", "second_mean", "second_std",
-    "delta_vs_topk", "paper", "paper_second",
+    "delta_vs_topk", "paper", "paper_second", "wall_seconds_mean",
 )  # fmt: skip
 
 
@@ -516,6 +526,7 @@ def csv_rows(cells: Sequence[Cell], paper: dict[str, dict[str, list[float]]]) ->
                 "delta_vs_topk": num(delta.get((cell.task, cell.label))),
                 "paper": num(reported[0] / scale(cell.metric)) if reported else "",
                 "paper_second": num(reported[1] / scale(cell.second_metric)) if len(reported) > 1 else "",
+                "wall_seconds_mean": num(statistics.fmean(cell.wall_seconds)) if cell.wall_seconds else "",
             }
         )
     for label in label_order(cells):

@@ -39,6 +39,7 @@ def write_run(folder: Path, task: str, model: str, seed: int, best: dict, tags=(
         "best": best,
         "main_metric": main,
         "params": {"total": 78_000_000, "active_per_token": ACTIVE.get(model, 1)},
+        "wall_seconds": 100.0 * seed,
     }
     (folder / "metrics.json").write_text(json.dumps(record))
     return folder
@@ -80,6 +81,12 @@ def test_markdown_matches_hand_computed_numbers(runs, tmp_path):
     assert "| Δ hypermoe vs topk | +5.00 | +4.00 | +4.50 |" in md
     assert md.index("| topk |") < md.index("| hypermoe |")  # the baseline row comes first
     assert "12 runs, seeds 1, 2, 3" in md and "best validation value" in md and "cpu (12), superglue (12)" in md
+
+
+def test_wall_times_are_summed_in_the_header_and_averaged_per_cell(runs, tmp_path):
+    md, rows = tables(runs, tmp_path / "t")
+    assert "Wall time: 0.7 h over 12 runs (100-300 s each)." in md  # 4 runs each of 100, 200, 300 s
+    assert rows["superglue/cb", "topk"]["wall_seconds_mean"] == "200.0"
 
 
 def test_csv_holds_both_metrics_in_run_units(runs, tmp_path):
