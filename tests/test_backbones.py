@@ -76,16 +76,34 @@ def test_offline_without_the_weights_says_how_to_get_them(monkeypatch):
 
 
 def test_hyper_experts_are_generated_once_per_forward_pass(minilm, monkeypatch):
-    """The encoder's pre-hook generates every layer's HyperExperts in one hypernetwork call;
-    the output is what per-layer generation gives."""
+    """The encoder's pre-hook generates every layer's HyperExperts in one hypernetwork call,
+    afresh on every call; outputs and gradients are what per-layer generation gives."""
     _, tokenizer = minilm
     encoder = BertModel.from_pretrained(resolve_pretrained(MINILM), add_pooling_layer=False).eval()
     model = {"variant": "hypermoe", "moe_layers": "all", "num_experts": 4, "top_k": 2}
     stack, _ = patch_ffns(encoder, model, RoutingContext.attach(encoder))
-    calls = loud_hypernetwork(stack[0].hypernetwork, std=0.02)
-    once, mask = _encode(encoder, tokenizer)
-    assert len(calls) == 1
+    hypernetwork = stack[0].hypernetwork
+    calls = loud_hypernetwork(hypernetwork, std=0.02)
+    batch = tokenizer(["A man is playing a guitar.", "Short one."], padding=True, return_tensors="pt")
+    mask = batch["attention_mask"].bool()
+
+    def encode() -> tuple[torch.Tensor, torch.Tensor]:
+        hypernetwork.zero_grad()
+        hidden = encoder(**batch).last_hidden_state
+        hidden[mask].square().sum().backward()
+        return hidden.detach(), hypernetwork.w_down_head.weight.grad.clone()
+
+    first, _ = encode()
+    assert len(calls) == 1 and not encoder.routing_context.hyper_experts  # dropped once the encoder returns
+    with torch.no_grad():  # an optimizer step: the next call must not reuse anything
+        for head in hypernetwork.heads():
+            head.weight.mul_(2)
+    once, once_grad = encode()
+    assert len(calls) == 2
     monkeypatch.setattr("hypermoe.backbones.patching.generate_every_set", lambda layers: {})
-    per_layer, _ = _encode(encoder, tokenizer)
-    assert len(calls) == 1 + len(stack)
+    per_layer, per_layer_grad = encode()
+    assert len(calls) == 2 + len(stack)
+    assert (once[mask] - first[mask]).abs().max() > 1e-4
     torch.testing.assert_close(once[mask], per_layer[mask])
+    scale = per_layer_grad.abs().max()  # summed over 6 layers in another order: float rounding at ~1e-6 of it
+    torch.testing.assert_close(once_grad / scale, per_layer_grad / scale, rtol=0, atol=1e-5)

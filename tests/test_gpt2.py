@@ -4,6 +4,7 @@ import copy
 
 import pytest
 import torch
+from conftest import grads, loud_hypernetwork
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from hypermoe.backbones.gpt2 import patch_mlps
@@ -49,3 +50,49 @@ def test_hypermoe_starts_near_the_dense_model():
     with torch.no_grad():
         difference = (upcycled.eval()(ids).logits - dense(ids).logits).abs().max()
     assert 0 < difference < 1e-2  # the HyperExpert is there, and starts ~1e-3 (hyperfanin init)
+
+
+def _hypermoe_gpt2(top_k: int = 2) -> tuple[GPT2LMHeadModel, torch.nn.ModuleList]:
+    """Tiny GPT-2 with HyperMoE in every block, deterministic in training mode (no dropout, Switch
+    gating without jitter), HyperExperts large enough to show."""
+    torch.manual_seed(0)
+    config = GPT2Config(**{**CONFIG.to_dict(), "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0})
+    lm = GPT2LMHeadModel(config)
+    model = {"variant": "hypermoe", "moe_layers": "all", "num_experts": 4, "top_k": top_k, "gating": "switch"}
+    stack, _ = patch_mlps(lm, model, RoutingContext.attach(lm.transformer))
+    loud_hypernetwork(stack[0].hypernetwork, std=0.3)
+    return lm.train(), stack
+
+
+@pytest.mark.parametrize("reentrant", [False, True])
+def test_hypermoe_trains_under_gradient_checkpointing(reentrant):
+    """A checkpointing stack leaves generation to its layers: a reentrant recompute would run
+    backward through one shared generation once per layer ("backward through the graph a second time")."""
+    ids = torch.randint(0, 64, (2, 12))
+    plain, _ = _hypermoe_gpt2()
+    plain(ids).logits.square().mean().backward()
+    checkpointed, _ = _hypermoe_gpt2()
+    checkpointed.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": reentrant})
+    checkpointed(ids).logits.square().mean().backward()
+    expected, got = grads(plain), grads(checkpointed)
+    assert got.keys() == expected.keys() and any("hypernetwork" in name for name in got)
+    for name, grad in expected.items():
+        torch.testing.assert_close(got[name], grad, msg=name)
+
+
+def test_a_deep_copy_generates_its_own_hyper_experts(monkeypatch):
+    """The copy's stack refreshes the copy's context: after the copy's hypernetwork changes, its
+    output is what per-layer generation in the copy gives, and the original is untouched."""
+    lm, _ = _hypermoe_gpt2()
+    ids = torch.randint(0, 64, (2, 12))
+    with torch.no_grad():
+        before = lm(ids).logits
+        twin = copy.deepcopy(lm)
+        assert twin.transformer.routing_context is not lm.transformer.routing_context
+        for head in twin.transformer.h[0].mlp[0].layer.hypernetwork.heads():
+            head.weight.mul_(5)
+        after = twin(ids).logits
+        torch.testing.assert_close(lm(ids).logits, before)
+        monkeypatch.setattr("hypermoe.backbones.patching.generate_every_set", lambda layers: {})
+        torch.testing.assert_close(after, twin(ids).logits)
+    assert (after - before).abs().max() > 1e-3

@@ -1,9 +1,12 @@
 """What every backbone patch shares: the padding mask the MoE layers need, the choice of
 blocks to patch, and transformers' activation names in the layer library's terms."""
 
+import copy
+import functools
 import inspect
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -23,32 +26,53 @@ class RoutingContext:
     """What the MoE layers of a stack take from the stack's call besides their input
     (transformers call their FFNs with hidden states only):
 
-    - ``attention_mask``: the padding mask of the batch the stack last received. A stack
-      called without one (a decoder while generating) routes every position.
+    - ``attention_mask``: the padding mask of the batch the stack last received, kept until the
+      next call so gradient checkpointing recomputes a layer with the same mask. A stack called
+      without one (a decoder while generating) routes every position.
     - ``hyper_experts``: every HyperMoE layer's HyperExperts for every possible expert set,
-      generated in one hypernetwork call per stack call (``generate_every_set``) instead of
-      one per layer.
+      generated in one hypernetwork call per stack call (``generate_every_set``) instead of one
+      per layer, and dropped when the stack returns (the layers' graph holds what backward needs).
+      A checkpointing stack gets none: its layers generate their own, since a reentrant
+      recompute would run backward through one shared generation once per layer.
 
-    Both are set by a forward pre-hook on the stack, so every way of calling it counts, and
-    kept until the next call, so gradient checkpointing recomputes a layer with the same
-    mask and HyperExperts. ``layers`` are the stack's MoE layers (``MaskedMoE`` adds each)."""
+    Both are set by hooks on the stack, so every way of calling it counts. The stack carries its
+    context (``routing_context``), so a deep copy of the model gets a fresh context of its own.
+    ``layers`` are the stack's MoE layers (``MaskedMoE`` adds each)."""
 
     def __init__(self) -> None:
         self.attention_mask: Tensor | None = None
         self.hyper_experts: dict[nn.Module, GeneratedAdapter] = {}
         self.layers: list[nn.Module] = []
 
+    def __deepcopy__(self, memo: dict) -> "RoutingContext":
+        copied = type(self)()  # the mask and HyperExperts belong to the original's last call
+        memo[id(self)] = copied
+        copied.layers = copy.deepcopy(self.layers, memo)
+        return copied
+
     @classmethod
     def attach(cls, stack: nn.Module) -> "RoutingContext":
-        context = cls()
-        signature = inspect.signature(stack.forward)  # where attention_mask sits differs by model
+        stack.routing_context = cls()
+        stack.register_forward_pre_hook(_before_stack, with_kwargs=True)
+        stack.register_forward_hook(_after_stack, always_call=True)
+        return stack.routing_context
 
-        def before_stack(module: nn.Module, args: tuple, kwargs: dict) -> None:
-            context.attention_mask = signature.bind_partial(*args, **kwargs).arguments.get("attention_mask")
-            context.hyper_experts = generate_every_set(context.layers)
 
-        stack.register_forward_pre_hook(before_stack, with_kwargs=True)
-        return context
+@functools.cache
+def _forward_signature(stack_type: type) -> inspect.Signature:
+    return inspect.signature(stack_type.forward)  # where attention_mask sits differs by model
+
+
+def _before_stack(stack: nn.Module, args: tuple, kwargs: dict) -> None:
+    context = stack.routing_context
+    call = _forward_signature(type(stack)).bind_partial(stack, *args, **kwargs)
+    context.attention_mask = call.arguments.get("attention_mask")
+    checkpointing = any(getattr(module, "gradient_checkpointing", False) for module in stack.modules())
+    context.hyper_experts = {} if checkpointing else generate_every_set(context.layers)
+
+
+def _after_stack(stack: nn.Module, args: tuple, output: Any) -> None:
+    stack.routing_context.hyper_experts = {}
 
 
 class MaskedMoE(nn.Module):

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from hypermoe.moe.checks import check_choice, check_positive
-from hypermoe.moe.dispatch import one_hot
+from hypermoe.moe.dispatch import gather_rows, one_hot
 from hypermoe.moe.grouped import grouped_ffn, grouped_ffn_mm, resolve_kernel
 from hypermoe.moe.layers import TopKMoE, flatten_tokens
 from hypermoe.moe.router import Routing
@@ -305,7 +305,7 @@ class HyperMoE(TopKMoE):
         set_masks = (set_codes.unsqueeze(-1) & powers) > 0  # (g, e)
         adapters = self._generate(self._mask_to_weights(set_masks).to(tokens.dtype))
         real = order[num_padding:]  # (n - padding,) token ids grouped by set
-        out_sorted = adapters.apply_grouped(tokens.index_select(0, real), counts)
+        out_sorted = adapters.apply_grouped(gather_rows(tokens, real), counts)
         out = out_sorted.new_zeros(tokens.shape[0], out_sorted.shape[-1])  # autocast dtype, like the experts'
         return out.index_copy(0, real, out_sorted), len(counts)
 
@@ -324,11 +324,11 @@ class HyperMoE(TopKMoE):
         if grouped_mm:
             group_ends = one_hot(set_of_token, num_sets).sum(0).cumsum(0).to(torch.int32)  # (C,)
             row_set = set_of_token[order].clamp(max=num_sets - 1)
-            out_sorted = adapters.apply_grouped_mm(tokens.index_select(0, order), group_ends, row_set)
+            out_sorted = adapters.apply_grouped_mm(gather_rows(tokens, order), group_ends, row_set)
             return out_sorted.new_empty(out_sorted.shape).index_copy(0, order, out_sorted), num_sets
         counts = torch.bincount(set_of_token, minlength=num_sets + 1)[:num_sets].tolist()
         real = order[: sum(counts)]  # token ids grouped by set, padding left out
-        out_sorted = adapters.apply_grouped(tokens.index_select(0, real), counts)
+        out_sorted = adapters.apply_grouped(gather_rows(tokens, real), counts)
         out = out_sorted.new_zeros(tokens.shape[0], out_sorted.shape[-1])
         return out.index_copy(0, real, out_sorted), num_sets
 

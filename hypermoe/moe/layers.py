@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from hypermoe.moe.checks import check_capacity_factor, check_choice, check_positive, check_top_k
-from hypermoe.moe.dispatch import capacity, combine, plan_dispatch
+from hypermoe.moe.dispatch import capacity, combine, gather_rows, plan_dispatch
 from hypermoe.moe.experts import FFN, Experts
 from hypermoe.moe.grouped import KERNELS, resolve_kernel
 from hypermoe.moe.router import Routing, SwitchRouter, build_router
@@ -125,15 +125,13 @@ class TopKMoE(nn.Module):
         factor = self.capacity_factor_train if self.training else self.capacity_factor_eval
         limit = None if factor is None else capacity(factor, valid, self.top_k, self.num_experts)
         plan = plan_dispatch(routing.expert_index, valid, self.num_experts, limit)
-        # index_select, not tokens[...]: its backward is an index_add, several times faster on
-        # CPU than the accumulating index_put behind advanced indexing
         if resolve_kernel(self.kernel, tokens) == "loop":
             kept, counts = plan.kept()
-            expert_out = self.experts(tokens.index_select(0, kept % plan.num_tokens), counts)  # (kept, d)
+            expert_out = self.experts(gather_rows(tokens, kept % plan.num_tokens), counts)  # (kept, d)
         else:  # every assignment, the dropped ones last (zero output): no host sync
             kept = plan.order
             row_expert = plan.sorted_expert.clamp(max=self.num_experts - 1)
-            routed = tokens.index_select(0, kept % plan.num_tokens)
+            routed = gather_rows(tokens, kept % plan.num_tokens)
             expert_out = self.experts.forward_mm(routed, plan.group_ends(), row_expert)
         y = combine(expert_out, kept, routing.gates, plan.num_tokens, self.top_k)
         self.aux_losses = dict(routing.aux_losses)
