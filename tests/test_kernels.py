@@ -9,8 +9,10 @@ forward and backward run, on any device, so the check runs on CPU.
 
 import pytest
 import torch
+from conftest import loud_hypernetwork
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from hypermoe.backbones.patching import MaskedMoE, RoutingContext
 from hypermoe.moe import DenseMoE, HyperMoE, HyperNetwork, TopKAdapterMoE, TopKMoE
 from hypermoe.moe.build import build_moe_stack
 
@@ -115,6 +117,38 @@ def test_grouped_mm_kernel_never_syncs_with_the_host(variant, top_k, kwargs):
     with SyncRecorder() as recorder:
         layer(x, mask).sum().backward()
     assert recorder.seen == []
+
+
+class _Stack(torch.nn.Module):
+    """The smallest transformer-like stack: residual MoE blocks, called with a padding mask."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = torch.nn.ModuleList()
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = x + block(x)
+        return x
+
+
+def test_stack_wide_generation_never_syncs_with_the_host():
+    """The backbone path: the stack's hook generates every layer's HyperExperts in one call and
+    each MaskedMoE hands its layer its share, all without reading a device value back."""
+    shape = {"d_model": D, "d_ff": F, "activation": "gelu", "bias": True}
+    hyper = {"selection_dim": 8, "layer_embedding_dim": 4, "hidden_dim": 8, "bottleneck": 8}
+    layers = build_moe_stack(
+        "hypermoe", 3, **shape, layer_kwargs={"num_experts": E, "top_k": 2, "kernel": "grouped_mm"},
+        hypernetwork_kwargs=hyper,
+    )  # fmt: skip
+    stack = _Stack()
+    context = RoutingContext.attach(stack)
+    stack.blocks.extend(MaskedMoE(layer, context) for layer in layers)
+    calls = loud_hypernetwork(layers[0].hypernetwork, std=0.3)
+    x, mask = _batch(padding=True)
+    with SyncRecorder() as recorder:
+        stack.train()(x, mask).sum().backward()
+    assert recorder.seen == [] and len(calls) == 1
 
 
 def test_the_recorder_sees_the_loop_kernels_syncs():
