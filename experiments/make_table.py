@@ -76,7 +76,7 @@ class Cell:
     second_metric: str | None
     values: list[float] = field(default_factory=list)
     second_values: list[float] = field(default_factory=list)
-    seeds: list[Any] = field(default_factory=list)
+    seeds: list[str] = field(default_factory=list)  # as text: 1 and "1" are one seed
     active_params: list[int] = field(default_factory=list)
     wall_seconds: list[float] = field(default_factory=list)  # each run's, start to metrics.json
     run_dirs: list[Path] = field(default_factory=list)
@@ -105,6 +105,13 @@ class Cell:
     @property
     def higher_is_better(self) -> bool:
         return metric_mode(self.metric) == "max"
+
+    def by_seed(self) -> dict[str, float]:
+        """Seed -> main metric, the mean where a seed ran more than once (group_runs warns)."""
+        values: dict[str, list[float]] = defaultdict(list)
+        for seed, value in zip(self.seeds, self.values, strict=True):
+            values[seed].append(value)
+        return {seed: statistics.fmean(runs) for seed, runs in values.items()}
 
 
 # ---------------------------------------------------------------- collecting runs
@@ -212,7 +219,7 @@ def group_runs(runs: Iterable[dict[str, Any]], by: Sequence[str], which: str) ->
         second = metric_value(run, cell.second_metric, which) if cell.second_metric else None
         if second is not None:
             cell.second_values.append(second)
-        cell.seeds.append(run["seed"])
+        cell.seeds.append(str(run["seed"]))
         cell.run_dirs.append(run["_file"].parent)
         active = resolve(run, "params.active_per_token")
         if active is not None:
@@ -299,6 +306,7 @@ class HeadToHead:
     tasks_better: int
     tasks_worse: int
     paired: list[float]  # signed delta of each (task, seed) both labels ran, in display units
+    # (tasks better/worse compare the labels' means over all their seeds)
 
     @property
     def wins(self) -> int:
@@ -314,7 +322,7 @@ class HeadToHead:
 
     @property
     def mean(self) -> float:
-        return statistics.fmean(self.paired)
+        return statistics.fmean(self.paired) if self.paired else math.nan  # no seed ran for both
 
     @property
     def standard_error(self) -> float:
@@ -356,10 +364,9 @@ def head_to_head(cells: Sequence[Cell], first: str, second: str) -> HeadToHead |
         a, b = index[task, first], index[task, second]
         delta = signed_delta(a.mean, b.mean, a.higher_is_better)
         better, worse = better + (delta > TIE), worse + (delta < -TIE)
-        by_seed = dict(zip(map(str, b.seeds), b.values, strict=True))
-        for seed, value in zip(map(str, a.seeds), a.values, strict=True):
-            if seed in by_seed:
-                paired.append(signed_delta(value, by_seed[seed], a.higher_is_better) * scale(a.metric))
+        ours, theirs = a.by_seed(), b.by_seed()
+        for seed in sorted(ours.keys() & theirs.keys(), key=natural_key):  # one pair per seed
+            paired.append(signed_delta(ours[seed], theirs[seed], a.higher_is_better) * scale(a.metric))
     return HeadToHead(first, second, better, worse, paired)
 
 

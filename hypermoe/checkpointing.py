@@ -93,14 +93,20 @@ class LastCheckpoint(Checkpoint):
         self.last_model_path = str(path)
 
 
-def remove_checkpoints(trainer: pl.Trainer) -> list[Path]:
+def remove_checkpoints(trainer: pl.Trainer, resumed_from: str | None = None) -> list[Path]:
     """Delete the checkpoint files this run's checkpoint callbacks list (best-k and last), and
-    return them: nothing else in their folders is touched."""
-    listed: set[str] = set()
+    ``resumed_from`` when it lies in one of their folders; return them.
+    Nothing else in those folders is touched."""
+    named: set[str] = set()
+    folders = set()
     for callback in trainer.checkpoint_callbacks:
-        listed.update(getattr(callback, "best_k_models", {}))
-        listed.add(getattr(callback, "last_model_path", ""))
-    removed = [Path(name) for name in sorted(listed) if name and Path(name).is_file()]
+        named.update(getattr(callback, "best_k_models", {}))
+        named.add(getattr(callback, "last_model_path", ""))
+        if getattr(callback, "dirpath", None):
+            folders.add(Path(callback.dirpath).resolve())
+    if resumed_from and Path(resumed_from).resolve().parent in folders:
+        named.add(str(resumed_from))  # a resume that saved nothing new would leave it there
+    removed = sorted({Path(name).resolve() for name in named if name and Path(name).is_file()})
     for path in removed:
         path.unlink()
     return removed

@@ -166,7 +166,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             out.write_text(json.dumps(metrics, indent=2) + "\n")
             log.info("validation: %s (best %s); wrote %s", metrics["final"], metrics["best"], out)
             if not cfg.get("keep_checkpoints", True):  # the run is recorded: nothing left to resume
-                removed = remove_checkpoints(trainer)
+                removed = remove_checkpoints(trainer, cfg.get("ckpt_path"))
                 log.info("keep_checkpoints=false: removed %s", ", ".join(map(str, removed)) or "no checkpoint")
         return metrics
     finally:

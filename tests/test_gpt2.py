@@ -52,16 +52,15 @@ def test_hypermoe_starts_near_the_dense_model():
     assert 0 < difference < 1e-2  # the HyperExpert is there, and starts ~1e-3 (hyperfanin init)
 
 
-def _hypermoe_gpt2(top_k: int = 2) -> tuple[GPT2LMHeadModel, torch.nn.ModuleList]:
+def _hypermoe_gpt2(top_k: int = 2) -> tuple[GPT2LMHeadModel, list[int]]:
     """Tiny GPT-2 with HyperMoE in every block, deterministic in training mode (no dropout, Switch
-    gating without jitter), HyperExperts large enough to show."""
+    gating without jitter), HyperExperts large enough to show; and its hypernetwork's call count."""
     torch.manual_seed(0)
     config = GPT2Config(**{**CONFIG.to_dict(), "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0})
     lm = GPT2LMHeadModel(config)
     model = {"variant": "hypermoe", "moe_layers": "all", "num_experts": 4, "top_k": top_k, "gating": "switch"}
     stack, _ = patch_mlps(lm, model, RoutingContext.attach(lm.transformer))
-    loud_hypernetwork(stack[0].hypernetwork, std=0.3)
-    return lm.train(), stack
+    return lm.train(), loud_hypernetwork(stack[0].hypernetwork, std=0.3)
 
 
 @pytest.mark.parametrize("reentrant", [False, True])
@@ -71,13 +70,24 @@ def test_hypermoe_trains_under_gradient_checkpointing(reentrant):
     ids = torch.randint(0, 64, (2, 12))
     plain, _ = _hypermoe_gpt2()
     plain(ids).logits.square().mean().backward()
-    checkpointed, _ = _hypermoe_gpt2()
+    checkpointed, calls = _hypermoe_gpt2()
     checkpointed.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": reentrant})
     checkpointed(ids).logits.square().mean().backward()
     expected, got = grads(plain), grads(checkpointed)
     assert got.keys() == expected.keys() and any("hypernetwork" in name for name in got)
     for name, grad in expected.items():
         torch.testing.assert_close(got[name], grad, msg=name)
+    calls.clear()
+    with torch.no_grad():  # nothing is recomputed in evaluation: one call for the stack again
+        checkpointed.eval()(ids)
+    assert len(calls) == 1
+
+
+def test_attaching_twice_keeps_one_context_and_one_pair_of_hooks():
+    lm, _ = _hypermoe_gpt2()
+    hooks = len(lm.transformer._forward_pre_hooks), len(lm.transformer._forward_hooks)
+    assert RoutingContext.attach(lm.transformer) is lm.transformer.routing_context
+    assert (len(lm.transformer._forward_pre_hooks), len(lm.transformer._forward_hooks)) == hooks == (1, 1)
 
 
 def test_a_deep_copy_generates_its_own_hyper_experts(monkeypatch):

@@ -39,7 +39,7 @@ def write_run(folder: Path, task: str, model: str, seed: int, best: dict, tags=(
         "best": best,
         "main_metric": main,
         "params": {"total": 78_000_000, "active_per_token": ACTIVE.get(model, 1)},
-        "wall_seconds": 100.0 * seed,
+        "wall_seconds": 100.0 * int(seed),
     }
     (folder / "metrics.json").write_text(json.dumps(record))
     return folder
@@ -244,6 +244,22 @@ def test_head_to_head_pairs_runs_by_task_and_seed(runs, tmp_path):
     md = (tmp_path / "t.md").read_text()
     assert "| hypermoe vs topk | 2 / 0 | 4 / 1 / 1 | +4.50 ± 2.03 | 0.375 |" in md
     assert "hypermoe vs dense_moe" not in md  # no dense_moe runs: no row
+
+
+def test_head_to_head_pairs_each_seed_once(tmp_path):
+    """A repeated seed is averaged before pairing (1 and "1" are one seed); labels without a
+    shared seed get a row without a paired delta instead of failing."""
+    root = tmp_path / "r"
+    write_run(root / "0", "superglue/rte", "hypermoe", 1, {"accuracy": 0.60})
+    write_run(root / "1", "superglue/rte", "hypermoe", "1", {"accuracy": 0.70})
+    write_run(root / "2", "superglue/rte", "topk", 1, {"accuracy": 0.50})
+    write_run(root / "3", "superglue/rte", "topk_adapter", 2, {"accuracy": 0.50})
+    cells = make_table.group_runs(make_table.collect([root]), ["model"], "best")
+    result = make_table.head_to_head(cells, "hypermoe", "topk")
+    assert result.paired == [pytest.approx(15.0)]  # (60 + 70) / 2 - 50, once
+    assert make_table.head_to_head(cells, "topk", "hypermoe").paired == [pytest.approx(-15.0)]
+    unpaired = make_table.head_to_head_table(cells, [("hypermoe", "topk_adapter")])
+    assert "| hypermoe vs topk_adapter | 1 / 0 | 0 / 0 / 0 | - | - |" in unpaired
 
 
 def test_compare_pairs_are_parsed_and_bad_ones_named():

@@ -71,3 +71,14 @@ def test_keep_checkpoints_false_removes_the_runs_checkpoints_once_recorded(tmp_p
     metrics = run(compose_config("train", overrides, tmp_path))
     assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
     assert [path.name for path in (tmp_path / "checkpoints").iterdir()] == ["other.ckpt"]
+
+
+def test_keep_checkpoints_false_also_removes_the_checkpoint_a_finished_run_resumed_from(tmp_path):
+    """Resuming a run that had already finished saves nothing new: the last.ckpt it resumed
+    from is the run's, and goes too."""
+    overrides = [*TINY, "experiment=synthetic_tiny", "trainer.max_epochs=1"]
+    run(compose_config("train", overrides, tmp_path / "first"))
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    resumed = [*overrides, f"ckpt_path={last}", "keep_checkpoints=false"]
+    run(compose_config("train", resumed, tmp_path / "again"))
+    assert list((tmp_path / "first" / "checkpoints").iterdir()) == []

@@ -8,6 +8,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from hypermoe.moe.hyper import GeneratedAdapter, generate_every_set
@@ -52,6 +53,9 @@ class RoutingContext:
 
     @classmethod
     def attach(cls, stack: nn.Module) -> "RoutingContext":
+        """The stack's context, made and hooked on the first call (a second call returns it)."""
+        if isinstance(getattr(stack, "routing_context", None), cls):
+            return stack.routing_context
         stack.routing_context = cls()
         stack.register_forward_pre_hook(_before_stack, with_kwargs=True)
         stack.register_forward_hook(_after_stack, always_call=True)
@@ -67,8 +71,12 @@ def _before_stack(stack: nn.Module, args: tuple, kwargs: dict) -> None:
     context = stack.routing_context
     call = _forward_signature(type(stack)).bind_partial(stack, *args, **kwargs)
     context.attention_mask = call.arguments.get("attention_mask")
-    checkpointing = any(getattr(module, "gradient_checkpointing", False) for module in stack.modules())
-    context.hyper_experts = {} if checkpointing else generate_every_set(context.layers)
+    recomputes = (
+        stack.training
+        and torch.is_grad_enabled()
+        and any(getattr(module, "gradient_checkpointing", False) for module in stack.modules())
+    )  # transformers checkpoint only in training, with gradients
+    context.hyper_experts = {} if recomputes else generate_every_set(context.layers)
 
 
 def _after_stack(stack: nn.Module, args: tuple, output: Any) -> None:
