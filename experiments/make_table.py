@@ -636,13 +636,15 @@ def _task_axes(plt, count: int):
 def plot_bars(plt, cells: Sequence[Cell], path: Path) -> Path:
     tasks, labels = sorted({c.task for c in cells}), label_order(cells)
     index = {(c.task, c.label): c for c in cells}
+    colors = _label_colors(plt, cells)
     fig, axes = _task_axes(plt, len(tasks))
     for ax, task in zip(axes, tasks, strict=False):
         present = [label for label in labels if (task, label) in index]
         group = [index[task, label] for label in present]
         k = scale(group[0].metric)
         errors = [0.0 if math.isnan(c.std) else c.std * k for c in group]
-        ax.bar(range(len(group)), [c.mean * k for c in group], yerr=errors, capsize=3, color=_colors(plt, present))
+        means = [c.mean * k for c in group]
+        ax.bar(range(len(group)), means, yerr=errors, capsize=3, color=[colors[label] for label in present])
         ax.set_xticks(range(len(group)), present, rotation=30, ha="right", fontsize=8)
         ax.set_title(f"{task} ({group[0].metric})", fontsize=9)
     fig.tight_layout()
@@ -657,7 +659,7 @@ def plot_params(plt, cells: Sequence[Cell], path: Path) -> Path | None:
         log.info("skipped %s: no run records params.active_per_token", path.name)
         return None
     tasks = sorted({c.task for c in with_params})
-    colors = dict(zip(label_order(cells), _colors(plt, label_order(cells)), strict=True))
+    colors = _label_colors(plt, cells)
     fig, axes = _task_axes(plt, len(tasks))
     for ax, task in zip(axes, tasks, strict=False):
         for cell in (c for c in with_params if c.task == task):
@@ -708,9 +710,11 @@ def plot_load(plt, cells: Sequence[Cell], path: Path) -> Path | None:
     return path
 
 
-def _colors(plt, labels: Sequence[str]) -> list:
+def _label_colors(plt, cells: Sequence[Cell]) -> dict[str, str]:
+    """One color per label, the same in every panel and plot (a task without some label's runs
+    must not shift the others' colors)."""
     cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    return [cycle[i % len(cycle)] for i in range(len(labels))]
+    return {label: cycle[i % len(cycle)] for i, label in enumerate(label_order(cells))}
 
 
 def write_plots(cells: Sequence[Cell], out: Path) -> list[Path]:

@@ -280,6 +280,26 @@ def test_cli_writes_tables_and_plots(runs, tmp_path, caplog):
     assert all(path.stat().st_size > 0 for path in written)
 
 
+def test_a_label_keeps_its_bar_color_in_every_panel(tmp_path, monkeypatch):
+    """RTE lacks dense_moe and topk_adapter runs: hypermoe is the same color in both panels."""
+    plt = pytest.importorskip("matplotlib.pyplot")
+    root = tmp_path / "r"
+    runs = [("superglue/rte", "topk"), ("superglue/rte", "hypermoe")]
+    runs += [("superglue/wic", model) for model in ("topk", "dense_moe", "hypermoe", "topk_adapter")]
+    for i, (task, model) in enumerate(runs):
+        write_run(root / str(i), task, model, 1, {"accuracy": 0.5})
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    make_table.plot_bars(plt, make_table.group_runs(make_table.collect([root]), ["model"], "best"), tmp_path / "b.png")
+    panels = [axis for axis in figures[0].axes if axis.get_visible()]
+    rte, wic = (
+        {tick.get_text(): bar.get_facecolor() for tick, bar in zip(ax.get_xticklabels(), ax.patches, strict=True)}
+        for ax in panels
+    )
+    assert rte["hypermoe"] == wic["hypermoe"] and rte["topk"] == wic["topk"]
+    assert len(set(wic.values())) == 4
+
+
 def test_plots_without_their_data_are_skipped_with_a_note(tmp_path, caplog):
     pytest.importorskip("matplotlib")
     root = tmp_path / "runs"
