@@ -74,6 +74,13 @@ class GeneratedAdapter:
             activation="relu",
         )
 
+    def apply_to_tokens(self, tokens: Tensor, grouped: Tensor, counts: list[int]) -> Tensor:
+        """tokens (n, d) -> (n, d): adapter i on the tokens whose ids come i-th in ``grouped``
+        (counts[i] of them, after the earlier adapters' tokens); zero on tokens left out."""
+        out_sorted = self.apply_grouped(gather_rows(tokens, grouped), counts)
+        out = out_sorted.new_zeros(tokens.shape[0], out_sorted.shape[-1])  # autocast dtype, like the experts'
+        return out.index_copy(0, grouped, out_sorted)
+
     def apply_grouped_mm(self, x_sorted: Tensor, group_ends: Tensor, row_group: Tensor) -> Tensor:
         """Adapter i on the rows up to group_ends[i] (see ``grouped_ffn_mm``); later rows -> 0."""
         return grouped_ffn_mm(
@@ -263,14 +270,13 @@ class HyperMoE(TopKMoE):
     ) -> tuple[Tensor, int]:
         """HyperExpert output (n, d), zero on padding, and the number of HyperExperts generated.
         ``every_set``: this layer's HyperExperts for every possible set, generated beforehand."""
-        mask = self.aggregation_mask(routing.expert_index)  # (n, e)
         if self.generation == "per_token":
-            return self._generate_per_token(tokens, valid, mask, routing.probs)
+            return self._generate_per_token(tokens, valid, self.aggregation_mask(routing.expert_index), routing.probs)
         grouped_mm = resolve_kernel(self.kernel, tokens) == "grouped_mm"
         if every_set is None and grouped_mm and self.generates_every_set:
             every_set = self.hypernetwork(self.every_set_selection(), self.layer_index)
         if every_set is None:
-            return self._generate_per_set(tokens, valid, mask)
+            return self._generate_per_set(tokens, valid, self.aggregation_mask(routing.expert_index))
         return self._apply_every_set(tokens, valid, routing.expert_index, every_set, grouped_mm)
 
     def _set_codes(self, expert_index: Tensor) -> Tensor:
@@ -305,9 +311,7 @@ class HyperMoE(TopKMoE):
         set_masks = (set_codes.unsqueeze(-1) & powers) > 0  # (g, e)
         adapters = self._generate(self._mask_to_weights(set_masks).to(tokens.dtype))
         real = order[num_padding:]  # (n - padding,) token ids grouped by set
-        out_sorted = adapters.apply_grouped(gather_rows(tokens, real), counts)
-        out = out_sorted.new_zeros(tokens.shape[0], out_sorted.shape[-1])  # autocast dtype, like the experts'
-        return out.index_copy(0, real, out_sorted), len(counts)
+        return adapters.apply_to_tokens(tokens, real, counts), len(counts)
 
     def _apply_every_set(
         self, tokens: Tensor, valid: Tensor, expert_index: Tensor, adapters: GeneratedAdapter, grouped_mm: bool
@@ -328,9 +332,7 @@ class HyperMoE(TopKMoE):
             return out_sorted.new_empty(out_sorted.shape).index_copy(0, order, out_sorted), num_sets
         counts = torch.bincount(set_of_token, minlength=num_sets + 1)[:num_sets].tolist()
         real = order[: sum(counts)]  # token ids grouped by set, padding left out
-        out_sorted = adapters.apply_grouped(gather_rows(tokens, real), counts)
-        out = out_sorted.new_zeros(tokens.shape[0], out_sorted.shape[-1])
-        return out.index_copy(0, real, out_sorted), num_sets
+        return adapters.apply_to_tokens(tokens, real, counts), num_sets
 
     def forward(
         self, x: Tensor, attention_mask: Tensor | None = None, hyper_experts: GeneratedAdapter | None = None
