@@ -86,6 +86,14 @@ def _raises(message: str):
     return pytest.raises(DataError, match="^" + re.escape(message))
 
 
+def _load_refused(root: Path, task: tuple[str, str], relative: str, content: str | bytes, message: str) -> None:
+    """``content`` written to ``relative``: loading the task's train split raises a DataError
+    naming the file, then ``message``."""
+    path = _write(root, relative, content)
+    with _raises(f"{path}{message}"):
+        load_split(get_task(*task), "train", root)
+
+
 @pytest.fixture(scope="module")
 def tokenizer():
     # MiniLM's tokenizer installs offline from a pip package, so this needs no tokenizer folder
@@ -167,9 +175,7 @@ def test_a_text_field_that_is_null_is_not_text(tmp_path):
     ids=["superglue-rte", "sst2", "cola", "stsb"],
 )  # fmt: skip
 def test_label_outside_the_label_set_names_its_line(tmp_path, task, file, content, message):
-    path = _write(tmp_path, file, content)
-    with _raises(f"{path}{message}"):
-        load_split(get_task(*task), "train", tmp_path)
+    _load_refused(tmp_path, task, file, content, message)
 
 
 # Empty files -------------------------------------------------------------------------------------
@@ -187,9 +193,7 @@ def test_label_outside_the_label_set_names_its_line(tmp_path, task, file, conten
     ids=["0-bytes", "only-empty-lines", "tsv-0-bytes", "only-a-header"],
 )  # fmt: skip
 def test_an_empty_file_is_named_empty(tmp_path, task, file, content, message):
-    path = _write(tmp_path, file, content)
-    with _raises(f"{path}{message}"):
-        load_split(get_task(*task), "train", tmp_path)
+    _load_refused(tmp_path, task, file, content, message)
 
 
 @pytest.mark.parametrize(
