@@ -54,12 +54,8 @@ class InProcessLauncher(BasicLauncher):
         self.report: FailureReport | None = None  # one per sweep: the sweeper keeps its launcher
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        setup_globals()
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
-        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        self.report = self.report or FailureReport(sweep_dir)
+        self.report = _begin_batch(self.config, self.report)
         log.info(f"Launching {len(job_overrides)} jobs locally")
         returns, failures = [], []
         for num, overrides in enumerate(job_overrides, start=initial_job_idx):
@@ -133,12 +129,8 @@ class IsolatedLauncher(Launcher):
         self.hydra_context = hydra_context
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        setup_globals()
         assert self.config is not None and self.hydra_context is not None
-        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        self.report = self.report or FailureReport(sweep_dir)
+        self.report = _begin_batch(self.config, self.report)
         command = _app_command()
         jobs = [self._job(num, list(o), command) for num, o in enumerate(job_overrides, start=initial_job_idx)]
         log.info(f"Launching {len(jobs)} jobs, each in a process of its own, {self.max_parallel} at a time")
@@ -246,6 +238,16 @@ class IsolatedLauncher(Launcher):
             ret.cfg = OmegaConf.load(saved / "config.yaml")
             ret.hydra_cfg = OmegaConf.load(saved / "hydra.yaml")
         return ret
+
+
+def _begin_batch(config: DictConfig, report: FailureReport | None) -> FailureReport:
+    """What each launch does first: Hydra's globals and logging, the sweep folder, and the sweep's
+    failure report (made on the first batch, kept for the later ones)."""
+    setup_globals()
+    configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    return report or FailureReport(sweep_dir)
 
 
 def _job_config(hydra_context: HydraContext, config: DictConfig, overrides: list[str], num: int) -> DictConfig:
