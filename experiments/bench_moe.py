@@ -207,12 +207,12 @@ def time_alternately(runs: dict[str, Visit], rounds: int) -> dict[str, dict[str,
     """Seconds of every run in every round, by mode; the order is reversed every other round."""
     for run in runs.values():
         run()  # warm-up: allocator, thread pools, lazy inits
-    samples: dict[str, dict[str, list[float]]] = {mode: {name: [] for name in runs} for mode in MODES}
+    samples: dict[str, dict[str, list[float]]] = {}  # by whatever modes the visits report
     names = list(runs)
     for r in range(rounds):
         for name in names if r % 2 == 0 else reversed(names):
             for mode, seconds in runs[name]().items():
-                samples[mode][name].append(seconds)
+                samples.setdefault(mode, {each: [] for each in names})[name].append(seconds)
     return samples
 
 

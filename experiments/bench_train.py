@@ -15,7 +15,10 @@ Timing: all variants of one backbone live in one process and are timed alternate
 order reversed every other round) after warm-up steps. These machines are shared and noisy, so
 only numbers measured together mean anything: ``tokens_per_s`` is batch * sequence over the best
 round, and each throughput ratio is the median over rounds of the two variants' ratio within a
-round (bench_moe.py's ``time_alternately`` and ``paired_ratio``).
+round (bench_moe.py's ``time_alternately`` and ``paired_ratio``). Each step is also timed in its
+two phases, the model (zero_grad, forward, backward) and the optimizer (clipping, AdamW): an MoE
+does a dense model's FLOPs per token, but its optimizer updates every expert's parameters, so the
+``*_model_throughput`` ratios and each variant's ``optimizer_share`` tell the two costs apart.
 
 Memory: on CPU each variant runs in a fresh process (the RSS of a process holding six models says
 nothing about one), forked from a server that has imported the libraries: ``peak_mem_mb`` is the
@@ -81,10 +84,14 @@ VARIANTS = {
     "hypermoe": ["model=hypermoe"],
     "topk_adapter": ["model=topk_adapter"],
 }
-# ratio -> (numerator variant, denominator variant, measure, bound, "min" or "max")
+# ratio -> (numerator variant, denominator variant, measure, bound, "min" or "max"); a throughput
+# measure names the timed phase: the whole step, or the model alone (what the optimizer adds is
+# the rest)
 RATIOS = {
     "topk_over_ffn_throughput": ("topk", "ffn", "throughput", 0.92, "min"),
     "hypermoe_over_topk_throughput": ("hypermoe", "topk", "throughput", 0.95, "min"),
+    "topk_over_ffn_model_throughput": ("topk", "ffn", "model_throughput", None, None),
+    "hypermoe_over_topk_model_throughput": ("hypermoe", "topk", "model_throughput", None, None),
     "hypermoe_over_topk_memory": ("hypermoe", "topk", "peak_mem_mb", 1.05, "max"),
     "hypermoe_over_topk_step_memory": ("hypermoe", "topk", "step_mem_mb", None, None),
 }
@@ -122,8 +129,17 @@ class Setup:
 
 @dataclass
 class Workload:
-    step: Callable[[], None]
+    """A training step in its two phases: the model (zero_grad, forward, losses, backward) and
+    the optimizer (gradient clipping, AdamW), whose work grows with the parameters an MoE holds
+    (every expert's), not with the FLOPs a token sees."""
+
+    model_pass: Callable[[], None]
+    optimizer_pass: Callable[[], None]
     params: int
+
+    def step(self) -> None:
+        self.model_pass()
+        self.optimizer_pass()
 
 
 def build_loss(cfg: DictConfig, setup: Setup) -> tuple[nn.Module, Callable[[], Tensor]]:
@@ -158,18 +174,24 @@ def build_workload(setup: Setup, variant: str) -> Workload:
     optimizer = instantiate(cfg.optimizer)(params=parameter_groups(net))
     clip = cfg.trainer.gradient_clip_val
 
-    def step() -> None:
+    def finish() -> None:
+        if device == "cuda":
+            torch.cuda.synchronize()  # a phase's time is its kernels' time
+
+    def model_pass() -> None:
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
             loss = loss_task() + weighted_aux_loss(sum_aux_losses(net.moe), coefficients).to(device)
         loss.backward()
+        finish()
+
+    def optimizer_pass() -> None:
         if clip:
             nn.utils.clip_grad_norm_(net.parameters(), clip)
         optimizer.step()
-        if device == "cuda":
-            torch.cuda.synchronize()  # the step's time is its kernels' time
+        finish()
 
-    return Workload(step, parameter_counts(net)["total"])
+    return Workload(model_pass, optimizer_pass, parameter_counts(net)["total"])
 
 
 def _proc_status_mb(field: str) -> float:
@@ -225,36 +247,40 @@ def measure_all_memory(setup: Setup) -> dict[str, dict[str, float]]:
         return dict(zip(VARIANTS, pool.starmap(measure_memory, jobs, chunksize=1), strict=True))
 
 
-# bench_moe's time_alternately collects the seconds each visit reports, by its modes; a
-# training step is one timing, reported under forward+backward (here with the optimizer step)
-TIMED_MODE = "fwd_bwd"
+def timed(workload: Workload) -> Callable[[], dict[str, float]]:
+    """A visit for bench_moe's time_alternately: one step's seconds, whole and by phase."""
 
-
-def timed(step: Callable[[], None]) -> Callable[[], dict[str, float]]:
     def visit() -> dict[str, float]:
         start = time.perf_counter()
-        step()
-        return {TIMED_MODE: time.perf_counter() - start}
+        workload.model_pass()
+        middle = time.perf_counter()
+        workload.optimizer_pass()
+        end = time.perf_counter()
+        return {"step": end - start, "model": middle - start, "optimizer": end - middle}
 
     return visit
 
 
-def time_all(setup: Setup, rounds: int) -> tuple[dict[str, list[float]], dict[str, int]]:
-    """Seconds per round of every variant, timed alternately, and their parameter counts."""
+def time_all(setup: Setup, rounds: int) -> tuple[dict[str, dict[str, list[float]]], dict[str, int]]:
+    """Seconds per round of every variant, timed alternately, by phase ("step", "model",
+    "optimizer"), and their parameter counts."""
     workloads = {v: build_workload(setup, v) for v in VARIANTS}
     for workload in workloads.values():
         workload.step()  # AdamW's state and lazy inits; time_alternately warms up once more
-    by_mode = time_alternately({v: timed(w.step) for v, w in workloads.items()}, rounds)
-    return by_mode[TIMED_MODE], {v: w.params for v, w in workloads.items()}
+    by_phase = time_alternately({v: timed(w) for v, w in workloads.items()}, rounds)
+    return by_phase, {v: w.params for v, w in workloads.items()}
 
 
-def ratios_of(samples: dict[str, list[float]], variants: dict[str, dict]) -> dict[str, float]:
+THROUGHPUT_PHASES = {"throughput": "step", "model_throughput": "model"}
+
+
+def ratios_of(samples: dict[str, dict[str, list[float]]], variants: dict[str, dict]) -> dict[str, float]:
     """Throughput ratios: median over rounds of the denominator's seconds over the numerator's
-    in the same round. Memory ratios: of the variants' numbers."""
+    in the same round, in the measure's phase. Memory ratios: of the variants' numbers."""
     ratios = {}
     for name, (numerator, denominator, measure, _, _) in RATIOS.items():
-        if measure == "throughput":
-            ratios[name] = paired_ratio(samples, denominator, numerator)
+        if measure in THROUGHPUT_PHASES:
+            ratios[name] = paired_ratio(samples[THROUGHPUT_PHASES[measure]], denominator, numerator)
         else:
             ratios[name] = variants[numerator][measure] / variants[denominator][measure]
     return ratios
@@ -275,12 +301,17 @@ def bench_backbone(setup: Setup, rounds: int) -> dict:
     tokens = setup.batch * setup.seq_len
     variants = {
         v: {
-            "tokens_per_s": tokens / min(samples[v]),
+            "tokens_per_s": tokens / min(samples["step"][v]),
             **memory[v],
             "params": params[v],
-            "seconds_best": min(samples[v]),
-            "seconds_median": statistics.median(samples[v]),
-            "seconds_per_round": samples[v],
+            "seconds_best": min(samples["step"][v]),
+            "seconds_median": statistics.median(samples["step"][v]),
+            "seconds_per_round": samples["step"][v],
+            "model_seconds_per_round": samples["model"][v],
+            "optimizer_seconds_per_round": samples["optimizer"][v],
+            "optimizer_share": statistics.median(
+                o / s for o, s in zip(samples["optimizer"][v], samples["step"][v], strict=True)
+            ),
         }
         for v in VARIANTS
     }
@@ -299,7 +330,7 @@ def bench_backbone(setup: Setup, rounds: int) -> dict:
 
 def print_backbone(console: Console, name: str, result: dict) -> None:
     table = Table(title=f"{name}: batch {result['batch']} x {result['seq_len']} tokens, {result['threads']} threads")
-    for column in ("variant", "params M", "tokens/s", "over ffn", "peak MB", "step MB"):
+    for column in ("variant", "params M", "tokens/s", "over ffn", "optimizer share", "peak MB", "step MB"):
         table.add_column(column, justify="left" if column == "variant" else "right")
     ffn = result["variants"]["ffn"]["tokens_per_s"]
     for variant, row in result["variants"].items():
@@ -308,13 +339,14 @@ def print_backbone(console: Console, name: str, result: dict) -> None:
             f"{row['params'] / 1e6:.1f}",
             f"{row['tokens_per_s']:.0f}",
             f"{row['tokens_per_s'] / ffn:.3f}",
+            f"{row['optimizer_share']:.1%}",
             f"{row['peak_mem_mb']:.0f}",
             f"{row['step_mem_mb']:.0f}",
         )
     console.print(table)
     for ratio, value in result["ratios"].items():
         verdict = {True: "meets target", False: "MISSES target"}.get(result["targets_met"].get(ratio), "")
-        console.print(f"  {ratio:32s} {value:7.3f}  {verdict}")
+        console.print(f"  {ratio:36s} {value:7.3f}  {verdict}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -355,7 +387,9 @@ def main(argv: list[str] | None = None) -> dict:
         "benchmark": (
             "whole-model training step (forward, loss + aux losses, backward, clipping, fused AdamW); "
             "variants alternated in one process; tokens_per_s: best round; throughput ratios: median over "
-            "rounds of the ratio within a round; memory: fresh process per variant (CPU: peak RSS)"
+            "rounds of the ratio within a round, of the whole step or (model_throughput) of zero_grad, "
+            "forward and backward alone; optimizer_share: median over rounds of the optimizer's (clipping, "
+            "AdamW) share of the step; memory: fresh process per variant (CPU: peak RSS)"
         ),
         "device": args.device,
         "dtype": args.dtype,

@@ -29,9 +29,15 @@ def test_bench_train_reports_every_variant(tmp_path):
             assert row["peak_mem_mb"] > row["step_mem_mb"]  # the peak includes the built model
             assert row["tokens_per_s"] == pytest.approx(result["tokens"] / min(row["seconds_per_round"]), rel=1e-9)
             assert len(row["seconds_per_round"]) == report["rounds"]
+            model, optimizer = row["model_seconds_per_round"], row["optimizer_seconds_per_round"]
+            for whole, *phases in zip(row["seconds_per_round"], model, optimizer, strict=True):
+                assert whole == pytest.approx(sum(phases), rel=1e-6) and min(phases) > 0
+            shares = [o / s for o, s in zip(optimizer, row["seconds_per_round"], strict=True)]
+            assert row["optimizer_share"] == pytest.approx(statistics.median(shares), rel=1e-9)
+        phase_rounds = {"throughput": "seconds_per_round", "model_throughput": "model_seconds_per_round"}
         for name, (numerator, denominator, measure, _, _) in bench_train.RATIOS.items():
-            if measure == "throughput":  # tokens/s ratio within each round, median over rounds
-                den, num = (variants[v]["seconds_per_round"] for v in (denominator, numerator))
+            if measure in phase_rounds:  # tokens/s ratio within each round, median over rounds
+                den, num = (variants[v][phase_rounds[measure]] for v in (denominator, numerator))
                 expected = statistics.median(d / n for d, n in zip(den, num, strict=True))
             else:
                 expected = variants[numerator][measure] / variants[denominator][measure]
