@@ -435,6 +435,7 @@ def load_paper_numbers(path: Path = PAPER_NUMBERS) -> dict[str, dict[str, list[f
 def _fmt(value: float, signed: bool = False) -> str:
     if math.isnan(value):
         return MISSING
+    value = round(value, 2) + 0.0  # + 0.0: a value that rounds to -0.00 prints as 0.00
     return f"{value:+.2f}" if signed else f"{value:.2f}"
 
 
@@ -445,6 +446,15 @@ def format_cell(cell: Cell) -> str:
     if cell.second_values and cell.task not in SINGLE_NUMBER_TASKS:
         text += f" / {_fmt(cell.second_mean * scale(cell.second_metric))}"
     return f"{text} (n={cell.n})"
+
+
+def short_commit(git: str | None) -> str:
+    """A run's git field, ``<full hash>`` or ``<full hash>+dirty`` (uncommitted changes), with
+    the hash cut to 7 characters; ``unknown`` for runs that have none."""
+    if not git:
+        return "unknown"
+    commit, plus, rest = str(git).partition("+")
+    return commit[:7] + plus + rest
 
 
 def header_line(runs: Sequence[dict[str, Any]], which: str, dirs: Sequence[Path], averaged: Sequence[str]) -> str:
@@ -458,12 +468,15 @@ def header_line(runs: Sequence[dict[str, Any]], which: str, dirs: Sequence[Path]
         if walls
         else ""
     )
+    commits = Counter(short_commit(run.get("git")) for run in runs)
+    code_text = ", ".join(f"{commit} ({count})" for commit, count in sorted(commits.items()))
     return (
         f"{len(runs)} runs, seeds {', '.join(seeds)} (n per cell), from {', '.join(map(str, dirs))}. "
         f"Metric: {metric_text} (`--metric {which}`), mean ± sample std over seeds; x100 except perplexity. "
         f"Avg: mean of the per-task means of the main metric over {', '.join(averaged)}. "
         f"Δ: against `{BASELINE}` with the same other settings, positive = better. {wall_text}"
-        f"Run tags (subsampling is noted there): {tag_text}."
+        f"Run tags (subsampling is noted there): {tag_text}. "
+        f"Code (git commit, +dirty: uncommitted changes): {code_text}."
     )
 
 
@@ -513,7 +526,8 @@ def csv_rows(cells: Sequence[Cell], paper: dict[str, dict[str, list[float]]]) ->
     delta, avg_delta = deltas(cells), avg_deltas(cells, avg, averaged)
 
     def num(value: float | None) -> Any:
-        return "" if value is None or math.isnan(value) else round(value, 6)  # past 1e-6 is float noise
+        # past 1e-6 is float noise; + 0.0 turns a noise-small negative's -0.0 into 0.0
+        return "" if value is None or math.isnan(value) else round(value, 6) + 0.0
 
     rows = []
     for cell in cells:

@@ -89,6 +89,24 @@ def test_wall_times_are_summed_in_the_header_and_averaged_per_cell(runs, tmp_pat
     assert rows["superglue/cb", "topk"]["wall_seconds_mean"] == "200.0"
 
 
+def test_header_names_the_code_of_the_runs(runs, tmp_path):
+    for i, metrics in enumerate(sorted(runs.rglob("metrics.json"))):
+        record = json.loads(metrics.read_text())
+        record["git"] = "0123456789abcdef" + ("+dirty" if i < 2 else "") if i < 10 else None
+        metrics.write_text(json.dumps(record))
+    md, _ = tables(runs, tmp_path / "t")
+    assert "Code (git commit, +dirty: uncommitted changes): 0123456 (8), 0123456+dirty (2), unknown (2)." in md
+
+
+def test_a_delta_of_float_noise_prints_as_zero(tmp_path):
+    root = tmp_path / "outputs"
+    for job, (model, value) in enumerate((("topk", 0.3), ("hypermoe", 0.1 + 0.2))):  # 0.1 + 0.2 > 0.3 by 5.6e-17
+        write_run(root / str(job), "superglue/rte", model, 1, {"accuracy": 0.6 - value})
+    md, rows = tables(root, tmp_path / "t")
+    assert "| Δ hypermoe vs topk | +0.00 | +0.00 |" in md
+    assert rows["superglue/rte", "hypermoe"]["delta_vs_topk"] == "0.0"
+
+
 def test_csv_holds_both_metrics_in_run_units(runs, tmp_path):
     _, rows = tables(runs, tmp_path / "t")
     cb = rows["superglue/cb", "hypermoe"]
