@@ -1,8 +1,10 @@
 """Paper-style result tables and plots from the ``metrics.json`` files that train.py writes.
 
     python experiments/make_table.py outputs/table/superglue_cpu --out experiments/results/superglue_cpu
-    python experiments/make_table.py outputs/table/ablation --out experiments/results/ablation \\
+    python experiments/make_table.py outputs/table/experts_topk_cpu --out experiments/results/experts_topk_cpu \\
         --by model_config.num_experts,model_config.top_k,model
+    python experiments/make_table.py outputs/table/hyper_ablation_cpu --out experiments/results/hyper_ablation_cpu \\
+        --by ablation --compare agg_sum:topk,agg_sum:adapter_matched
 
 Every ``**/metrics.json`` under the given folders is one run. Runs are grouped by task and by a
 column label (the variant by default; ``--by`` takes dotted keys into the run record, a ``model.``
@@ -10,7 +12,8 @@ prefix reading ``model_config`` as in Hydra overrides). Each (task, label) cell 
 std over its seeds of the task's main metric; for two-metric tasks (CB, MRPC, STS-B, MultiRC, ...)
 the second metric follows after a slash, as GLUE papers print them. ``Avg`` is the mean of the
 per-task means of the main metric, as the paper averages. Deltas compare each label with the
-``topk`` label that has the same other ``--by`` values (so an ablation compares like with like);
+``topk`` label that has the same other ``--by`` values (so an ablation compares like with like;
+``--by ablation`` labels runs by their conf/ablation row, and the ``topk`` row is the baseline);
 positive is better for every metric, perplexity included.
 
 Outputs, all beside ``--out``:
@@ -53,7 +56,8 @@ log = logging.getLogger("make_table")
 
 PAPER_NUMBERS = Path(__file__).resolve().parent / "paper_numbers.yaml"
 BASELINE = "topk"
-VARIANT_KEYS = ("model", "model_config.variant")  # their value leads the label, bare
+# their value leads the label, bare: the variant, or the conf/ablation row (whose reference row is topk)
+VARIANT_KEYS = ("model", "model_config.variant", "ablation")
 SHORT_NAMES = {"num_experts": "N", "top_k": "k"}
 SINGLE_NUMBER_TASKS = {"glue/cola"}  # GLUE papers print CoLA as Matthews only
 MISSING = "-"  # a cell with no runs, or a number that does not exist (std of one seed)

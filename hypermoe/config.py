@@ -4,6 +4,7 @@ import subprocess
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -23,6 +24,14 @@ def git_revision() -> str:
         return sha + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def config_choice(group: str) -> str | None:
+    """The option the running Hydra app chose for a config group (``ablation=agg_mean`` ->
+    ``agg_mean``); None for no option, or outside a Hydra app (``compose_config``)."""
+    if not HydraConfig.initialized():
+        return None
+    return HydraConfig.get().runtime.choices.get(group)
 
 
 def to_container(cfg: DictConfig) -> dict:

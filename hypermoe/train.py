@@ -17,7 +17,7 @@ from hypermoe.backbones.causal_lm import build_causal_lm
 from hypermoe.backbones.classifier import build_classifier
 from hypermoe.backbones.seq2seq import build_seq2seq
 from hypermoe.checkpointing import AtomicCheckpointIO, remove_checkpoints
-from hypermoe.config import git_revision, to_container
+from hypermoe.config import config_choice, git_revision, to_container
 from hypermoe.data.datamodule import TaskDataModule
 from hypermoe.data.lm import LMDataModule
 from hypermoe.data.metrics import metric_mode
@@ -151,6 +151,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "seed": cfg.seed,
             "backbone": cfg.backbone.get("pretrained") or "random",
             "tags": list(cfg.get("tags") or []),
+            "ablation": config_choice("ablation"),  # the conf/ablation row: what hyper_ablation tables group by
             "model_config": to_container(cfg.model),  # what tables group runs by (N, k, aggregation, ...)
             "final": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")},
             "best": module.best_metrics(),

@@ -107,6 +107,19 @@ def test_a_delta_of_float_noise_prints_as_zero(tmp_path):
     assert rows["superglue/rte", "hypermoe"]["delta_vs_topk"] == "0.0"
 
 
+def test_ablation_rows_are_labels_with_the_topk_row_as_baseline(tmp_path):
+    root = tmp_path / "outputs"
+    rows = {"topk": ("topk", 0.60), "agg_sum": ("hypermoe", 0.66), "agg_mean": ("hypermoe", 0.63)}
+    for job, (row, (model, accuracy)) in enumerate(rows.items()):
+        folder = write_run(root / str(job), "superglue/rte", model, 1, {"accuracy": accuracy})
+        record = json.loads((folder / "metrics.json").read_text())
+        (folder / "metrics.json").write_text(json.dumps({**record, "ablation": row}))
+    md, csv_rows = tables(root, tmp_path / "t", "--by", "ablation")
+    assert "| agg_sum | 66.00 (n=1) | 66.00 |" in md and "| agg_mean | 63.00 (n=1) | 63.00 |" in md  # apart, not merged
+    assert "| Δ agg_sum vs topk | +6.00 | +6.00 |" in md and "| Δ agg_mean vs topk | +3.00 | +3.00 |" in md
+    assert float(csv_rows["superglue/rte", "agg_mean"]["delta_vs_topk"]) == pytest.approx(0.03)
+
+
 def test_csv_holds_both_metrics_in_run_units(runs, tmp_path):
     _, rows = tables(runs, tmp_path / "t")
     cb = rows["superglue/cb", "hypermoe"]

@@ -43,11 +43,13 @@ def _launched(stdout: str, job: int) -> list[str]:
 
 def test_default_launcher_runs_every_job_and_lists_the_failed_one(tmp_path):
     sweep = tmp_path / "sweep"
-    result = _multirun("train.py", [*TRAIN, "model.top_k=9,1"], sweep)  # the failing job first
+    # the failing job first; ablation=topk (the model TRAIN names) is there for metrics.json to record
+    result = _multirun("train.py", [*TRAIN, "ablation=topk", "model.top_k=9,1"], sweep)
     assert result.returncode == 1, result.stderr[-3000:]
     # the job after the failed one ran to the end
     metrics = json.loads((sweep / "1" / "metrics.json").read_text())
     assert metrics["model_config"]["top_k"] == 1 and not (sweep / "0" / "metrics.json").exists()
+    assert metrics["ablation"] == "topk"  # the conf/ablation row, from the Hydra app's choices
     (failure,) = _failures(sweep)["failures"]
     # the layer's ValueError, or run()'s ConfigError naming the config section around it
     assert failure["type"] in {"ValueError", "ConfigError"} and failure["message"].endswith(TOP_K_ERROR)

@@ -3,6 +3,7 @@
 import pytest
 from helpers import CONF
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 TABLES = sorted(path.stem for path in (CONF / "table").glob("*.yaml"))
 
@@ -34,3 +35,11 @@ def test_ablation_rows_change_what_they_name():
     assert rows["bottleneck_16"].hypernetwork.bottleneck == 16
     adapter = _compose(["ablation=adapter_64"]).model
     assert adapter.variant == "topk_adapter" and adapter.adapter_bottleneck == 64
+    assert _compose(["ablation=topk"]).model.variant == "topk"  # the reference row make_table --by ablation needs
+
+
+@pytest.mark.parametrize("table", ["hyper_ablation", "hyper_ablation_cpu"])
+def test_ablation_tables_run_each_setting_once_with_the_topk_row(table):
+    rows = str(_compose([f"table={table}"]).hydra.sweeper.params.ablation).split(",")
+    models = {row: OmegaConf.to_container(_compose([f"ablation={row}"]).model, resolve=True) for row in rows}
+    assert "topk" in rows and len({str(model) for model in models.values()}) == len(rows)  # no setting twice
