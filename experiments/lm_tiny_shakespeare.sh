@@ -15,8 +15,14 @@ import json, sys
 from pathlib import Path
 out = Path(sys.argv[1])
 runs = {v: json.loads((out / v / "metrics.json").read_text()) for v in ("ffn", "topk", "hypermoe", "topk_adapter")}
-summary = {v: {"val_perplexity": r["final"]["val/perplexity"], "steps": r["steps"], "params": r["params"],
-               "wall_seconds": r["wall_seconds"]} for v, r in runs.items()}
+summary = {
+    "command": "experiments/lm_tiny_shakespeare.sh (python train.py backbone=gpt2_tiny data=lm model=<variant> "
+               "trainer.max_epochs=2)",
+    "note": f"one seed ({runs['ffn']['seed']}); 2 epochs = {runs['ffn']['steps']} steps of 8 x 256 tokens; wall "
+            "times depend on what else ran on the machine",
+    **{v: {"val_perplexity": r["final"]["val/perplexity"], "steps": r["steps"], "params": r["params"],
+           "wall_seconds": r["wall_seconds"]} for v, r in runs.items()},
+}
 Path("experiments/results/lm_tiny_shakespeare.json").write_text(json.dumps(summary, indent=2) + "\n")
 print(json.dumps(summary, indent=2))
 PY
