@@ -22,7 +22,8 @@ Outputs, all beside ``--out``:
   ``--compare A:B`` pair (default hypermoe:topk and hypermoe:topk_adapter): on how many tasks A's
   mean is better, and over the seed-paired runs (same task, same seed, so the same data subsample)
   how many A wins, loses and ties, the mean paired delta ± its standard error, and a two-sided
-  sign test over the untied pairs.
+  sign test over the untied pairs. Last, the command of each multirun the runs came from (its
+  ``multirun.yaml``), with how many of the runs it gave.
 - ``<out>.csv``: one row per task x label (and an ``Avg`` row per label) in the runs' own units
   (fractions), with mean, std, n, delta_vs_topk, the paper's number (converted to those units) and
   the runs' mean wall time (``wall_seconds`` in metrics.json; the header sums them).
@@ -564,6 +565,37 @@ def csv_rows(cells: Sequence[Cell], paper: dict[str, dict[str, list[float]]]) ->
     return rows
 
 
+def shown_path(path: Path) -> Path:
+    """``path`` relative to the working directory when under it (the tables' own folder names)."""
+    try:
+        return path.resolve().relative_to(Path.cwd())
+    except ValueError:
+        return path
+
+
+def sweep_command(job_dir: Path) -> str | None:
+    """The command line of the multirun a job folder belongs to, from ``<sweep>/multirun.yaml``
+    (Hydra's record of the sweep's overrides); None for a run outside a multirun."""
+    sweep_file = job_dir.parent / "multirun.yaml"
+    try:
+        overrides = yaml.safe_load(sweep_file.read_text())["hydra"]["overrides"]["task"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
+    return "python train.py -m " + " ".join(overrides)
+
+
+def commands_section(runs: Sequence[dict[str, Any]]) -> str:
+    """Markdown: each multirun the runs came from, its command and how many of the runs it gave."""
+    sweeps = Counter((shown_path(run["_file"].parent.parent), sweep_command(run["_file"].parent)) for run in runs)
+    lines = [
+        f"- `{command}`: {count} run(s), in `{sweep}`"
+        if command
+        else f"- {count} run(s) in `{sweep}`, not from a multirun (no readable multirun.yaml)"
+        for (sweep, command), count in sorted(sweeps.items(), key=lambda item: str(item[0][0]))
+    ]
+    return "\n".join(["Commands (each multirun the runs came from):", "", *lines])
+
+
 def write_tables(
     cells: Sequence[Cell],
     runs: Sequence[dict[str, Any]],
@@ -577,7 +609,8 @@ def write_tables(
     _, averaged = averages(cells)
     md, csv_path = out.with_name(out.name + ".md"), out.with_name(out.name + ".csv")
     sections = [f"# {out.name}", header_line(runs, which, dirs, averaged), markdown_table(cells, paper)]
-    md.write_text("\n\n".join(filter(None, [*sections, head_to_head_table(cells, pairs)])) + "\n")
+    sections += [head_to_head_table(cells, pairs), commands_section(runs)]
+    md.write_text("\n\n".join(filter(None, sections)) + "\n")
     with csv_path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
         writer.writeheader()

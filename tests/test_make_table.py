@@ -98,6 +98,20 @@ def test_header_names_the_code_of_the_runs(runs, tmp_path):
     assert "Code (git commit, +dirty: uncommitted changes): 0123456 (8), 0123456+dirty (2), unknown (2)." in md
 
 
+def test_markdown_lists_the_command_of_each_multirun(runs, tmp_path):
+    sweep = runs / "table" / "2026-01-01_00-00-00"
+    overrides = ["table=superglue_cpu", "seed=1,2,3", "model=topk,hypermoe"]
+    (sweep / "multirun.yaml").write_text(json.dumps({"hydra": {"overrides": {"hydra": [], "task": overrides}}}))
+    lone = write_run(tmp_path / "single" / "run", "superglue/rte", "topk", 4, {"accuracy": 0.5})
+    args = make_table.parse_args([str(runs), str(lone.parent), "--out", str(tmp_path / "t")])
+    found = make_table.collect(args.runs_dirs, args.tag)
+    cells = make_table.group_runs(found, ["model"], "best")
+    md, _ = make_table.write_tables(cells, found, "best", args.runs_dirs, tmp_path / "t", {})
+    text = md.read_text()
+    assert f"- `python train.py -m table=superglue_cpu seed=1,2,3 model=topk,hypermoe`: 12 run(s), in `{sweep}`" in text
+    assert f"- 1 run(s) in `{tmp_path / 'single'}`, not from a multirun (no readable multirun.yaml)" in text
+
+
 def test_a_delta_of_float_noise_prints_as_zero(tmp_path):
     root = tmp_path / "outputs"
     for job, (model, value) in enumerate((("topk", 0.3), ("hypermoe", 0.1 + 0.2))):  # 0.1 + 0.2 > 0.3 by 5.6e-17
