@@ -8,6 +8,7 @@ and the tiny random GPT-2 (block 256).
 
     python experiments/bench_train.py                        # writes experiments/results/bench_train.json
     python experiments/bench_train.py --backbones minilm --rounds 4
+    python experiments/bench_train.py --variants topk hypermoe   # two variants alone: one ratio, checked again
     python experiments/bench_train.py --device cuda --dtype bf16
     python experiments/bench_train.py --quick                # tiny shapes, to check the script runs
 
@@ -36,6 +37,7 @@ import gc
 import json
 import multiprocessing
 import platform
+import shlex
 import statistics
 import sys
 import tempfile
@@ -54,7 +56,7 @@ from torch import Tensor, nn
 from hypermoe.backbones.causal_lm import build_causal_lm
 from hypermoe.backbones.classifier import build_classifier
 from hypermoe.backbones.heads import task_loss
-from hypermoe.config import compose_config, to_container
+from hypermoe.config import compose_config, git_revision, to_container
 from hypermoe.data.datamodule import TaskDataModule
 from hypermoe.lit_module import next_token_loss, parameter_groups
 from hypermoe.moe import sum_aux_losses, weighted_aux_loss
@@ -125,6 +127,7 @@ class Setup:
     device: str
     dtype: str
     threads: int
+    variants: tuple[str, ...] = tuple(VARIANTS)  # the ones to measure (--variants)
 
 
 @dataclass
@@ -175,8 +178,10 @@ def build_workload(setup: Setup, variant: str) -> Workload:
     clip = cfg.trainer.gradient_clip_val
 
     def finish() -> None:
+        # a phase's time is its kernels' time; on CUDA this sync between the two phases keeps the
+        # optimizer's launches from overlapping backward's last kernels, as they may in a real step
         if device == "cuda":
-            torch.cuda.synchronize()  # a phase's time is its kernels' time
+            torch.cuda.synchronize()
 
     def model_pass() -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -234,17 +239,17 @@ def measure_memory(setup: Setup, variant: str) -> dict[str, float]:
 def measure_all_memory(setup: Setup) -> dict[str, dict[str, float]]:
     """Every variant's memory; on CPU each in a fresh process forked from a server that has only
     imported the libraries (no model, no torch thread pool yet)."""
-    jobs = [(setup, variant) for variant in VARIANTS]
+    jobs = [(setup, variant) for variant in setup.variants]
     if setup.device == "cuda":  # the allocator's own counters: in-process, one variant at a time
         results = []
         for job in jobs:
             results.append(measure_memory(*job))  # its model is freed on return
             torch.cuda.empty_cache()
-        return dict(zip(VARIANTS, results, strict=True))
+        return dict(zip(setup.variants, results, strict=True))
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOAD)
     with context.Pool(processes=1, maxtasksperchild=1) as pool:  # one fresh worker per variant
-        return dict(zip(VARIANTS, pool.starmap(measure_memory, jobs, chunksize=1), strict=True))
+        return dict(zip(setup.variants, pool.starmap(measure_memory, jobs, chunksize=1), strict=True))
 
 
 def timed(workload: Workload) -> Callable[[], dict[str, float]]:
@@ -264,7 +269,7 @@ def timed(workload: Workload) -> Callable[[], dict[str, float]]:
 def time_all(setup: Setup, rounds: int) -> tuple[dict[str, dict[str, list[float]]], dict[str, int]]:
     """Seconds per round of every variant, timed alternately, by phase ("step", "model",
     "optimizer"), and their parameter counts."""
-    workloads = {v: build_workload(setup, v) for v in VARIANTS}
+    workloads = {v: build_workload(setup, v) for v in setup.variants}
     for workload in workloads.values():
         workload.step()  # AdamW's state and lazy inits; time_alternately warms up once more
     by_phase = time_alternately({v: timed(w) for v, w in workloads.items()}, rounds)
@@ -276,9 +281,12 @@ THROUGHPUT_PHASES = {"throughput": "step", "model_throughput": "model"}
 
 def ratios_of(samples: dict[str, dict[str, list[float]]], variants: dict[str, dict]) -> dict[str, float]:
     """Throughput ratios: median over rounds of the denominator's seconds over the numerator's
-    in the same round, in the measure's phase. Memory ratios: of the variants' numbers."""
+    in the same round, in the measure's phase. Memory ratios: of the variants' numbers. Only the
+    ratios whose two variants were measured."""
     ratios = {}
     for name, (numerator, denominator, measure, _, _) in RATIOS.items():
+        if not {numerator, denominator} <= variants.keys():
+            continue
         if measure in THROUGHPUT_PHASES:
             ratios[name] = paired_ratio(samples[THROUGHPUT_PHASES[measure]], denominator, numerator)
         else:
@@ -289,7 +297,7 @@ def ratios_of(samples: dict[str, dict[str, list[float]]], variants: dict[str, di
 def check_targets(ratios: dict[str, float]) -> dict[str, bool]:
     met = {}
     for name, (_, _, _, bound, kind) in RATIOS.items():
-        if bound is not None:
+        if bound is not None and name in ratios:
             met[name] = ratios[name] >= bound if kind == "min" else ratios[name] <= bound
     return met
 
@@ -313,7 +321,7 @@ def bench_backbone(setup: Setup, rounds: int) -> dict:
                 o / s for o, s in zip(samples["optimizer"][v], samples["step"][v], strict=True)
             ),
         }
-        for v in VARIANTS
+        for v in setup.variants
     }
     ratios = ratios_of(samples, variants)
     return {
@@ -332,13 +340,13 @@ def print_backbone(console: Console, name: str, result: dict) -> None:
     table = Table(title=f"{name}: batch {result['batch']} x {result['seq_len']} tokens, {result['threads']} threads")
     for column in ("variant", "params M", "tokens/s", "over ffn", "optimizer share", "peak MB", "step MB"):
         table.add_column(column, justify="left" if column == "variant" else "right")
-    ffn = result["variants"]["ffn"]["tokens_per_s"]
+    ffn = result["variants"].get("ffn", {}).get("tokens_per_s")
     for variant, row in result["variants"].items():
         table.add_row(
             variant,
             f"{row['params'] / 1e6:.1f}",
             f"{row['tokens_per_s']:.0f}",
-            f"{row['tokens_per_s'] / ffn:.3f}",
+            f"{row['tokens_per_s'] / ffn:.3f}" if ffn else "-",
             f"{row['optimizer_share']:.1%}",
             f"{row['peak_mem_mb']:.0f}",
             f"{row['step_mem_mb']:.0f}",
@@ -354,6 +362,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--backbones", nargs="+", choices=list(BACKBONES), help="default: minilm gpt2_tiny")
     parser.add_argument("--batch", type=int, help="default: the backbone's recipe (minilm 16, gpt2_tiny 8)")
     parser.add_argument("--seq-len", type=int, help="default: the backbone's (minilm 128, gpt2_tiny 256)")
+    parser.add_argument(
+        "--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), help="default: all; ratios need both"
+    )
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="bf16: autocast, as bf16-mixed")
@@ -378,9 +389,8 @@ def main(argv: list[str] | None = None) -> dict:
     results = {}
     for backbone in args.backbones:
         batch, seq_len = default_shape(backbone)
-        setup = Setup(
-            backbone, args.batch or batch, args.seq_len or seq_len, args.device, args.dtype, torch.get_num_threads()
-        )
+        shape = (args.batch or batch, args.seq_len or seq_len)
+        setup = Setup(backbone, *shape, args.device, args.dtype, torch.get_num_threads(), tuple(args.variants))
         results[backbone] = bench_backbone(setup, args.rounds)
         print_backbone(console, backbone, results[backbone])
     report = {
@@ -394,6 +404,8 @@ def main(argv: list[str] | None = None) -> dict:
         "device": args.device,
         "dtype": args.dtype,
         "machine": platform.processor() or platform.machine(),
+        "git": git_revision(),
+        "command": shlex.join(["python", "experiments/bench_train.py", *(sys.argv[1:] if argv is None else argv)]),
         "rounds": args.rounds,
         "targets": {
             name: {"numerator": a, "denominator": b, "measure": m, "bound": bound, "kind": kind}

@@ -17,7 +17,7 @@ out = Path(sys.argv[1])
 runs = {v: json.loads((out / v / "metrics.json").read_text()) for v in ("ffn", "topk", "hypermoe", "topk_adapter")}
 summary = {
     "command": "experiments/lm_tiny_shakespeare.sh (python train.py backbone=gpt2_tiny data=lm model=<variant> "
-               "trainer.max_epochs=2)",
+               f"trainer.max_epochs=2 logger=csv hydra.run.dir={out}/<variant>)",
     "note": f"one seed ({runs['ffn']['seed']}); 2 epochs = {runs['ffn']['steps']} steps of 8 x 256 tokens; wall "
             "times depend on what else ran on the machine",
     **{v: {"val_perplexity": r["final"]["val/perplexity"], "steps": r["steps"], "params": r["params"],

@@ -42,6 +42,7 @@ import json
 import logging
 import math
 import re
+import shlex
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -175,11 +176,21 @@ def resolve(record: dict[str, Any], dotted: str) -> Any:
     return value
 
 
+def check_by(keys: Sequence[str]) -> None:
+    """At most one key may lead the label: two would each replace the other's value."""
+    leading = [key for key in keys if canonical_key(key) in VARIANT_KEYS]
+    if len(leading) > 1:
+        raise RunsError(f"--by names {' and '.join(leading)}: each labels runs on its own; keep one")
+
+
 def label_parts(record: dict[str, Any], keys: Sequence[str]) -> tuple[str | None, tuple[str, ...]]:
-    """(variant or None, the other ``name=value`` parts); keys a run lacks (N for ffn) are left out."""
+    """(variant or None, the other ``name=value`` parts); keys a run lacks (N for ffn) are left out.
+    A run outside the ablation table (no ``ablation`` row) is labelled by its variant."""
     variant, others = None, []
     for key in keys:
         value = resolve(record, key)
+        if key == "ablation" and value is None:
+            value = record["model"]
         if value is None:
             continue
         if canonical_key(key) in VARIANT_KEYS:
@@ -208,6 +219,7 @@ def second_metric(record: dict[str, Any]) -> str | None:
 
 def group_runs(runs: Iterable[dict[str, Any]], by: Sequence[str], which: str) -> list[Cell]:
     """One Cell per (task, label), in task then label order."""
+    check_by(by)
     cells: dict[tuple[str, str], Cell] = {}
     for run in runs:
         variant, others = label_parts(run, by)
@@ -573,26 +585,27 @@ def shown_path(path: Path) -> Path:
         return path
 
 
-def sweep_command(job_dir: Path) -> str | None:
-    """The command line of the multirun a job folder belongs to, from ``<sweep>/multirun.yaml``
-    (Hydra's record of the sweep's overrides); None for a run outside a multirun."""
-    sweep_file = job_dir.parent / "multirun.yaml"
+def sweep_command(sweep_dir: Path) -> str | None:
+    """The command line of a multirun, from ``<sweep_dir>/multirun.yaml`` (Hydra's record of the
+    sweep's overrides), quoted for a shell; None for a folder that holds no multirun."""
     try:
-        overrides = yaml.safe_load(sweep_file.read_text())["hydra"]["overrides"]["task"]
+        overrides = yaml.safe_load((sweep_dir / "multirun.yaml").read_text())["hydra"]["overrides"]["task"]
     except (OSError, yaml.YAMLError, KeyError, TypeError):
         return None
-    return "python train.py -m " + " ".join(overrides)
+    return shlex.join(["python", "train.py", "-m", *overrides])
 
 
 def commands_section(runs: Sequence[dict[str, Any]]) -> str:
     """Markdown: each multirun the runs came from, its command and how many of the runs it gave."""
-    sweeps = Counter((shown_path(run["_file"].parent.parent), sweep_command(run["_file"].parent)) for run in runs)
-    lines = [
-        f"- `{command}`: {count} run(s), in `{sweep}`"
-        if command
-        else f"- {count} run(s) in `{sweep}`, not from a multirun (no readable multirun.yaml)"
-        for (sweep, command), count in sorted(sweeps.items(), key=lambda item: str(item[0][0]))
-    ]
+    sweeps = Counter(shown_path(run["_file"].parent.parent) for run in runs)  # <sweep>/<job>/metrics.json
+    lines = []
+    for sweep, count in sorted(sweeps.items(), key=lambda item: str(item[0])):
+        command = sweep_command(sweep)
+        lines.append(
+            f"- `{command}`: {count} run(s), in `{sweep}`"
+            if command
+            else f"- {count} run(s) in `{sweep}`, not from a multirun (no readable multirun.yaml)"
+        )
     return "\n".join(["Commands (each multirun the runs came from):", "", *lines])
 
 

@@ -112,6 +112,27 @@ def test_markdown_lists_the_command_of_each_multirun(runs, tmp_path):
     assert f"- 1 run(s) in `{tmp_path / 'single'}`, not from a multirun (no readable multirun.yaml)" in text
 
 
+def test_runs_outside_the_ablation_table_keep_their_variant_under_by_ablation(tmp_path):
+    root = tmp_path / "outputs"
+    for job, (row, model, accuracy) in enumerate(
+        (("topk", "topk", 0.60), ("agg_sum", "hypermoe", 0.66), (None, "hypermoe", 0.70), ("absent", "topk", 0.50))
+    ):
+        folder = write_run(root / str(job), "superglue/rte", model, 1, {"accuracy": accuracy})
+        if row != "absent":  # runs made before metrics.json recorded the row have no key at all
+            record = json.loads((folder / "metrics.json").read_text())
+            (folder / "metrics.json").write_text(json.dumps({**record, "ablation": row}))
+    _, rows = tables(root, tmp_path / "t", "--by", "ablation")
+    assert {label for task, label in rows if task == "superglue/rte"} == {"agg_sum", "hypermoe", "topk"}
+    assert float(rows["superglue/rte", "topk"]["mean"]) == pytest.approx(0.55)  # the ablation and plain topk rows
+    assert float(rows["superglue/rte", "hypermoe"]["delta_vs_topk"]) == pytest.approx(0.15)
+
+
+@pytest.mark.parametrize("by", ["model,ablation", "ablation,model_config.variant"])
+def test_two_leading_label_keys_are_refused(runs, tmp_path, by):
+    with pytest.raises(make_table.RunsError, match="each labels runs on its own; keep one"):
+        tables(runs, tmp_path / "t", "--by", by)
+
+
 def test_a_delta_of_float_noise_prints_as_zero(tmp_path):
     root = tmp_path / "outputs"
     for job, (model, value) in enumerate((("topk", 0.3), ("hypermoe", 0.1 + 0.2))):  # 0.1 + 0.2 > 0.3 by 5.6e-17
