@@ -1,6 +1,7 @@
 """Compose the project's Hydra configs in tests, the way train.py would, or run train.py itself."""
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,17 @@ class PoisonRouterAt(pl.Callback):
         if trainer.global_step == self.step:
             with torch.no_grad():
                 pl_module.net.moe[0].router.weight.fill_(float("nan"))
+
+
+class SigtermAtStep(pl.Callback):
+    """Sends this process SIGTERM at a training step, as a scheduler stopping the job would."""
+
+    def __init__(self, step: int = 1):
+        self.step = step
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 class SavedSteps(pl.Callback):

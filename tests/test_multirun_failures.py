@@ -41,6 +41,20 @@ def _launched(stdout: str, job: int) -> list[str]:
     return re.search(rf"\t#{job} : (.*)$", stdout, re.MULTILINE).group(1).split(" ")
 
 
+def test_sigterm_to_the_sweep_stops_it_after_the_job_it_interrupted(tmp_path):
+    sweep = tmp_path / "sweep"
+    sigterm = ["+callbacks.sigterm._target_=helpers.SigtermAtStep", "+callbacks.sigterm.step=1"]
+    result = subprocess.run(
+        [sys.executable, "train.py", "-m", *TRAIN, *sigterm, "seed=1,2", f"hydra.sweep.dir={sweep}"],
+        cwd=ROOT, env={**ENV, "PYTHONPATH": str(Path(__file__).parent)}, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 143, result.stderr[-3000:]  # 128 + SIGTERM, as a process killed by it
+    assert not (sweep / "1").exists()  # the second job never started
+    (failure,) = _failures(sweep)["failures"]
+    assert (failure["job"], failure["type"]) == (0, "JobTerminatedError") and "SIGTERM" in failure["message"]
+    assert "SIGTERM during job #0: the sweep stops" in result.stdout + result.stderr
+
+
 def test_default_launcher_runs_every_job_and_lists_the_failed_one(tmp_path):
     sweep = tmp_path / "sweep"
     # the failing job first; ablation=topk (the model TRAIN names) is there for metrics.json to record

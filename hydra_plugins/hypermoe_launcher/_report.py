@@ -30,6 +30,13 @@ class JobKilledError(RuntimeError):
     """A job's process ended by a signal (SIGKILL: the OOM killer, or ``kill -9``)."""
 
 
+class JobTerminatedError(RuntimeError):
+    """The sweep's own process got SIGTERM during an in-process job (scancel, a preemption, ``kill``):
+    Lightning stopped the job early, and no later job may start."""
+
+    MESSAGE = "the sweep's process got SIGTERM: Lightning stopped the job early, and the sweep stops"
+
+
 class JobExitError(RuntimeError):
     """A job's process exited with a non-zero code without reporting an exception."""
 

@@ -3,7 +3,9 @@ it ends, and after the batch table the sweep's failed jobs and write them to ``f
 (``_report.FailureReport``):
 
 - ``InProcessLauncher`` (``hydra/launcher=inprocess``): Hydra's basic launcher, jobs one after another
-  in the sweep's process; a job's exception (or ``sys.exit``) fails that job only.
+  in the sweep's process; a job's exception (or ``sys.exit``) fails that job only. A SIGTERM to the
+  sweep's process (which Lightning turns into a stop at the next step) fails the job it interrupted
+  and ends the sweep, with exit code 143: the later jobs do not start.
 - ``IsolatedLauncher`` (``hydra/launcher=isolated``): each job is ``python <app> <its overrides>`` in a
   process of its own, a single run writing into the job's sweep folder; a job killed by a signal (the
   OOM killer) or exiting non-zero fails that job only, and a completed job's return value reaches the
@@ -33,7 +35,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ._report import Failure, FailureReport, JobExitError, JobKilledError
+from ._report import Failure, FailureReport, JobExitError, JobKilledError, JobTerminatedError
 from .callbacks import return_file
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,11 @@ class InProcessLauncher(BasicLauncher):
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
             returns.append(ret)
             failures.append(failure)
+            if isinstance(ret._return_value, JobTerminatedError):
+                # the sweep's own process was told to stop (scancel, a preemption, kill): no job may start
+                self.report.batch_ended(returns, failures)
+                log.error("SIGTERM during job #%d: the sweep stops; the jobs after it did not run", num)
+                raise SystemExit(128 + signal.SIGTERM)
         self.report.batch_ended(returns, failures)
         return returns
 
@@ -84,7 +91,9 @@ class InProcessLauncher(BasicLauncher):
             )
         except SystemExit as exited:  # the job's sys.exit() ends the job, not the sweep
             ret = JobReturn(overrides=overrides, status=JobStatus.COMPLETED)
-            if exited.code not in (None, 0):
+            if _is_lightning_sigterm(exited):  # not a normal exit: launch() stops the sweep
+                ret.status, ret.return_value = JobStatus.FAILED, JobTerminatedError(JobTerminatedError.MESSAGE)
+            elif exited.code not in (None, 0):
                 ret.status, ret.return_value = JobStatus.FAILED, JobExitError(f"exit code {exited.code}")
         except Exception as error:  # the job's config does not compose (run_job catches the task's exceptions)
             ret = JobReturn(overrides=overrides, status=JobStatus.FAILED, _return_value=error)
@@ -92,6 +101,14 @@ class InProcessLauncher(BasicLauncher):
             return ret, None
         error = ret._return_value
         return ret, Failure(num, overrides, type(error).__name__, str(error), str(job_dir))
+
+
+def _is_lightning_sigterm(exited: SystemExit) -> bool:
+    """Lightning's SIGTERMException: the SystemExit its loops raise once the process got SIGTERM
+    (its handler only notes the signal). Found among the loaded modules: importing Lightning here
+    would slow every Hydra start, and a job that raised it has loaded it."""
+    exceptions = sys.modules.get("lightning.pytorch.utilities.exceptions")
+    return exceptions is not None and isinstance(exited, exceptions.SIGTERMException)
 
 
 @dataclass
