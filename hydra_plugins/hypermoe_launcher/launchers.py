@@ -59,7 +59,7 @@ class InProcessLauncher(BasicLauncher):
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
         self.report = _begin_batch(self.config, self.report)
         log.info(f"Launching {len(job_overrides)} jobs locally")
-        returns, failures = [], []
+        returns, failures, stopped = [], [], False
         for num, overrides in enumerate(job_overrides, start=initial_job_idx):
             log.info(f"\t#{num} : {' '.join(filter_overrides(overrides))}")
             ret, failure = self._run(num, list(overrides))
@@ -68,12 +68,14 @@ class InProcessLauncher(BasicLauncher):
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
             returns.append(ret)
             failures.append(failure)
-            if isinstance(ret._return_value, JobTerminatedError):
-                # the sweep's own process was told to stop (scancel, a preemption, kill): no job may start
-                self.report.batch_ended(returns, failures)
-                log.error("SIGTERM during job #%d: the sweep stops; the jobs after it did not run", num)
-                raise SystemExit(128 + signal.SIGTERM)
+            # the sweep's own process was told to stop (scancel, a preemption, kill): no job may start
+            stopped = isinstance(ret._return_value, JobTerminatedError)
+            if stopped:
+                break
         self.report.batch_ended(returns, failures)
+        if stopped:
+            log.error("SIGTERM during job #%d: the sweep stops; the jobs after it did not run", num)
+            raise SystemExit(128 + signal.SIGTERM)
         return returns
 
     def _run(self, num: int, overrides: list[str]) -> tuple[JobReturn, Failure | None]:
