@@ -93,6 +93,12 @@ class LastCheckpoint(Checkpoint):
         self.last_model_path = str(path)
 
 
+def last_saved_checkpoint(trainer: pl.Trainer) -> str | None:
+    """The checkpoint a stopped run resumes from: the last one this run saved, else the one it resumed from."""
+    saved = [getattr(callback, "last_model_path", "") for callback in trainer.checkpoint_callbacks]
+    return next((path for path in [*saved, trainer.ckpt_path] if path), None)
+
+
 def remove_checkpoints(trainer: pl.Trainer, resumed_from: str | None = None) -> list[Path]:
     """Delete the checkpoint files this run's checkpoint callbacks list (best-k and last), and
     ``resumed_from`` when it lies in one of their folders; return them.

@@ -2,12 +2,14 @@
 for each kind, instead of a traceback."""
 
 import logging
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from hypermoe.data.readers import DataError
 from hypermoe.data.sources import DataUnavailable
@@ -24,13 +26,22 @@ _KINDS = {ConfigError: "invalid configuration", DataError: "bad data", DataUnava
 @contextmanager
 def exit_on_expected_errors() -> Iterator[None]:
     """Around an entry point's work. In a single run an expected error ends the process with its
-    message (on the console and in the run's log file) and its exit code; in a multirun it
-    propagates, so the launcher records the job as failed and runs the others."""
+    message (on the console and in the run's log file) and its exit code, and a run stopped by
+    SIGTERM with 143; in a multirun both propagate, so the launcher records the job as failed."""
     try:
         yield
     except tuple(EXIT_CODES) as error:
-        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        if _in_multirun():
             raise
         kind = next(cls for cls in EXIT_CODES if isinstance(error, cls))
         log.error("%s: %s", _KINDS[kind], error)
         sys.exit(EXIT_CODES[kind])
+    except SIGTERMException:  # a SystemExit without a code: the process would end with 0, as if it had finished
+        if _in_multirun():
+            raise
+        sys.exit(128 + signal.SIGTERM)  # what a shell or a scheduler reads as "killed by SIGTERM"
+
+
+def _in_multirun() -> bool:
+    """In a multirun the launcher records the job's failure and decides about the sweep."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN

@@ -19,6 +19,7 @@ from torchmetrics import MaxMetric, MeanMetric, MinMetric
 from transformers import get_linear_schedule_with_warmup
 
 from hypermoe.backbones.heads import task_loss
+from hypermoe.checkpointing import last_saved_checkpoint
 from hypermoe.data.metrics import build_metrics, metric_mode, predictions
 from hypermoe.data.sampling import ResumableDataLoader
 from hypermoe.data.seq2seq import IGNORE_INDEX
@@ -83,10 +84,9 @@ class MoELitModule(pl.LightningModule):
         for name, layer in zip(self.net.moe_names, self.net.moe, strict=True):
             stats = ", ".join(f"{stat}={_describe(value)}" for stat, value in layer.routing_stats.items())
             lines.append(f"  {name}: {stats or 'no router'}")
-        saved = [getattr(callback, "last_model_path", "") for callback in self.trainer.checkpoint_callbacks]
-        saved = [path for path in [*saved, self.trainer.ckpt_path] if path]  # this run's, else the one it resumed
+        saved = last_saved_checkpoint(self.trainer)
         lines.append(
-            f"The last good checkpoint is {saved[0]}; nothing after it was saved."
+            f"The last good checkpoint is {saved}; nothing after it was saved."
             if saved
             else "No checkpoint was saved before this step."
         )

@@ -11,12 +11,13 @@ import lightning.pytorch as pl
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from hypermoe.backbones.causal_lm import build_causal_lm
 from hypermoe.backbones.classifier import build_classifier
 from hypermoe.backbones.seq2seq import build_seq2seq
-from hypermoe.checkpointing import AtomicCheckpointIO, remove_checkpoints
+from hypermoe.checkpointing import AtomicCheckpointIO, last_saved_checkpoint, remove_checkpoints
 from hypermoe.config import config_choice, git_revision, to_container
 from hypermoe.data.datamodule import TaskDataModule
 from hypermoe.data.lm import LMDataModule
@@ -144,7 +145,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         log.info("parameters: %s", counts)
         for logger in loggers:
             logger.log_hyperparams({"params": counts, **module.run_info["config"]})
-        trainer.fit(module, datamodule=data, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+        try:
+            trainer.fit(module, datamodule=data, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+        except SIGTERMException:  # scancel, a preemption, kill: Lightning stopped at the next step
+            last = last_saved_checkpoint(trainer)
+            log.error(
+                "SIGTERM at step %d (epoch %d): the run stopped before it finished and wrote no metrics.json. %s",
+                trainer.global_step,
+                trainer.current_epoch,
+                f"Resume with ckpt_path={last}" if last else "No checkpoint was saved.",
+            )
+            raise
         metrics = {
             "task": data.task.qualified_name,
             "model": cfg.model.variant,

@@ -112,6 +112,18 @@ def test_a_nan_loss_ends_the_command_with_its_message_and_exit_4(tmp_path):
     assert "Traceback" not in result.stdout + result.stderr
 
 
+def test_a_run_stopped_by_sigterm_exits_143_naming_the_checkpoint_to_resume(tmp_path):
+    sigterm = ["+callbacks.sigterm._target_=helpers.SigtermAtStep", "+callbacks.sigterm.step=3"]
+    result = train_cli(tmp_path, *TINY, "trainer.max_epochs=1", "checkpoint_every_n_steps=2", *sigterm)
+    assert result.returncode == 143, result.stdout[-2000:] + result.stderr[-2000:]  # 128 + SIGTERM, not 0
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    step = _checkpoint(last)["global_step"]
+    assert step == 4  # Lightning stops after the step the signal came in, and last.ckpt holds it
+    assert f"SIGTERM at step {step} (epoch 0): the run stopped before it finished" in result.stdout + result.stderr
+    assert f"Resume with ckpt_path={last}" in result.stdout + result.stderr
+    assert not (tmp_path / "metrics.json").exists()
+
+
 def _train(output: Path, *overrides: str, env: dict) -> subprocess.Popen:
     command = [sys.executable, "train.py", *TINY, "logger=wandb", f"hydra.run.dir={output}", *overrides]
     return subprocess.Popen(command, cwd=PROJECT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
