@@ -6,17 +6,22 @@ of each token's HyperExpert output H(x) to each expert's output E_j(x) on the sa
 averaged into an (e, e) matrix, row i = tokens routed to expert i (their first choice),
 column j = the expert compared. If the HyperExpert carries knowledge specific to the selected
 expert, the diagonal stands out from the rest of its row; ``diagonal_minus_off`` is that gap
-(mean over rows). A near-zero gap means no expert-specific relation was measured.
+(mean over rows). A near-zero gap means no expert-specific relation was measured. The gap is
+set against its value with the selected experts shuffled among the tokens (``--permutations``
+times): a gap inside that null distribution is what routing unrelated to the outputs also gives.
+The tokens of a batch are not independent, so the p-value is, if anything, too small.
 
     python experiments/analysis_selection.py CKPT --out experiments/results/selection [--batches 4]
 
-Writes ``<out>.json`` (per layer: matrix, diagonal mean, off-diagonal mean, gap, tokens) and
-``<out>.png`` (one heatmap per layer).
+Writes ``<out>.json`` (the command; per layer: matrix, diagonal mean, off-diagonal mean, gap,
+tokens, the shuffled gaps' mean and std, p-value) and ``<out>.png`` (one heatmap per layer).
 """
 
 import argparse
 import json
 import logging
+import shlex
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -36,38 +41,65 @@ from hypermoe.validation import load_checkpoint
 log = logging.getLogger(__name__)
 
 
-def relatedness(hyper_out: Tensor, expert_outs: Tensor, first_choice: Tensor) -> dict:
+def relatedness(hyper_out: Tensor, expert_outs: Tensor, first_choice: Tensor, permutations: int = 0) -> dict:
     """hyper_out (n, d), expert_outs (e, n, d), first_choice (n,) -> the (e, e) mean-cosine
-    matrix (rows: the selected expert; a row with no tokens is NaN) and its summary."""
-    num_experts = expert_outs.shape[0]
+    matrix (rows: the selected expert; a row with no tokens is NaN) and its summary. With
+    ``permutations``, also the gap's null distribution: the same tokens with their selected experts
+    shuffled, which keeps every row's size and unties the rows from the routing; ``p_value`` is the
+    share of shuffles whose gap is at least the measured one (one-sided, counting the measured one)."""
     cosine = F.cosine_similarity(hyper_out.unsqueeze(0), expert_outs, dim=-1).t()  # (n, e)
-    rows = torch.full((num_experts, num_experts), float("nan"))
-    for i in range(num_experts):
-        if (first_choice == i).any():
-            rows[i] = cosine[first_choice == i].mean(0)
-    used = ~rows.isnan().any(-1)
-    diagonal = rows.diagonal()[used]
-    off = rows[used][~torch.eye(num_experts, dtype=torch.bool)[used]].view(int(used.sum()), -1)
-    return {
+    rows = _rows_by_selected(cosine, first_choice)
+    diagonal, off = _diagonal_and_off(rows)
+    result = {
         "matrix": rows.tolist(),
         "diagonal_mean": float(diagonal.mean()),
         "off_diagonal_mean": float(off.mean()),
-        "diagonal_minus_off": float((diagonal - off.mean(-1)).mean()),
+        "diagonal_minus_off": _gap(rows),
         "tokens": int(first_choice.numel()),
     }
+    if permutations:
+        shuffled = (first_choice[torch.randperm(len(first_choice))] for _ in range(permutations))
+        null = torch.tensor([_gap(_rows_by_selected(cosine, labels)) for labels in shuffled])
+        result |= {
+            "null_gap_mean": float(null.mean()),
+            "null_gap_std": float(null.std()),
+            "p_value": float((1 + (null >= result["diagonal_minus_off"]).sum()) / (1 + permutations)),
+            "permutations": permutations,
+        }
+    return result
+
+
+def _rows_by_selected(cosine: Tensor, selected: Tensor) -> Tensor:
+    """(n, e) cosines -> (e, e): row i is the mean over the tokens that selected expert i (NaN if none)."""
+    num_experts = cosine.shape[1]
+    sums = cosine.new_zeros(num_experts, num_experts).index_add_(0, selected, cosine)
+    return sums / torch.bincount(selected, minlength=num_experts).unsqueeze(-1)  # 0 / 0: NaN
+
+
+def _diagonal_and_off(rows: Tensor) -> tuple[Tensor, Tensor]:
+    """The diagonal and the off-diagonal entries (one row per selected expert) of the rows with tokens."""
+    used = ~rows.isnan().any(-1)
+    off = rows[used][~torch.eye(len(rows), dtype=torch.bool)[used]].view(int(used.sum()), -1)
+    return rows.diagonal()[used], off
+
+
+def _gap(rows: Tensor) -> float:
+    """Mean over the selected experts of (similarity to that expert - mean similarity to the others)."""
+    diagonal, off = _diagonal_and_off(rows)
+    return float((diagonal - off.mean(-1)).mean())
 
 
 @torch.no_grad()
-def layer_relatedness(layer: HyperMoE, x: Tensor, attention_mask: Tensor | None) -> dict:
+def layer_relatedness(layer: HyperMoE, x: Tensor, attention_mask: Tensor | None, permutations: int) -> dict:
     tokens, valid = flatten_tokens(x, attention_mask)
     tokens = tokens[valid]
     routing = layer.router(tokens, torch.ones(tokens.shape[0], dtype=torch.bool))
     hyper_out, _ = layer.hyper_expert(tokens, torch.ones_like(routing.expert_index[:, 0], dtype=torch.bool), routing)
     expert_outs = torch.stack([expert(tokens) for expert in layer.experts.ffns])  # (e, n, d)
-    return relatedness(hyper_out, expert_outs, routing.expert_index[:, 0])
+    return relatedness(hyper_out, expert_outs, routing.expert_index[:, 0], permutations)
 
 
-def analyse(ckpt_path: str, batches: int) -> dict[str, dict]:
+def analyse(ckpt_path: str, batches: int, permutations: int) -> dict[str, dict]:
     checkpoint = load_checkpoint(ckpt_path)
     cfg = OmegaConf.create(checkpoint["hypermoe"]["config"])
     data, module = build(cfg)
@@ -95,15 +127,24 @@ def analyse(ckpt_path: str, batches: int) -> dict[str, dict]:
         xs = [x.reshape(-1, x.shape[-1]) for x, _ in inputs[name]]  # (tokens of the batch, d)
         masks = [torch.ones(len(x), dtype=torch.bool) if m is None else m.reshape(-1).bool()
                  for x, (_, m) in zip(xs, inputs[name], strict=True)]  # fmt: skip
-        results[name] = layer_relatedness(layer, torch.cat(xs), torch.cat(masks))
+        results[name] = layer_relatedness(layer, torch.cat(xs), torch.cat(masks), permutations)
     return results
+
+
+def _gap_text(result: dict, separator: str) -> str:
+    """The gap, and (with --permutations) its shuffled null and p-value after ``separator``."""
+    text = f"gap {result['diagonal_minus_off']:+.3f}"
+    if "p_value" in result:
+        null = f"shuffled {result['null_gap_mean']:+.3f} ± {result['null_gap_std']:.3f}"
+        text += f"{separator}{null}, p={result['p_value']:.3f}"
+    return text
 
 
 def plot(results: dict[str, dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(results), figsize=(3.2 * len(results), 3.2), squeeze=False)
     for ax, (name, result) in zip(axes[0], results.items(), strict=True):
         image = ax.imshow(result["matrix"], cmap="viridis")
-        ax.set_title(f"{name}: gap {result['diagonal_minus_off']:+.3f}", fontsize=9)
+        ax.set_title(f"{name}: " + _gap_text(result, "\n"), fontsize=8)
         ax.set_xlabel("expert compared")
         ax.set_ylabel("expert selected")
         fig.colorbar(image, ax=ax, fraction=0.046)
@@ -118,15 +159,20 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     parser.add_argument("ckpt_path")
     parser.add_argument("--out", required=True, help="path prefix of the .json and .png written")
     parser.add_argument("--batches", type=int, default=4, help="validation batches to read")
+    parser.add_argument("--permutations", type=int, default=1000, help="shuffles of the selection for the null")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the shuffles")
     args = parser.parse_args(argv)
-    results = analyse(args.ckpt_path, args.batches)
+    torch.manual_seed(args.seed)
+    results = analyse(args.ckpt_path, args.batches, args.permutations)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"ckpt_path": args.ckpt_path, "layers": results}, indent=2) + "\n")
+    command = shlex.join(["python", "experiments/analysis_selection.py", *(sys.argv[1:] if argv is None else argv)])
+    record = {"ckpt_path": args.ckpt_path, "command": command}
+    out.with_suffix(".json").write_text(json.dumps({**record, "layers": results}, indent=2) + "\n")
     plot(results, out.with_suffix(".png"))
     for name, result in results.items():
         print(f"{name}: diagonal {result['diagonal_mean']:+.3f}, off-diagonal {result['off_diagonal_mean']:+.3f}, "
-              f"gap {result['diagonal_minus_off']:+.3f} over {result['tokens']} tokens")  # fmt: skip
+              f"{_gap_text(result, ', ')} over {result['tokens']} tokens")  # fmt: skip
     return results
 
 

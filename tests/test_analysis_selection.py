@@ -27,15 +27,38 @@ def test_relatedness_of_a_hyperexpert_that_copies_the_selected_expert():
     assert result["diagonal_minus_off"] == pytest.approx((((1 + half) / 2 - half / 2) + 1) / 2)
 
 
+def _outputs(num_experts: int, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random expert outputs (e, n, d) and first choices (n,), seeded."""
+    generator = torch.Generator().manual_seed(0)
+    expert_outs = torch.randn(num_experts, tokens, 16, generator=generator)
+    return expert_outs, torch.randint(num_experts, (tokens,), generator=generator)
+
+
+def test_the_shuffled_null_separates_a_selection_related_hyperexpert_from_an_unrelated_one():
+    torch.manual_seed(0)
+    expert_outs, first_choice = _outputs(num_experts=4, tokens=400)
+    selected_out = expert_outs[first_choice, torch.arange(400)]
+    related = selected_out + torch.randn(400, 16)  # the selected expert's output, and as much noise
+    result = analysis_selection.relatedness(related, expert_outs, first_choice, permutations=99)
+    assert result["diagonal_minus_off"] > 0.5 and result["p_value"] == pytest.approx(1 / 100)  # no shuffle reaches it
+    assert abs(result["null_gap_mean"]) < 3 * result["null_gap_std"] < 0.1  # a shuffled selection: no gap
+    unrelated = analysis_selection.relatedness(torch.randn(400, 16), expert_outs, first_choice, permutations=99)
+    assert unrelated["p_value"] > 0.05 and abs(unrelated["diagonal_minus_off"]) < 3 * unrelated["null_gap_std"]
+
+
 def test_script_writes_json_and_plot_for_a_trained_checkpoint(tmp_path):
     run(compose_config("train", [*TINY, "experiment=synthetic_tiny", "debug=limit", "model=hypermoe"], tmp_path))
     out = tmp_path / "selection"
     results = analysis_selection.main(
-        [str(tmp_path / "checkpoints" / "last.ckpt"), "--out", str(out), "--batches", "1"]
+        [str(tmp_path / "checkpoints" / "last.ckpt"), "--out", str(out), "--batches", "1", "--permutations", "20"]
     )
     assert set(results) == {"layer0", "layer1"}
-    written = json.loads(out.with_suffix(".json").read_text())["layers"]["layer0"]
-    assert len(written["matrix"]) == 8 and written["tokens"] > 0 and out.with_suffix(".png").stat().st_size > 0
+    written = json.loads(out.with_suffix(".json").read_text())
+    assert written["command"].startswith("python experiments/analysis_selection.py ")
+    assert written["command"].endswith("--batches 1 --permutations 20")
+    layer = written["layers"]["layer0"]
+    assert len(layer["matrix"]) == 8 and layer["tokens"] > 0 and out.with_suffix(".png").stat().st_size > 0
+    assert layer["permutations"] == 20 and 1 / 21 <= layer["p_value"] <= 1
 
 
 def test_a_checkpoint_without_hypermoe_is_refused(tmp_path):
