@@ -17,7 +17,8 @@ per-task means of the main metric, as the paper averages. Deltas compare each la
 positive is better for every metric, perplexity included.
 
 Outputs, all beside ``--out``:
-- ``<out>.md``: header line (runs, seeds, metric, tags: subsampled tables say so in their tags), table.
+- ``<out>.md``: header line (runs, seeds, metric, tags: subsampled tables say so in their tags;
+  each task's training set size, where the runs record it), table.
   Scores are x100 except perplexity; deltas are in the same units. Then a head-to-head table for each
   ``--compare A:B`` pair (default hypermoe:topk and hypermoe:topk_adapter): on how many tasks A's
   mean is better, and over the seed-paired runs (same task, same seed, so the same data subsample)
@@ -474,6 +475,20 @@ def short_commit(git: str | None) -> str:
     return commit[:7] + plus + rest
 
 
+def training_set_sizes(runs: Sequence[dict[str, Any]]) -> str:
+    """Each task's training set size as the runs record it (``train_size``, after subsampling;
+    runs made before it was recorded have none), or nothing if no run records one."""
+    sizes: dict[str, set[int]] = defaultdict(set)
+    for run in runs:
+        if run.get("train_size") is not None:
+            sizes[run["task"]].add(int(run["train_size"]))
+    if not sizes:
+        return ""
+    recorded = sum(run.get("train_size") is not None for run in runs)
+    text = ", ".join(f"{task} {' / '.join(map(str, sorted(n)))}" for task, n in sorted(sizes.items()))
+    return f"Training set size (examples; LM: blocks), from the {recorded} runs that record it: {text}. "
+
+
 def header_line(runs: Sequence[dict[str, Any]], which: str, dirs: Sequence[Path], averaged: Sequence[str]) -> str:
     seeds = sorted({str(run["seed"]) for run in runs}, key=natural_key)
     tags = Counter(tag for run in runs for tag in run.get("tags") or ())
@@ -485,6 +500,7 @@ def header_line(runs: Sequence[dict[str, Any]], which: str, dirs: Sequence[Path]
         if walls
         else ""
     )
+    train_text = training_set_sizes(runs)
     commits = Counter(short_commit(run.get("git")) for run in runs)
     code_text = ", ".join(f"{commit} ({count})" for commit, count in sorted(commits.items()))
     return (
@@ -492,7 +508,7 @@ def header_line(runs: Sequence[dict[str, Any]], which: str, dirs: Sequence[Path]
         f"Metric: {metric_text} (`--metric {which}`), mean ± sample std over seeds; x100 except perplexity. "
         f"Avg: mean of the per-task means of the main metric over {', '.join(averaged)}. "
         f"Δ: against `{BASELINE}` with the same other settings, positive = better. {wall_text}"
-        f"Run tags (subsampling is noted there): {tag_text}. "
+        f"Run tags (subsampling is noted there): {tag_text}. {train_text}"
         f"Code (git commit, +dirty: uncommitted changes): {code_text}."
     )
 

@@ -98,6 +98,19 @@ def test_header_names_the_code_of_the_runs(runs, tmp_path):
     assert "Code (git commit, +dirty: uncommitted changes): 0123456 (8), 0123456+dirty (2), unknown (2)." in md
 
 
+def test_header_gives_each_tasks_training_set_size_from_the_runs_that_record_it(runs, tmp_path):
+    md, _ = tables(runs, tmp_path / "before")
+    assert "Training set size" not in md  # runs made before train_size was recorded
+    for i, metrics in enumerate(sorted(runs.rglob("metrics.json"))):
+        record = json.loads(metrics.read_text())
+        if i < 10:  # two runs without it
+            record["train_size"] = 250 if record["task"] == "superglue/cb" else 1000 - 10 * (i == 1)
+        metrics.write_text(json.dumps(record))
+    md, _ = tables(runs, tmp_path / "t")
+    expected = "from the 10 runs that record it: superglue/cb 250, superglue/rte 990 / 1000."
+    assert f"Training set size (examples; LM: blocks), {expected}" in md
+
+
 def test_markdown_lists_the_command_of_each_multirun(runs, tmp_path):
     sweep = runs / "table" / "2026-01-01_00-00-00"
     overrides = ["table=superglue_cpu", "seed=1,2,3", "model=topk,hypermoe"]

@@ -36,6 +36,7 @@ def test_fast_dev_run_every_backbone_and_variant(tmp_path, backbone, variant, da
     assert metrics["model"] == variant and metrics["steps"] == 1
     assert set(metrics["final"]) >= {f"val/{name}" for name in metrics["best"]}
     assert (metrics["params"]["hypernetwork"] > 0) == (variant == "hypermoe")
+    assert metrics["train_size"] == {"gpt2_tiny": 16, "switch_tiny": 32}[backbone]  # blocks; examples
 
 
 @pytest.mark.parametrize(
@@ -49,12 +50,14 @@ def test_fast_dev_run_every_head_kind_on_real_data(tmp_path, benchmark, task, da
     cfg = compose_config("train", [*overrides, f"paths.data_dir={data_root}"], tmp_path)
     metrics = run(cfg)
     assert set(metrics["final"]) >= {f"val/{name}" for name in metrics["best"]}
+    assert metrics["train_size"] == 64  # every one of these training sets is larger
 
 
 def test_a_short_run_learns_and_writes_its_record(tmp_path):
     overrides = [*TINY, "experiment=synthetic_tiny", "trainer.max_epochs=4", "model=hypermoe"]
     metrics = run(compose_config("train", overrides, tmp_path))
     assert metrics["best"]["accuracy"] > 0.7  # majority-of-colours is learnable; chance is ~0.5
+    assert metrics["train_size"] == 512  # the synthetic training set, whole
     assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
     assert "${" not in (tmp_path / "resolved_config.yaml").read_text()
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
