@@ -29,10 +29,14 @@ Outputs, all beside ``--out``:
   (fractions), with mean, std, n, delta_vs_topk, the paper's number (converted to those units) and
   the runs' mean wall time (``wall_seconds`` in metrics.json; the header sums them).
 - ``<out>_bars.png`` (per-task bars with std error bars), ``<out>_params.png`` (main metric against
-  active parameters per token) and ``<out>_load.png`` (expert load per layer). The CSV logs hold
-  only per-layer ``load_max``/``load_min``/``load_max_min_ratio``/``dead_experts``, not per-expert
-  load vectors, so the load heatmap shows layers x those statistics, from each run's last logged
-  step, averaged over the label's runs. A plot whose data is missing is skipped with a logged note.
+  active parameters per token), ``<out>_load.png`` (per-layer load statistics during training) and
+  ``<out>_expert_load.png`` (per-expert load per layer at the last validation).
+  ``_load.png`` reads the CSV logs, which hold per layer ``load_max``/``load_min``/
+  ``load_max_min_ratio``/``dead_experts``: layers x those statistics at each run's last logged
+  step, averaged over the label's runs. ``_expert_load.png`` reads metrics.json's ``expert_load``
+  (each expert's share of the layer's routed tokens; for dense_moe its mean routing weight): layers
+  x experts ranked by load, averaged over the label's runs. A plot whose data is missing is skipped
+  with a logged note.
 
 Paper numbers come from ``paper_numbers.yaml`` beside this script, in the paper's printed units.
 """
@@ -87,6 +91,7 @@ class Cell:
     active_params: list[int] = field(default_factory=list)
     wall_seconds: list[float] = field(default_factory=list)  # each run's, start to metrics.json
     run_dirs: list[Path] = field(default_factory=list)
+    expert_loads: list[dict[str, list[float]]] = field(default_factory=list)  # per run that records one
 
     @property
     def n(self) -> int:
@@ -244,6 +249,8 @@ def group_runs(runs: Iterable[dict[str, Any]], by: Sequence[str], which: str) ->
             cell.active_params.append(int(active))
         if run.get("wall_seconds") is not None:
             cell.wall_seconds.append(float(run["wall_seconds"]))
+        if run.get("expert_load"):
+            cell.expert_loads.append(run["expert_load"])
     for cell in cells.values():
         repeated = [seed for seed, count in Counter(cell.seeds).items() if count > 1]
         if repeated:
@@ -699,6 +706,35 @@ def load_matrices(cells: Sequence[Cell]) -> dict[str, tuple[list[int], list[list
     return matrices
 
 
+def ranked_expert_loads(cells: Sequence[Cell]) -> dict[str, tuple[list[str], list[list[float]], int]]:
+    """label -> (MoE layer names, layers x experts from the busiest down, runs averaged).
+
+    Each run's per-expert load (metrics.json's ``expert_load``, over its last validation) is sorted
+    from the busiest expert down before the label's runs are averaged: expert numbers mean nothing
+    across runs (any permutation of the experts is the same model), their ranking does.
+    A label whose runs differ in expert count is left out with a note.
+    """
+    per_label: dict[str, list[dict[str, list[float]]]] = defaultdict(list)
+    for cell in cells:
+        per_label[cell.label].extend(cell.expert_loads)
+    ranked = {}
+    for label in label_order(cells):
+        runs = per_label.get(label)
+        if not runs:
+            continue
+        counts = {len(loads) for run in runs for loads in run.values()}
+        if len(counts) > 1:
+            log.warning("left %s out of the expert-load heatmap: its runs have %s experts", label, sorted(counts))
+            continue
+        layers = sorted({layer for run in runs for layer in run}, key=natural_key)
+        rows = []
+        for layer in layers:
+            ranked_runs = [sorted(run[layer], reverse=True) for run in runs if layer in run]
+            rows.append([statistics.fmean(rank) for rank in zip(*ranked_runs, strict=True)])
+        ranked[label] = (layers, rows, len(runs))
+    return ranked
+
+
 def _nanmean(values: Sequence[float]) -> float:
     kept = [v for v in values if not math.isnan(v)]
     return statistics.fmean(kept) if kept else math.nan
@@ -790,6 +826,26 @@ def plot_load(plt, cells: Sequence[Cell], path: Path) -> Path | None:
     return path
 
 
+def plot_expert_load(plt, cells: Sequence[Cell], path: Path) -> Path | None:
+    """One panel per label: MoE layers x experts ranked by load (see ranked_expert_loads), one colour scale."""
+    ranked = ranked_expert_loads(cells)
+    if not ranked:
+        log.info("skipped %s: no run records expert_load in its metrics.json", path.name)
+        return None
+    peak = max(value for _, rows, _ in ranked.values() for row in rows for value in row)
+    height = 0.35 * max(len(layers) for layers, _, _ in ranked.values()) + 1.8
+    fig, axes = plt.subplots(1, len(ranked), figsize=(3.6 * len(ranked) + 0.8, height), squeeze=False)
+    for ax, (label, (layers, rows, runs)) in zip(axes[0], ranked.items(), strict=True):
+        image = ax.imshow(rows, cmap="viridis", vmin=0, vmax=peak, aspect="auto")
+        ax.set_yticks(range(len(layers)), layers, fontsize=7)
+        ax.set_xlabel(f"expert, busiest first (uniform: 1/{len(rows[0])})", fontsize=8)
+        ax.set_title(f"{label} ({runs} run{'s' * (runs > 1)})", fontsize=9)
+    fig.colorbar(image, ax=list(axes[0]), fraction=0.02, label="load share")
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 def _label_colors(plt, cells: Sequence[Cell]) -> dict[str, str]:
     """One color per label, the same in every panel and plot (a task without some label's runs
     must not shift the others' colors)."""
@@ -811,6 +867,7 @@ def write_plots(cells: Sequence[Cell], out: Path) -> list[Path]:
         plot_bars(plt, cells, out.with_name(out.name + "_bars.png")),
         plot_params(plt, cells, out.with_name(out.name + "_params.png")),
         plot_load(plt, cells, out.with_name(out.name + "_load.png")),
+        plot_expert_load(plt, cells, out.with_name(out.name + "_expert_load.png")),
     ]
     return [path for path in made if path is not None]
 

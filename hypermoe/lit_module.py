@@ -9,12 +9,14 @@ The net exposes ``moe`` (its MoE layers) and ``moe_names``.
 
 import random
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
 from torchmetrics import MaxMetric, MeanMetric, MinMetric
 from transformers import get_linear_schedule_with_warmup
 
@@ -57,6 +59,10 @@ class MoELitModule(pl.LightningModule):
         for best in self.val_best.values():
             best.persistent(True)  # resumed runs keep their best so far
         self.val_loss = MeanMetric()
+        # each MoE layer's load per expert (routing_stats["load"]) over the last validation epoch
+        self.expert_load: dict[str, list[float]] = {}
+        self._load_sums: dict[str, tuple[Tensor, int]] = {}
+        self._load_hooks: list[RemovableHandle] = []
         self._resumed_loader_states: list[dict[str, int]] = []  # see on_train_start
 
     def _total_loss(self, loss_task: Tensor, size: int) -> Tensor:
@@ -101,9 +107,29 @@ class MoELitModule(pl.LightningModule):
                     self.log(f"moe/{name}/{stat}_max", value.max())
                     self.log(f"moe/{name}/{stat}_min", value.min())
 
+    def on_validation_epoch_start(self) -> None:
+        # every forward of the epoch (each generated token's too) adds each MoE layer's load
+        self._remove_load_hooks()  # left by a validation that failed half-way
+        self._load_sums = {}
+        self._load_hooks = [
+            layer.register_forward_hook(partial(self._add_expert_load, name))
+            for name, layer in zip(self.net.moe_names, self.net.moe, strict=True)
+        ]
+
+    def _add_expert_load(self, name: str, layer: nn.Module, args: Any, output: Any) -> None:
+        load = layer.routing_stats.get("load")  # the dense ffn has none
+        if load is not None:
+            total, count = self._load_sums.get(name, (0, 0))
+            self._load_sums[name] = (total + load, count + 1)
+
+    def _remove_load_hooks(self) -> None:
+        for hook in self._load_hooks:
+            hook.remove()
+        self._load_hooks = []
+
     def _log_validation(self, values: dict[str, Tensor]) -> None:
         """Logs val/loss and the task's metrics (already reduced over processes: sync_dist
-        only silences DDP's warning), and updates the best-so-far values."""
+        only silences DDP's warning), and updates the best-so-far values and ``expert_load``."""
         self.log("val/loss", self.val_loss.compute(), sync_dist=True)
         self.val_loss.reset()
         for name in self.task.metrics:
@@ -112,6 +138,13 @@ class MoELitModule(pl.LightningModule):
             if not self.trainer.sanity_checking:
                 self.val_best[name].update(value)
                 self.log(f"val/{name}_best", self.val_best[name].compute(), sync_dist=True)
+        self._remove_load_hooks()
+        if not self.trainer.sanity_checking:
+            reduce = partial(self.trainer.strategy.reduce, reduce_op="sum")  # over processes
+            self.expert_load = {
+                name: (reduce(total) / reduce(torch.tensor(float(count), device=total.device))).tolist()
+                for name, (total, count) in self._load_sums.items()
+            }
 
     def best_metrics(self) -> dict[str, float]:
         return {name: float(best.compute()) for name, best in self.val_best.items()}

@@ -168,6 +168,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "best": module.best_metrics(),
             "main_metric": data.task.main_metric,
             "params": counts,
+            "expert_load": module.expert_load,  # per MoE layer, each expert's share over the last validation
             "train_size": len(trainer.train_dataloader.dataset),  # examples (LM: blocks) trained on, after subsampling
             "epochs": trainer.current_epoch,
             "steps": trainer.global_step,

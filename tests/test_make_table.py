@@ -303,6 +303,27 @@ def test_load_heatmap_reads_each_runs_last_logged_step(tmp_path):
     assert layers == [0, 1] and matrix[0][:2] == pytest.approx([0.30, 0.05])
 
 
+def test_expert_load_heatmap_ranks_each_runs_experts_before_averaging(tmp_path, caplog):
+    loads = [{"layer0": [0.1, 0.6, 0.3], "layer10": [0.2, 0.2, 0.6], "layer2": [0.4, 0.3, 0.3]},
+             {"layer0": [0.5, 0.2, 0.3], "layer10": [0.6, 0.2, 0.2], "layer2": [0.3, 0.4, 0.3]}]  # fmt: skip
+    for seed, load in enumerate(loads, start=1):
+        path = write_run(tmp_path / "r" / str(seed), "superglue/rte", "topk", seed, {"accuracy": 0.5}) / "metrics.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "expert_load": load}))
+    mixed = write_run(tmp_path / "r" / "3", "superglue/rte", "hypermoe", 1, {"accuracy": 0.5}) / "metrics.json"
+    mixed.write_text(json.dumps({**json.loads(mixed.read_text()), "expert_load": {"layer0": [0.5, 0.5]}}))
+    mixed = write_run(tmp_path / "r" / "4", "superglue/rte", "hypermoe", 2, {"accuracy": 0.5}) / "metrics.json"
+    mixed.write_text(json.dumps({**json.loads(mixed.read_text()), "expert_load": {"layer0": [0.5, 0.25, 0.25]}}))
+    cells = make_table.group_runs(make_table.collect([tmp_path / "r"]), ["model"], "best")
+    ranked = make_table.ranked_expert_loads(cells)
+    layers, rows, runs = ranked["topk"]
+    assert layers == ["layer0", "layer2", "layer10"] and runs == 2
+    assert rows[0] == pytest.approx([0.55, 0.3, 0.15])  # [0.6, 0.3, 0.1] and [0.5, 0.3, 0.2]
+    assert rows[2] == pytest.approx([0.6, 0.2, 0.2])  # the same ranked loads in both runs: no averaging away
+    assert (
+        "hypermoe" not in ranked and "left hypermoe out of the expert-load heatmap: its runs have [2, 3]" in caplog.text
+    )
+
+
 def test_head_to_head_pairs_runs_by_task_and_seed(runs, tmp_path):
     """CB f1 deltas +10, +5, 0 and RTE +10, +4, -2 points: 4 wins, 1 loss, 1 tie, mean +4.50,
     s.e. sqrt(24.7 / 6) = 2.03, sign test 2 * (C(5,0) + C(5,1)) / 2**5 = 0.375."""
@@ -352,10 +373,13 @@ def test_cli_writes_tables_and_plots(runs, tmp_path, caplog):
     pytest.importorskip("matplotlib")
     run_dir = next(runs.glob("**/metrics.json")).parent
     write_csv_log(run_dir, [{"moe/layer0/load_max": 0.2, "moe/layer0/load_min": 0.1, "step": 1}])
+    record = json.loads((run_dir / "metrics.json").read_text())
+    (run_dir / "metrics.json").write_text(json.dumps({**record, "expert_load": {"layer0": [0.7, 0.3]}}))
     out = tmp_path / "results" / "superglue"
     written = make_table.main([str(runs), "--out", str(out), "--tag", "superglue"])
     names = {path.name for path in written}
-    assert names == {f"superglue{suffix}" for suffix in (".md", ".csv", "_bars.png", "_params.png", "_load.png")}
+    plots = ("_bars.png", "_params.png", "_load.png", "_expert_load.png")
+    assert names == {f"superglue{suffix}" for suffix in (".md", ".csv", *plots)}
     assert all(path.stat().st_size > 0 for path in written)
 
 
@@ -392,3 +416,4 @@ def test_plots_without_their_data_are_skipped_with_a_note(tmp_path, caplog):
         written = make_table.main([str(root), "--out", str(tmp_path / "t")])
     assert {path.name for path in written} == {"t.md", "t.csv", "t_bars.png"}
     assert "skipped t_params.png" in caplog.text and "skipped t_load.png" in caplog.text
+    assert "skipped t_expert_load.png: no run records expert_load" in caplog.text

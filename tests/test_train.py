@@ -7,7 +7,7 @@ import torch
 from helpers import QUIET, TINY, compose_config
 
 from hypermoe.moe.build import VARIANTS
-from hypermoe.train import run
+from hypermoe.train import build, run
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -15,6 +15,11 @@ def test_fast_dev_run_every_variant(tmp_path, variant):
     cfg = compose_config("train", [*TINY, f"model={variant}", "data=synthetic", "debug=fast_dev_run"], tmp_path)
     metrics = run(cfg)
     assert metrics["model"] == variant and metrics["steps"] == 1
+    # each MoE layer's share of the validation tokens (or routing weight) per expert: a distribution
+    expert_load = metrics["expert_load"]
+    assert set(expert_load) == (set() if variant == "ffn" else {"layer0", "layer1"})
+    for load in expert_load.values():
+        assert len(load) == 8 and sum(load) == pytest.approx(1.0) and min(load) >= 0
     params = metrics["params"]
     if variant in ("topk", "hypermoe", "topk_adapter"):
         assert params["active_per_token"] < params["total"]
@@ -63,6 +68,26 @@ def test_a_short_run_learns_and_writes_its_record(tmp_path):
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     info = checkpoint["hypermoe"]
     assert info["seed"] == 42 and info["git"] and info["config"]["model"]["variant"] == "hypermoe"
+
+
+def test_expert_load_is_the_mean_over_the_last_validation_of_each_layers_load(tmp_path):
+    cfg = compose_config("train", [*TINY, "experiment=synthetic_tiny", "debug=limit", "model=topk"], tmp_path)
+    metrics = run(cfg)
+    # the same validation batches through the final weights, by hand
+    data, module = build(cfg)
+    module.load_state_dict(torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"])
+    module.eval()
+    data.setup("validate")
+    layers = dict(zip(module.net.moe_names, module.net.moe, strict=True))
+    loads = []
+    with torch.no_grad():
+        for batch, _ in zip(data.val_dataloader(), range(2), strict=False):  # debug=limit: 2 validation batches
+            module(batch)
+            loads.append({name: layer.routing_stats["load"] for name, layer in layers.items()})
+    for name in ("layer0", "layer1"):
+        expected = torch.stack([load[name] for load in loads]).mean(0)
+        torch.testing.assert_close(torch.tensor(metrics["expert_load"][name]), expected)
+    assert len({tuple(load["layer0"].tolist()) for load in loads}) == 2  # the batches differ: a mean, not the last
 
 
 def test_keep_checkpoints_false_removes_the_runs_checkpoints_once_recorded(tmp_path):
