@@ -24,9 +24,13 @@ def test_every_value_of_every_table_grid_composes(table):
     for key, values in grid.items():  # each value once, the other keys at their first value
         for value in values:
             job = _compose([f"table={table}", *(o for o in first if not o.startswith(f"{key}=")), f"{key}={value}"])
-            assert str(job.seed) in grid.get("seed", [str(job.seed)])
+            choices = job.hydra.runtime.choices
+            # the job runs what its grid value names: the config group option, or the value itself
+            assert (choices[key] if key in choices else str(OmegaConf.select(job, key))) == value, key
             if key == "model":
                 assert job.model.variant == value
+    subsampled = [int(tag.removeprefix("train_subsampled_")) for tag in cfg.tags if tag.startswith("train_subsampled_")]
+    assert subsampled == ([cfg.data.max_train_examples] if cfg.data.get("max_train_examples") else [])  # tags say so
 
 
 def test_ablation_rows_change_what_they_name():
