@@ -726,7 +726,7 @@ def ranked_expert_loads(cells: Sequence[Cell]) -> dict[str, tuple[list[str], lis
         if len(counts) > 1:
             log.warning("left %s out of the expert-load heatmap: its runs have %s experts", label, sorted(counts))
             continue
-        layers = sorted({layer for run in runs for layer in run}, key=natural_key)
+        layers = list(dict.fromkeys(layer for run in runs for layer in run))  # the model's order (encoder first)
         rows = []
         for layer in layers:
             ranked_runs = [sorted(run[layer], reverse=True) for run in runs if layer in run]

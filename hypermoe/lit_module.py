@@ -9,14 +9,12 @@ The net exposes ``moe`` (its MoE layers) and ``moe_names``.
 
 import random
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.hooks import RemovableHandle
 from torchmetrics import MaxMetric, MeanMetric, MinMetric
 from transformers import get_linear_schedule_with_warmup
 
@@ -61,8 +59,7 @@ class MoELitModule(pl.LightningModule):
         self.val_loss = MeanMetric()
         # each MoE layer's load per expert (routing_stats["load"]) over the last validation epoch
         self.expert_load: dict[str, list[float]] = {}
-        self._load_sums: dict[str, tuple[Tensor, int]] = {}
-        self._load_hooks: list[RemovableHandle] = []
+        self._load_sums: dict[str, Tensor] = {}  # per layer: sum of load x tokens, then the tokens
         self._resumed_loader_states: list[dict[str, int]] = []  # see on_train_start
 
     def _total_loss(self, loss_task: Tensor, size: int) -> Tensor:
@@ -108,24 +105,30 @@ class MoELitModule(pl.LightningModule):
                     self.log(f"moe/{name}/{stat}_min", value.min())
 
     def on_validation_epoch_start(self) -> None:
-        # every forward of the epoch (each generated token's too) adds each MoE layer's load
-        self._remove_load_hooks()  # left by a validation that failed half-way
         self._load_sums = {}
-        self._load_hooks = [
-            layer.register_forward_hook(partial(self._add_expert_load, name))
-            for name, layer in zip(self.net.moe_names, self.net.moe, strict=True)
-        ]
 
-    def _add_expert_load(self, name: str, layer: nn.Module, args: Any, output: Any) -> None:
-        load = layer.routing_stats.get("load")  # the dense ffn has none
-        if load is not None:
-            total, count = self._load_sums.get(name, (0, 0))
-            self._load_sums[name] = (total + load, count + 1)
+    def _add_expert_load(self) -> None:
+        """After a validation step's forward over the batch (not generation's steps): each MoE
+        layer's load, weighted by the tokens it routed."""
+        for name, layer in zip(self.net.moe_names, self.net.moe, strict=True):
+            stats = layer.routing_stats
+            if "load" in stats:  # the dense ffn has none
+                weighted = torch.cat([stats["load"] * stats["tokens"], stats["tokens"].view(1)])
+                self._load_sums[name] = self._load_sums.get(name, 0) + weighted
 
-    def _remove_load_hooks(self) -> None:
-        for hook in self._load_hooks:
-            hook.remove()
-        self._load_hooks = []
+    def _expert_load_of_epoch(self) -> dict[str, list[float]]:
+        """The pooled load of the validation epoch, summed over processes in one collective call
+        (whose shape every process knows from the model alone, even one that saw no batch)."""
+        routed = [(name, layer.num_experts) for name, layer in zip(self.net.moe_names, self.net.moe, strict=True)
+                  if hasattr(layer, "num_experts")]  # fmt: skip
+        if not routed:
+            return {}
+        sums = torch.zeros(len(routed), max(experts for _, experts in routed) + 1, device=self.device)
+        for row, (name, experts) in enumerate(routed):
+            if name in self._load_sums:
+                sums[row, : experts + 1] = self._load_sums[name]
+        sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+        return {name: (sums[row, :experts] / sums[row, experts]).tolist() for row, (name, experts) in enumerate(routed)}
 
     def _log_validation(self, values: dict[str, Tensor]) -> None:
         """Logs val/loss and the task's metrics (already reduced over processes: sync_dist
@@ -138,13 +141,8 @@ class MoELitModule(pl.LightningModule):
             if not self.trainer.sanity_checking:
                 self.val_best[name].update(value)
                 self.log(f"val/{name}_best", self.val_best[name].compute(), sync_dist=True)
-        self._remove_load_hooks()
         if not self.trainer.sanity_checking:
-            reduce = partial(self.trainer.strategy.reduce, reduce_op="sum")  # over processes
-            self.expert_load = {
-                name: (reduce(total) / reduce(torch.tensor(float(count), device=total.device))).tolist()
-                for name, (total, count) in self._load_sums.items()
-            }
+            self.expert_load = self._expert_load_of_epoch()
 
     def best_metrics(self) -> dict[str, float]:
         return {name: float(best.compute()) for name, best in self.val_best.items()}
@@ -177,8 +175,11 @@ class MoELitModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["hypermoe"] = self.run_info
+        # a run resumed after its last validation (stopped in its last batches) still reports it
+        checkpoint["expert_load"] = self.expert_load
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.expert_load = checkpoint.get("expert_load", {})
         fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
         self._resumed_loader_states = fit_loop.get("state_dict", {}).get("combined_loader", [])
 
@@ -206,6 +207,7 @@ class ClassifierLitModule(MoELitModule):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         logits = self(batch)
+        self._add_expert_load()
         self.val_loss.update(task_loss(logits, batch["labels"], self.task.kind), weight=batch["labels"].shape[0])
         self.val_metrics.update(predictions(logits, self.task.kind), batch["labels"], groups=batch.get("groups"))
 
@@ -243,6 +245,7 @@ class CausalLMLitModule(MoELitModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         ids = batch["input_ids"]
         self.val_loss.update(next_token_loss(self(batch), ids), weight=ids[:, 1:].numel())  # a mean over tokens
+        self._add_expert_load()
 
     def on_validation_epoch_end(self) -> None:
         self._log_validation({"perplexity": self.val_loss.compute().exp()})
@@ -276,6 +279,7 @@ class Seq2SeqLitModule(MoELitModule):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self.val_loss.update(self._loss(batch), weight=(batch["labels"] != IGNORE_INDEX).sum())  # a mean over tokens
+        self._add_expert_load()  # of the teacher-forced pass: generation runs the decoder once per token
         generation = self.trainer.datamodule.generation_kwargs
         generated = self.net.generate(batch["input_ids"], batch["attention_mask"], **generation)
         texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)

@@ -169,7 +169,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "main_metric": data.task.main_metric,
             "params": counts,
             "expert_load": module.expert_load,  # per MoE layer, each expert's share over the last validation
-            "train_size": len(trainer.train_dataloader.dataset),  # examples (LM: blocks) trained on, after subsampling
+            # examples (LM: blocks) in the training set after subsampling; from the datamodule, since
+            # the trainer holds no training dataloader when limit_train_batches=0
+            "train_size": len(data.train_dataloader().dataset),
             "epochs": trainer.current_epoch,
             "steps": trainer.global_step,
             "wall_seconds": round(time.perf_counter() - start, 1),

@@ -127,3 +127,5 @@ def test_ddp_with_two_cpu_processes(tmp_path, data_root):
     # 277 validation examples split over 2 ranks without repeats: accuracy is k / 277, not k / 278
     correct = record["final"]["val/accuracy"] * 277
     assert record["steps"] > 0 and abs(correct - round(correct)) < 1e-3
+    # each layer's expert load, pooled over both ranks' validation tokens: a distribution
+    assert record["expert_load"] and all(sum(load) == pytest.approx(1.0) for load in record["expert_load"].values())

@@ -304,8 +304,8 @@ def test_load_heatmap_reads_each_runs_last_logged_step(tmp_path):
 
 
 def test_expert_load_heatmap_ranks_each_runs_experts_before_averaging(tmp_path, caplog):
-    loads = [{"layer0": [0.1, 0.6, 0.3], "layer10": [0.2, 0.2, 0.6], "layer2": [0.4, 0.3, 0.3]},
-             {"layer0": [0.5, 0.2, 0.3], "layer10": [0.6, 0.2, 0.2], "layer2": [0.3, 0.4, 0.3]}]  # fmt: skip
+    loads = [{"layer0": [0.1, 0.6, 0.3], "layer2": [0.4, 0.3, 0.3], "layer10": [0.2, 0.2, 0.6]},
+             {"layer0": [0.5, 0.2, 0.3], "layer2": [0.3, 0.4, 0.3], "layer10": [0.6, 0.2, 0.2]}]  # fmt: skip
     for seed, load in enumerate(loads, start=1):
         path = write_run(tmp_path / "r" / str(seed), "superglue/rte", "topk", seed, {"accuracy": 0.5}) / "metrics.json"
         path.write_text(json.dumps({**json.loads(path.read_text()), "expert_load": load}))

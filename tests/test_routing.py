@@ -25,6 +25,7 @@ ROUTING_STATS = {
     "router_entropy",
     "router_logit_max_abs",
     "dropped_fraction",
+    "tokens",
 }
 
 
@@ -150,7 +151,7 @@ def test_routing_stats_are_recorded_and_detached(shape):
     assert set(stats) == ROUTING_STATS
     assert all(not value.requires_grad for value in stats.values())
     assert stats["load"].sum().item() == pytest.approx(1.0)
-    assert stats["load"][1].item() == pytest.approx(0.6)
+    assert stats["load"][1].item() == pytest.approx(0.6) and stats["tokens"].item() == 10
     assert stats["dead_experts"].item() >= 2  # 4 experts, at most 2 of them chosen
     assert stats["load_max_min_ratio"].item() == pytest.approx(6.0)  # dead experts count as 1
     assert 0 <= stats["router_entropy"].item() <= torch.log(torch.tensor(4.0)).item()

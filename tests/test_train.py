@@ -70,24 +70,28 @@ def test_a_short_run_learns_and_writes_its_record(tmp_path):
     assert info["seed"] == 42 and info["git"] and info["config"]["model"]["variant"] == "hypermoe"
 
 
-def test_expert_load_is_the_mean_over_the_last_validation_of_each_layers_load(tmp_path):
+def test_expert_load_pools_the_last_validation_by_tokens_routed(tmp_path):
     cfg = compose_config("train", [*TINY, "experiment=synthetic_tiny", "debug=limit", "model=topk"], tmp_path)
     metrics = run(cfg)
     # the same validation batches through the final weights, by hand
     data, module = build(cfg)
-    module.load_state_dict(torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"])
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    module.load_state_dict(last["state_dict"])
     module.eval()
     data.setup("validate")
     layers = dict(zip(module.net.moe_names, module.net.moe, strict=True))
-    loads = []
+    stats = []
     with torch.no_grad():
         for batch, _ in zip(data.val_dataloader(), range(2), strict=False):  # debug=limit: 2 validation batches
             module(batch)
-            loads.append({name: layer.routing_stats["load"] for name, layer in layers.items()})
+            stats.append({name: dict(layer.routing_stats) for name, layer in layers.items()})
     for name in ("layer0", "layer1"):
-        expected = torch.stack([load[name] for load in loads]).mean(0)
+        tokens = torch.stack([batch[name]["tokens"] for batch in stats])
+        loads = torch.stack([batch[name]["load"] for batch in stats])
+        expected = (loads * tokens.unsqueeze(-1)).sum(0) / tokens.sum()
         torch.testing.assert_close(torch.tensor(metrics["expert_load"][name]), expected)
-    assert len({tuple(load["layer0"].tolist()) for load in loads}) == 2  # the batches differ: a mean, not the last
+    assert not torch.equal(stats[0]["layer0"]["load"], stats[1]["layer0"]["load"])  # pooled, not the last batch's
+    assert last["expert_load"] == metrics["expert_load"]  # kept for a run resumed after its last validation
 
 
 def test_keep_checkpoints_false_removes_the_runs_checkpoints_once_recorded(tmp_path):

@@ -27,7 +27,7 @@ def router_logit_max_abs(logits: Tensor, valid: Tensor) -> Tensor:
 def dense_routing_stats(logits: Tensor, probs: Tensor, valid: Tensor) -> dict[str, Tensor]:
     """The keys of ``routing_stats`` for a dense MoE, where every token visits every expert:
     ``load`` is each expert's mean routing weight, nothing is dropped and no expert is dead
-    unless its weight vanishes everywhere."""
+    unless its weight vanishes everywhere; ``tokens`` counts the valid tokens."""
     load = masked_mean(probs, valid)  # (e,)
     return {
         "load": load,
@@ -36,6 +36,7 @@ def dense_routing_stats(logits: Tensor, probs: Tensor, valid: Tensor) -> dict[st
         "router_entropy": router_entropy(probs, valid),
         "router_logit_max_abs": router_logit_max_abs(logits, valid),
         "dropped_fraction": load.new_zeros(()),
+        "tokens": valid.sum().to(probs.dtype),
     }
 
 
@@ -51,7 +52,8 @@ def routing_stats(
     - ``dead_experts``: experts that no valid token chose;
     - ``router_entropy``: mean entropy of the router distribution, in nats;
     - ``router_logit_max_abs``: the largest router logit magnitude;
-    - ``dropped_fraction``: share of assignments dropped by the capacity limit.
+    - ``dropped_fraction``: share of assignments dropped by the capacity limit;
+    - ``tokens``: the valid tokens routed (what weighs ``load`` when forwards are pooled).
     """
     num_experts = probs.shape[-1]
     weights = valid.unsqueeze(-1).expand_as(expert_index).to(probs.dtype)
@@ -65,4 +67,5 @@ def routing_stats(
         "router_entropy": router_entropy(probs, valid),
         "router_logit_max_abs": router_logit_max_abs(logits, valid),
         "dropped_fraction": (total - kept_counts.sum()) / total.clamp(min=1),
+        "tokens": valid.sum().to(probs.dtype),
     }
