@@ -6,10 +6,15 @@ of each token's HyperExpert output H(x) to each expert's output E_j(x) on the sa
 averaged into an (e, e) matrix, row i = tokens routed to expert i (their first choice),
 column j = the expert compared. If the HyperExpert carries knowledge specific to the selected
 expert, the diagonal stands out from the rest of its row; ``diagonal_minus_off`` is that gap
-(mean over rows). A near-zero gap means no expert-specific relation was measured. The gap is
-set against its value with the selected experts shuffled among the tokens (``--permutations``
-times): a gap inside that null distribution is what routing unrelated to the outputs also gives.
-The tokens of a batch are not independent, so the p-value is, if anything, too small.
+(mean over rows). A near-zero gap means no expert-specific relation was measured.
+
+A gap can also come from the token alone: the router picks an expert by the token, and the
+HyperExpert sees the token too. So the gap is set against its null (``--permutations`` times):
+each token's HyperExpert generated from another token's selection, applied to its own input,
+compared by its own selected expert. A gap inside that distribution is not the selection's doing;
+``p_value`` is the share of shuffles whose gap is at least the measured one (one-sided, counting
+the measured one). The tokens of a batch are not independent, so p is, if anything, too small,
+and it is per layer, with no correction for testing several.
 
     python experiments/analysis_selection.py CKPT --out experiments/results/selection [--batches 4]
 
@@ -18,10 +23,12 @@ tokens, the shuffled gaps' mean and std, p-value) and ``<out>.png`` (one heatmap
 """
 
 import argparse
+import dataclasses
 import json
 import logging
 import shlex
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import matplotlib
@@ -35,20 +42,22 @@ import matplotlib.pyplot as plt
 
 from hypermoe.moe import HyperMoE
 from hypermoe.moe.layers import flatten_tokens
+from hypermoe.moe.router import Routing
 from hypermoe.train import build
 from hypermoe.validation import load_checkpoint
 
 log = logging.getLogger(__name__)
 
+_PER_TOKEN = ("logits", "probs", "expert_index", "gates")  # Routing's fields with one row per token
 
-def relatedness(hyper_out: Tensor, expert_outs: Tensor, first_choice: Tensor, permutations: int = 0) -> dict:
+
+def relatedness(
+    hyper_out: Tensor, expert_outs: Tensor, first_choice: Tensor, null_hyper_outs: Iterable[Tensor] = ()
+) -> dict:
     """hyper_out (n, d), expert_outs (e, n, d), first_choice (n,) -> the (e, e) mean-cosine
-    matrix (rows: the selected expert; a row with no tokens is NaN) and its summary. With
-    ``permutations``, also the gap's null distribution: the same tokens with their selected experts
-    shuffled, which keeps every row's size and unties the rows from the routing; ``p_value`` is the
-    share of shuffles whose gap is at least the measured one (one-sided, counting the measured one)."""
-    cosine = F.cosine_similarity(hyper_out.unsqueeze(0), expert_outs, dim=-1).t()  # (n, e)
-    rows = _rows_by_selected(cosine, first_choice)
+    matrix (rows: the selected expert; a row with no tokens is NaN) and its summary; with
+    ``null_hyper_outs`` (each (n, d): the HyperExperts of shuffled selections), the null of the gap."""
+    rows = _rows_by_selected(_cosines(hyper_out, expert_outs), first_choice)
     diagonal, off = _diagonal_and_off(rows)
     result = {
         "matrix": rows.tolist(),
@@ -57,16 +66,20 @@ def relatedness(hyper_out: Tensor, expert_outs: Tensor, first_choice: Tensor, pe
         "diagonal_minus_off": _gap(rows),
         "tokens": int(first_choice.numel()),
     }
-    if permutations:
-        shuffled = (first_choice[torch.randperm(len(first_choice))] for _ in range(permutations))
-        null = torch.tensor([_gap(_rows_by_selected(cosine, labels)) for labels in shuffled])
+    null = torch.tensor([_gap(_rows_by_selected(_cosines(out, expert_outs), first_choice)) for out in null_hyper_outs])
+    if len(null) > 1:
         result |= {
             "null_gap_mean": float(null.mean()),
             "null_gap_std": float(null.std()),
-            "p_value": float((1 + (null >= result["diagonal_minus_off"]).sum()) / (1 + permutations)),
-            "permutations": permutations,
+            "p_value": float((1 + (null >= result["diagonal_minus_off"]).sum()) / (1 + len(null))),
+            "permutations": len(null),
         }
     return result
+
+
+def _cosines(hyper_out: Tensor, expert_outs: Tensor) -> Tensor:
+    """(n, d), (e, n, d) -> (n, e): each token's HyperExpert output against each expert's."""
+    return F.cosine_similarity(hyper_out.unsqueeze(0), expert_outs, dim=-1).t()
 
 
 def _rows_by_selected(cosine: Tensor, selected: Tensor) -> Tensor:
@@ -90,16 +103,26 @@ def _gap(rows: Tensor) -> float:
 
 
 @torch.no_grad()
-def layer_relatedness(layer: HyperMoE, x: Tensor, attention_mask: Tensor | None, permutations: int) -> dict:
+def layer_relatedness(
+    layer: HyperMoE, x: Tensor, attention_mask: Tensor | None, permutations: int, generator: torch.Generator
+) -> dict:
     tokens, valid = flatten_tokens(x, attention_mask)
     tokens = tokens[valid]
-    routing = layer.router(tokens, torch.ones(tokens.shape[0], dtype=torch.bool))
-    hyper_out, _ = layer.hyper_expert(tokens, torch.ones_like(routing.expert_index[:, 0], dtype=torch.bool), routing)
+    every = torch.ones(tokens.shape[0], dtype=torch.bool)
+    routing = layer.router(tokens, every)
+    hyper_out, _ = layer.hyper_expert(tokens, every, routing)
     expert_outs = torch.stack([expert(tokens) for expert in layer.experts.ffns])  # (e, n, d)
-    return relatedness(hyper_out, expert_outs, routing.expert_index[:, 0], permutations)
+    null = (layer.hyper_expert(tokens, every, _shuffled(routing, generator))[0] for _ in range(permutations))
+    return relatedness(hyper_out, expert_outs, routing.expert_index[:, 0], null)
 
 
-def analyse(ckpt_path: str, batches: int, permutations: int) -> dict[str, dict]:
+def _shuffled(routing: Routing, generator: torch.Generator) -> Routing:
+    """The same routing decisions, each given to another token."""
+    order = torch.randperm(routing.expert_index.shape[0], generator=generator)
+    return dataclasses.replace(routing, **{name: getattr(routing, name)[order] for name in _PER_TOKEN})
+
+
+def analyse(ckpt_path: str, batches: int, permutations: int, seed: int) -> dict[str, dict]:
     checkpoint = load_checkpoint(ckpt_path)
     cfg = OmegaConf.create(checkpoint["hypermoe"]["config"])
     data, module = build(cfg)
@@ -127,7 +150,8 @@ def analyse(ckpt_path: str, batches: int, permutations: int) -> dict[str, dict]:
         xs = [x.reshape(-1, x.shape[-1]) for x, _ in inputs[name]]  # (tokens of the batch, d)
         masks = [torch.ones(len(x), dtype=torch.bool) if m is None else m.reshape(-1).bool()
                  for x, (_, m) in zip(xs, inputs[name], strict=True)]  # fmt: skip
-        results[name] = layer_relatedness(layer, torch.cat(xs), torch.cat(masks), permutations)
+        generator = torch.Generator().manual_seed(seed)
+        results[name] = layer_relatedness(layer, torch.cat(xs), torch.cat(masks), permutations, generator)
     return results
 
 
@@ -159,11 +183,12 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     parser.add_argument("ckpt_path")
     parser.add_argument("--out", required=True, help="path prefix of the .json and .png written")
     parser.add_argument("--batches", type=int, default=4, help="validation batches to read")
-    parser.add_argument("--permutations", type=int, default=1000, help="shuffles of the selection for the null")
+    parser.add_argument("--permutations", type=int, default=200, help="shuffled selections for the null (0: none)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the shuffles")
     args = parser.parse_args(argv)
-    torch.manual_seed(args.seed)
-    results = analyse(args.ckpt_path, args.batches, args.permutations)
+    if args.permutations == 1 or args.permutations < 0:
+        parser.error(f"--permutations {args.permutations}: 0 (no null) or at least 2")
+    results = analyse(args.ckpt_path, args.batches, args.permutations, args.seed)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     command = shlex.join(["python", "experiments/analysis_selection.py", *(sys.argv[1:] if argv is None else argv)])
