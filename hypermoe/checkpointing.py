@@ -10,6 +10,7 @@ import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from hypermoe.moe.checks import check_integer
 
@@ -53,9 +54,10 @@ def _umask() -> int:
 
 class LastCheckpoint(Checkpoint):
     """``last.ckpt``, the file to resume from: written every ``every_n_train_steps`` optimizer
-    steps (0: never inside an epoch) and at the end of every training epoch, after its
-    validation. (Lightning's ModelCheckpoint takes a step or an epoch frequency, not both; as a
-    ``Checkpoint`` this runs where ModelCheckpoint does, after the epoch is counted as done.)
+    steps (0: never inside an epoch), at the end of every training epoch, after its
+    validation, and when a SIGTERM stops training inside an epoch. (Lightning's
+    ModelCheckpoint takes a step or an epoch frequency, not both; as a ``Checkpoint`` this
+    runs where ModelCheckpoint does, after the epoch is counted as done.)
     A model whose weights are no longer finite is not saved: last.ckpt stays the last good one."""
 
     def __init__(self, dirpath: str, every_n_train_steps: int = 0):
@@ -78,6 +80,19 @@ class LastCheckpoint(Checkpoint):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._save(trainer, pl_module)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        # A SIGTERM (scancel, a preemption) stops training between two steps: saved there, the run
+        # resumes where it stopped, not at the last periodic checkpoint. Not during validation, at
+        # an epoch's end (its own checkpoint is saved) or inside a gradient accumulation.
+        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        if (
+            isinstance(exception, SIGTERMException)
+            and trainer.training
+            and 0 < progress.completed < trainer.num_training_batches
+            and progress.completed % trainer.accumulate_grad_batches == 0
+        ):
+            self._save(trainer, pl_module)
 
     def _save(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.fast_dev_run or trainer.sanity_checking:

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -132,6 +133,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         del checkpoint  # Lightning loads it again, into the model
     data, module = build(cfg)
     loggers: list = []
+    exit_code = 1  # what the W&B run is marked with: failed, until training has finished
     try:  # from the first logger on, so a failing job still finishes its W&B run
         loggers = _loggers(cfg, resumed.get("wandb_id"))
         for logger in loggers:
@@ -155,7 +157,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 trainer.current_epoch,
                 f"Resume with ckpt_path={last}" if last else "No checkpoint was saved.",
             )
+            exit_code = 128 + signal.SIGTERM
             raise
+        exit_code = 0
         metrics = {
             "task": data.task.qualified_name,
             "model": cfg.model.variant,
@@ -188,4 +192,4 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     finally:
         wandb = sys.modules.get("wandb")
         if wandb is not None and wandb.run is not None:
-            wandb.finish()  # one W&B run per job, also in in-process multiruns and on failure
+            wandb.finish(exit_code=exit_code)  # one W&B run per job, also in in-process multiruns and on failure

@@ -112,16 +112,46 @@ def test_a_nan_loss_ends_the_command_with_its_message_and_exit_4(tmp_path):
     assert "Traceback" not in result.stdout + result.stderr
 
 
-def test_a_run_stopped_by_sigterm_exits_143_naming_the_checkpoint_to_resume(tmp_path):
-    sigterm = ["+callbacks.sigterm._target_=helpers.SigtermAtStep", "+callbacks.sigterm.step=3"]
-    result = train_cli(tmp_path, *TINY, "trainer.max_epochs=1", "checkpoint_every_n_steps=2", *sigterm)
-    assert result.returncode == 143, result.stdout[-2000:] + result.stderr[-2000:]  # 128 + SIGTERM, not 0
-    last = tmp_path / "checkpoints" / "last.ckpt"
-    step = _checkpoint(last)["global_step"]
-    assert step == 4  # Lightning stops after the step the signal came in, and last.ckpt holds it
-    assert f"SIGTERM at step {step} (epoch 0): the run stopped before it finished" in result.stdout + result.stderr
-    assert f"Resume with ckpt_path={last}" in result.stdout + result.stderr
-    assert not (tmp_path / "metrics.json").exists()
+def test_a_run_stopped_by_sigterm_saves_that_step_exits_143_and_resumes_to_the_same_weights(tmp_path):
+    folders = {name: tmp_path / name for name in ("stopped", "resumed", "straight")}
+    for folder in folders.values():
+        folder.mkdir()
+    sigterm = ["+callbacks.sigterm._target_=helpers.SigtermAtStep", "+callbacks.sigterm.step=5"]
+    # no periodic checkpoint inside the epoch: a last.ckpt there is the one the SIGTERM saved
+    stopped = train_cli(folders["stopped"], *TINY, "trainer.max_epochs=1", "checkpoint_every_n_steps=0", *sigterm)
+    output = stopped.stdout + stopped.stderr
+    assert stopped.returncode == 143, output[-3000:]  # 128 + SIGTERM, not 0
+    last = folders["stopped"] / "checkpoints" / "last.ckpt"
+    assert _checkpoint(last)["global_step"] == 6  # Lightning stops after the step the signal came in
+    assert "SIGTERM at step 6 (epoch 0): the run stopped before it finished" in output
+    assert f"Resume with ckpt_path={last}" in output and not (folders["stopped"] / "metrics.json").exists()
+
+    resumed = train_cli(folders["resumed"], *TINY, "trainer.max_epochs=1", f"ckpt_path={last}")
+    straight = train_cli(folders["straight"], *TINY, "trainer.max_epochs=1")
+    for job in (resumed, straight):
+        assert job.returncode == 0, job.stderr[-3000:]
+    metrics, expected = (json.loads((folders[name] / "metrics.json").read_text()) for name in ("resumed", "straight"))
+    assert metrics["steps"] == expected["steps"] == STEPS_PER_EPOCH
+    assert metrics["final"] == expected["final"] and metrics["best"] == expected["best"]
+    a, b = _checkpoint(folders["straight"] / "checkpoints" / "last.ckpt"), _checkpoint(last)  # resumed: saved there
+    for name, value in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][name], value, rtol=0, atol=0, msg=name)
+
+
+def test_a_failed_run_marks_its_wandb_run_failed(tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb")
+    for name, value in {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_API_KEY": ""}.items():
+        monkeypatch.setenv(name, value)
+    finish, exit_codes = wandb.finish, []
+    monkeypatch.setattr(wandb, "finish", lambda exit_code=None: (exit_codes.append(exit_code), finish(exit_code)))
+    poison = ["+callbacks.poison._target_=helpers.PoisonRouterAt", "+callbacks.poison.step=2"]
+    try:
+        with pytest.raises(NonFiniteLossError):
+            run(compose_config("train", [*TINY, "logger=wandb", "trainer.max_epochs=1", *poison], tmp_path))
+    finally:  # wandb.init started a service and put its address in WANDB_SERVICE: later train.py must not share it
+        wandb.teardown()
+        os.environ.pop("WANDB_SERVICE", None)
+    assert exit_codes == [1]  # not 0: W&B would list the run as finished
 
 
 def _train(output: Path, *overrides: str, env: dict) -> subprocess.Popen:
