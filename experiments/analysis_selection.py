@@ -27,6 +27,7 @@ import dataclasses
 import json
 import logging
 import shlex
+import statistics
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -56,7 +57,9 @@ def relatedness(
 ) -> dict:
     """hyper_out (n, d), expert_outs (e, n, d), first_choice (n,) -> the (e, e) mean-cosine
     matrix (rows: the selected expert; a row with no tokens is NaN) and its summary; with
-    ``null_hyper_outs`` (each (n, d): the HyperExperts of shuffled selections), the null of the gap."""
+    ``null_hyper_outs`` (each (n, d): the HyperExperts of shuffled selections), the null of the gap
+    and ``selection_change``, the mean relative distance ||H' - H|| / ||H|| of those outputs from
+    the real ones (0: the HyperExpert ignores the selection)."""
     rows = _rows_by_selected(_cosines(hyper_out, expert_outs), first_choice)
     diagonal, off = _diagonal_and_off(rows)
     result = {
@@ -66,13 +69,19 @@ def relatedness(
         "diagonal_minus_off": _gap(rows),
         "tokens": int(first_choice.numel()),
     }
-    null = torch.tensor([_gap(_rows_by_selected(_cosines(out, expert_outs), first_choice)) for out in null_hyper_outs])
+    null, changes = [], []
+    for out in null_hyper_outs:
+        null.append(_gap(_rows_by_selected(_cosines(out, expert_outs), first_choice)))
+        changes.append(float((out - hyper_out).norm() / hyper_out.norm().clamp_min(1e-12)))
     if len(null) > 1:
+        gaps = torch.tensor(null)
         result |= {
-            "null_gap_mean": float(null.mean()),
-            "null_gap_std": float(null.std()),
-            "p_value": float((1 + (null >= result["diagonal_minus_off"]).sum()) / (1 + len(null))),
-            "permutations": len(null),
+            "null_gap_mean": float(gaps.mean()),
+            "null_gap_std": float(gaps.std()),
+            "p_value": float((1 + (gaps >= result["diagonal_minus_off"]).sum()) / (1 + len(gaps))),
+            "permutations": len(gaps),
+            # how much the HyperExpert's output moves when the selection it is generated from changes
+            "selection_change": statistics.fmean(changes),
         }
     return result
 
@@ -156,16 +165,18 @@ def analyse(ckpt_path: str, batches: int, permutations: int, seed: int) -> dict[
 
 
 def _gap_text(result: dict, separator: str) -> str:
-    """The gap, and (with --permutations) its shuffled null and p-value after ``separator``."""
-    text = f"gap {result['diagonal_minus_off']:+.3f}"
+    """The gap, and (with --permutations) its shuffled null, p-value and selection change, joined by ``separator``."""
+    parts = [f"gap {result['diagonal_minus_off']:+.4f}"]
     if "p_value" in result:
-        null = f"shuffled {result['null_gap_mean']:+.3f} ± {result['null_gap_std']:.3f}"
-        text += f"{separator}{null}, p={result['p_value']:.3f}"
-    return text
+        parts += [
+            f"shuffled {result['null_gap_mean']:+.4f} ± {result['null_gap_std']:.4f} (p={result['p_value']:.3f})",
+            f"selection change {result['selection_change']:.2g}",
+        ]
+    return separator.join(parts)
 
 
 def plot(results: dict[str, dict], path: Path) -> None:
-    fig, axes = plt.subplots(1, len(results), figsize=(3.2 * len(results), 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(results), figsize=(3.4 * len(results), 3.6), squeeze=False)
     for ax, (name, result) in zip(axes[0], results.items(), strict=True):
         image = ax.imshow(result["matrix"], cmap="viridis")
         ax.set_title(f"{name}: " + _gap_text(result, "\n"), fontsize=8)

@@ -45,10 +45,12 @@ def test_the_null_tells_a_selection_driven_hyperexpert_from_one_that_only_sees_t
     result = analysis_selection.relatedness(selection_driven(first_choice), expert_outs, first_choice, shuffled)
     assert result["diagonal_minus_off"] > 0.5 and result["p_value"] == pytest.approx(1 / 100)  # no shuffle reaches it
     assert abs(result["null_gap_mean"]) < 3 * result["null_gap_std"] < 0.1  # another token's selection: no gap
+    assert result["selection_change"] > 0.5  # its output follows the selection
     # as related to the selected expert, through the token alone: the same output whatever the selection
     token_only = expert_outs[first_choice, torch.arange(400)]
     result = analysis_selection.relatedness(token_only, expert_outs, first_choice, [token_only] * 99)
     assert result["diagonal_minus_off"] > 0.5 and result["p_value"] == 1.0  # a large gap, none of it the selection's
+    assert result["selection_change"] == 0.0
 
 
 def test_script_writes_json_and_plot_for_a_trained_checkpoint(tmp_path):
