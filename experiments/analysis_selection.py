@@ -58,8 +58,8 @@ def relatedness(
     """hyper_out (n, d), expert_outs (e, n, d), first_choice (n,) -> the (e, e) mean-cosine
     matrix (rows: the selected expert; a row with no tokens is NaN) and its summary; with
     ``null_hyper_outs`` (each (n, d): the HyperExperts of shuffled selections), the null of the gap
-    and ``selection_change``, the mean relative distance ||H' - H|| / ||H|| of those outputs from
-    the real ones (0: the HyperExpert ignores the selection)."""
+    and ``selection_change``: over the tokens whose HyperExpert changed, ||H' - H|| / ||H|| (the
+    norms over all those tokens), averaged over the shuffles (0: the HyperExpert ignores the selection)."""
     rows = _rows_by_selected(_cosines(hyper_out, expert_outs), first_choice)
     diagonal, off = _diagonal_and_off(rows)
     result = {
@@ -72,7 +72,8 @@ def relatedness(
     null, changes = [], []
     for out in null_hyper_outs:
         null.append(_gap(_rows_by_selected(_cosines(out, expert_outs), first_choice)))
-        changes.append(float((out - hyper_out).norm() / hyper_out.norm().clamp_min(1e-12)))
+        moved = (out != hyper_out).any(-1)  # the tokens given another expert set (the same set: the same output)
+        changes.append(float((out - hyper_out)[moved].norm() / hyper_out[moved].norm().clamp_min(1e-12)))
     if len(null) > 1:
         gaps = torch.tensor(null)
         result |= {

@@ -55,7 +55,7 @@ def _umask() -> int:
 class LastCheckpoint(Checkpoint):
     """``last.ckpt``, the file to resume from: written every ``every_n_train_steps`` optimizer
     steps (0: never inside an epoch), at the end of every training epoch, after its
-    validation, and when a SIGTERM stops training inside an epoch. (Lightning's
+    validation, and when a SIGTERM stops a single-process run inside an epoch. (Lightning's
     ModelCheckpoint takes a step or an epoch frequency, not both; as a ``Checkpoint`` this
     runs where ModelCheckpoint does, after the epoch is counted as done.)
     A model whose weights are no longer finite is not saved: last.ckpt stays the last good one."""
@@ -83,14 +83,19 @@ class LastCheckpoint(Checkpoint):
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         # A SIGTERM (scancel, a preemption) stops training between two steps: saved there, the run
-        # resumes where it stopped, not at the last periodic checkpoint. Not during validation, at
-        # an epoch's end (its own checkpoint is saved) or inside a gradient accumulation.
-        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        # resumes where it stopped, not at the last periodic checkpoint. Not during validation,
+        # after the epoch loop (the epoch's own checkpoint is saved) or inside a gradient
+        # accumulation; and not under DDP, where the ranks may stop at different steps and the
+        # save's barrier would wait for a rank that is elsewhere.
+        epoch = trainer.fit_loop.epoch_progress.current
+        batches = trainer.fit_loop.epoch_loop.batch_progress.current
         if (
             isinstance(exception, SIGTERMException)
+            and trainer.world_size == 1
             and trainer.training
-            and 0 < progress.completed < trainer.num_training_batches
-            and progress.completed % trainer.accumulate_grad_batches == 0
+            and epoch.processed < epoch.started
+            and batches.completed > 0
+            and batches.completed % trainer.accumulate_grad_batches == 0
         ):
             self._save(trainer, pl_module)
 

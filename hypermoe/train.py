@@ -159,7 +159,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             )
             exit_code = 128 + signal.SIGTERM
             raise
-        exit_code = 0
         metrics = {
             "task": data.task.qualified_name,
             "model": cfg.model.variant,
@@ -188,6 +187,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             if not cfg.get("keep_checkpoints", True):  # the run is recorded: nothing left to resume
                 removed = remove_checkpoints(trainer, cfg.get("ckpt_path"))
                 log.info("keep_checkpoints=false: removed %s", ", ".join(map(str, removed)) or "no checkpoint")
+        exit_code = 0
         return metrics
     finally:
         wandb = sys.modules.get("wandb")
