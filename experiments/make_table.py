@@ -5,8 +5,11 @@
         --by model_config.num_experts,model_config.top_k,model
     python experiments/make_table.py outputs/table/hyper_ablation_cpu --out experiments/results/hyper_ablation_cpu \\
         --by ablation --compare agg_sum:topk,agg_sum:adapter_matched
+    python experiments/make_table.py outputs/table/superglue_cpu --exclude-task multirc \\
+        --out experiments/results/superglue_cpu_without_multirc
 
-Every ``**/metrics.json`` under the given folders is one run. Runs are grouped by task and by a
+Every ``**/metrics.json`` under the given folders is one run (``--tag`` keeps those with a tag,
+``--exclude-task`` leaves a task's runs out, and the header says so). Runs are grouped by task and by a
 column label (the variant by default; ``--by`` takes dotted keys into the run record, a ``model.``
 prefix reading ``model_config`` as in Hydra overrides). Each (task, label) cell is the mean ± sample
 std over its seeds of the task's main metric; for two-metric tasks (CB, MRPC, STS-B, MultiRC, ...)
@@ -155,9 +158,19 @@ def load_run(path: Path) -> dict[str, Any]:
     return record
 
 
-def collect(dirs: Sequence[Path], tags: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """The runs under ``dirs`` that carry every tag in ``tags``."""
+def task_matches(task: str, name: str) -> bool:
+    """``name`` is the qualified task (``superglue/multirc``) or its last part (``multirc``)."""
+    return name in (task, task.rsplit("/", 1)[-1])
+
+
+def collect(dirs: Sequence[Path], tags: Sequence[str] = (), exclude_tasks: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """The runs under ``dirs`` that carry every tag in ``tags``, less those of ``exclude_tasks``."""
     runs = [load_run(path) for path in find_metric_files(dirs)]
+    unknown = [name for name in exclude_tasks if not any(task_matches(run["task"], name) for run in runs)]
+    if unknown:  # a typo would otherwise leave the table silently unchanged
+        tasks = sorted({run["task"] for run in runs})
+        raise RunsError(f"--exclude-task {', '.join(unknown)}: no run has that task (tasks: {', '.join(tasks)})")
+    runs = [run for run in runs if not any(task_matches(run["task"], name) for name in exclude_tasks)]
     kept = [run for run in runs if set(tags) <= set(run.get("tags") or ())]
     if not kept:
         raise RunsError(f"none of the {len(runs)} runs under {', '.join(map(str, dirs))} has tags {list(tags)}")
@@ -496,7 +509,13 @@ def training_set_sizes(runs: Sequence[dict[str, Any]]) -> str:
     return f"Training set size (examples; LM: blocks), from the {recorded} runs that record it: {text}. "
 
 
-def header_line(runs: Sequence[dict[str, Any]], which: str, dirs: Sequence[Path], averaged: Sequence[str]) -> str:
+def header_line(
+    runs: Sequence[dict[str, Any]],
+    which: str,
+    dirs: Sequence[Path],
+    averaged: Sequence[str],
+    excluded: Sequence[str] = (),
+) -> str:
     seeds = sorted({str(run["seed"]) for run in runs}, key=natural_key)
     tags = Counter(tag for run in runs for tag in run.get("tags") or ())
     tag_text = ", ".join(f"{tag} ({count})" for tag, count in sorted(tags.items())) or "none"
@@ -510,8 +529,9 @@ def header_line(runs: Sequence[dict[str, Any]], which: str, dirs: Sequence[Path]
     train_text = training_set_sizes(runs)
     commits = Counter(short_commit(run.get("git")) for run in runs)
     code_text = ", ".join(f"{commit} ({count})" for commit, count in sorted(commits.items()))
+    excluded_text = f"Left out (`--exclude-task`): the runs of {', '.join(excluded)}. " if excluded else ""
     return (
-        f"{len(runs)} runs, seeds {', '.join(seeds)} (n per cell), from {', '.join(map(str, dirs))}. "
+        f"{len(runs)} runs, seeds {', '.join(seeds)} (n per cell), from {', '.join(map(str, dirs))}. {excluded_text}"
         f"Metric: {metric_text} (`--metric {which}`), mean ± sample std over seeds; x100 except perplexity. "
         f"Avg: mean of the per-task means of the main metric over {', '.join(averaged)}. "
         f"Δ: against `{BASELINE}` with the same other settings, positive = better. {wall_text}"
@@ -640,11 +660,13 @@ def write_tables(
     out: Path,
     paper: dict[str, dict[str, list[float]]],
     pairs: Sequence[tuple[str, str]] = (),
+    excluded: Sequence[str] = (),
 ) -> tuple[Path, Path]:
     """``<out>.md`` (with a head-to-head table for ``pairs``) and ``<out>.csv``."""
     _, averaged = averages(cells)
     md, csv_path = out.with_name(out.name + ".md"), out.with_name(out.name + ".csv")
-    sections = [f"# {out.name}", header_line(runs, which, dirs, averaged), markdown_table(cells, paper)]
+    header = header_line(runs, which, dirs, averaged, excluded)
+    sections = [f"# {out.name}", header, markdown_table(cells, paper)]
     sections += [head_to_head_table(cells, pairs), commands_section(runs)]
     md.write_text("\n\n".join(filter(None, sections)) + "\n")
     with csv_path.open("w", newline="") as handle:
@@ -882,6 +904,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--out", type=Path, required=True, help="output prefix: writes <out>.md, <out>.csv, <out>_*.png"
     )
     parser.add_argument("--tag", action="append", default=[], help="keep runs with this tag (repeat: all of them)")
+    parser.add_argument(
+        "--exclude-task",
+        action="append",
+        default=[],
+        metavar="TASK",
+        help="leave out this task's runs, e.g. multirc or superglue/multirc (repeat for more); the header says so",
+    )
     parser.add_argument("--by", default="model", help="comma-separated dotted keys into the run record for the label")
     parser.add_argument("--metric", choices=("best", "final"), default="best", help="best-over-epochs or last value")
     parser.add_argument("--paper", type=Path, default=PAPER_NUMBERS, help="the paper's reported numbers (YAML)")
@@ -899,7 +928,7 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     by = [key.strip() for key in args.by.split(",") if key.strip()]
     try:
-        runs = collect(args.runs_dirs, args.tag)
+        runs = collect(args.runs_dirs, args.tag, args.exclude_task)
         cells = group_runs(runs, by, args.metric)
         paper = load_paper_numbers(args.paper)
         pairs = parse_pairs(args.compare)
@@ -908,7 +937,7 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     if not deltas(cells):
         log.info("no %r cell shares a task and the other --by values with another label: no deltas", BASELINE)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tables = write_tables(cells, runs, args.metric, args.runs_dirs, args.out, paper, pairs)
+    tables = write_tables(cells, runs, args.metric, args.runs_dirs, args.out, paper, pairs, args.exclude_task)
     written = [*tables, *write_plots(cells, args.out)]
     log.info("wrote %s", ", ".join(map(str, written)))
     return written

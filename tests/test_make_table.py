@@ -269,6 +269,24 @@ def test_no_runs_exits_naming_the_folders(tmp_path):
         make_table.main([str(tmp_path / "missing"), "--out", str(tmp_path / "t")])
 
 
+def test_exclude_task_leaves_its_runs_out_and_says_so(runs, tmp_path):
+    """By short or qualified name, in the numbers and in the header; a name no run has is an error."""
+    make_table.main([str(runs), "--out", str(tmp_path / "t"), "--exclude-task", "cb"])
+    md = (tmp_path / "t.md").read_text()
+    assert "6 runs, seeds 1, 2, 3" in md and "Left out (`--exclude-task`): the runs of cb." in md
+    assert "superglue/cb" not in md.split("Left out")[1]
+    assert "| hypermoe | 64.00 ± 4.00 (n=3) | 64.00 |" in md  # RTE alone is the average
+    assert set(read_csv(tmp_path / "t.csv")) == {("superglue/rte", label) for label in ("topk", "hypermoe")} | {
+        ("Avg", label) for label in ("topk", "hypermoe")
+    }
+    found = make_table.collect([runs], exclude_tasks=["superglue/rte"])
+    assert {run["task"] for run in found} == {"superglue/cb"}
+    with pytest.raises(
+        SystemExit, match=r"--exclude-task multirc: no run has that task \(tasks: superglue/cb, superglue/rte\)"
+    ):
+        make_table.main([str(runs), "--out", str(tmp_path / "t"), "--exclude-task", "cb", "--exclude-task", "multirc"])
+
+
 def test_malformed_metrics_json_is_named(runs, tmp_path):
     broken = runs / "table" / "broken" / "metrics.json"
     broken.parent.mkdir()
