@@ -1,5 +1,8 @@
 """Routing behaviour: padding, capacity, train-only noise, recorded stats."""
 
+import copy
+import pickle
+
 import pytest
 import torch
 from conftest import D_MODEL
@@ -157,6 +160,22 @@ def test_routing_stats_are_recorded_and_detached(shape):
     assert 0 <= stats["router_entropy"].item() <= torch.log(torch.tensor(4.0)).item()
     assert stats["router_logit_max_abs"].item() == pytest.approx(10.0)  # |10 * x_0| with x_0 = +-1
     assert layer.aux_losses["balance"].requires_grad
+
+
+@pytest.mark.parametrize("variant", ["topk", "topk_noisy", "dense_moe", "topk_adapter", "hypermoe"])
+def test_a_layer_copies_and_pickles_after_a_training_step(shape, variant):
+    """Its records of that step hold the step's autograd graph, which deepcopy refuses (EMA and
+    weight-averaging callbacks copy the model): the copy starts without them and computes the same."""
+    layer = _all_variants(shape)[variant].train()
+    x = torch.randn(2, 6, D_MODEL)
+    layer(x).sum().backward()
+    assert any(value.requires_grad for value in layer.aux_losses.values())
+    twin = copy.deepcopy(layer)
+    assert (twin.aux_losses, twin.routing_stats) == ({}, {}) and layer.routing_stats
+    restored = pickle.loads(pickle.dumps(layer))
+    layer.eval(), twin.eval(), restored.eval()
+    torch.testing.assert_close(twin(x), layer(x))
+    torch.testing.assert_close(restored(x), layer(x))
 
 
 def test_expert_dropout_is_on_in_training_only(shape):

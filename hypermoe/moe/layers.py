@@ -30,6 +30,15 @@ def flatten_tokens(x: Tensor, attention_mask: Tensor | None) -> tuple[Tensor, Te
     return tokens, attention_mask.reshape(-1).bool()
 
 
+class RecordsLastForward(nn.Module):
+    """A layer whose ``aux_losses`` and ``routing_stats`` are the last forward's. After a training
+    forward the aux losses are part of that step's autograd graph, which ``copy.deepcopy`` refuses
+    to copy: a copy (or a pickle) starts without them, as a fresh layer does."""
+
+    def __getstate__(self) -> dict:
+        return {**super().__getstate__(), "aux_losses": {}, "routing_stats": {}}
+
+
 def _experts_from(
     num_experts: int, d_model: int, d_ff: int, activation: str, bias: bool, dropout: float, dense_ffn: FFN | None
 ) -> Experts:
@@ -39,7 +48,7 @@ def _experts_from(
     return experts
 
 
-class DenseMoE(nn.Module):
+class DenseMoE(RecordsLastForward):
     """All e experts on every token, weighted by the router softmax (no sparsity).
 
     Records ``z`` (router z-loss); the balance loss is constant for dense routing, so it is
@@ -77,7 +86,7 @@ class DenseMoE(nn.Module):
         return y.view_as(x)
 
 
-class TopKMoE(nn.Module):
+class TopKMoE(RecordsLastForward):
     """Sparse MoE: each token runs on its top-k experts only.
 
     gating: ``switch`` (softmax router, top-k probabilities as gates; jitter optional;
