@@ -158,23 +158,31 @@ def load_run(path: Path) -> dict[str, Any]:
     return record
 
 
+def collect(dirs: Sequence[Path], tags: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """The runs under ``dirs`` that carry every tag in ``tags``."""
+    runs = [load_run(path) for path in find_metric_files(dirs)]
+    kept = [run for run in runs if set(tags) <= set(run.get("tags") or ())]
+    if not kept:
+        raise RunsError(f"none of the {len(runs)} runs under {', '.join(map(str, dirs))} has tags {list(tags)}")
+    return kept
+
+
 def task_matches(task: str, name: str) -> bool:
     """``name`` is the qualified task (``superglue/multirc``) or its last part (``multirc``)."""
     return name in (task, task.rsplit("/", 1)[-1])
 
 
-def collect(dirs: Sequence[Path], tags: Sequence[str] = (), exclude_tasks: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """The runs under ``dirs`` that carry every tag in ``tags``, less those of ``exclude_tasks``."""
-    runs = [load_run(path) for path in find_metric_files(dirs)]
-    unknown = [name for name in exclude_tasks if not any(task_matches(run["task"], name) for run in runs)]
+def exclude_tasks(runs: Sequence[dict[str, Any]], names: Sequence[str]) -> tuple[list[dict[str, Any]], Counter]:
+    """The runs of no task in ``names``, and how many runs of each (qualified) task were left out."""
+    unknown = [name for name in dict.fromkeys(names) if not any(task_matches(run["task"], name) for run in runs)]
     if unknown:  # a typo would otherwise leave the table silently unchanged
         tasks = sorted({run["task"] for run in runs})
         raise RunsError(f"--exclude-task {', '.join(unknown)}: no run has that task (tasks: {', '.join(tasks)})")
-    runs = [run for run in runs if not any(task_matches(run["task"], name) for name in exclude_tasks)]
-    kept = [run for run in runs if set(tags) <= set(run.get("tags") or ())]
+    left_out = [run for run in runs if any(task_matches(run["task"], name) for name in names)]
+    kept = [run for run in runs if not any(task_matches(run["task"], name) for name in names)]
     if not kept:
-        raise RunsError(f"none of the {len(runs)} runs under {', '.join(map(str, dirs))} has tags {list(tags)}")
-    return kept
+        raise RunsError(f"--exclude-task {', '.join(names)} leaves none of the {len(runs)} runs")
+    return kept, Counter(run["task"] for run in left_out)
 
 
 # ---------------------------------------------------------------- grouping
@@ -514,7 +522,7 @@ def header_line(
     which: str,
     dirs: Sequence[Path],
     averaged: Sequence[str],
-    excluded: Sequence[str] = (),
+    excluded: Counter | None = None,
 ) -> str:
     seeds = sorted({str(run["seed"]) for run in runs}, key=natural_key)
     tags = Counter(tag for run in runs for tag in run.get("tags") or ())
@@ -529,7 +537,11 @@ def header_line(
     train_text = training_set_sizes(runs)
     commits = Counter(short_commit(run.get("git")) for run in runs)
     code_text = ", ".join(f"{commit} ({count})" for commit, count in sorted(commits.items()))
-    excluded_text = f"Left out (`--exclude-task`): the runs of {', '.join(excluded)}. " if excluded else ""
+    excluded_text = (
+        f"Left out (`--exclude-task`): {', '.join(f'{task} ({n} runs)' for task, n in sorted(excluded.items()))}. "
+        if excluded
+        else ""
+    )
     return (
         f"{len(runs)} runs, seeds {', '.join(seeds)} (n per cell), from {', '.join(map(str, dirs))}. {excluded_text}"
         f"Metric: {metric_text} (`--metric {which}`), mean ± sample std over seeds; x100 except perplexity. "
@@ -660,7 +672,7 @@ def write_tables(
     out: Path,
     paper: dict[str, dict[str, list[float]]],
     pairs: Sequence[tuple[str, str]] = (),
-    excluded: Sequence[str] = (),
+    excluded: Counter | None = None,
 ) -> tuple[Path, Path]:
     """``<out>.md`` (with a head-to-head table for ``pairs``) and ``<out>.csv``."""
     _, averaged = averages(cells)
@@ -928,7 +940,7 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     by = [key.strip() for key in args.by.split(",") if key.strip()]
     try:
-        runs = collect(args.runs_dirs, args.tag, args.exclude_task)
+        runs, excluded = exclude_tasks(collect(args.runs_dirs, args.tag), args.exclude_task)
         cells = group_runs(runs, by, args.metric)
         paper = load_paper_numbers(args.paper)
         pairs = parse_pairs(args.compare)
@@ -937,7 +949,7 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     if not deltas(cells):
         log.info("no %r cell shares a task and the other --by values with another label: no deltas", BASELINE)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tables = write_tables(cells, runs, args.metric, args.runs_dirs, args.out, paper, pairs, args.exclude_task)
+    tables = write_tables(cells, runs, args.metric, args.runs_dirs, args.out, paper, pairs, excluded)
     written = [*tables, *write_plots(cells, args.out)]
     log.info("wrote %s", ", ".join(map(str, written)))
     return written

@@ -83,6 +83,18 @@ def test_hypermoe_trains_under_gradient_checkpointing(reentrant):
     assert len(calls) == 1
 
 
+def test_a_patched_model_deep_copies_after_a_training_step():
+    """What weight averaging does mid-training: the copy, with a context of its own, computes the same."""
+    lm, _ = _hypermoe_gpt2()
+    ids = torch.randint(0, 64, (2, 12))
+    lm(ids, labels=ids).loss.backward()
+    twin = copy.deepcopy(lm)
+    assert twin.transformer.routing_context.layers[0] is twin.transformer.h[0].mlp[0].layer
+    lm.eval(), twin.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(twin(ids).logits, lm(ids).logits)
+
+
 def test_attaching_twice_keeps_one_context_and_one_pair_of_hooks():
     lm, _ = _hypermoe_gpt2()
     hooks = len(lm.transformer._forward_pre_hooks), len(lm.transformer._forward_hooks)

@@ -270,21 +270,31 @@ def test_no_runs_exits_naming_the_folders(tmp_path):
 
 
 def test_exclude_task_leaves_its_runs_out_and_says_so(runs, tmp_path):
-    """By short or qualified name, in the numbers and in the header; a name no run has is an error."""
-    make_table.main([str(runs), "--out", str(tmp_path / "t"), "--exclude-task", "cb"])
+    """By short or qualified name, in the numbers and in the header (with the tasks it matched);
+    a name that no kept run has, or an exclusion that leaves nothing, is an error."""
+    make_table.main([str(runs), "--out", str(tmp_path / "t"), "--exclude-task", "cb", "--exclude-task", "cb"])
     md = (tmp_path / "t.md").read_text()
-    assert "6 runs, seeds 1, 2, 3" in md and "Left out (`--exclude-task`): the runs of cb." in md
-    assert "superglue/cb" not in md.split("Left out")[1]
+    assert "6 runs, seeds 1, 2, 3" in md and "Left out (`--exclude-task`): superglue/cb (6 runs). Metric" in md
+    assert "superglue/cb" not in md.split("Left out")[1].split(". Metric", 1)[1]
     assert "| hypermoe | 64.00 ± 4.00 (n=3) | 64.00 |" in md  # RTE alone is the average
     assert set(read_csv(tmp_path / "t.csv")) == {("superglue/rte", label) for label in ("topk", "hypermoe")} | {
         ("Avg", label) for label in ("topk", "hypermoe")
     }
-    found = make_table.collect([runs], exclude_tasks=["superglue/rte"])
-    assert {run["task"] for run in found} == {"superglue/cb"}
+    glue_rte = write_run(runs / "glue" / "0", "glue/rte", "topk", 1, {"accuracy": 0.5}, tags=("glue", "cpu"))
+    kept, left_out = make_table.exclude_tasks(make_table.collect([runs]), ["rte"])
+    assert {run["task"] for run in kept} == {"superglue/cb"}
+    assert left_out == {"superglue/rte": 6, "glue/rte": 1}  # a short name matches every benchmark's task
+    with pytest.raises(make_table.RunsError, match=r"--exclude-task glue/rte: no run has that task"):
+        make_table.exclude_tasks(make_table.collect([runs], ["superglue"]), ["glue/rte"])  # only the tagged runs count
+    glue_rte.joinpath("metrics.json").unlink()
     with pytest.raises(
         SystemExit, match=r"--exclude-task multirc: no run has that task \(tasks: superglue/cb, superglue/rte\)"
     ):
         make_table.main([str(runs), "--out", str(tmp_path / "t"), "--exclude-task", "cb", "--exclude-task", "multirc"])
+    with pytest.raises(SystemExit, match=r"--exclude-task cb, superglue/rte leaves none of the 12 runs"):
+        make_table.main(
+            [str(runs), "--out", str(tmp_path / "t"), "--exclude-task", "cb", "--exclude-task", "superglue/rte"]
+        )
 
 
 def test_malformed_metrics_json_is_named(runs, tmp_path):

@@ -164,8 +164,9 @@ def test_routing_stats_are_recorded_and_detached(shape):
 
 @pytest.mark.parametrize("variant", ["topk", "topk_noisy", "dense_moe", "topk_adapter", "hypermoe"])
 def test_a_layer_copies_and_pickles_after_a_training_step(shape, variant):
-    """Its records of that step hold the step's autograd graph, which deepcopy refuses (EMA and
-    weight-averaging callbacks copy the model): the copy starts without them and computes the same."""
+    """Its records of that step hold the step's autograd graph, which deepcopy refuses (as
+    ``torch.optim.swa_utils.AveragedModel`` and Lightning's weight averaging copy the model): a
+    copy or a pickle starts without them, as a fresh layer does, and computes the same."""
     layer = _all_variants(shape)[variant].train()
     x = torch.randn(2, 6, D_MODEL)
     layer(x).sum().backward()
@@ -173,6 +174,7 @@ def test_a_layer_copies_and_pickles_after_a_training_step(shape, variant):
     twin = copy.deepcopy(layer)
     assert (twin.aux_losses, twin.routing_stats) == ({}, {}) and layer.routing_stats
     restored = pickle.loads(pickle.dumps(layer))
+    assert restored.aux_losses == {} and layer.aux_losses  # the original keeps its own
     layer.eval(), twin.eval(), restored.eval()
     torch.testing.assert_close(twin(x), layer(x))
     torch.testing.assert_close(restored(x), layer(x))

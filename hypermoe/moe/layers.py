@@ -33,7 +33,8 @@ def flatten_tokens(x: Tensor, attention_mask: Tensor | None) -> tuple[Tensor, Te
 class RecordsLastForward(nn.Module):
     """A layer whose ``aux_losses`` and ``routing_stats`` are the last forward's. After a training
     forward the aux losses are part of that step's autograd graph, which ``copy.deepcopy`` refuses
-    to copy: a copy (or a pickle) starts without them, as a fresh layer does."""
+    to copy: a copy (or a pickle, which would keep them as stale tensors) starts without them, as a
+    fresh layer does."""
 
     def __getstate__(self) -> dict:
         return {**super().__getstate__(), "aux_losses": {}, "routing_stats": {}}
