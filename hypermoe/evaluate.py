@@ -40,6 +40,7 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
         "task": data.task.qualified_name,
         "trained_on": trained_on["name"],
         "validation": {k: float(v) for k, v in results.items() if not k.endswith("_best")},
+        "expert_load": module.expert_load,  # per MoE layer, each expert's share of the tokens it routed
     }
     out = Path(cfg.paths.output_dir) / "eval_metrics.json"
     out.parent.mkdir(parents=True, exist_ok=True)

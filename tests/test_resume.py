@@ -70,6 +70,9 @@ def test_eval_reproduces_perplexity_and_scores_another_corpus(tmp_path, data_roo
     again = [f"ckpt_path={checkpoint}", f"paths.data_dir={data_root}", few[0]]
     evaluated = run_eval(compose_config("eval", again, tmp_path / "eval"))
     assert evaluated["validation"]["val/perplexity"] == pytest.approx(trained["final"]["val/perplexity"], rel=1e-5)
+    assert evaluated["expert_load"].keys() == trained["expert_load"].keys() and trained["expert_load"]
+    for layer, load in trained["expert_load"].items():
+        assert evaluated["expert_load"][layer] == pytest.approx(load, abs=1e-6), layer
     wikitext = ["data=lm", "data.task=wikitext2", "data.block_size=64", "data.batch_size=8", few[0], few[1]]
     other = run_eval(compose_config("eval", [*wikitext, f"ckpt_path={checkpoint}", f"paths.data_dir={data_root}"],
                                     tmp_path / "eval_wikitext"))  # fmt: skip
