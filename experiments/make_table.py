@@ -174,15 +174,15 @@ def task_matches(task: str, name: str) -> bool:
 
 def exclude_tasks(runs: Sequence[dict[str, Any]], names: Sequence[str]) -> tuple[list[dict[str, Any]], Counter]:
     """The runs of no task in ``names``, and how many runs of each (qualified) task were left out."""
-    unknown = [name for name in dict.fromkeys(names) if not any(task_matches(run["task"], name) for run in runs)]
+    tasks = sorted({run["task"] for run in runs})
+    unknown = [name for name in dict.fromkeys(names) if not any(task_matches(task, name) for task in tasks)]
     if unknown:  # a typo would otherwise leave the table silently unchanged
-        tasks = sorted({run["task"] for run in runs})
         raise RunsError(f"--exclude-task {', '.join(unknown)}: no run has that task (tasks: {', '.join(tasks)})")
-    left_out = [run for run in runs if any(task_matches(run["task"], name) for name in names)]
-    kept = [run for run in runs if not any(task_matches(run["task"], name) for name in names)]
+    excluded = {task for task in tasks if any(task_matches(task, name) for name in names)}
+    kept = [run for run in runs if run["task"] not in excluded]
     if not kept:
         raise RunsError(f"--exclude-task {', '.join(names)} leaves none of the {len(runs)} runs")
-    return kept, Counter(run["task"] for run in left_out)
+    return kept, Counter(run["task"] for run in runs if run["task"] in excluded)
 
 
 # ---------------------------------------------------------------- grouping

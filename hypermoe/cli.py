@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 EXIT_CODES = {ConfigError: 2, DataError: 3, DataUnavailable: 3, NonFiniteLossError: 4}
 _KINDS = {ConfigError: "invalid configuration", DataError: "bad data", DataUnavailable: "data not found",
           NonFiniteLossError: "training diverged"}  # fmt: skip
+SIGTERM_EXIT_CODE = 128 + signal.SIGTERM  # what a shell or a scheduler reads as "killed by SIGTERM"
 
 
 @contextmanager
@@ -39,7 +40,7 @@ def exit_on_expected_errors() -> Iterator[None]:
     except SIGTERMException:  # a SystemExit without a code: the process would end with 0, as if it had finished
         if _in_multirun():
             raise
-        sys.exit(128 + signal.SIGTERM)  # what a shell or a scheduler reads as "killed by SIGTERM"
+        sys.exit(SIGTERM_EXIT_CODE)
 
 
 def _in_multirun() -> bool:

@@ -2,7 +2,6 @@
 
 import json
 import logging
-import signal
 import sys
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from hypermoe.backbones.causal_lm import build_causal_lm
 from hypermoe.backbones.classifier import build_classifier
 from hypermoe.backbones.seq2seq import build_seq2seq
 from hypermoe.checkpointing import AtomicCheckpointIO, last_saved_checkpoint, remove_checkpoints
+from hypermoe.cli import SIGTERM_EXIT_CODE
 from hypermoe.config import config_choice, git_revision, to_container
 from hypermoe.data.datamodule import TaskDataModule
 from hypermoe.data.lm import LMDataModule
@@ -157,7 +157,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 trainer.current_epoch,
                 f"Resume with ckpt_path={last}" if last else "No checkpoint was saved.",
             )
-            exit_code = 128 + signal.SIGTERM
+            exit_code = SIGTERM_EXIT_CODE
             raise
         metrics = {
             "task": data.task.qualified_name,

@@ -75,6 +75,7 @@ class InProcessLauncher(BasicLauncher):
         self.report.batch_ended(returns, failures)
         if stopped:
             log.error("SIGTERM during job #%d: the sweep stops; the jobs after it did not run", num)
+            # = hypermoe.cli.SIGTERM_EXIT_CODE, not imported: Hydra imports every plugin at start, hypermoe brings torch
             raise SystemExit(128 + signal.SIGTERM)
         return returns
 
