@@ -25,7 +25,7 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
     if trained.backbone.get("tokenizer_fallback"):
         folder = Path(trained.backbone.tokenizer_fallback).name  # t5, gpt2
         trained.backbone.tokenizer_fallback = str(Path(cfg.paths.tokenizers_dir) / folder)
-    data, module = build(trained)
+    data, module = build(trained, checkpoint["hypermoe"].get("vocabulary"))  # a character model's own
     trained_on = checkpoint["hypermoe"]["task"]
     if trained_on["signature"] != data.task.signature():
         raise ConfigError(

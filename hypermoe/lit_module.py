@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric, MinMetric
-from transformers import get_linear_schedule_with_warmup
+from transformers import get_cosine_with_min_lr_schedule_with_warmup, get_linear_schedule_with_warmup
 
 from hypermoe.backbones.heads import task_loss
 from hypermoe.checkpointing import last_saved_checkpoint
@@ -28,6 +28,8 @@ from hypermoe.data.text2text import parse_label
 from hypermoe.data.text_metrics import build_text_metrics
 from hypermoe.errors import NonFiniteLossError
 from hypermoe.moe import sum_aux_losses, weighted_aux_loss
+
+SCHEDULES = ("linear", "cosine")  # after the warm-up: linear to 0, or cosine to min_lr_ratio * lr
 
 
 class MoELitModule(pl.LightningModule):
@@ -42,13 +44,18 @@ class MoELitModule(pl.LightningModule):
         aux_loss_coefficients: dict[str, float],
         optimizer: Callable[..., torch.optim.Optimizer],
         warmup_ratio: float,
+        schedule: str = "linear",
+        min_lr_ratio: float = 0.0,
         routing_log_every: int = 50,
         run_info: dict[str, Any] | None = None,
     ):
         super().__init__()
+        if schedule not in SCHEDULES:
+            raise ValueError(f"scheduler.schedule={schedule!r} is not one of {list(SCHEDULES)}")
         self.net, self.task = net, task
         self.aux_loss_coefficients = dict(aux_loss_coefficients)
         self.optimizer_factory, self.warmup_ratio = optimizer, warmup_ratio
+        self.schedule, self.min_lr_ratio = schedule, min_lr_ratio
         self.routing_log_every = routing_log_every
         self.run_info = run_info or {}  # resolved config, seed, git revision: stored in checkpoints
         self.val_best = nn.ModuleDict(
@@ -59,6 +66,8 @@ class MoELitModule(pl.LightningModule):
         self.val_loss = MeanMetric()
         # each MoE layer's load per expert (routing_stats["load"]) over the last validation epoch
         self.expert_load: dict[str, list[float]] = {}
+        # every validation's values by training step ({"step": 250, "val/loss": ...}): learning curves
+        self.val_history: list[dict[str, float]] = []
         self._load_sums: dict[str, Tensor] = {}  # per layer: sum of load x tokens, then the tokens
         self._resumed_loader_states: list[dict[str, int]] = []  # see on_train_start
 
@@ -132,17 +141,19 @@ class MoELitModule(pl.LightningModule):
 
     def _log_validation(self, values: dict[str, Tensor]) -> None:
         """Logs val/loss and the task's metrics (already reduced over processes: sync_dist
-        only silences DDP's warning), and updates the best-so-far values and ``expert_load``."""
-        self.log("val/loss", self.val_loss.compute(), sync_dist=True)
+        only silences DDP's warning), and updates the best-so-far values, ``expert_load`` and
+        ``val_history``. A task whose metric is the loss itself gets one val/loss."""
+        values = {"loss": self.val_loss.compute(), **values}
         self.val_loss.reset()
-        for name in self.task.metrics:
-            value = values[name]
+        for name, value in values.items():
             self.log(f"val/{name}", value, prog_bar=name == self.task.main_metric, sync_dist=True)
-            if not self.trainer.sanity_checking:
-                self.val_best[name].update(value)
-                self.log(f"val/{name}_best", self.val_best[name].compute(), sync_dist=True)
-        if not self.trainer.sanity_checking:
-            self.expert_load = self._expert_load_of_epoch()
+        if self.trainer.sanity_checking:
+            return
+        for name in self.task.metrics:
+            self.val_best[name].update(values[name])
+            self.log(f"val/{name}_best", self.val_best[name].compute(), sync_dist=True)
+        self.expert_load = self._expert_load_of_epoch()
+        self.val_history.append({"step": self.global_step, **{f"val/{k}": float(v) for k, v in values.items()}})
 
     def best_metrics(self) -> dict[str, float]:
         return {name: float(best.compute()) for name, best in self.val_best.items()}
@@ -150,7 +161,13 @@ class MoELitModule(pl.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer_factory(params=parameter_groups(self))
         total = self.trainer.estimated_stepping_batches
-        scheduler = get_linear_schedule_with_warmup(optimizer, int(self.warmup_ratio * total), total)
+        warmup = int(self.warmup_ratio * total)
+        if self.schedule == "cosine":  # nanoGPT's: half a cosine from lr down to min_lr_ratio * lr
+            scheduler = get_cosine_with_min_lr_schedule_with_warmup(
+                optimizer, warmup, total, min_lr_rate=self.min_lr_ratio
+            )
+        else:
+            scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_train_start(self) -> None:
@@ -177,9 +194,11 @@ class MoELitModule(pl.LightningModule):
         checkpoint["hypermoe"] = self.run_info
         # a run resumed after its last validation (stopped in its last batches) still reports it
         checkpoint["expert_load"] = self.expert_load
+        checkpoint["val_history"] = self.val_history
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.expert_load = checkpoint.get("expert_load", {})
+        self.val_history = checkpoint.get("val_history", [])
         fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
         self._resumed_loader_states = fit_loop.get("state_dict", {}).get("combined_loader", [])
 
@@ -248,7 +267,7 @@ class CausalLMLitModule(MoELitModule):
         self._add_expert_load()
 
     def on_validation_epoch_end(self) -> None:
-        self._log_validation({"perplexity": self.val_loss.compute().exp()})
+        self._log_validation({"perplexity": self.val_loss.compute().exp()})  # val/loss: the mean itself
 
 
 class Seq2SeqLitModule(MoELitModule):

@@ -20,6 +20,7 @@ from hypermoe.backbones.seq2seq import build_seq2seq
 from hypermoe.checkpointing import AtomicCheckpointIO, last_saved_checkpoint, remove_checkpoints
 from hypermoe.cli import SIGTERM_EXIT_CODE
 from hypermoe.config import config_choice, git_revision, to_container
+from hypermoe.data.characters import CharVocabulary
 from hypermoe.data.datamodule import TaskDataModule
 from hypermoe.data.lm import LMDataModule
 from hypermoe.data.metrics import metric_mode
@@ -45,8 +46,9 @@ _FAMILIES = {
 }
 
 
-def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, MoELitModule]:
-    """The DataModule and the LightningModule a config describes (shared with eval)."""
+def build(cfg: DictConfig, vocabulary: list[str] | None = None) -> tuple[pl.LightningDataModule, MoELitModule]:
+    """The DataModule and the LightningModule a config describes (shared with eval).
+    ``vocabulary``: the characters a checkpoint was trained with, for a character corpus."""
     data = instantiate_data(cfg.data)
     model = to_container(cfg.model)
     coefficients = model.pop("aux_loss_coefficients")
@@ -65,19 +67,22 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, MoELitModule]:
         task = data.task
         net, tokenizer = build_classifier(backbone, model, task.kind, task.num_labels, task.num_spans)
     elif kind == "causal_lm":
-        net, tokenizer = build_causal_lm(backbone, model)
+        chars = data.char_vocabulary(vocabulary) if data.task.characters else None
+        net, tokenizer = build_causal_lm(backbone, model, chars)
     else:
         net, tokenizer = build_seq2seq(backbone, model)
         extra = {"tokenizer": tokenizer}
     data.set_tokenizer(tokenizer)
     task = {"name": data.task.qualified_name, "signature": data.task.signature()}
     run_info = {"config": to_container(cfg), "seed": cfg.seed, "git": git_revision(), "task": task}
+    if isinstance(tokenizer, CharVocabulary):  # checkpoints carry it: eval and resumes read no text for it
+        run_info["vocabulary"] = tokenizer.chars
     module = module_class(
         net,
         data.task,
         coefficients,
         optimizer=instantiate(cfg.optimizer),
-        warmup_ratio=cfg.scheduler.warmup_ratio,
+        **to_container(cfg.scheduler),
         routing_log_every=cfg.routing_log_every,
         run_info=run_info,
         **extra,
@@ -131,7 +136,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         check_checkpoint_matches(checkpoint, cfg)
         resumed = checkpoint["hypermoe"]
         del checkpoint  # Lightning loads it again, into the model
-    data, module = build(cfg)
+    data, module = build(cfg, resumed.get("vocabulary"))
+    if "vocabulary" in module.run_info:
+        CharVocabulary(module.run_info["vocabulary"]).save(output_dir / "vocabulary.json")
     loggers: list = []
     exit_code = 1  # what the W&B run is marked with: failed, until training has finished
     try:  # from the first logger on, so a failing job still finishes its W&B run
@@ -171,6 +178,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "best": module.best_metrics(),
             "main_metric": data.task.main_metric,
             "params": counts,
+            "history": module.val_history,  # every validation's metrics, by training step
             "expert_load": module.expert_load,  # per MoE layer, each expert's share over the last validation
             # examples (LM: blocks) in the training set after subsampling; from the datamodule, since
             # the trainer holds no training dataloader when limit_train_batches=0

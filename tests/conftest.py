@@ -42,7 +42,7 @@ def grads(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.grad.clone() for name, p in module.named_parameters() if p.grad is not None}
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def data_root():
     """The benchmark files: HYPERMOE_DATA, else ../shared/data beside the clone; skip if absent."""
 

@@ -45,7 +45,7 @@ def test_wikitext2_train_without_file_or_hub_says_how_to_get_it(tmp_path, monkey
 
 
 def test_unknown_corpus_lists_the_known_ones():
-    with pytest.raises(ValueError, match=r"choose one of \['tinyshakespeare', 'wikitext2'\]"):
+    with pytest.raises(ValueError, match=r"choose one of \['shakespeare_char', 'tinyshakespeare', 'wikitext2'\]"):
         LMDataModule("ptb", "/data", 8, 2, 2)
 
 

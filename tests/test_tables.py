@@ -42,8 +42,11 @@ def test_ablation_rows_change_what_they_name():
     assert _compose(["ablation=topk"]).model.variant == "topk"  # the reference row make_table --by ablation needs
 
 
-@pytest.mark.parametrize("table", ["hyper_ablation", "hyper_ablation_cpu"])
+@pytest.mark.parametrize("table", ["hyper_ablation", "hyper_ablation_cpu", "hyper_ablation_char_cpu"])
 def test_ablation_tables_run_each_setting_once_with_the_topk_row(table):
     rows = str(_compose([f"table={table}"]).hydra.sweeper.params.ablation).split(",")
-    models = {row: OmegaConf.to_container(_compose([f"ablation={row}"]).model, resolve=True) for row in rows}
+    # each row inside its table: a row may change only what the table's backbone sets (gating_noisy)
+    models = {
+        row: OmegaConf.to_container(_compose([f"table={table}", f"ablation={row}"]).model, resolve=True) for row in rows
+    }
     assert "topk" in rows and len({str(model) for model in models.values()}) == len(rows)  # no setting twice

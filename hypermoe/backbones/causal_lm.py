@@ -23,7 +23,9 @@ class MoECausalLM(nn.Module):
         return self.lm(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
 
 
-def build_causal_lm(backbone: dict[str, Any], model: dict[str, Any]) -> tuple[MoECausalLM, Any]:
-    lm, tokenizer = load_gpt2(backbone)
-    moe, blocks = patch_mlps(lm, model, RoutingContext.attach(lm.transformer))
+def build_causal_lm(backbone: dict[str, Any], model: dict[str, Any], vocabulary: Any = None) -> tuple[MoECausalLM, Any]:
+    """The patched language model and its tokenizer (``vocabulary`` for a character corpus)."""
+    lm, tokenizer = load_gpt2(backbone, vocabulary)
+    expert_init = backbone.get("expert_init", "upcycle")
+    moe, blocks = patch_mlps(lm, model, RoutingContext.attach(lm.transformer), expert_init)
     return MoECausalLM(lm, moe, blocks).train(), tokenizer

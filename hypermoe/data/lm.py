@@ -7,7 +7,10 @@ of b tokens gives b - 1 next-token predictions. WikiText-2 comes from local file
 from the hub (``Salesforce/wikitext``, config ``wikitext-2-v1``, the same text); its
 whitespace-token counts are checked against the official ones. Tiny Shakespeare is one file
 (``<root>/tinyshakespeare/input.txt``): the first 90 % of its characters train, the rest
-validates (nanoGPT's split).
+validates (nanoGPT's split). ``shakespeare_char`` is the same text and split, read one
+character per token with a vocabulary built from the training text (``CharVocabulary``), as
+nanoGPT's ``shakespeare_char`` benchmark reads it; its table metric is ``val/loss``, the mean
+next-character cross-entropy in nats.
 """
 
 import logging
@@ -19,6 +22,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
+from hypermoe.data.characters import CharVocabulary, UnknownCharacter
 from hypermoe.data.readers import DataError, read_utf8
 from hypermoe.data.sampling import EpochShuffleSampler, ResumableDataLoader, seeded_subset, validation_sampler
 from hypermoe.data.sources import DataUnavailable
@@ -34,13 +38,16 @@ class Corpus(TaskNaming):
     hub: tuple[str, str] | None = None  # (dataset, config) serving the same text, line per row
     train_fraction: float | None = None
     words: tuple[tuple[str, int], ...] = ()  # file (key of files) -> whitespace tokens + 1 per line end
+    characters: bool = False  # one token per character, the vocabulary built from the training text
+    metrics: tuple[str, ...] = ("perplexity",)  # the first selects checkpoints
 
-    metrics = ("perplexity",)
     benchmark = "lm"
 
     def signature(self) -> dict:
-        """Any corpus can re-test any language model: they share the head (the vocabulary)."""
-        return {"kind": "causal_lm", "labels": [], "num_spans": 0}
+        """Corpora read by the backbone's tokenizer can re-test any language model of that
+        tokenizer; a character-level one only a model of the character vocabulary."""
+        signature = {"kind": "causal_lm", "labels": [], "num_spans": 0}
+        return {**signature, "vocabulary": "characters"} if self.characters else signature
 
 
 CORPORA = {
@@ -53,6 +60,14 @@ CORPORA = {
             words=(("train", 2088628), ("validation", 217646), ("test", 245569)),
         ),
         Corpus("tinyshakespeare", {"all": "tinyshakespeare/input.txt"}, train_fraction=0.9, words=(("all", 242651),)),
+        Corpus(
+            "shakespeare_char",
+            {"all": "tinyshakespeare/input.txt"},
+            train_fraction=0.9,
+            words=(("all", 242651),),
+            characters=True,
+            metrics=("loss", "perplexity"),
+        ),
     )
 }
 
@@ -154,6 +169,26 @@ class LMDataModule(pl.LightningDataModule):
     def set_tokenizer(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
 
+    def char_vocabulary(self, saved: list[str] | None = None) -> CharVocabulary:
+        """A character corpus's vocabulary: the ``saved`` one of a run being resumed or re-tested,
+        else the one its training text gives."""
+        if not self.task.characters:
+            raise ValueError(f"data.task={self.task.name!r} is read by the backbone's tokenizer, not by characters")
+        if saved is not None:
+            return CharVocabulary(saved)
+        return CharVocabulary.from_text(read_text(self.task, "train", self.data_dir))
+
+    def _token_ids(self, text: str, split: str) -> list[int]:
+        try:
+            return self.tokenizer(text, verbose=False)["input_ids"]  # one long sequence, cut below
+        except UnknownCharacter as error:
+            file = self.data_dir / self.task.files["all" if self.task.train_fraction is not None else split]
+            characters = "".join(self.tokenizer.chars)
+            raise DataError(
+                f"{file}: {self.task.name} {split} split (positions counted from the split's start): {error} "
+                f"(the run's {len(characters)} characters: {characters!r})"
+            ) from None
+
     def setup(self, stage: str | None = None) -> None:
         if self.tokenizer is None:
             raise RuntimeError("call set_tokenizer(tokenizer) before setup: the backbone decides the tokenizer")
@@ -161,7 +196,7 @@ class LMDataModule(pl.LightningDataModule):
             if split in self.blocks:
                 continue
             text = read_text(self.task, split, self.data_dir)
-            ids = self.tokenizer(text, verbose=False)["input_ids"]  # one long sequence, cut below
+            ids = self._token_ids(text, split)
             blocks = to_blocks(ids, self.block_size)
             log.info(
                 "%s %s: %d tokens -> %d blocks of %d (%d tail tokens dropped)",

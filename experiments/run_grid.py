@@ -1,0 +1,134 @@
+"""Run the jobs of a paper table's grid that have no result yet, N at a time, one core each.
+
+    python experiments/run_grid.py char_lm_cpu --dry-run     # list the grid's missing jobs
+    python experiments/run_grid.py char_lm_cpu --jobs 2      # run them, two at once
+
+The grid is the table's ``hydra.sweeper.params`` (conf/table/<table>.yaml), expanded by Hydra's
+own override parser as its basic sweeper expands it. A job is done when a ``metrics.json`` under
+``<log_dir>/table/<table>/`` comes from a job whose overrides (``.hydra/overrides.yaml``) hold the
+same value for every grid key; a run that was killed left none, so it is run again, and nothing
+that finished is run twice. Each missing job runs as ``python train.py table=<table> key=value ...``
+(a one-job multirun: command-line values take precedence over the table's sweep) in a sweep folder
+of its own, with one thread pinned to one core, so N jobs share N cores without contending; its
+log goes to ``<log_dir>/table_logs/<table>/``. Extra arguments after ``--`` are passed to every job.
+"""
+
+import argparse
+import itertools
+import os
+import queue
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from hypermoe.config import CONF_DIR, PROJECT_ROOT
+
+Job = tuple[tuple[str, str], ...]  # ((grid key, value), ...) in the sweep's key order
+
+
+def grid_of(table: str) -> dict[str, list[str]]:
+    """The table's sweep: each key with its values, as override strings."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"table={table}"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params or {}
+    parser = OverridesParser.create()
+    parsed = parser.parse_overrides([f"{key}={value}" for key, value in params.items()])
+    return {
+        override.get_key_element(): list(override.sweep_string_iterator())
+        if override.is_sweep_override()
+        else [override.get_value_element_as_str()]
+        for override in parsed
+    }
+
+
+def jobs_of(grid: dict[str, list[str]]) -> list[Job]:
+    keys = list(grid)
+    return [tuple(zip(keys, values, strict=True)) for values in itertools.product(*grid.values())]
+
+
+def finished_jobs(runs_dir: Path, keys: Iterable[str]) -> set[Job]:
+    """The grid jobs that have a metrics.json under ``runs_dir``, read from each run's overrides."""
+    keys = list(keys)
+    done = set()
+    for metrics in runs_dir.glob("**/metrics.json"):
+        overrides_file = metrics.parent / ".hydra" / "overrides.yaml"
+        if not overrides_file.is_file():
+            continue
+        values = dict(override.split("=", 1) for override in yaml.safe_load(overrides_file.read_text()) or [])
+        if all(key in values for key in keys):
+            done.add(tuple((key, values[key]) for key in keys))
+    return done
+
+
+def job_name(job: Job) -> str:
+    return "_".join(f"{key.split('.')[-1]}-{value}" for key, value in job).replace("/", "-")
+
+
+def run_job(table: str, job: Job, core: int, log_dir: Path, extra: list[str]) -> int:
+    name = job_name(job)
+    sweep_dir = log_dir / "table" / table / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{name}"
+    command = [sys.executable, str(PROJECT_ROOT / "train.py"), f"table={table}"]
+    command += [f"{key}={value}" for key, value in job] + [f"hydra.sweep.dir={sweep_dir}", *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    logs = log_dir / "table_logs" / table
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / f"{name}.log", "w") as log:
+        log.write(" ".join(command) + "\n")
+        log.flush()
+        start = time.perf_counter()
+        process = subprocess.Popen(  # pinned: N jobs on N cores, none migrating onto another's
+            command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            preexec_fn=lambda: os.sched_setaffinity(0, {core}),
+        )  # fmt: skip
+        code = process.wait()
+    print(f"{name}: exit {code} after {time.perf_counter() - start:.0f} s", flush=True)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("table", help="a conf/table/ option, e.g. char_lm_cpu")
+    parser.add_argument("--jobs", type=int, default=1, help="jobs at once, one core each")
+    parser.add_argument("--log-dir", type=Path, default=PROJECT_ROOT / "outputs", help="paths.log_dir")
+    parser.add_argument("--dry-run", action="store_true", help="list the missing jobs, run none")
+    args, extra = parser.parse_known_args(argv)
+    extra = [item for item in extra if item != "--"]
+    cores = sorted(os.sched_getaffinity(0))
+    if not 1 <= args.jobs <= len(cores):
+        parser.error(f"--jobs {args.jobs}: this process may use {len(cores)} core(s)")
+    grid = grid_of(args.table)
+    jobs = jobs_of(grid)
+    done = finished_jobs(args.log_dir / "table" / args.table, grid)
+    missing = [job for job in jobs if job not in done]
+    print(f"{args.table}: {len(jobs)} jobs in the grid, {len(jobs) - len(missing)} done, {len(missing)} to run")
+    for job in missing:
+        print("  " + " ".join(f"{key}={value}" for key, value in job))
+    if args.dry_run or not missing:
+        return 0
+    free_cores: queue.Queue[int] = queue.Queue()
+    for core in cores[: args.jobs]:
+        free_cores.put(core)
+
+    def on_a_free_core(job: Job) -> int:
+        core = free_cores.get()
+        try:
+            return run_job(args.table, job, core, args.log_dir, extra)
+        finally:
+            free_cores.put(core)
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        codes = list(pool.map(on_a_free_core, missing))
+    failed = sum(code != 0 for code in codes)
+    print(f"{args.table}: {len(codes) - failed} jobs finished, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""experiments/run_grid.py: a table's grid as Hydra expands it, and only the jobs without a result."""
+
+import sys
+
+import yaml
+from helpers import PROJECT
+
+sys.path.insert(0, str(PROJECT / "experiments"))
+from run_grid import finished_jobs, grid_of, job_name, jobs_of
+
+
+def test_grid_is_the_tables_sweep_expanded():
+    grid = grid_of("char_lm_cpu")
+    assert grid == {
+        "data.task": ["shakespeare_char"],
+        "model": ["ffn", "topk", "dense_moe", "hypermoe", "topk_adapter"],
+        "seed": ["1", "2", "3", "4", "5"],
+    }
+    jobs = jobs_of(grid)
+    assert len(jobs) == 25 and len(set(jobs)) == 25
+    assert jobs[0] == (("data.task", "shakespeare_char"), ("model", "ffn"), ("seed", "1"))
+    assert job_name(jobs[0]) == "task-shakespeare_char_model-ffn_seed-1"
+
+
+def _run(folder, overrides: list[str], finished: bool) -> None:
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    if finished:
+        (folder / "metrics.json").write_text("{}")
+
+
+def test_a_job_is_done_only_with_a_metrics_json_of_the_same_values(tmp_path):
+    grid = {"model": ["topk", "hypermoe"], "seed": ["1", "2"]}
+    _run(tmp_path / "a" / "0", ["model=topk", "seed=1", "trainer.max_steps=5"], finished=True)
+    _run(tmp_path / "a" / "1", ["model=topk", "seed=2"], finished=False)  # killed: no metrics.json
+    _run(tmp_path / "b" / "0", ["model=hypermoe", "seed=2"], finished=True)
+    _run(tmp_path / "c" / "0", ["model=hypermoe"], finished=True)  # not a job of this grid
+    done = finished_jobs(tmp_path, grid)
+    assert done == {(("model", "topk"), ("seed", "1")), (("model", "hypermoe"), ("seed", "2"))}
+    assert [job for job in jobs_of(grid) if job not in done] == [
+        (("model", "topk"), ("seed", "2")),
+        (("model", "hypermoe"), ("seed", "1")),
+    ]
