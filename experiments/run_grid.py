@@ -49,8 +49,11 @@ def grid_of(table: str) -> dict[str, list[str]]:
 
 
 def jobs_of(grid: dict[str, list[str]]) -> list[Job]:
-    keys = list(grid)
-    return [tuple(zip(keys, values, strict=True)) for values in itertools.product(*grid.values())]
+    """Every job, seed by seed: each setting's first seed comes before any setting's second, so a
+    grid stopped part-way has covered its settings evenly."""
+    keys = sorted(grid, key=lambda key: key != "seed")  # seed varies slowest
+    jobs = [tuple(zip(keys, values, strict=True)) for values in itertools.product(*(grid[k] for k in keys))]
+    return [tuple((key, dict(job)[key]) for key in grid) for job in jobs]  # in the sweep's key order
 
 
 def finished_jobs(runs_dir: Path, keys: Iterable[str]) -> set[Job]:

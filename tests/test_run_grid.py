@@ -19,6 +19,7 @@ def test_grid_is_the_tables_sweep_expanded():
     jobs = jobs_of(grid)
     assert len(jobs) == 25 and len(set(jobs)) == 25
     assert jobs[0] == (("data.task", "shakespeare_char"), ("model", "ffn"), ("seed", "1"))
+    assert [dict(job)["seed"] for job in jobs[:6]] == ["1"] * 5 + ["2"]  # every variant once before seed 2
     assert job_name(jobs[0]) == "task-shakespeare_char_model-ffn_seed-1"
 
 
@@ -38,6 +39,6 @@ def test_a_job_is_done_only_with_a_metrics_json_of_the_same_values(tmp_path):
     done = finished_jobs(tmp_path, grid)
     assert done == {(("model", "topk"), ("seed", "1")), (("model", "hypermoe"), ("seed", "2"))}
     assert [job for job in jobs_of(grid) if job not in done] == [
-        (("model", "topk"), ("seed", "2")),
         (("model", "hypermoe"), ("seed", "1")),
+        (("model", "topk"), ("seed", "2")),
     ]
