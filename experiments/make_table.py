@@ -22,12 +22,12 @@ positive is better for every metric, perplexity included.
 Outputs, all beside ``--out``:
 - ``<out>.md``: header line (runs, seeds, metric, tags: subsampled tables say so in their tags;
   each task's training set size, where the runs record it), table.
-  Scores are x100 except perplexity; deltas are in the same units. Then a head-to-head table for each
-  ``--compare A:B`` pair (default hypermoe:topk and hypermoe:topk_adapter): on how many tasks A's
-  mean is better, and over the seed-paired runs (same task, same seed, so the same data subsample)
-  how many A wins, loses and ties, the mean paired delta ± its standard error, and a two-sided
-  sign test over the untied pairs. Last, the command of each multirun the runs came from (its
-  ``multirun.yaml``), with how many of the runs it gave.
+  Scores are x100 except perplexity and loss (in nats, 3 decimals); deltas are in the same units.
+  Then a head-to-head table for each ``--compare A:B`` pair (default hypermoe:topk and
+  hypermoe:topk_adapter): on how many tasks A's mean is better, and over the seed-paired runs (same
+  task, same seed, so the same data subsample) how many A wins, loses and ties, the mean paired
+  delta ± its standard error, and a two-sided sign test over the untied pairs. Last, the command of
+  each multirun the runs came from (its ``multirun.yaml``), with how many of the runs it gave.
 - ``<out>.csv``: one row per task x label (and an ``Avg`` row per label) in the runs' own units
   (fractions), with mean, std, n, delta_vs_topk, the paper's number (converted to those units) and
   the runs' mean wall time (``wall_seconds`` in metrics.json; the header sums them).
@@ -38,8 +38,17 @@ Outputs, all beside ``--out``:
   ``load_max_min_ratio``/``dead_experts``: layers x those statistics at each run's last logged
   step, averaged over the label's runs. ``_expert_load.png`` reads metrics.json's ``expert_load``
   (each expert's share of the layer's routed tokens; for dense_moe its mean routing weight): layers
-  x experts ranked by load, averaged over the label's runs. A plot whose data is missing is skipped
-  with a logged note.
+  x experts ranked by load, averaged over the label's runs. ``<out>_curves.png``: the main metric at
+  every validation against the training step (metrics.json's ``history``), per label the mean over
+  its runs with a band from the lowest to the highest. ``<out>_grid.png``, for labels that name N and
+  k: per variant a heatmap of the main metric over N x k, with any reference row in the title. A plot
+  whose data is missing is skipped with a logged note.
+
+``--reference RUNS_DIR:MODEL`` adds variant MODEL's runs under RUNS_DIR whatever their tags, e.g. the
+dense ``ffn`` runs of one table as the reference row of another:
+
+    python experiments/make_table.py outputs/table/experts_topk_char_cpu --reference outputs/table/char_lm_cpu:ffn \
+        --by model.num_experts,model.top_k,model --out experiments/results/experts_topk_char_cpu
 
 Paper numbers come from ``paper_numbers.yaml`` beside this script, in the paper's printed units.
 """
@@ -95,6 +104,8 @@ class Cell:
     wall_seconds: list[float] = field(default_factory=list)  # each run's, start to metrics.json
     run_dirs: list[Path] = field(default_factory=list)
     expert_loads: list[dict[str, list[float]]] = field(default_factory=list)  # per run that records one
+    histories: list[list[dict[str, float]]] = field(default_factory=list)  # per run: every validation, by step
+    settings: tuple[str, ...] = ()  # the label's parts besides the variant (N=4, k=1)
 
     @property
     def n(self) -> int:
@@ -165,6 +176,20 @@ def collect(dirs: Sequence[Path], tags: Sequence[str] = ()) -> list[dict[str, An
     if not kept:
         raise RunsError(f"none of the {len(runs)} runs under {', '.join(map(str, dirs))} has tags {list(tags)}")
     return kept
+
+
+def references(specs: Sequence[str]) -> list[dict[str, Any]]:
+    """The runs each ``RUNS_DIR:MODEL`` names: variant MODEL's runs under RUNS_DIR."""
+    runs = []
+    for spec in specs:
+        folder, _, model = spec.rpartition(":")
+        if not folder or not model:
+            raise RunsError(f"--reference {spec!r}: expected RUNS_DIR:MODEL, e.g. outputs/table/char_lm_cpu:ffn")
+        found = [run for run in collect([Path(folder)]) if run["model"] == model]
+        if not found:
+            raise RunsError(f"--reference {spec!r}: no {model!r} run under {folder}")
+        runs += found
+    return runs
 
 
 def task_matches(task: str, name: str) -> bool:
@@ -254,7 +279,7 @@ def group_runs(runs: Iterable[dict[str, Any]], by: Sequence[str], which: str) ->
         key = (run["task"], label)
         if key not in cells:
             baseline = join_label(BASELINE, others) if variant else None
-            cells[key] = Cell(run["task"], label, baseline, run["main_metric"], second_metric(run))
+            cells[key] = Cell(run["task"], label, baseline, run["main_metric"], second_metric(run), settings=others)
         cell = cells[key]
         value = metric_value(run, cell.metric, which)
         if value is None:
@@ -272,6 +297,8 @@ def group_runs(runs: Iterable[dict[str, Any]], by: Sequence[str], which: str) ->
             cell.wall_seconds.append(float(run["wall_seconds"]))
         if run.get("expert_load"):
             cell.expert_loads.append(run["expert_load"])
+        if len(run.get("history") or []) > 1:
+            cell.histories.append(run["history"])
     for cell in cells.values():
         repeated = [seed for seed, count in Counter(cell.seeds).items() if count > 1]
         if repeated:
@@ -424,11 +451,13 @@ def head_to_head_table(cells: Sequence[Cell], pairs: Sequence[tuple[str, str]]) 
         if result is None:
             log.info("no task has runs of both %r and %r: no head-to-head row", first, second)
             continue
-        error = f" ± {_fmt(result.standard_error)}" if len(result.paired) > 1 else ""
+        d = digits(next(c.metric for c in cells if c.label == first))
+        error = f" ± {_fmt(result.standard_error, digits=d)}" if len(result.paired) > 1 else ""
         p_value = MISSING if math.isnan(result.sign_test_p) else f"{result.sign_test_p:.3f}"
+        mean = _fmt(result.mean, signed=True, digits=d)
         rows.append(
             f"| {first} vs {second} | {result.tasks_better} / {result.tasks_worse} "
-            f"| {result.wins} / {result.losses} / {result.ties} | {_fmt(result.mean, signed=True)}{error} | {p_value} |"
+            f"| {result.wins} / {result.losses} / {result.ties} | {mean}{error} | {p_value} |"
         )
     if not rows:
         return ""
@@ -478,17 +507,23 @@ def load_paper_numbers(path: Path = PAPER_NUMBERS) -> dict[str, dict[str, list[f
 # ---------------------------------------------------------------- writing
 
 
-def _fmt(value: float, signed: bool = False) -> str:
+def _fmt(value: float, signed: bool = False, digits: int = 2) -> str:
     if math.isnan(value):
         return MISSING
-    value = round(value, 2) + 0.0  # + 0.0: a value that rounds to -0.00 prints as 0.00
-    return f"{value:+.2f}" if signed else f"{value:.2f}"
+    value = round(value, digits) + 0.0  # + 0.0: a value that rounds to -0.00 prints as 0.00
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def digits(metric: str) -> int:
+    """Decimals printed: a loss in nats differs between variants in its second decimal, so 3."""
+    return 3 if metric == "loss" else 2
 
 
 def format_cell(cell: Cell) -> str:
     """``mean ± std / second (n=3)``, x100 for fractions; the std belongs to the main metric."""
     k = scale(cell.metric)
-    text = _fmt(cell.mean * k) + (f" ± {_fmt(cell.std * k)}" if cell.n > 1 else "")
+    d = digits(cell.metric)
+    text = _fmt(cell.mean * k, digits=d) + (f" ± {_fmt(cell.std * k, digits=d)}" if cell.n > 1 else "")
     if cell.second_values and cell.task not in SINGLE_NUMBER_TASKS:
         text += f" / {_fmt(cell.second_mean * scale(cell.second_metric))}"
     return f"{text} (n={cell.n})"
@@ -544,7 +579,7 @@ def header_line(
     )
     return (
         f"{len(runs)} runs, seeds {', '.join(seeds)} (n per cell), from {', '.join(map(str, dirs))}. {excluded_text}"
-        f"Metric: {metric_text} (`--metric {which}`), mean ± sample std over seeds; x100 except perplexity. "
+        f"Metric: {metric_text} (`--metric {which}`), mean ± sample std over seeds; x100 except perplexity and loss. "
         f"Avg: mean of the per-task means of the main metric over {', '.join(averaged)}. "
         f"Δ: against `{BASELINE}` with the same other settings, positive = better. {wall_text}"
         f"Run tags (subsampling is noted there): {tag_text}. {train_text}"
@@ -571,13 +606,21 @@ def markdown_table(cells: Sequence[Cell], paper: dict[str, dict[str, list[float]
         return f"{task} ({shown})"
 
     lines = ["| Model | " + " | ".join(head(t) for t in tasks) + " | Avg |", "|---" * (len(tasks) + 2) + "|"]
-    avg_k = scale(metrics[averaged[0]].metric)
+    avg_k, avg_d = scale(metrics[averaged[0]].metric), digits(metrics[averaged[0]].metric)
     for label in label_order(cells):
         cells_row = [format_cell(index[t, label]) if (t, label) in index else MISSING for t in tasks]
-        lines.append(f"| {label} | " + " | ".join(cells_row) + f" | {_fmt(avg.get(label, math.nan) * avg_k)} |")
+        avg_text = _fmt(avg.get(label, math.nan) * avg_k, digits=avg_d)
+        lines.append(f"| {label} | " + " | ".join(cells_row) + f" | {avg_text} |")
         if any((t, label) in delta for t in tasks):
-            row = [_fmt(delta.get((t, label), math.nan) * scale(metrics[t].metric), signed=True) for t in tasks]
-            avg_text = _fmt(avg_delta.get(label, math.nan) * avg_k, signed=True)
+            row = [
+                _fmt(
+                    delta.get((t, label), math.nan) * scale(metrics[t].metric),
+                    signed=True,
+                    digits=digits(metrics[t].metric),
+                )
+                for t in tasks
+            ]
+            avg_text = _fmt(avg_delta.get(label, math.nan) * avg_k, signed=True, digits=avg_d)
             lines.append(f"| Δ {label} vs {baselines[label]} | " + " | ".join(row) + f" | {avg_text} |")
         reported = [paper.get(t, {}).get(label) for t in tasks]
         if any(reported):
@@ -880,6 +923,76 @@ def plot_expert_load(plt, cells: Sequence[Cell], path: Path) -> Path | None:
     return path
 
 
+def plot_curves(plt, cells: Sequence[Cell], path: Path) -> Path | None:
+    """Per task, the main metric at each validation against the training step: per label the mean
+    over its runs (the steps all of them reached), and a band from the lowest to the highest run."""
+    with_curves = [c for c in cells if c.histories]
+    if not with_curves:
+        log.info("skipped %s: no run records a history of two or more validations", path.name)
+        return None
+    tasks = sorted({c.task for c in with_curves})
+    colors = _label_colors(plt, cells)
+    fig, axes = _task_axes(plt, len(tasks))
+    for ax, task in zip(axes, tasks, strict=False):
+        for cell in (c for c in with_curves if c.task == task):
+            key, k = f"val/{cell.metric}", scale(cell.metric)
+            runs = [{entry["step"]: entry[key] for entry in history} for history in cell.histories]
+            steps = sorted(set.intersection(*(set(run) for run in runs)))
+            values = [[run[step] * k for run in runs] for step in steps]
+            ax.plot(steps, [statistics.fmean(v) for v in values], color=colors[cell.label],
+                    label=f"{cell.label} (n={len(runs)})", linewidth=1.2)  # fmt: skip
+            ax.fill_between(steps, [min(v) for v in values], [max(v) for v in values], color=colors[cell.label],
+                            alpha=0.2, linewidth=0)  # fmt: skip
+        ax.set_title(task, fontsize=9)
+        ax.set_xlabel("training step", fontsize=8)
+        ax.set_ylabel(f"val/{next(c.metric for c in with_curves if c.task == task)}", fontsize=8)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _setting(cell: Cell, name: str) -> str | None:
+    return next((part.split("=", 1)[1] for part in cell.settings if part.startswith(f"{name}=")), None)
+
+
+def plot_grid(plt, cells: Sequence[Cell], path: Path) -> Path | None:
+    """For labels that name N and k (``--by model.num_experts,model.top_k,model``): per task and
+    variant a heatmap of the main metric's mean over seeds, N down, k across, one colour scale per
+    task; labels without N and k (a dense reference row) are written in the title."""
+    grid = [c for c in cells if _setting(c, "N") is not None and _setting(c, "k") is not None]
+    if not grid:
+        log.info("skipped %s: no label names N and k", path.name)
+        return None
+    panels = sorted({(c.task, c.label.split(" ")[0]) for c in grid})
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels) + 0.6, 3.4), squeeze=False)
+    for ax, (task, variant) in zip(axes[0], panels, strict=True):
+        mine = {(_setting(c, "N"), _setting(c, "k")): c for c in grid if c.task == task and c.label.startswith(variant)}
+        ns, ks = sorted({n for n, _ in mine}, key=int), sorted({k for _, k in mine}, key=int)
+        k_scale = scale(grid[0].metric)
+        task_means = [c.mean * k_scale for c in grid if c.task == task]
+        matrix = [[mine[n, k].mean * k_scale if (n, k) in mine else math.nan for k in ks] for n in ns]
+        cmap = "viridis_r" if metric_mode(grid[0].metric) == "min" else "viridis"  # bright = better
+        ax.imshow(matrix, cmap=cmap, vmin=min(task_means), vmax=max(task_means), aspect="auto")
+        for i, n in enumerate(ns):
+            for j, k in enumerate(ks):
+                if (n, k) in mine:
+                    cell = mine[n, k]
+                    spread = "" if math.isnan(cell.std) else f"\n± {cell.std * k_scale:.3f}"
+                    ax.text(j, i, f"{cell.mean * k_scale:.3f}{spread}", ha="center", va="center", fontsize=7,
+                            color="k", bbox={"facecolor": "w", "alpha": 0.6, "linewidth": 0})  # fmt: skip
+        ax.set_xticks(range(len(ks)), [f"k={k}" for k in ks], fontsize=8)
+        ax.set_yticks(range(len(ns)), [f"N={n}" for n in ns], fontsize=8)
+        references = [c for c in cells if c.task == task and not c.settings]
+        note = "; ".join(f"{c.label} {c.mean * k_scale:.3f}" for c in references)
+        ax.set_title(f"{task}: {variant} ({grid[0].metric})" + (f"\n{note}" if note else ""), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def _label_colors(plt, cells: Sequence[Cell]) -> dict[str, str]:
     """One color per label, the same in every panel and plot (a task without some label's runs
     must not shift the others' colors)."""
@@ -902,6 +1015,8 @@ def write_plots(cells: Sequence[Cell], out: Path) -> list[Path]:
         plot_params(plt, cells, out.with_name(out.name + "_params.png")),
         plot_load(plt, cells, out.with_name(out.name + "_load.png")),
         plot_expert_load(plt, cells, out.with_name(out.name + "_expert_load.png")),
+        plot_curves(plt, cells, out.with_name(out.name + "_curves.png")),
+        plot_grid(plt, cells, out.with_name(out.name + "_grid.png")),
     ]
     return [path for path in made if path is not None]
 
@@ -923,6 +1038,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="TASK",
         help="leave out this task's runs, e.g. multirc or superglue/multirc (repeat for more); the header says so",
     )
+    parser.add_argument(
+        "--reference",
+        action="append",
+        default=[],
+        metavar="RUNS_DIR:MODEL",
+        help="also the runs of variant MODEL under RUNS_DIR, whatever their tags (a dense reference row)",
+    )
     parser.add_argument("--by", default="model", help="comma-separated dotted keys into the run record for the label")
     parser.add_argument("--metric", choices=("best", "final"), default="best", help="best-over-epochs or last value")
     parser.add_argument("--paper", type=Path, default=PAPER_NUMBERS, help="the paper's reported numbers (YAML)")
@@ -940,7 +1062,9 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     by = [key.strip() for key in args.by.split(",") if key.strip()]
     try:
-        runs, excluded = exclude_tasks(collect(args.runs_dirs, args.tag), args.exclude_task)
+        runs, excluded = exclude_tasks(
+            collect(args.runs_dirs, args.tag) + references(args.reference), args.exclude_task
+        )
         cells = group_runs(runs, by, args.metric)
         paper = load_paper_numbers(args.paper)
         pairs = parse_pairs(args.compare)

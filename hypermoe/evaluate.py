@@ -15,7 +15,9 @@ from hypermoe.validation import load_checkpoint
 log = logging.getLogger(__name__)
 
 
-def run_eval(cfg: DictConfig) -> dict[str, Any]:
+def rebuild(cfg: DictConfig) -> tuple[dict[str, Any], Any, Any]:
+    """The checkpoint at ``cfg.ckpt_path``, and its DataModule and LightningModule rebuilt from the
+    config it holds (on ``cfg.data`` where given) with its trained weights loaded."""
     checkpoint = load_checkpoint(cfg.ckpt_path)
     trained = OmegaConf.create(checkpoint["hypermoe"]["config"])
     if cfg.get("data") is not None:  # re-test on another data config
@@ -33,6 +35,12 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
             f"{data.task.qualified_name} needs {data.task.signature()}: it cannot score that task"
         )
     module.load_state_dict(checkpoint["state_dict"])
+    return checkpoint, data, module
+
+
+def run_eval(cfg: DictConfig) -> dict[str, Any]:
+    checkpoint, data, module = rebuild(cfg)
+    trained_on = checkpoint["hypermoe"]["task"]
     trainer = instantiate(cfg.trainer, logger=False)
     results = trainer.validate(module, datamodule=data)[0]
     metrics = {

@@ -12,7 +12,9 @@ from helpers import QUIET, compose_config
 from hypermoe.data.characters import CharVocabulary, UnknownCharacter
 from hypermoe.data.lm import CORPORA, LMDataModule, read_text
 from hypermoe.data.readers import DataError
+from hypermoe.errors import ConfigError
 from hypermoe.evaluate import run_eval
+from hypermoe.sample import run_sample
 from hypermoe.train import build, run
 
 CHAR = ["backbone=nanogpt_char", "data=lm", "data.task=shakespeare_char"]
@@ -134,3 +136,17 @@ def test_validation_character_outside_the_vocabulary_is_an_error_naming_it(short
     data.set_tokenizer(data.char_vocabulary())  # from the training text, which has no "~"
     with pytest.raises(DataError, match=r"validation split .*'~' \(U\+007E\) at character 1000 \(line \d+, column"):
         data.setup("validate")
+
+
+def test_samples_continue_the_start_in_the_saved_vocabulary(short_run, tmp_path):
+    last = short_run["out"] / "checkpoints" / "last.ckpt"
+    overrides = [f"ckpt_path={last}", "start=ROMEO:", "num_samples=2", "max_new_tokens=40", "seed=7"]
+    first = run_sample(compose_config("sample", overrides, tmp_path / "a"))
+    again = run_sample(compose_config("sample", overrides, tmp_path / "b"))
+    vocabulary = set(CharVocabulary.load(short_run["out"] / "vocabulary.json").chars)
+    assert first == again and len(first) == 2  # the seed fixes the draw
+    for sample in first:
+        assert sample.startswith("ROMEO:") and len(sample) == len("ROMEO:") + 40 and set(sample) <= vocabulary
+    assert (tmp_path / "a" / "samples.txt").read_text(encoding="utf-8").startswith(first[0])
+    with pytest.raises(ConfigError, match=r"temperature=0 must be a number > 0"):
+        run_sample(compose_config("sample", [*overrides, "temperature=0"], tmp_path / "c"))

@@ -445,3 +445,67 @@ def test_plots_without_their_data_are_skipped_with_a_note(tmp_path, caplog):
     assert {path.name for path in written} == {"t.md", "t.csv", "t_bars.png"}
     assert "skipped t_params.png" in caplog.text and "skipped t_load.png" in caplog.text
     assert "skipped t_expert_load.png: no run records expert_load" in caplog.text
+
+
+def _char_run(folder: Path, model: str, seed: int, losses: list[float], tags=("char_lm", "cpu"), **config) -> None:
+    """A character-LM run validated at steps 250, 500, ... with these losses."""
+    write_run(folder, "lm/shakespeare_char", model, seed, {"loss": min(losses), "perplexity": 7.0}, tags=tags, **config)
+    record = json.loads((folder / "metrics.json").read_text())
+    record["history"] = [{"step": 250 * (i + 1), "val/loss": loss} for i, loss in enumerate(losses)]
+    (folder / "metrics.json").write_text(json.dumps(record))
+
+
+def test_loss_prints_three_decimals_and_lower_is_better(tmp_path):
+    root = tmp_path / "char"
+    for seed in SEEDS:
+        _char_run(root / f"t{seed}", "topk", seed, [2.5, 1.9 + 0.01 * seed])
+        _char_run(root / f"h{seed}", "hypermoe", seed, [2.5, 1.85 + 0.01 * seed])
+    md, _ = tables(root, tmp_path / "t")
+    assert "| hypermoe | 1.870 ± 0.010 / 7.00 (n=3) | 1.870 |" in md
+    assert "| Δ hypermoe vs topk | +0.050 | +0.050 |" in md
+    cells = make_table.group_runs(make_table.collect([root]), ["model"], "best")
+    assert "| hypermoe vs topk | 1 / 0 | 3 / 0 / 0 | +0.050 ± 0.000 |" in make_table.head_to_head_table(
+        cells, [("hypermoe", "topk")]
+    )
+
+
+def test_curves_are_the_mean_over_runs_with_a_band_from_lowest_to_highest(tmp_path, monkeypatch):
+    plt = pytest.importorskip("matplotlib.pyplot")
+    root = tmp_path / "char"
+    _char_run(root / "a", "ffn", 1, [2.4, 2.0, 1.9])
+    _char_run(root / "b", "ffn", 2, [2.6, 2.2])  # stopped early: only the steps every run reached are drawn
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    cells = make_table.group_runs(make_table.collect([root]), ["model"], "best")
+    make_table.plot_curves(plt, cells, tmp_path / "c.png")
+    axis = figures[0].axes[0]
+    assert axis.lines[0].get_xydata().tolist() == [[250, 2.5], [500, pytest.approx(2.1)]]
+    band = axis.collections[0].get_paths()[0].vertices[:, 1]
+    assert min(band) == pytest.approx(2.0) and max(band) == pytest.approx(2.6)
+
+
+def test_grid_heatmap_has_n_down_k_across_and_the_reference_row(tmp_path, monkeypatch):
+    plt = pytest.importorskip("matplotlib.pyplot")
+    grid, dense = tmp_path / "grid", tmp_path / "dense"
+    for n in (4, 8):
+        for k in (1, 2):
+            for seed in (1, 2):
+                _char_run(grid / f"{n}{k}{seed}", "topk", seed, [2.5, 2.0 - 0.01 * n - 0.1 * k + 0.01 * seed],
+                          tags=("experts_topk_char", "cpu"), num_experts=n, top_k=k)  # fmt: skip
+    _char_run(dense / "f1", "ffn", 1, [1.9], num_experts=None, top_k=None)  # a dense model has neither
+    _char_run(dense / "t1", "topk", 1, [1.5])  # the other table's topk runs stay out
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    args = [str(grid), "--reference", f"{dense}:ffn", "--by", "model.num_experts,model.top_k,model"]
+    written = make_table.main([*args, "--out", str(tmp_path / "g")])
+    assert {"g_grid.png", "g_curves.png"} <= {path.name for path in written}
+    axis = next(figure for figure in figures if "topk (loss)" in figure.axes[0].get_title()).axes[0]
+    assert [tick.get_text() for tick in axis.get_yticklabels()] == ["N=4", "N=8"]
+    assert [tick.get_text() for tick in axis.get_xticklabels()] == ["k=1", "k=2"]
+    texts = [text.get_text() for text in axis.texts]  # row by row: N=4 k=1, N=4 k=2, N=8 k=1, N=8 k=2
+    assert texts[0] == "1.875\n± 0.007" and texts[3] == "1.735\n± 0.007"
+    assert "ffn 1.900" in axis.get_title()
+    md = (tmp_path / "g.md").read_text()
+    assert "| ffn | 1.900 (n=1) |" in md.replace(" / 7.00", "") and "1.500" not in md
+    with pytest.raises(SystemExit, match="no 'dense_moe' run under"):
+        make_table.main([*args[:1], "--reference", f"{dense}:dense_moe", "--out", str(tmp_path / "x")])
