@@ -4,7 +4,12 @@ A step is what Lightning runs per batch: forward, task loss + weighted MoE aux l
 gradient clipping and the configured AdamW step (fused), on random token ids (attention mask all
 ones). Each variant (ffn, topk k=1, topk k=2, dense_moe, hypermoe, topk_adapter) is composed from
 conf/ with Hydra and built by the backbones' own builders, on MiniLM (pretrained, sequence 128)
-and the tiny random GPT-2 (block 256).
+and the tiny random GPT-2 (block 256), or (``--backbones nanogpt_char``) nanoGPT's CPU baby GPT on
+Tiny Shakespeare's characters (batch 12 x 64), whose topk / hypermoe run is the efficiency table
+of the character-level benchmark:
+
+    python experiments/bench_train.py --backbones nanogpt_char --variants topk hypermoe --threads 1 \
+        --out experiments/results/efficiency_char_cpu.json
 
     python experiments/bench_train.py                        # writes experiments/results/bench_train.json
     python experiments/bench_train.py --backbones minilm --rounds 4
@@ -20,6 +25,8 @@ round (bench_moe.py's ``time_alternately`` and ``paired_ratio``). Each step is a
 two phases, the model (zero_grad, forward, backward) and the optimizer (clipping, AdamW): an MoE
 does a dense model's FLOPs per token, but its optimizer updates every expert's parameters, so the
 ``*_model_throughput`` ratios and each variant's ``optimizer_share`` tell the two costs apart.
+Each round also times one inference pass per variant (eval mode, forward alone, no autograd, same
+batch): ``inference_tokens_per_s`` and the ``*_inference_throughput`` ratio.
 
 Memory: on CPU each variant runs in a fresh process (the RSS of a process holding six models says
 nothing about one), forked from a server that has imported the libraries: ``peak_mem_mb`` is the
@@ -61,6 +68,7 @@ from hypermoe.data.datamodule import TaskDataModule
 from hypermoe.lit_module import next_token_loss, parameter_groups
 from hypermoe.moe import sum_aux_losses, weighted_aux_loss
 from hypermoe.params import parameter_counts
+from hypermoe.validation import instantiate_data
 
 # experiments/ is a folder of scripts, not a package: bench_moe is found through this file's
 # folder on sys.path. Python puts it there only when this file runs as a script, so it is added
@@ -77,6 +85,8 @@ BACKBONES = {
     "minilm": ["backbone=minilm", "data=glue", "data.task=sst2"],
     "gpt2_tiny": ["backbone=gpt2_tiny", "data=lm"],
     "bert_tiny": ["backbone=bert_tiny", "data=glue", "data.task=sst2"],  # for --quick
+    # its vocabulary is the training text's characters: needs the data root (HYPERMOE_DATA)
+    "nanogpt_char": ["backbone=nanogpt_char", "data=lm", "data.task=shakespeare_char"],
 }
 VARIANTS = {
     "ffn": ["model=ffn"],
@@ -94,6 +104,7 @@ RATIOS = {
     "hypermoe_over_topk_throughput": ("hypermoe", "topk", "throughput", 0.95, "min"),
     "topk_over_ffn_model_throughput": ("topk", "ffn", "model_throughput", None, None),
     "hypermoe_over_topk_model_throughput": ("hypermoe", "topk", "model_throughput", None, None),
+    "hypermoe_over_topk_inference_throughput": ("hypermoe", "topk", "inference_throughput", None, None),
     "hypermoe_over_topk_memory": ("hypermoe", "topk", "peak_mem_mb", 1.05, "max"),
     "hypermoe_over_topk_step_memory": ("hypermoe", "topk", "step_mem_mb", None, None),
 }
@@ -134,11 +145,13 @@ class Setup:
 class Workload:
     """A training step in its two phases: the model (zero_grad, forward, losses, backward) and
     the optimizer (gradient clipping, AdamW), whose work grows with the parameters an MoE holds
-    (every expert's), not with the FLOPs a token sees."""
+    (every expert's), not with the FLOPs a token sees; and an inference pass (the model in eval
+    mode, forward alone, no autograd) on the same batch."""
 
     model_pass: Callable[[], None]
     optimizer_pass: Callable[[], None]
     params: int
+    inference_pass: Callable[[], None] = lambda: None
 
     def step(self) -> None:
         self.model_pass()
@@ -157,8 +170,9 @@ def build_loss(cfg: DictConfig, setup: Setup) -> tuple[nn.Module, Callable[[], T
         return torch.randint(high, shape, generator=inputs).to(setup.device)
 
     if backbone.get("kind", "encoder") == "causal_lm":
-        net, tokenizer = build_causal_lm(backbone, model)
-        ids = draw(tokenizer.vocab_size, (setup.batch, setup.seq_len))
+        data = instantiate_data(cfg.data)
+        net, tokenizer = build_causal_lm(backbone, model, data.char_vocabulary() if data.task.characters else None)
+        ids = draw(len(tokenizer), (setup.batch, setup.seq_len))
         return net.to(setup.device), lambda: next_token_loss(net(ids, torch.ones_like(ids)), ids)
     task = TaskDataModule.resolve_task(cfg.data.benchmark, cfg.data.task)
     net, tokenizer = build_classifier(backbone, model, task.kind, task.num_labels, task.num_spans)
@@ -196,7 +210,14 @@ def build_workload(setup: Setup, variant: str) -> Workload:
         optimizer.step()
         finish()
 
-    return Workload(model_pass, optimizer_pass, parameter_counts(net)["total"])
+    def inference_pass() -> None:
+        net.eval()
+        with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            loss_task()
+        net.train()
+        finish()
+
+    return Workload(model_pass, optimizer_pass, parameter_counts(net)["total"], inference_pass)
 
 
 def _proc_status_mb(field: str) -> float:
@@ -261,7 +282,9 @@ def timed(workload: Workload) -> Callable[[], dict[str, float]]:
         middle = time.perf_counter()
         workload.optimizer_pass()
         end = time.perf_counter()
-        return {"step": end - start, "model": middle - start, "optimizer": end - middle}
+        workload.inference_pass()
+        inference = time.perf_counter() - end
+        return {"step": end - start, "model": middle - start, "optimizer": end - middle, "inference": inference}
 
     return visit
 
@@ -276,7 +299,7 @@ def time_all(setup: Setup, rounds: int) -> tuple[dict[str, dict[str, list[float]
     return by_phase, {v: w.params for v, w in workloads.items()}
 
 
-THROUGHPUT_PHASES = {"throughput": "step", "model_throughput": "model"}
+THROUGHPUT_PHASES = {"throughput": "step", "model_throughput": "model", "inference_throughput": "inference"}
 
 
 def ratios_of(samples: dict[str, dict[str, list[float]]], variants: dict[str, dict]) -> dict[str, float]:
@@ -317,6 +340,8 @@ def bench_backbone(setup: Setup, rounds: int) -> dict:
             "seconds_per_round": samples["step"][v],
             "model_seconds_per_round": samples["model"][v],
             "optimizer_seconds_per_round": samples["optimizer"][v],
+            "inference_tokens_per_s": tokens / min(samples["inference"][v]),
+            "inference_seconds_per_round": samples["inference"][v],
             "optimizer_share": statistics.median(
                 o / s for o, s in zip(samples["optimizer"][v], samples["step"][v], strict=True)
             ),
@@ -398,7 +423,8 @@ def main(argv: list[str] | None = None) -> dict:
             "whole-model training step (forward, loss + aux losses, backward, clipping, fused AdamW); "
             "variants alternated in one process; tokens_per_s: best round; throughput ratios: median over "
             "rounds of the ratio within a round, of the whole step or (model_throughput) of zero_grad, "
-            "forward and backward alone; optimizer_share: median over rounds of the optimizer's (clipping, "
+            "forward and backward alone, or (inference_throughput) of a forward in eval mode without "
+            "autograd on the same batch; optimizer_share: median over rounds of the optimizer's (clipping, "
             "AdamW) share of the step; memory: fresh process per variant (CPU: peak RSS)"
         ),
         "device": args.device,

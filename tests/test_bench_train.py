@@ -32,9 +32,14 @@ def test_bench_train_reports_every_variant(tmp_path):
             assert len(row["seconds_per_round"]) == report["rounds"]
             optimizer = row["optimizer_seconds_per_round"]
             assert len(row["model_seconds_per_round"]) == len(optimizer) == report["rounds"]
+            assert len(row["inference_seconds_per_round"]) == report["rounds"]
+            assert row["inference_tokens_per_s"] == pytest.approx(
+                result["tokens"] / min(row["inference_seconds_per_round"]), rel=1e-9
+            )
             shares = [o / s for o, s in zip(optimizer, row["seconds_per_round"], strict=True)]
             assert row["optimizer_share"] == pytest.approx(statistics.median(shares), rel=1e-9)
-        phase_rounds = {"throughput": "seconds_per_round", "model_throughput": "model_seconds_per_round"}
+        phase_rounds = {"throughput": "seconds_per_round", "model_throughput": "model_seconds_per_round",
+                        "inference_throughput": "inference_seconds_per_round"}  # fmt: skip
         for name, (numerator, denominator, measure, _, _) in bench_train.RATIOS.items():
             if measure in phase_rounds:  # tokens/s ratio within each round, median over rounds
                 den, num = (variants[v][phase_rounds[measure]] for v in (denominator, numerator))
@@ -48,9 +53,13 @@ def test_bench_train_reports_every_variant(tmp_path):
 
 def test_a_step_is_timed_whole_and_by_phase():
     workload = bench_train.Workload(
-        model_pass=lambda: time.sleep(0.03), optimizer_pass=lambda: time.sleep(0.01), params=1
+        model_pass=lambda: time.sleep(0.03),
+        optimizer_pass=lambda: time.sleep(0.01),
+        params=1,
+        inference_pass=lambda: time.sleep(0.02),
     )
     seconds = bench_train.timed(workload)()
+    assert seconds["inference"] == pytest.approx(0.02, abs=0.015)  # after the step, not part of it
     assert seconds["model"] == pytest.approx(0.03, abs=0.02) and seconds["optimizer"] == pytest.approx(0.01, abs=0.02)
     assert seconds["step"] == pytest.approx(seconds["model"] + seconds["optimizer"], rel=1e-3)
     assert seconds["model"] > seconds["optimizer"]  # each phase's time goes to its own name
@@ -59,7 +68,7 @@ def test_a_step_is_timed_whole_and_by_phase():
 def test_only_the_ratios_of_measured_variants_are_reported():
     args = bench_train.parse_args(["--variants", "topk", "hypermoe"])
     assert args.variants == ["topk", "hypermoe"]
-    phases = {phase: {"topk": [1.0, 2.0], "hypermoe": [1.25, 2.5]} for phase in ("step", "model")}
+    phases = {phase: {"topk": [1.0, 2.0], "hypermoe": [1.25, 2.5]} for phase in ("step", "model", "inference")}
     variants = {v: {"peak_mem_mb": peak, "step_mem_mb": peak / 2} for v, peak in (("topk", 100.0), ("hypermoe", 103.0))}
     ratios = bench_train.ratios_of(phases, variants)
     assert set(ratios) == {name for name, spec in bench_train.RATIOS.items() if spec[:2] == ("hypermoe", "topk")}
