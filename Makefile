@@ -16,7 +16,7 @@ endif
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all train smoke lm table bench bench-gpu lint format clean
+.PHONY: help install test test-all train smoke lm table grid bench bench-gpu lint format clean
 
 help: ## list every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ lm: $(STAMP) ## gpt2_tiny on Tiny Shakespeare with ffn, topk, hypermoe, topk_ada
 
 table: $(STAMP) ## run one paper table's grid: make table T=superglue_cpu (conf/table/; ARGS adds overrides)
 	$(BIN)/python train.py table=$(T) $(ARGS)
+
+grid: $(STAMP) ## run a table's jobs that have no result yet, J at once, one core each: make grid T=char_lm_cpu J=2
+	$(BIN)/python experiments/run_grid.py $(T) --jobs $(or $(J),1) $(if $(ARGS),-- $(ARGS))
 
 bench: $(STAMP) ## time the MoE layers and whole training steps on CPU: experiments/results/bench_{moe,train}.json
 	$(BIN)/python experiments/bench_moe.py
