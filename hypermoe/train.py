@@ -34,6 +34,7 @@ from hypermoe.validation import (
     check_run_settings,
     instantiate_data,
     load_checkpoint,
+    warn_if_router_gets_no_task_gradient,
 )
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     OmegaConf.save(cfg, output_dir / "resolved_config.yaml", resolve=True)
     check_run_settings(cfg)
     check_model(cfg.model)
+    warn_if_router_gets_no_task_gradient(cfg.model)
     resumed = {}
     if cfg.get("ckpt_path"):
         checkpoint = load_checkpoint(cfg.ckpt_path)

@@ -7,6 +7,7 @@ constructing the DataModule (which reads no file), and ``ckpt_path`` by loading 
 comparing the network it holds with the one the config asks for.
 """
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from hypermoe.errors import ConfigError
 from hypermoe.moe.build import stack_from_config
 from hypermoe.moe.checks import check_integer
 
+log = logging.getLogger(__name__)
+
 # Keys that do not shape the network: a run may resume with other values.
 _NOT_STRUCTURAL = {"backbone.recipe", "backbone.tokenizer_fallback"}
 
@@ -33,6 +36,20 @@ def check_model(model: DictConfig) -> None:
             stack_from_config(settings, num_layers=2, d_model=8, d_ff=16, activation="gelu", bias=True)
     except (ValueError, TypeError) as error:
         raise ConfigError(f"model (variant={settings.get('variant')!r}): {error}") from None
+
+
+def warn_if_router_gets_no_task_gradient(model: DictConfig) -> bool:
+    """Noisy top-k gating at top-1 combines with one renormalised gate, the constant 1: the task
+    loss then gives the router no gradient and only its balance losses train it (the official
+    HyperMoE GPT-2 recipe). Allowed, since a user names it, and said at start-up; True if so."""
+    untrained = model.get("gating") == "noisy" and model.get("top_k") == 1
+    if untrained:
+        log.warning(
+            "model.gating=noisy with model.top_k=1: the combine gate is a softmax over one logit (1.0), so the "
+            "task loss gives the router no gradient and only the cv_importance / cv_load losses train it (the "
+            "official HyperMoE GPT-2 recipe). gating=renorm keeps the gate at 1 and lets the task train the router."
+        )
+    return untrained
 
 
 def check_run_settings(cfg: DictConfig) -> None:

@@ -90,11 +90,13 @@ class DenseMoE(RecordsLastForward):
 class TopKMoE(RecordsLastForward):
     """Sparse MoE: each token runs on its top-k experts only.
 
-    gating: ``switch`` (softmax router, top-k probabilities as gates; jitter optional;
-    aux ``balance`` + ``z``) or ``noisy`` (Shazeer noisy top-k; aux ``cv_importance`` +
-    ``cv_load``). capacity_factor_train / capacity_factor_eval: None = dropless, else each
-    expert takes at most ceil(factor * k * tokens / e) assignments, first come first served.
-    dense_ffn: if given, every expert starts as a copy of it (sparse upcycling).
+    gating: ``switch`` (softmax router, top-k probabilities as gates; jitter optional; aux
+    ``balance`` + ``z``), ``renorm`` (the same router, its top-k gates renormalised to sum to 1 with
+    a straight-through gradient: upcycled experts start as the dense FFN and the router still learns
+    from the task at top-1) or ``noisy`` (Shazeer noisy top-k; aux ``cv_importance`` + ``cv_load``;
+    at top-1 its gate is a constant 1). capacity_factor_train / capacity_factor_eval: None =
+    dropless, else each expert takes at most ceil(factor * k * tokens / e) assignments, first come
+    first served. dense_ffn: if given, every expert starts as a copy of it (sparse upcycling).
     kernel: how the experts run (``hypermoe.moe.grouped.KERNELS``): ``auto`` takes the
     sync-free ``grouped_mm`` on CUDA and the per-expert ``loop`` on CPU.
     """

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from hypermoe.moe import losses
 from hypermoe.moe.checks import check_positive, check_top_k
 
-GATINGS = ("switch", "noisy")
+GATINGS = ("switch", "renorm", "noisy")
 
 
 @dataclass
@@ -39,15 +39,25 @@ class SwitchRouter(nn.Module):
     by its softmax probability, i.e. a dense MoE. Optional multiplicative jitter
     U(1 - eps, 1 + eps) on the router input, in training only.
     Aux losses: ``balance`` (Switch load balancing) and ``z`` (router z-loss).
+
+    ``renormalize``: the gates are the top-k probabilities over their sum, so they sum to 1 and a
+    layer of identical (upcycled) experts outputs exactly its dense FFN, with the sum held constant
+    in backward: g_i = p_i / stopgrad(sum_{j in top-k} p_j). At top-1 the gate is 1 in the forward
+    pass and its gradient is that of the router probability (over the constant p), a
+    straight-through gate; a plain renormalisation (noisy gating, Mixtral) is the constant 1 there
+    and gives the router no task gradient at all.
     """
 
-    def __init__(self, d_model: int, num_experts: int, top_k: int, jitter_eps: float | None = None):
+    def __init__(
+        self, d_model: int, num_experts: int, top_k: int, jitter_eps: float | None = None, renormalize: bool = False
+    ):
         super().__init__()
         check_positive("d_model", d_model)
         check_top_k(top_k, num_experts)
         if jitter_eps is not None and not 0.0 <= jitter_eps < 1.0:
             raise ValueError(f"jitter_eps must be in [0, 1) or None, got {jitter_eps!r}")
         self.num_experts, self.top_k, self.jitter_eps = num_experts, top_k, jitter_eps
+        self.renormalize = renormalize
         self.weight = nn.Parameter(torch.empty(num_experts, d_model))
         nn.init.normal_(self.weight, std=d_model**-0.5)
 
@@ -57,6 +67,8 @@ class SwitchRouter(nn.Module):
         logits = _fp32_linear(x, self.weight)  # (n, e)
         probs = logits.softmax(dim=-1)
         gates, expert_index = probs.topk(self.top_k, dim=-1)  # (n, k)
+        if self.renormalize:
+            gates = gates / gates.detach().sum(dim=-1, keepdim=True)
         aux = {
             "balance": losses.load_balancing_loss(probs, expert_index, valid),
             "z": losses.router_z_loss(logits, valid),
@@ -109,8 +121,8 @@ class NoisyTopKRouter(nn.Module):
 def build_router(
     gating: str, d_model: int, num_experts: int, top_k: int, jitter_eps: float | None, noise_epsilon: float
 ) -> nn.Module:
-    if gating == "switch":
-        return SwitchRouter(d_model, num_experts, top_k, jitter_eps)
+    if gating in ("switch", "renorm"):
+        return SwitchRouter(d_model, num_experts, top_k, jitter_eps, renormalize=gating == "renorm")
     if gating == "noisy":
         if jitter_eps is not None:
             raise ValueError("jitter_eps applies to gating='switch' only; noisy gating has its own noise")
