@@ -69,6 +69,10 @@ class MoELitModule(pl.LightningModule):
         # every validation's values by training step ({"step": 250, "val/loss": ...}): learning curves
         self.val_history: list[dict[str, float]] = []
         self._load_sums: dict[str, Tensor] = {}  # per layer: sum of load x tokens, then the tokens
+        # per layer, each validation token's first-choice expert: this validation's batches, and the
+        # previous validation's whole, which moe/<layer>/expert_change compares it with
+        self._top_experts: dict[str, list[Tensor]] = {}
+        self._previous_top_experts: dict[str, Tensor] = {}
         self._resumed_loader_states: list[dict[str, int]] = []  # see on_train_start
 
     def _total_loss(self, loss_task: Tensor, size: int) -> Tensor:
@@ -115,15 +119,35 @@ class MoELitModule(pl.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._load_sums = {}
+        self._top_experts = {}
 
     def _add_expert_load(self) -> None:
         """After a validation step's forward over the batch (not generation's steps): each MoE
-        layer's load, weighted by the tokens it routed."""
+        layer's load, weighted by the tokens it routed, and each token's first-choice expert."""
         for name, layer in zip(self.net.moe_names, self.net.moe, strict=True):
             stats = layer.routing_stats
             if "load" in stats:  # the dense ffn has none
                 weighted = torch.cat([stats["load"] * stats["tokens"], stats["tokens"].view(1)])
                 self._load_sums[name] = self._load_sums.get(name, 0) + weighted
+            if getattr(layer, "top_expert", None) is not None:
+                self._top_experts.setdefault(name, []).append(layer.top_expert)
+
+    def _expert_changes(self) -> dict[str, float]:
+        """Per layer, the share of validation tokens whose first-choice expert differs from the
+        previous validation's (the validation order is fixed, so token i is the same token); none
+        at the first validation. Counts are summed over processes."""
+        current = {name: torch.cat(parts) for name, parts in self._top_experts.items()}
+        changes = {}
+        for name, now in current.items():
+            before = self._previous_top_experts.get(name)
+            if before is None or before.shape != now.shape:
+                continue
+            routed = now >= 0
+            counts = torch.stack([((now != before.to(now.device)) & routed).sum(), routed.sum()]).float()
+            counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
+            changes[name] = float(counts[0] / counts[1].clamp(min=1))
+        self._previous_top_experts = {name: now.to("cpu", torch.int16) for name, now in current.items()}
+        return changes
 
     def _expert_load_of_epoch(self) -> dict[str, list[float]]:
         """The pooled load of the validation epoch, summed over processes in one collective call
@@ -153,7 +177,11 @@ class MoELitModule(pl.LightningModule):
             self.val_best[name].update(values[name])
             self.log(f"val/{name}_best", self.val_best[name].compute(), sync_dist=True)
         self.expert_load = self._expert_load_of_epoch()
-        self.val_history.append({"step": self.global_step, **{f"val/{k}": float(v) for k, v in values.items()}})
+        changes = {f"moe/{name}/expert_change": change for name, change in self._expert_changes().items()}
+        for key, change in changes.items():
+            self.log(key, change, sync_dist=True)  # already summed over processes
+        entry = {"step": self.global_step, **{f"val/{k}": float(v) for k, v in values.items()}, **changes}
+        self.val_history.append(entry)
 
     def best_metrics(self) -> dict[str, float]:
         return {name: float(best.compute()) for name, best in self.val_best.items()}
@@ -195,10 +223,12 @@ class MoELitModule(pl.LightningModule):
         # a run resumed after its last validation (stopped in its last batches) still reports it
         checkpoint["expert_load"] = self.expert_load
         checkpoint["val_history"] = self.val_history
+        checkpoint["top_experts"] = self._previous_top_experts
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.expert_load = checkpoint.get("expert_load", {})
         self.val_history = checkpoint.get("val_history", [])
+        self._previous_top_experts = checkpoint.get("top_experts", {})
         fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
         self._resumed_loader_states = fit_loop.get("state_dict", {}).get("combined_loader", [])
 

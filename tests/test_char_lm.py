@@ -91,6 +91,10 @@ def test_short_run_lowers_the_training_loss_and_records_its_curve(short_run):
     assert [entry["step"] for entry in metrics["history"]] == [15, 30]
     assert metrics["best"]["loss"] == min(entry["val/loss"] for entry in metrics["history"])
     assert metrics["main_metric"] == "loss" and metrics["steps"] == 30
+    # from the second validation on, each layer's share of tokens whose first-choice expert moved
+    changes = {key: value for key, value in metrics["history"][1].items() if key.startswith("moe/")}
+    assert set(changes) == {f"moe/layer{i}/expert_change" for i in range(4)}
+    assert all(0 <= value <= 1 for value in changes.values()) and not any("moe/" in k for k in metrics["history"][0])
     assert json.loads((short_run["out"] / "metrics.json").read_text())["history"] == metrics["history"]
 
 

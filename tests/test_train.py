@@ -1,6 +1,7 @@
 """The training pipeline end to end on the tiny backbone: every variant, every head kind."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -114,3 +115,20 @@ def test_keep_checkpoints_false_also_removes_the_checkpoint_a_finished_run_resum
     resumed = [*overrides, f"ckpt_path={last}", "keep_checkpoints=false"]
     run(compose_config("train", resumed, tmp_path / "again"))
     assert list((tmp_path / "first" / "checkpoints").iterdir()) == []
+
+
+def test_expert_change_is_the_share_of_tokens_whose_first_choice_moved(tmp_path):
+    """Two validations of 2 batches: layer0's tokens [0, 1, -1 (padding), 2 | 3, 3] then
+    [0, 2, -1, 2 | 3, 1]: 2 of the 5 routed tokens changed expert."""
+    cfg = compose_config("train", [*TINY, "experiment=synthetic_tiny", "model=topk"], tmp_path)
+    _, module = build(cfg)
+    module.trainer = SimpleNamespace(strategy=SimpleNamespace(reduce=lambda counts, reduce_op: counts))
+    for validation in ([[0, 1, -1, 2], [3, 3]], [[0, 2, -1, 2], [3, 1]]):
+        module.on_validation_epoch_start()
+        for batch in validation:
+            module.net.moe[0].top_expert = torch.tensor(batch)
+            module.net.moe[1].top_expert = torch.tensor(batch[::-1])  # layer1: the same tokens reversed per batch
+            module._add_expert_load()
+        changes = module._expert_changes()
+    assert changes == {"layer0": pytest.approx(2 / 5), "layer1": pytest.approx(2 / 5)}
+    assert module._previous_top_experts["layer0"].tolist() == [0, 2, -1, 2, 3, 1]

@@ -17,7 +17,7 @@ from hypermoe.moe.dispatch import capacity, combine, gather_rows, plan_dispatch
 from hypermoe.moe.experts import FFN, Experts
 from hypermoe.moe.grouped import KERNELS, resolve_kernel
 from hypermoe.moe.router import Routing, SwitchRouter, build_router
-from hypermoe.moe.stats import dense_routing_stats, routing_stats
+from hypermoe.moe.stats import dense_routing_stats, routing_stats, top_expert
 
 
 def flatten_tokens(x: Tensor, attention_mask: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -37,7 +37,7 @@ class RecordsLastForward(nn.Module):
     fresh layer does."""
 
     def __getstate__(self) -> dict:
-        return {**super().__getstate__(), "aux_losses": {}, "routing_stats": {}}
+        return {**super().__getstate__(), "aux_losses": {}, "routing_stats": {}, "top_expert": None}
 
 
 def _experts_from(
@@ -73,6 +73,7 @@ class DenseMoE(RecordsLastForward):
         self.experts = _experts_from(num_experts, d_model, d_ff, activation, bias, dropout, dense_ffn)
         self.aux_losses: dict[str, Tensor] = {}
         self.routing_stats: dict[str, Tensor] = {}
+        self.top_expert: Tensor | None = None  # (n,) the last forward's first-choice expert per token
 
     def forward(self, x: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         tokens, valid = flatten_tokens(x, attention_mask)
@@ -84,6 +85,7 @@ class DenseMoE(RecordsLastForward):
         y = (expert_out.view(self.num_experts, n, x.shape[-1]) * weights.unsqueeze(-1)).sum(0)  # (n, d)
         self.aux_losses = {"z": routing.aux_losses["z"]}
         self.routing_stats = dense_routing_stats(routing.logits, routing.probs, valid)
+        self.top_expert = top_expert(routing.expert_index, valid)  # the largest weight
         return y.view_as(x)
 
 
@@ -130,6 +132,7 @@ class TopKMoE(RecordsLastForward):
         self.experts = _experts_from(num_experts, d_model, d_ff, activation, bias, dropout, dense_ffn)
         self.aux_losses: dict[str, Tensor] = {}
         self.routing_stats: dict[str, Tensor] = {}
+        self.top_expert: Tensor | None = None  # (n,) the last forward's first-choice expert per token
 
     def moe(self, tokens: Tensor, valid: Tensor) -> tuple[Tensor, Routing]:
         """The routed-experts output (n, d) and the routing behind it."""
@@ -148,6 +151,7 @@ class TopKMoE(RecordsLastForward):
         y = combine(expert_out, kept, routing.gates, plan.num_tokens, self.top_k)
         self.aux_losses = dict(routing.aux_losses)
         self.routing_stats = routing_stats(routing.logits, routing.probs, routing.expert_index, plan.counts, valid)
+        self.top_expert = top_expert(routing.expert_index, valid)
         return y, routing
 
     def forward(self, x: Tensor, attention_mask: Tensor | None = None) -> Tensor:

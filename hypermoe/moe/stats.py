@@ -69,3 +69,10 @@ def routing_stats(
         "dropped_fraction": (total - kept_counts.sum()) / total.clamp(min=1),
         "tokens": valid.sum().to(probs.dtype),
     }
+
+
+@torch.no_grad()
+def top_expert(expert_index: Tensor, valid: Tensor) -> Tensor:
+    """(n,) each token's first-choice expert, -1 for padding: what a token's routing is compared
+    by from one validation to the next."""
+    return torch.where(valid, expert_index[:, 0], -1)
