@@ -2,10 +2,12 @@
 for each kind, instead of a traceback."""
 
 import logging
+import os
 import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -13,15 +15,40 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from hypermoe.data.readers import DataError
 from hypermoe.data.sources import DataUnavailable
-from hypermoe.errors import ConfigError, NonFiniteLossError
+from hypermoe.errors import ConfigError, NonFiniteLossError, NoResultError
 
 log = logging.getLogger(__name__)
 
 # exit code -> what the message is about
-EXIT_CODES = {ConfigError: 2, DataError: 3, DataUnavailable: 3, NonFiniteLossError: 4}
+EXIT_CODES = {ConfigError: 2, DataError: 3, DataUnavailable: 3, NonFiniteLossError: 4, NoResultError: 5}
 _KINDS = {ConfigError: "invalid configuration", DataError: "bad data", DataUnavailable: "data not found",
-          NonFiniteLossError: "training diverged"}  # fmt: skip
+          NonFiniteLossError: "training diverged", NoResultError: "no result"}  # fmt: skip
 SIGTERM_EXIT_CODE = 128 + signal.SIGTERM  # what a shell or a scheduler reads as "killed by SIGTERM"
+SIGINT_EXIT_CODE = 128 + signal.SIGINT  # and as "stopped by Ctrl-C"
+
+
+class CtrlCAsSigterm:
+    """Inside this block Ctrl-C (SIGINT) stops a run as SIGTERM does: the signal is passed on as
+    SIGTERM, so Lightning ends training after the current step and the run saves that step
+    (``LastCheckpoint``) and says how to resume. ``pressed`` tells the two apart afterwards. A
+    second Ctrl-C while it stops is ignored. Lightning's own Ctrl-C handling stops at once,
+    saves nothing and exits with 1."""
+
+    def __init__(self) -> None:
+        self.pressed = False
+        self._previous: Any = None
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if not self.pressed:
+            self.pressed = True
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def __enter__(self) -> "CtrlCAsSigterm":
+        self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGINT, self._previous)
 
 
 @contextmanager
@@ -37,10 +64,10 @@ def exit_on_expected_errors() -> Iterator[None]:
         kind = next(cls for cls in EXIT_CODES if isinstance(error, cls))
         log.error("%s: %s", _KINDS[kind], error)
         sys.exit(EXIT_CODES[kind])
-    except SIGTERMException:  # a SystemExit without a code: the process would end with 0, as if it had finished
+    except SIGTERMException as stop:  # a SystemExit without a code: the process would end with 0, as if it had finished
         if _in_multirun():
             raise
-        sys.exit(SIGTERM_EXIT_CODE)
+        sys.exit(getattr(stop, "exit_code", SIGTERM_EXIT_CODE))
 
 
 def _in_multirun() -> bool:

@@ -7,3 +7,7 @@ class ConfigError(ValueError):
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or Inf; the message names the step and the routing statistics."""
+
+
+class NoResultError(RuntimeError):
+    """A run trained and validated, but its selection metric is not a number: it has no result to report."""

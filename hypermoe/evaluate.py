@@ -9,7 +9,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from hypermoe.errors import ConfigError
-from hypermoe.train import build
+from hypermoe.train import build, finite_or_null
 from hypermoe.validation import load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -18,6 +18,10 @@ log = logging.getLogger(__name__)
 def rebuild(cfg: DictConfig) -> tuple[dict[str, Any], Any, Any]:
     """The checkpoint at ``cfg.ckpt_path``, and its DataModule and LightningModule rebuilt from the
     config it holds (on ``cfg.data`` where given) with its trained weights loaded."""
+    if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
+        raise ConfigError(
+            "ckpt_path is required: the checkpoint to load, e.g. ckpt_path=outputs/.../checkpoints/last.ckpt"
+        )
     checkpoint = load_checkpoint(cfg.ckpt_path)
     trained = OmegaConf.create(checkpoint["hypermoe"]["config"])
     if cfg.get("data") is not None:  # re-test on another data config
@@ -52,6 +56,6 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
     }
     out = Path(cfg.paths.output_dir) / "eval_metrics.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(metrics, indent=2) + "\n")
+    out.write_text(json.dumps(finite_or_null(metrics), indent=2, allow_nan=False) + "\n")  # strict JSON
     log.info("validation: %s; wrote %s", metrics["validation"], out)
     return metrics

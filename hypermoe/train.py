@@ -2,6 +2,7 @@
 
 import json
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -18,20 +19,22 @@ from hypermoe.backbones.causal_lm import build_causal_lm
 from hypermoe.backbones.classifier import build_classifier
 from hypermoe.backbones.seq2seq import build_seq2seq
 from hypermoe.checkpointing import AtomicCheckpointIO, last_saved_checkpoint, remove_checkpoints
-from hypermoe.cli import SIGTERM_EXIT_CODE
+from hypermoe.cli import SIGINT_EXIT_CODE, SIGTERM_EXIT_CODE, CtrlCAsSigterm
 from hypermoe.config import config_choice, git_revision, to_container
 from hypermoe.data.characters import CharVocabulary
 from hypermoe.data.datamodule import TaskDataModule
 from hypermoe.data.lm import LMDataModule
 from hypermoe.data.metrics import metric_mode
 from hypermoe.data.seq2seq import Seq2SeqDataModule
-from hypermoe.errors import ConfigError
+from hypermoe.errors import ConfigError, NoResultError
 from hypermoe.lit_module import CausalLMLitModule, ClassifierLitModule, MoELitModule, Seq2SeqLitModule
 from hypermoe.params import parameter_counts
 from hypermoe.validation import (
     check_checkpoint_matches,
     check_model,
+    check_resume_settings,
     check_run_settings,
+    ensure_checkpoint_folders,
     instantiate_data,
     load_checkpoint,
     warn_if_router_gets_no_task_gradient,
@@ -121,10 +124,20 @@ def _loggers(cfg: DictConfig, resumed_wandb_id: str | None) -> list:
     return loggers
 
 
+def finite_or_null(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None (JSON's null), in nested dicts and lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [finite_or_null(item) for item in value]
+    return value
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train as configured; write and return ``metrics.json``'s content."""
     start = time.perf_counter()
-    pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     # .hydra/config.yaml keeps the interpolations; this is what they resolved to
@@ -132,13 +145,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     check_run_settings(cfg)
     check_model(cfg.model)
     warn_if_router_gets_no_task_gradient(cfg.model)
+    pl.seed_everything(cfg.seed, workers=True)
     resumed = {}
     if cfg.get("ckpt_path"):
         checkpoint = load_checkpoint(cfg.ckpt_path)
         check_checkpoint_matches(checkpoint, cfg)
+        check_resume_settings(checkpoint, cfg)
         resumed = checkpoint["hypermoe"]
         del checkpoint  # Lightning loads it again, into the model
     data, module = build(cfg, resumed.get("vocabulary"))
+    ensure_checkpoint_folders(cfg)
     if "vocabulary" in module.run_info:
         CharVocabulary(module.run_info["vocabulary"]).save(output_dir / "vocabulary.json")
     loggers: list = []
@@ -156,17 +172,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         log.info("parameters: %s", counts)
         for logger in loggers:
             logger.log_hyperparams({"params": counts, **module.run_info["config"]})
+        ctrl_c = CtrlCAsSigterm()
         try:
-            trainer.fit(module, datamodule=data, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
-        except SIGTERMException:  # scancel, a preemption, kill: Lightning stopped at the next step
+            with ctrl_c:
+                trainer.fit(module, datamodule=data, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+        except SIGTERMException as stop:  # scancel, a preemption, kill, Ctrl-C: Lightning stopped at the next step
             last = last_saved_checkpoint(trainer)
             log.error(
-                "SIGTERM at step %d (epoch %d): the run stopped before it finished and wrote no metrics.json. %s",
+                "%s at step %d (epoch %d): the run stopped before it finished and wrote no metrics.json. %s",
+                "Ctrl-C (SIGINT)" if ctrl_c.pressed else "SIGTERM",
                 trainer.global_step,
                 trainer.current_epoch,
                 f"Resume with ckpt_path={last}" if last else "No checkpoint was saved.",
             )
-            exit_code = SIGTERM_EXIT_CODE
+            exit_code = stop.exit_code = SIGINT_EXIT_CODE if ctrl_c.pressed else SIGTERM_EXIT_CODE
             raise
         metrics = {
             "task": data.task.qualified_name,
@@ -190,13 +209,24 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "wall_seconds": round(time.perf_counter() - start, 1),
             "git": module.run_info["git"],
         }
+        metrics["validated"] = bool(module.val_history)  # limit_val_batches=0 or a run shorter than one interval
+        if not metrics["validated"]:
+            log.warning("the run never validated: metrics.json records no metric (null)")
+        metrics = finite_or_null(metrics)
         if trainer.is_global_zero:
             out = output_dir / "metrics.json"
-            out.write_text(json.dumps(metrics, indent=2) + "\n")
+            out.write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")  # strict JSON: no NaN tokens
             log.info("validation: %s (best %s); wrote %s", metrics["final"], metrics["best"], out)
             if not cfg.get("keep_checkpoints", True):  # the run is recorded: nothing left to resume
                 removed = remove_checkpoints(trainer, cfg.get("ckpt_path"))
                 log.info("keep_checkpoints=false: removed %s", ", ".join(map(str, removed)) or "no checkpoint")
+        main = f"val/{data.task.main_metric}"
+        last_validation = metrics["history"][-1] if metrics["history"] else {}  # also of a run resumed when done
+        if metrics["validated"] and last_validation.get(main) is None:
+            raise NoResultError(
+                f"{main} is not a number at the last validation (metrics.json records it as null): the run has no "
+                f"result. {module.val_history[-1]}"
+            )
         exit_code = 0
         return metrics
     finally:

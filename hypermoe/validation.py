@@ -8,19 +8,22 @@ comparing the network it holds with the one the config asks for.
 """
 
 import logging
+import math
+import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 from hypermoe.backbones.patching import choose_layers
 from hypermoe.config import to_container
 from hypermoe.errors import ConfigError
+from hypermoe.lit_module import SCHEDULES
 from hypermoe.moe.build import stack_from_config
-from hypermoe.moe.checks import check_integer
 
 log = logging.getLogger(__name__)
 
@@ -52,26 +55,162 @@ def warn_if_router_gets_no_task_gradient(model: DictConfig) -> bool:
     return untrained
 
 
+# the values Lightning's Trainer takes for precision (its documented ones)
+PRECISIONS = (
+    "64-true",
+    "32-true",
+    "16-true",
+    "bf16-true",
+    "16-mixed",
+    "bf16-mixed",
+    "64",
+    "32",
+    "16",
+    "bf16",
+    64,
+    32,
+    16,
+)
+# what changes the order of the training data or the number of steps: a resumed run must keep them
+RESUME_KEYS = (
+    "seed",
+    "data.batch_size",
+    "data.max_train_examples",
+    "data.max_train_blocks",
+    "trainer.accumulate_grad_batches",
+)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class _Problems(list):
+    """Every bad key of a config, one message each, raised together."""
+
+    def check(self, ok: bool, key: str, value: Any, allowed: str) -> None:
+        if not ok:
+            self.append(f"{key}={value!r} {allowed}")
+
+    def raise_if_any(self) -> None:
+        if len(self) == 1:
+            raise ConfigError(self[0])
+        if self:
+            raise ConfigError(f"{len(self)} settings are invalid:\n" + "\n".join(f"  {problem}" for problem in self))
+
+
 def check_run_settings(cfg: DictConfig) -> None:
-    """The run-level keys train.py reads besides the model's, each against what it allows."""
-    try:
-        check_integer("checkpoint_every_n_steps", cfg.get("checkpoint_every_n_steps"), lowest=0)
-        check_integer("routing_log_every", cfg.get("routing_log_every"), lowest=1)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
-    if not isinstance(cfg.get("keep_checkpoints", True), bool):
-        raise ConfigError(f"keep_checkpoints={cfg.keep_checkpoints!r} must be true or false")
-    coefficients = cfg.model.get("aux_loss_coefficients")
-    if not isinstance(coefficients, DictConfig):
-        raise ConfigError(f"model.aux_loss_coefficients={coefficients!r} must map aux loss names to numbers")
-    for name, value in coefficients.items():
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"model.aux_loss_coefficients.{name}={value!r} must be a number")
+    """The run-level keys train.py reads besides the model's, each against what it allows, before
+    any data is read, model built or Trainer made: every bad one is named, with what it allows."""
+    problems = _Problems()
+    for key, lowest in (("checkpoint_every_n_steps", 0), ("routing_log_every", 1)):
+        value = cfg.get(key)
+        problems.check(_is_int(value) and value >= lowest, key, value, f"must be an integer >= {lowest}")
+    problems.check(_is_int(cfg.get("seed")) and cfg.seed >= 0, "seed", cfg.get("seed"), "must be an integer >= 0")
+    for key in ("keep_checkpoints", "resume_strict"):
+        problems.check(isinstance(cfg.get(key, True), bool), key, cfg.get(key), "must be true or false")
+    ckpt_path = cfg.get("ckpt_path")
+    ckpt_ok = ckpt_path is None or (isinstance(ckpt_path, str) and ckpt_path.strip() != "")
+    problems.check(ckpt_ok, "ckpt_path", ckpt_path, "must be a checkpoint to resume from, or null to start afresh")
+    _check_coefficients(cfg.model.get("aux_loss_coefficients"), problems)
+    _check_optimizer(cfg.get("optimizer"), cfg.get("scheduler"), problems)
+    _check_trainer(cfg.get("trainer"), problems)
     try:  # the form; the block range once the backbone is built. Switch's "sparse" (its own MoE blocks) is its own
         if cfg.model.moe_layers != "sparse":
             choose_layers(cfg.model.moe_layers, num_layers=None)
     except ValueError as error:
-        raise ConfigError(str(error)) from None
+        problems.append(str(error))
+    problems.raise_if_any()
+
+
+def _finite(value: Any, lowest: float, strict: bool = False) -> bool:
+    """A finite number >= lowest (> lowest when strict)."""
+    return _is_number(value) and math.isfinite(value) and (value > lowest if strict else value >= lowest)
+
+
+def _count(value: Any, unbounded: bool = False) -> bool:
+    """An integer >= 1 (or -1, where that means "no bound")."""
+    return _is_int(value) and (value >= 1 or (unbounded and value == -1))
+
+
+def _check_coefficients(coefficients: Any, problems: _Problems) -> None:
+    if not isinstance(coefficients, DictConfig):
+        problems.append(f"model.aux_loss_coefficients={coefficients!r} must map aux loss names to numbers")
+        return
+    for name, value in coefficients.items():
+        problems.check(_finite(value, 0), f"model.aux_loss_coefficients.{name}", value, "must be a finite number >= 0")
+
+
+def _check_optimizer(optimizer: Any, scheduler: Any, problems: _Problems) -> None:
+    lr, decay = optimizer.get("lr"), optimizer.get("weight_decay", 0.0)
+    problems.check(_finite(lr, 0, strict=True), "optimizer.lr", lr, "must be a finite number > 0")
+    problems.check(_finite(decay, 0), "optimizer.weight_decay", decay, "must be a finite number >= 0")
+    betas = optimizer.get("betas")
+    betas = list(betas) if isinstance(betas, ListConfig) else betas
+    betas_ok = betas is None or (
+        isinstance(betas, list) and len(betas) == 2 and all(_finite(b, 0) and b < 1 for b in betas)
+    )
+    problems.check(betas_ok, "optimizer.betas", betas, "must be two numbers in [0, 1)")
+    warmup, floor = scheduler.get("warmup_ratio"), scheduler.get("min_lr_ratio", 0.0)
+    problems.check(_finite(warmup, 0) and warmup < 1, "scheduler.warmup_ratio", warmup, "must be a number in [0, 1)")
+    problems.check(_finite(floor, 0) and floor <= 1, "scheduler.min_lr_ratio", floor, "must be a number in [0, 1]")
+    schedule = scheduler.get("schedule", "linear")
+    problems.check(schedule in SCHEDULES, "scheduler.schedule", schedule, f"must be one of {list(SCHEDULES)}")
+
+
+def _check_trainer(trainer: Any, problems: _Problems) -> None:
+    """The Trainer's settings this project's runs depend on, before the Trainer exists."""
+    epochs, steps = trainer.get("max_epochs"), trainer.get("max_steps", -1)
+    epochs_ok = epochs is None or _count(epochs, unbounded=True)
+    problems.check(epochs_ok, "trainer.max_epochs", epochs, "must be an integer >= 1, or -1 to let max_steps decide")
+    problems.check(_count(steps, unbounded=True), "trainer.max_steps", steps, "must be an integer >= 1, or -1")
+    if epochs == -1 and steps == -1:
+        problems.append("trainer.max_epochs=-1 and trainer.max_steps=-1: one of them must bound the run")
+    precision = trainer.get("precision", "32-true")
+    problems.check(precision in PRECISIONS, "trainer.precision", precision, f"must be one of {list(PRECISIONS)}")
+    devices = trainer.get("devices", "auto")
+    devices = list(devices) if isinstance(devices, ListConfig) else devices
+    indices = isinstance(devices, list) and bool(devices) and all(_is_int(d) and d >= 0 for d in devices)
+    devices_ok = devices == "auto" or _count(devices, unbounded=True) or indices
+    problems.check(devices_ok, "trainer.devices", devices, "must be an integer >= 1, -1 (all), 'auto' or a list")
+    for key in ("accumulate_grad_batches", "log_every_n_steps"):
+        problems.check(_count(trainer.get(key, 1)), f"trainer.{key}", trainer.get(key), "must be an integer >= 1")
+    every = trainer.get("check_val_every_n_epoch", 1)
+    problems.check(every is None or _count(every), "trainer.check_val_every_n_epoch", every, "must be >= 1 or null")
+    interval = trainer.get("val_check_interval")
+    fraction = isinstance(interval, float) and 0 < interval <= 1
+    problems.check(
+        interval is None or _count(interval) or fraction,
+        "trainer.val_check_interval",
+        interval,
+        "must be null (every epoch), an integer >= 1 (training steps) or a fraction in (0, 1] of an epoch",
+    )
+    clip = trainer.get("gradient_clip_val")
+    problems.check(clip is None or _finite(clip, 0), "trainer.gradient_clip_val", clip, "must be a number >= 0 or null")
+
+
+def check_resume_settings(checkpoint: dict[str, Any], cfg: DictConfig) -> None:
+    """A resumed run must keep what decides its data order and its steps (``RESUME_KEYS``), or it
+    would not continue the run it resumes; ``resume_strict=false`` lets it go on, said in the log."""
+    stored, requested = checkpoint["hypermoe"]["config"], to_container(cfg)
+    differences = [
+        f"{key}={_at(requested, key)!r} (checkpoint: {_at(stored, key)!r})"
+        for key in RESUME_KEYS
+        if _at(stored, key) != _at(requested, key)
+    ]
+    if not differences:
+        return
+    if cfg.get("resume_strict", True):
+        raise ConfigError(
+            f"ckpt_path={cfg.ckpt_path!r} was trained with other settings that decide the data order or the "
+            "steps: " + "; ".join(differences) + ". Resume with the checkpoint's values, or pass "
+            "resume_strict=false to go on with the new ones."
+        )
+    log.warning("resume_strict=false: resuming with changed data order or steps: %s", "; ".join(differences))
 
 
 def instantiate_data(data: DictConfig) -> Any:
@@ -90,6 +229,9 @@ def load_checkpoint(ckpt_path: str) -> dict[str, Any]:
     path = Path(ckpt_path)
     if not path.is_file():
         raise ConfigError(f"ckpt_path={ckpt_path!r}: no such file")
+    damaged = _damaged_record(path)
+    if damaged:
+        raise ConfigError(f"ckpt_path={ckpt_path!r} is damaged: {damaged}. Resume from another checkpoint")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated, not a torch file, or holding code: all unreadable here
@@ -98,6 +240,36 @@ def load_checkpoint(ckpt_path: str) -> dict[str, Any]:
     if not isinstance(checkpoint, dict) or "hypermoe" not in checkpoint:
         raise ConfigError(f"ckpt_path={ckpt_path!r} was not written by hypermoe's train.py: it holds no run config")
     return checkpoint
+
+
+def _damaged_record(path: Path) -> str | None:
+    """What is wrong with a checkpoint's bytes, or None. torch.save writes a zip archive that
+    keeps a CRC-32 of every record, which torch.load does not verify: a flipped byte in a weight
+    still unpickles. Files that are not zip archives are left to torch.load to refuse."""
+    if not zipfile.is_zipfile(path):
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()  # reads every record, checking its CRC-32
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        return f"its archive cannot be read ({error})"
+    return None if bad is None else f"record {bad!r} fails its CRC-32 check"
+
+
+def ensure_checkpoint_folders(cfg: DictConfig) -> None:
+    """Every checkpoint folder the run will write, made and tried before training, not at the
+    first save hundreds of steps in: a resumed run writes beside the checkpoint it resumes."""
+    callbacks = (cfg.get("callbacks") or {}).items()
+    folders = {f"callbacks.{name}.dirpath": c.dirpath for name, c in callbacks if c is not None and c.get("dirpath")}
+    if cfg.get("ckpt_path"):
+        folders = dict.fromkeys(folders, str(Path(cfg.ckpt_path).resolve().parent))
+    for key, folder in folders.items():
+        try:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as error:
+            raise ConfigError(f"{key}={folder!r}: checkpoints cannot be written there ({error.strerror})") from None
 
 
 def check_checkpoint_matches(checkpoint: dict[str, Any], cfg: DictConfig) -> None:

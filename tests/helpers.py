@@ -74,3 +74,11 @@ def train_cli(output_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
            "PYTHONPATH": str(PROJECT / "tests")}  # fmt: skip
     command = [sys.executable, str(PROJECT / "train.py"), f"hydra.run.dir={output_dir}", *overrides]
     return subprocess.run(command, cwd=output_dir, env=env, capture_output=True, text=True, timeout=600)
+
+
+class SigintAtStep(SigtermAtStep):
+    """Sends this process SIGINT at a training step, as Ctrl-C in its terminal would."""
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGINT)

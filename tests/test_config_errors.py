@@ -58,16 +58,48 @@ def _refused(tmp_path: Path, overrides: list[str], message: str) -> None:
         (["model.moe_layers=[0,x]"], re.escape("model.moe_layers=[0, 'x'] must be 'all', 'every_<n>' or a list")),
         (
             ["model.aux_loss_coefficients.balance=lots"],
-            re.escape("aux_loss_coefficients.balance='lots' must be a number"),
+            re.escape("aux_loss_coefficients.balance='lots' must be a finite number >= 0"),
         ),
-        (["checkpoint_every_n_steps=-1"], re.escape("checkpoint_every_n_steps must be an integer >= 0, got -1")),
-        (["routing_log_every=0.5"], re.escape("routing_log_every must be an integer >= 1, got 0.5")),
+        (["checkpoint_every_n_steps=-1"], re.escape("checkpoint_every_n_steps=-1 must be an integer >= 0")),
+        (["routing_log_every=0.5"], re.escape("routing_log_every=0.5 must be an integer >= 1")),
+        (["model.aux_loss_coefficients.z=inf"], re.escape("aux_loss_coefficients.z=inf must be a finite number >= 0")),
+        (["trainer.max_epochs=0"], re.escape("trainer.max_epochs=0 must be an integer >= 1, or -1 to let max_steps")),
+        (["trainer.max_steps=0"], re.escape("trainer.max_steps=0 must be an integer >= 1, or -1")),
+        (
+            ["trainer.max_epochs=-1"],
+            re.escape("trainer.max_epochs=-1 and trainer.max_steps=-1: one of them must bound"),
+        ),
+        (["trainer.precision=12"], re.escape("trainer.precision=12 must be one of ['64-true'")),
+        (["trainer.devices=0"], re.escape("trainer.devices=0 must be an integer >= 1, -1 (all), 'auto' or a list")),
+        (
+            ["+trainer.accumulate_grad_batches=0"],
+            re.escape("trainer.accumulate_grad_batches=0 must be an integer >= 1"),
+        ),
+        (["trainer.val_check_interval=1.5"], re.escape("trainer.val_check_interval=1.5 must be null (every epoch)")),
+        (["trainer.gradient_clip_val=-1"], re.escape("trainer.gradient_clip_val=-1 must be a number >= 0 or null")),
+        (["optimizer.lr=0"], re.escape("optimizer.lr=0 must be a finite number > 0")),
+        (["optimizer.lr=nan"], re.escape("optimizer.lr=nan must be a finite number > 0")),
+        (["optimizer.betas=[0.9,1.0]"], re.escape("optimizer.betas=[0.9, 1.0] must be two numbers in [0, 1)")),
+        (["scheduler.warmup_ratio=1.5"], re.escape("scheduler.warmup_ratio=1.5 must be a number in [0, 1)")),
+        (["scheduler.schedule=step"], re.escape("scheduler.schedule='step' must be one of ['linear', 'cosine']")),
+        (["seed=-1"], re.escape("seed=-1 must be an integer >= 0")),
+        (["seed=1.5"], re.escape("seed=1.5 must be an integer >= 0")),
+        (["ckpt_path=''"], re.escape("ckpt_path='' must be a checkpoint to resume from, or null to start afresh")),
+        (["resume_strict=maybe"], re.escape("resume_strict='maybe' must be true or false")),
         (["keep_checkpoints=sometimes"], re.escape("keep_checkpoints='sometimes' must be true or false")),
         (["data.task=nope"], re.escape("data: data.task='nope' is not a synthetic task; choose one of ['majority']")),
     ],
 )
 def test_bad_values_are_refused_naming_the_key(tmp_path, overrides, message):
     _refused(tmp_path, overrides, message)
+
+
+def test_every_bad_key_is_named_in_one_message(tmp_path):
+    _refused(
+        tmp_path,
+        ["optimizer.lr=-1", "trainer.max_epochs=0", "seed=-3"],
+        r"3 settings are invalid:\n  seed=-3 must be .*\n  optimizer.lr=-1 must be .*\n  trainer.max_epochs=0 must be",
+    )
 
 
 def test_an_unknown_task_names_the_benchmark_tasks(tmp_path):

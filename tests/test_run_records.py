@@ -1,0 +1,117 @@
+"""A run's inputs and records hold what they say: checkpoints whose bytes are damaged are refused
+before their weights are used, checkpoint folders are tried before training, a resume keeps its
+data order and steps, metrics.json is strict JSON, a run without a result does not exit 0, and
+Ctrl-C saves the step it stopped at like SIGTERM. One tiny run's checkpoint serves the checks."""
+
+import json
+import re
+import shutil
+import zipfile
+
+import pytest
+import torch
+from helpers import QUIET, compose_config, train_cli
+from torchmetrics.classification import MulticlassAccuracy
+
+from hypermoe.errors import ConfigError, NoResultError
+from hypermoe.evaluate import run_eval
+from hypermoe.train import run
+from hypermoe.validation import load_checkpoint
+
+TINY = ["experiment=synthetic_tiny", "model=topk", *QUIET, "trainer.max_epochs=1"]
+
+
+@pytest.fixture(scope="module")
+def last_ckpt(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    run(compose_config("train", [*TINY, "+trainer.limit_train_batches=4"], out))
+    return out / "checkpoints" / "last.ckpt"
+
+
+def _flip_a_weight_byte(source, target) -> str:
+    """A copy of ``source`` with one byte inside its largest record (a weight tensor) changed:
+    the archive's structure is intact, so torch.load still reads it. Returns the record's name."""
+    shutil.copy(source, target)
+    with zipfile.ZipFile(target) as archive:
+        record = max(archive.infolist(), key=lambda info: info.file_size)
+    data = bytearray(target.read_bytes())
+    local_header = record.header_offset
+    name_length = int.from_bytes(data[local_header + 26 : local_header + 28], "little")
+    extra_length = int.from_bytes(data[local_header + 28 : local_header + 30], "little")
+    offset = local_header + 30 + name_length + extra_length + record.file_size // 2
+    data[offset] ^= 0xFF
+    target.write_bytes(bytes(data))
+    return record.filename
+
+
+def test_a_checkpoint_with_a_damaged_weight_is_refused_before_use(last_ckpt, tmp_path):
+    damaged = tmp_path / "last.ckpt"
+    record = _flip_a_weight_byte(last_ckpt, damaged)
+    torch.load(damaged, map_location="cpu", weights_only=True)  # what the check is for: it still unpickles
+    message = f"ckpt_path='{damaged}' is damaged: record '{record}' fails its CRC-32 check"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_checkpoint(str(damaged))
+    load_checkpoint(str(last_ckpt))  # the intact one passes
+
+
+def test_an_unwritable_checkpoint_folder_is_refused_before_training(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    folder = tmp_path / "a_file" / "checkpoints"  # under a regular file: cannot be made
+    overrides = [*TINY, f"callbacks.last_checkpoint.dirpath={folder}"]
+    with pytest.raises(ConfigError, match=re.escape(f"callbacks.last_checkpoint.dirpath='{folder}': checkpoints")):
+        run(compose_config("train", overrides, tmp_path / "run"))
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_a_resume_that_changes_the_data_order_is_refused_unless_asked(last_ckpt, tmp_path, caplog):
+    overrides = [*TINY, f"ckpt_path={last_ckpt}", "seed=7", "data.batch_size=8"]
+    message = "seed=7 (checkpoint: 42); data.batch_size=8 (checkpoint: 16). Resume with the checkpoint's values"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        run(compose_config("train", overrides, tmp_path / "strict"))
+    copy = tmp_path / "copy" / "last.ckpt"  # resumed runs write beside their checkpoint: keep the shared one
+    copy.parent.mkdir()
+    shutil.copy(last_ckpt, copy)
+    overrides = [*TINY, f"ckpt_path={copy}", "seed=7", "resume_strict=false", "+trainer.limit_train_batches=4"]
+    with caplog.at_level("WARNING", logger="hypermoe.validation"):
+        run(compose_config("train", [*overrides, "trainer.max_epochs=2"], tmp_path / "lenient"))
+    assert "resume_strict=false: resuming with changed data order or steps: seed=7 (checkpoint: 42)" in caplog.text
+
+
+def _strict_json(path):
+    def refuse(token):
+        raise ValueError(f"{token} is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_a_run_that_never_validated_says_so_in_strict_json(tmp_path):
+    metrics = run(compose_config("train", [*TINY, "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=0"],
+                                 tmp_path))  # fmt: skip
+    saved = _strict_json(tmp_path / "metrics.json")
+    assert saved == metrics and saved["validated"] is False
+    assert saved["final"] == {} and saved["best"] == {"accuracy": None}  # not -Infinity
+
+
+def test_a_run_whose_metric_is_nan_has_no_result_and_does_not_pass(tmp_path, monkeypatch):
+    monkeypatch.setattr(MulticlassAccuracy, "compute", lambda self: torch.tensor(float("nan")))
+    with pytest.raises(NoResultError, match=re.escape("val/accuracy is not a number at the last validation")):
+        run(compose_config("train", [*TINY, "+trainer.limit_train_batches=2"], tmp_path))
+    saved = _strict_json(tmp_path / "metrics.json")
+    assert saved["validated"] is True and saved["final"]["val/accuracy"] is None
+
+
+def test_ctrl_c_saves_the_step_prints_the_resume_line_and_exits_130(tmp_path):
+    sigint = ["+callbacks.sigint._target_=helpers.SigintAtStep", "+callbacks.sigint.step=3"]
+    stopped = train_cli(tmp_path, *TINY, "checkpoint_every_n_steps=0", *sigint)
+    output = stopped.stdout + stopped.stderr
+    assert stopped.returncode == 130, output[-3000:]  # 128 + SIGINT, as a shell reports Ctrl-C
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 4  # the step it stopped after
+    assert "Ctrl-C (SIGINT) at step 4 (epoch 0): the run stopped before it finished" in output
+    assert f"Resume with ckpt_path={last}" in output and "Traceback" not in output
+
+
+@pytest.mark.parametrize("given", [[], ["ckpt_path=''"]])
+def test_eval_without_a_checkpoint_says_which_key(tmp_path, given):
+    with pytest.raises(ConfigError, match=re.escape("ckpt_path is required: the checkpoint to load")):
+        run_eval(compose_config("eval", given, tmp_path))
