@@ -52,6 +52,16 @@ def test_every_backbone_builds(tmp_path, option, monkeypatch):
     _, module = build(cfg)
     assert len(module.net.moe) == len(module.net.moe_names) > 0
     assert all(type(layer).__name__ == "TopKMoE" for layer in module.net.moe)
+    assert module.net.moe[0].router.balance_group == cfg.model.balance_group
+    assert module.net.moe[0].dropped_tokens == cfg.model.dropped_tokens
+
+
+def test_switch_backbones_default_to_transformers_balance_groups_and_the_official_dropped_tokens(tmp_path):
+    switch = {"switch_base_8", "switch_tiny"}
+    for option in _options("backbone"):
+        model = compose_config("train", [f"backbone={option}", "model=topk"], tmp_path).model
+        expected = ("sequence", "input") if option in switch else ("batch", "zero")
+        assert (model.balance_group, model.dropped_tokens) == expected, option
 
 
 def test_backbone_and_data_of_different_families_are_refused(tmp_path):

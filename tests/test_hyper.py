@@ -52,7 +52,7 @@ def test_hyper_expert_depends_only_on_the_unselected_set(shape):
     x = torch.randn(1, 6, D_MODEL)
     x[0, :, 0] = 2.0
     tokens, valid = x.view(-1, D_MODEL), torch.ones(6, dtype=torch.bool)
-    _, routing = layer.moe(tokens, valid)
+    _, routing = layer.moe(tokens, valid, 1)
     assert routing.expert_index[:, 0].tolist() == [2] * 6
     out, generated = layer.hyper_expert(tokens, valid, routing)
     assert generated == 1

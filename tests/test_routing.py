@@ -14,6 +14,7 @@ def _all_variants(shape):
     return {
         "topk": TopKMoE(**shape, num_experts=4, top_k=2, capacity_factor_train=1.0),
         "topk_noisy": TopKMoE(**shape, num_experts=4, top_k=1, gating="noisy"),
+        "topk_drops": TopKMoE(**shape, num_experts=4, top_k=2, capacity_factor_eval=0.5, dropped_tokens="input"),
         "dense_moe": DenseMoE(**shape, num_experts=4),
         "topk_adapter": TopKAdapterMoE(**shape, num_experts=4, top_k=1, adapter_bottleneck=4),
         "hypermoe": HyperMoE(**shape, num_experts=4, top_k=2, hypernetwork=HyperNetwork(D_MODEL, 1), layer_index=0),
@@ -32,7 +33,7 @@ ROUTING_STATS = {
 }
 
 
-@pytest.mark.parametrize("variant", ["topk", "topk_noisy", "dense_moe", "topk_adapter", "hypermoe"])
+@pytest.mark.parametrize("variant", ["topk", "topk_noisy", "topk_drops", "dense_moe", "topk_adapter", "hypermoe"])
 def test_padding_is_never_routed_nor_counted(shape, variant):
     layer = _all_variants(shape)[variant].eval()
     x = torch.randn(2, 6, D_MODEL)
@@ -93,6 +94,27 @@ def test_capacity_serves_first_choices_first(shape):
     assert counts == [2, 2, 2, 0]
     # assignment id = rank * 8 + token: experts 0, 1, 2 serve tokens (0, 1), (4, 5), (0, 1)
     assert kept.tolist() == [0, 1, 4, 5, 8, 9]
+
+
+def test_a_dropped_assignment_outputs_zero_or_its_input_times_its_gate(shape):
+    rules = ("zero", "input")
+    layers = {
+        rule: TopKMoE(**shape, num_experts=4, top_k=2, capacity_factor_train=0.5, dropped_tokens=rule) for rule in rules
+    }
+    with torch.no_grad():  # the routing of test_capacity_serves_first_choices_first
+        layers["zero"].router.weight.zero_()
+        layers["zero"].router.weight[0, 0] = layers["zero"].router.weight[1, 1] = 10.0
+        layers["zero"].router.weight[2, 0] = layers["zero"].router.weight[2, 1] = 5.0
+    layers["input"].load_state_dict(layers["zero"].state_dict())
+    x = torch.randn(1, 8, D_MODEL)
+    x[0, :, :2] = 0.0
+    x[0, :4, 0] = x[0, 4:, 1] = 1.0
+    y = {rule: layer.train()(x)[0] for rule, layer in layers.items()}
+    gates = layers["zero"].router(x.view(-1, D_MODEL), torch.ones(8, dtype=torch.bool)).gates  # (8, 2)
+    # capacity 2 per expert: tokens 0, 1 keep both choices, 4, 5 their first, 2, 3, 6, 7 neither
+    kept = torch.tensor([[1, 1], [1, 1], [0, 0], [0, 0], [1, 0], [1, 0], [0, 0], [0, 0]], dtype=torch.bool)
+    torch.testing.assert_close(y["input"] - y["zero"], (gates * ~kept).sum(-1, keepdim=True) * x[0])
+    torch.testing.assert_close(y["zero"][~kept.any(-1)], torch.zeros(4, D_MODEL))
 
 
 def test_capacity_factor_is_separate_for_train_and_eval(shape):

@@ -4,15 +4,19 @@ import copy
 
 import pytest
 import torch
+import transformers
+from packaging.version import Version
 from transformers import SwitchTransformersConfig, SwitchTransformersForConditionalGeneration
 from transformers.models.switch_transformers.modeling_switch_transformers import (
+    SwitchTransformersSparseMLP,
     load_balancing_loss_func,
     router_z_loss_func,
 )
 
 from hypermoe.backbones.patching import RoutingContext
 from hypermoe.backbones.seq2seq import build_seq2seq
-from hypermoe.backbones.switch import patch_stack
+from hypermoe.backbones.switch import _copy_sparse, patch_stack
+from hypermoe.moe import TopKMoE
 
 # 4 blocks per stack, blocks 1 and 3 sparse (switch-base-8's every-other placement); capacity
 # of 64 per sequence never binds on 10 tokens, so transformers drops nothing, as our dropless layer
@@ -20,7 +24,11 @@ CONFIG = {"vocab_size": 100, "d_model": 16, "d_kv": 4, "d_ff": 32, "num_layers":
           "num_heads": 2, "num_experts": 4, "num_sparse_encoder_layers": 2, "num_sparse_decoder_layers": 2,
           "expert_capacity": 64, "decoder_start_token_id": 0}  # fmt: skip
 TOPK = {"variant": "topk", "moe_layers": "sparse", "num_experts": 4, "top_k": 1, "gating": "switch",
-        "capacity_factor_train": None, "capacity_factor_eval": None, "jitter_eps": None}  # fmt: skip
+        "capacity_factor_train": None, "capacity_factor_eval": None, "jitter_eps": None,
+        "balance_group": "sequence", "dropped_tokens": "input"}  # fmt: skip
+# What transformers' Switch layer outputs for a token over capacity: its input times its router
+# probability up to 4.51, zero from 4.52.
+TRANSFORMERS_DROPPED_TOKENS = "zero" if Version(transformers.__version__) >= Version("4.52") else "input"
 
 
 def _patched(model: dict):
@@ -35,20 +43,22 @@ def _patched(model: dict):
     return reference, ours.eval(), layers
 
 
-def test_swapped_topk_gives_transformers_logits_and_aux_losses():
-    reference, ours, layers = _patched(TOPK)
+@pytest.mark.parametrize("balance_group", ["sequence", "batch"])
+def test_swapped_topk_gives_transformers_logits_and_aux_losses(balance_group):
+    reference, ours, layers = _patched({**TOPK, "balance_group": balance_group})
     inputs, labels = torch.randint(2, 100, (3, 10)), torch.randint(2, 100, (3, 5))
     with torch.no_grad():
         expected = reference(input_ids=inputs, labels=labels, output_router_logits=True)
         logits = ours(input_ids=inputs, labels=labels).logits
     torch.testing.assert_close(logits, expected.logits, rtol=0, atol=1e-6)
-    # transformers' own loss functions on its own router logits, layer by layer (batch as one group)
+    # transformers' own loss functions on its own router logits (b, t, e), layer by layer: its
+    # balance loss takes each sequence as a group; the batch as one group is (1, b * t, e)
     router_logits = [*expected.encoder_router_logits, *expected.decoder_router_logits]
     assert len(router_logits) == len(layers) == 4
     for layer, layer_logits in zip(layers, router_logits, strict=True):
-        flat = layer_logits.reshape(1, -1, CONFIG["num_experts"])
-        torch.testing.assert_close(layer.aux_losses["z"], router_z_loss_func(flat))
-        balance = load_balancing_loss_func(flat.softmax(-1), flat.argmax(-1))
+        grouped = layer_logits if balance_group == "sequence" else layer_logits.reshape(1, -1, CONFIG["num_experts"])
+        torch.testing.assert_close(layer.aux_losses["z"], router_z_loss_func(layer_logits))
+        balance = load_balancing_loss_func(grouped.softmax(-1), grouped.argmax(-1))
         torch.testing.assert_close(layer.aux_losses["balance"], balance)
     # transformers' stack-level z-loss is the mean over the stack's layers
     torch.testing.assert_close(expected.encoder_z_loss, (layers[0].aux_losses["z"] + layers[1].aux_losses["z"]) / 2)
@@ -67,6 +77,56 @@ def test_padding_is_not_routed_and_does_not_change_real_positions():
         alone = ours(input_ids=inputs[1:, :5], labels=labels[1:]).logits
     torch.testing.assert_close(padded[1:], alone, rtol=1e-5, atol=1e-5)
     assert routed == [13, 5]  # the real encoder tokens: 8 + 5, then 5
+
+
+def _sparse_mlp(expert_capacity: int) -> SwitchTransformersSparseMLP:
+    config = SwitchTransformersConfig(**{**CONFIG, "expert_capacity": expert_capacity, "router_jitter_noise": 0.0})
+    return SwitchTransformersSparseMLP(config).eval()
+
+
+def _ours_from(reference: SwitchTransformersSparseMLP, **layer_kwargs) -> TopKMoE:
+    """Our top-1 layer with the router and experts of transformers' Switch layer."""
+    ours = TopKMoE(CONFIG["d_model"], CONFIG["d_ff"], 4, 1, "relu", False, **layer_kwargs).eval()
+    _copy_sparse(reference, ours)
+    return ours
+
+
+def test_balance_loss_per_sequence_on_padded_batches_is_transformers_on_each_sequence_alone():
+    layer = _ours_from(_sparse_mlp(64), balance_group="sequence")
+    x = torch.randn(3, 7, CONFIG["d_model"])
+    lengths = [7, 4, 2]
+    mask = torch.arange(7) < torch.tensor(lengths).unsqueeze(-1)  # (3, 7)
+    with torch.no_grad():
+        layer(x, mask)
+    logits = x @ layer.router.weight.t()  # (3, 7, e)
+    # transformers' function counts padding as tokens (it has no mask): ours equals the mean of
+    # transformers' on each sequence cut to its real tokens, and differs from it on the padded batch
+    alone = [
+        load_balancing_loss_func(s.softmax(-1), s.argmax(-1))
+        for s in (logits[i : i + 1, :n] for i, n in enumerate(lengths))
+    ]
+    torch.testing.assert_close(layer.aux_losses["balance"], torch.stack(alone).mean())
+    padded = load_balancing_loss_func(logits.softmax(-1), logits.argmax(-1))
+    assert not torch.isclose(layer.aux_losses["balance"], padded)
+
+
+def test_capacity_drops_as_transformers_sparse_mlp():
+    """One sequence of 16 tokens, 4 experts: transformers' 2 slots per expert and sequence are our
+    capacity factor 0.5 (ceil(0.5 * 16 / 4) = 2); both serve each expert's first two tokens."""
+    reference, x = _sparse_mlp(2), torch.randn(1, 16, CONFIG["d_model"])
+    with torch.no_grad():
+        outputs = {
+            rule: _ours_from(reference, capacity_factor_eval=0.5, dropped_tokens=rule)(x) for rule in ("zero", "input")
+        }
+        expected = reference(x)
+        dispatch, top_prob, _ = reference.router(x)  # (1, 16, e) one-hot after capacity, (1, 16, 1)
+    dropped = dispatch.sum(-1) == 0  # (1, 16)
+    assert 0 < dropped.sum() < 16
+    torch.testing.assert_close(outputs[TRANSFORMERS_DROPPED_TOKENS], expected, rtol=0, atol=1e-6)
+    # the two rules differ on transformers' dropped tokens alone, by the input times its probability
+    torch.testing.assert_close(
+        outputs["input"] - outputs["zero"], torch.where(dropped.unsqueeze(-1), top_prob * x, 0.0)
+    )
 
 
 def test_hypermoe_has_one_hypernetwork_per_stack(tokenizers_root):

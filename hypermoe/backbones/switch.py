@@ -5,11 +5,13 @@ A Switch block's feed-forward part is ``layer[-1]``: RMS-style LayerNorm, ``mlp`
 dropout and the residual. The chosen blocks get ``mlp`` replaced by a MoE layer that starts
 from the pretrained router and experts (a routed variant) or, in a dense block, from its
 FFN (sparse upcycling). Encoder and decoder are separate stacks, each with its own
-hypernetwork (METHOD.md).
+hypernetwork (docs/method.md).
 
 Differences from transformers' layer, on purpose: padding is never routed (transformers
 routes it and counts it in the aux losses), and capacity is set by a capacity factor over
-the batch (``None`` = dropless) rather than a fixed ``expert_capacity`` per sequence.
+the batch (``None`` = dropless) rather than a fixed ``expert_capacity`` per sequence. The
+backbone config chooses transformers' balance-loss grouping (per sequence) and the official
+code's rule for a token over capacity (its input times its gate); docs/method.md lists the rest.
 """
 
 from typing import Any

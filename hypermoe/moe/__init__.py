@@ -1,4 +1,4 @@
-"""The layer library: drop-in replacements for a transformer FFN (see METHOD.md)."""
+"""The layer library: drop-in replacements for a transformer FFN (see docs/method.md)."""
 
 from hypermoe.moe.build import VARIANTS, build_moe_stack, param_matched_bottleneck
 from hypermoe.moe.collect import moe_layers, sum_aux_losses, weighted_aux_loss

@@ -21,6 +21,8 @@ _ROUTED_KEYS = {
     "capacity_factor_eval",
     "jitter_eps",
     "noise_epsilon",
+    "dropped_tokens",
+    "balance_group",
     "kernel",
 }
 _LAYER_CLASSES = {

@@ -18,6 +18,7 @@ class DispatchPlan:
     counts: Tensor  # (e,) assignments each expert processes
     num_tokens: int  # n
     sorted_expert: Tensor  # (s,) the expert of each assignment in ``order``; e for dropped ones
+    overflow: Tensor  # (s,) bool by assignment id: a real token's assignment dropped for capacity
 
     def kept(self) -> tuple[Tensor, list[int]]:
         """The kept assignment ids (sorted by expert) and the per-expert counts as ints, for
@@ -64,14 +65,16 @@ def plan_dispatch(
     n, k = expert_index.shape
     target = expert_index.t().reshape(-1)  # (s,) rank-major
     dropped = torch.full_like(target, num_experts)
-    target = torch.where(valid.repeat(k), target, dropped)
+    real = valid.repeat(k)  # (s,)
+    target = torch.where(real, target, dropped)
     if expert_capacity is not None:
         arrivals = one_hot(target, num_experts + 1).long()  # (s, e + 1)
         position = (arrivals.cumsum(0) * arrivals).sum(-1) - 1  # (s,) arrival position at its expert
         target = torch.where(position < expert_capacity, target, dropped)
     order = torch.argsort(target, stable=True)
     counts = one_hot(target, num_experts).sum(0)  # (e,)
-    return DispatchPlan(order=order, counts=counts, num_tokens=n, sorted_expert=target[order])
+    overflow = real & (target == num_experts)
+    return DispatchPlan(order=order, counts=counts, num_tokens=n, sorted_expert=target[order], overflow=overflow)
 
 
 def combine(expert_out: Tensor, kept: Tensor, gates: Tensor, num_tokens: int, top_k: int) -> Tensor:

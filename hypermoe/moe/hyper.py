@@ -30,10 +30,10 @@ from torch import Tensor, nn
 from hypermoe.moe.checks import check_choice, check_positive
 from hypermoe.moe.dispatch import gather_rows, one_hot
 from hypermoe.moe.grouped import grouped_ffn, grouped_ffn_mm, resolve_kernel
-from hypermoe.moe.layers import TopKMoE, flatten_tokens
+from hypermoe.moe.layers import TopKMoE, count_sequences, flatten_tokens
 from hypermoe.moe.router import Routing
 
-# How the selection embedding aggregates expert embeddings (METHOD.md step 2):
+# How the selection embedding aggregates expert embeddings (docs/method.md, step 2):
 # sum/mean over the unselected experts (the method), gate_weighted (unselected, weighted by
 # router probability), all experts, selected experts only, or a random N-k experts.
 AGGREGATIONS = ("sum", "mean", "gate_weighted", "all", "selected", "random")
@@ -340,7 +340,7 @@ class HyperMoE(TopKMoE):
         """``hyper_experts``: this layer's share of ``generate_every_set`` for the whole stack;
         None generates them here."""
         tokens, valid = flatten_tokens(x, attention_mask)
-        moe_out, routing = self.moe(tokens, valid)
+        moe_out, routing = self.moe(tokens, valid, count_sequences(x))
         hyper_out, num_generated = self.hyper_expert(tokens, valid, routing, hyper_experts)
         with torch.no_grad():
             self.routing_stats["hyper_norm_ratio"] = hyper_out.norm() / moe_out.norm().clamp_min(1e-12)

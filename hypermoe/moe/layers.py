@@ -9,6 +9,8 @@ Every layer records, on each forward, ``aux_losses`` (unweighted) and ``routing_
 never routed, never counted, and its output is zero.
 """
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -16,8 +18,13 @@ from hypermoe.moe.checks import check_capacity_factor, check_choice, check_posit
 from hypermoe.moe.dispatch import capacity, combine, gather_rows, plan_dispatch
 from hypermoe.moe.experts import FFN, Experts
 from hypermoe.moe.grouped import KERNELS, resolve_kernel
-from hypermoe.moe.router import Routing, SwitchRouter, build_router
+from hypermoe.moe.router import BALANCE_GROUPS, Routing, SwitchRouter, build_router
 from hypermoe.moe.stats import dense_routing_stats, routing_stats, top_expert
+
+# What a real token dropped for capacity outputs: zero (Mesh TensorFlow, transformers from 4.52), or
+# its input times its gate, as if its expert were the identity (transformers up to 4.51, whose
+# Switch layer the official HyperMoE code copies).
+DROPPED_TOKENS = ("zero", "input")
 
 
 def flatten_tokens(x: Tensor, attention_mask: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -28,6 +35,13 @@ def flatten_tokens(x: Tensor, attention_mask: Tensor | None) -> tuple[Tensor, Te
     if attention_mask.shape != x.shape[:-1]:
         raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, expected {tuple(x.shape[:-1])}")
     return tokens, attention_mask.reshape(-1).bool()
+
+
+def count_sequences(x: Tensor) -> int:
+    """The sequences in x (..., t, d), whose tokens ``flatten_tokens`` lays one sequence after
+    another: the product of the leading dims; (t, d) is one sequence, and so is an empty batch
+    (one empty group for the balance loss)."""
+    return max(1, math.prod(x.shape[:-2]))
 
 
 class RecordsLastForward(nn.Module):
@@ -98,8 +112,10 @@ class TopKMoE(RecordsLastForward):
     from the task at top-1) or ``noisy`` (Shazeer noisy top-k; aux ``cv_importance`` + ``cv_load``;
     at top-1 its gate is a constant 1). capacity_factor_train / capacity_factor_eval: None =
     dropless, else each expert takes at most ceil(factor * k * tokens / e) assignments, first come
-    first served. dense_ffn: if given, every expert starts as a copy of it (sparse upcycling).
-    kernel: how the experts run (``hypermoe.moe.grouped.KERNELS``): ``auto`` takes the
+    first served. dropped_tokens (``DROPPED_TOKENS``): what a token over capacity outputs, zero or
+    its input times its gate. balance_group (``router.BALANCE_GROUPS``): the Switch balance loss over
+    each sequence or over the whole batch. dense_ffn: if given, every expert starts as a copy of it
+    (sparse upcycling). kernel: how the experts run (``hypermoe.moe.grouped.KERNELS``): ``auto`` takes the
     sync-free ``grouped_mm`` on CUDA and the per-expert ``loop`` on CPU.
     """
 
@@ -116,6 +132,8 @@ class TopKMoE(RecordsLastForward):
         capacity_factor_eval: float | None = None,
         jitter_eps: float | None = None,
         noise_epsilon: float = 1e-2,
+        dropped_tokens: str = "zero",
+        balance_group: str = "batch",
         dropout: float = 0.0,
         dense_ffn: FFN | None = None,
         kernel: str = "auto",
@@ -123,20 +141,23 @@ class TopKMoE(RecordsLastForward):
         super().__init__()
         check_top_k(top_k, num_experts)
         check_choice("kernel", kernel, KERNELS)
+        check_choice("dropped_tokens", dropped_tokens, DROPPED_TOKENS)
+        check_choice("balance_group", balance_group, BALANCE_GROUPS)
         check_capacity_factor("capacity_factor_train", capacity_factor_train)
         check_capacity_factor("capacity_factor_eval", capacity_factor_eval)
         self.d_model, self.num_experts, self.top_k = d_model, num_experts, top_k
         self.capacity_factor_train, self.capacity_factor_eval = capacity_factor_train, capacity_factor_eval
-        self.kernel = kernel
-        self.router = build_router(gating, d_model, num_experts, top_k, jitter_eps, noise_epsilon)
+        self.kernel, self.dropped_tokens = kernel, dropped_tokens
+        self.router = build_router(gating, d_model, num_experts, top_k, jitter_eps, noise_epsilon, balance_group)
         self.experts = _experts_from(num_experts, d_model, d_ff, activation, bias, dropout, dense_ffn)
         self.aux_losses: dict[str, Tensor] = {}
         self.routing_stats: dict[str, Tensor] = {}
         self.top_expert: Tensor | None = None  # (n,) the last forward's first-choice expert per token
 
-    def moe(self, tokens: Tensor, valid: Tensor) -> tuple[Tensor, Routing]:
-        """The routed-experts output (n, d) and the routing behind it."""
-        routing = self.router(tokens, valid)
+    def moe(self, tokens: Tensor, valid: Tensor, num_sequences: int) -> tuple[Tensor, Routing]:
+        """The routed-experts output (n, d) and the routing behind it; tokens (n, d) are those of
+        ``num_sequences`` sequences of equal length, one after another."""
+        routing = self.router(tokens, valid, num_sequences)
         factor = self.capacity_factor_train if self.training else self.capacity_factor_eval
         limit = None if factor is None else capacity(factor, valid, self.top_k, self.num_experts)
         plan = plan_dispatch(routing.expert_index, valid, self.num_experts, limit)
@@ -149,6 +170,9 @@ class TopKMoE(RecordsLastForward):
             routed = gather_rows(tokens, kept % plan.num_tokens)
             expert_out = self.experts.forward_mm(routed, plan.group_ends(), row_expert)
         y = combine(expert_out, kept, routing.gates, plan.num_tokens, self.top_k)
+        if self.dropped_tokens == "input" and limit is not None:
+            dropped_gate = (routing.gates * plan.overflow.view(self.top_k, -1).t()).sum(-1, keepdim=True)  # (n, 1)
+            y = y + (tokens * dropped_gate).to(y.dtype)
         self.aux_losses = dict(routing.aux_losses)
         self.routing_stats = routing_stats(routing.logits, routing.probs, routing.expert_index, plan.counts, valid)
         self.top_expert = top_expert(routing.expert_index, valid)
@@ -156,7 +180,7 @@ class TopKMoE(RecordsLastForward):
 
     def forward(self, x: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         tokens, valid = flatten_tokens(x, attention_mask)
-        y, _ = self.moe(tokens, valid)
+        y, _ = self.moe(tokens, valid, count_sequences(x))
         return y.view_as(x)
 
 
@@ -187,6 +211,6 @@ class TopKAdapterMoE(TopKMoE):
 
     def forward(self, x: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         tokens, valid = flatten_tokens(x, attention_mask)
-        y, _ = self.moe(tokens, valid)
+        y, _ = self.moe(tokens, valid, count_sequences(x))
         y = y + self.adapter(tokens) * valid.unsqueeze(-1).to(y.dtype)
         return y.view_as(x)

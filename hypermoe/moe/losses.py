@@ -16,20 +16,31 @@ def masked_mean(values: Tensor, valid: Tensor) -> Tensor:
     return (values * weights).sum(0) / valid.sum().clamp(min=1)
 
 
-def load_balancing_loss(probs: Tensor, expert_index: Tensor, valid: Tensor) -> Tensor:
-    """Switch Transformer balance loss (Fedus et al. 2021, eq. 4): ``N * sum_i f_i * P_i``.
+def load_balancing_loss(probs: Tensor, expert_index: Tensor, valid: Tensor, num_groups: int) -> Tensor:
+    """Switch Transformer balance loss (Fedus et al. 2021, eq. 4), averaged over groups of tokens:
+    ``(1 / G) sum_g N * sum_i f_{g,i} * P_{g,i}``.
 
-    f_i is the fraction of (token, slot) assignments the router sent to expert i, taken
-    before capacity drops as in Switch; P_i is the mean router probability of expert i.
+    The n tokens form ``num_groups`` = G groups of n / G consecutive tokens (G = 1: the whole
+    batch; G = b: each sequence, as transformers' ``load_balancing_loss_func``). f_{g,i} is the
+    fraction of group g's (token, slot) assignments the router sent to expert i, taken before
+    capacity drops as in Switch; P_{g,i} is the mean router probability of expert i over group g.
+    Both run over the valid tokens only, and a group without one is left out of the mean.
     Uniform routing gives the minimum value 1.
 
     probs: (n, e) float32 router probabilities; expert_index: (n, k) chosen experts.
     """
-    num_experts = probs.shape[-1]
+    n, num_experts = probs.shape
+    if num_groups < 1 or n % num_groups:
+        raise ValueError(f"{n} tokens do not split into num_groups={num_groups} equal groups")
+    weight = valid.to(probs.dtype).unsqueeze(-1)  # (n, 1)
     chosen = torch.zeros_like(probs).scatter_(1, expert_index, 1.0)  # (n, e)
-    fraction = masked_mean(chosen, valid) / expert_index.shape[-1]  # (e,)
-    mean_prob = masked_mean(probs, valid)  # (e,)
-    return num_experts * (fraction * mean_prob).sum()
+    routed = (chosen * weight).view(num_groups, -1, num_experts).sum(1)  # (G, e)
+    prob_sum = (probs * weight).view(num_groups, -1, num_experts).sum(1)  # (G, e)
+    tokens = weight.view(num_groups, -1).sum(1)  # (G,) valid tokens per group
+    fraction = routed / (tokens.clamp(min=1) * expert_index.shape[-1]).unsqueeze(-1)
+    mean_prob = prob_sum / tokens.clamp(min=1).unsqueeze(-1)
+    per_group = num_experts * (fraction * mean_prob).sum(-1)  # (G,), 0 for a group without valid tokens
+    return per_group.sum() / (tokens > 0).sum().clamp(min=1)
 
 
 def router_z_loss(logits: Tensor, valid: Tensor) -> Tensor:

@@ -10,9 +10,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hypermoe.moe import losses
-from hypermoe.moe.checks import check_positive, check_top_k
+from hypermoe.moe.checks import check_choice, check_positive, check_top_k
 
 GATINGS = ("switch", "renorm", "noisy")
+# The tokens the Switch balance loss is taken over: each sequence (transformers'
+# load_balancing_loss_func), or the whole batch at once.
+BALANCE_GROUPS = ("sequence", "batch")
 
 
 @dataclass
@@ -38,7 +41,8 @@ class SwitchRouter(nn.Module):
     With k = 1 this is Switch's top-1 probability scaling; with k = e it weights every expert
     by its softmax probability, i.e. a dense MoE. Optional multiplicative jitter
     U(1 - eps, 1 + eps) on the router input, in training only.
-    Aux losses: ``balance`` (Switch load balancing) and ``z`` (router z-loss).
+    Aux losses: ``balance`` (Switch load balancing, over each sequence or over the whole batch as
+    ``balance_group`` says) and ``z`` (router z-loss).
 
     ``renormalize``: the gates are the top-k probabilities over their sum, so they sum to 1 and a
     layer of identical (upcycled) experts outputs exactly its dense FFN, with the sum held constant
@@ -49,19 +53,27 @@ class SwitchRouter(nn.Module):
     """
 
     def __init__(
-        self, d_model: int, num_experts: int, top_k: int, jitter_eps: float | None = None, renormalize: bool = False
+        self,
+        d_model: int,
+        num_experts: int,
+        top_k: int,
+        jitter_eps: float | None = None,
+        renormalize: bool = False,
+        balance_group: str = "batch",
     ):
         super().__init__()
         check_positive("d_model", d_model)
         check_top_k(top_k, num_experts)
+        check_choice("balance_group", balance_group, BALANCE_GROUPS)
         if jitter_eps is not None and not 0.0 <= jitter_eps < 1.0:
             raise ValueError(f"jitter_eps must be in [0, 1) or None, got {jitter_eps!r}")
         self.num_experts, self.top_k, self.jitter_eps = num_experts, top_k, jitter_eps
-        self.renormalize = renormalize
+        self.renormalize, self.balance_group = renormalize, balance_group
         self.weight = nn.Parameter(torch.empty(num_experts, d_model))
         nn.init.normal_(self.weight, std=d_model**-0.5)
 
-    def forward(self, x: Tensor, valid: Tensor) -> Routing:
+    def forward(self, x: Tensor, valid: Tensor, num_sequences: int = 1) -> Routing:
+        """x (n, d): the tokens of ``num_sequences`` sequences of equal length, one after another."""
         if self.training and self.jitter_eps:
             x = x.float() * torch.empty_like(x, dtype=torch.float32).uniform_(1 - self.jitter_eps, 1 + self.jitter_eps)
         logits = _fp32_linear(x, self.weight)  # (n, e)
@@ -69,8 +81,9 @@ class SwitchRouter(nn.Module):
         gates, expert_index = probs.topk(self.top_k, dim=-1)  # (n, k)
         if self.renormalize:
             gates = gates / gates.detach().sum(dim=-1, keepdim=True)
+        groups = num_sequences if self.balance_group == "sequence" else 1
         aux = {
-            "balance": losses.load_balancing_loss(probs, expert_index, valid),
+            "balance": losses.load_balancing_loss(probs, expert_index, valid, groups),
             "z": losses.router_z_loss(logits, valid),
         }
         return Routing(logits, probs, expert_index, gates, aux)
@@ -94,7 +107,8 @@ class NoisyTopKRouter(nn.Module):
         self.weight = nn.Parameter(torch.zeros(num_experts, d_model))
         self.noise_weight = nn.Parameter(torch.zeros(num_experts, d_model))
 
-    def forward(self, x: Tensor, valid: Tensor) -> Routing:
+    def forward(self, x: Tensor, valid: Tensor, num_sequences: int = 1) -> Routing:
+        """x (n, d); ``num_sequences`` is not used: Shazeer's CV^2 losses are over the batch."""
         clean = _fp32_linear(x, self.weight)  # (n, e)
         noisy = self.training
         if noisy:
@@ -119,12 +133,23 @@ class NoisyTopKRouter(nn.Module):
 
 
 def build_router(
-    gating: str, d_model: int, num_experts: int, top_k: int, jitter_eps: float | None, noise_epsilon: float
+    gating: str,
+    d_model: int,
+    num_experts: int,
+    top_k: int,
+    jitter_eps: float | None,
+    noise_epsilon: float,
+    balance_group: str,
 ) -> nn.Module:
     if gating in ("switch", "renorm"):
-        return SwitchRouter(d_model, num_experts, top_k, jitter_eps, renormalize=gating == "renorm")
+        return SwitchRouter(d_model, num_experts, top_k, jitter_eps, gating == "renorm", balance_group)
     if gating == "noisy":
         if jitter_eps is not None:
             raise ValueError("jitter_eps applies to gating='switch' only; noisy gating has its own noise")
+        if balance_group != "batch":
+            raise ValueError(
+                f"balance_group={balance_group!r} applies to the Switch balance loss (gating='switch' or 'renorm'); "
+                "noisy gating's CV^2 losses are over the batch: use balance_group='batch'"
+            )
         return NoisyTopKRouter(d_model, num_experts, top_k, noise_epsilon)
     raise ValueError(f"gating={gating!r} is not one of {list(GATINGS)}")
