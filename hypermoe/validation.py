@@ -119,6 +119,7 @@ def check_run_settings(cfg: DictConfig) -> None:
     _check_coefficients(cfg.model.get("aux_loss_coefficients"), problems)
     _check_optimizer(cfg.get("optimizer"), cfg.get("scheduler"), problems)
     _check_trainer(cfg.get("trainer"), problems)
+    _check_data_sizes(cfg.get("data"), problems)
     try:  # the form; the block range once the backbone is built. Switch's "sparse" (its own MoE blocks) is its own
         if cfg.model.moe_layers != "sparse":
             choose_layers(cfg.model.moe_layers, num_layers=None)
@@ -191,6 +192,27 @@ def _check_trainer(trainer: Any, problems: _Problems) -> None:
     )
     clip = trainer.get("gradient_clip_val")
     problems.check(clip is None or _finite(clip, 0), "trainer.gradient_clip_val", clip, "must be a number >= 0 or null")
+
+
+# the data keys that count something: (allowed, the message); each only where the data config has it
+_DATA_SIZES = {
+    "batch_size": (_count, "must be an integer >= 1"),
+    "eval_batch_size": (_count, "must be an integer >= 1"),
+    "max_length": (_count, "must be an integer >= 1"),
+    "block_size": (lambda value: _is_int(value) and value >= 2, "must be an integer >= 2"),
+    "num_beams": (_count, "must be an integer >= 1"),
+    "num_workers": (lambda value: _is_int(value) and value >= 0, "must be an integer >= 0"),
+    "max_target_length": (lambda value: value is None or _count(value), "must be an integer >= 1, or null"),
+    "max_train_examples": (lambda value: value is None or _count(value), "must be an integer >= 1, or null for all"),
+    "max_train_blocks": (lambda value: value is None or _count(value), "must be an integer >= 1, or null for all"),
+}
+
+
+def _check_data_sizes(data: Any, problems: _Problems) -> None:
+    """Sizes and subsample limits: 0 or a negative number is an error, never "no limit"."""
+    for key, (allowed, message) in _DATA_SIZES.items():
+        if key in (data or {}):
+            problems.check(allowed(data[key]), f"data.{key}", data[key], message)
 
 
 def check_resume_settings(checkpoint: dict[str, Any], cfg: DictConfig) -> None:

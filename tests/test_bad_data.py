@@ -8,6 +8,7 @@ RTE and CB train.jsonl, GLUE RTE, CoLA and SST-2 train.tsv), so the tests run wi
 import dataclasses
 import json
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -54,6 +55,15 @@ COLA = (
     "gj04\t1\t\tOne more pseudo generalization and I'm giving up.\n"
     "gj04\t0\t*\tThey drank the pub.\n"
 )
+STSB = "index\tsentence1\tsentence2\tscore\n0\tA plane is taking off.\tAn air plane is taking off.\t5.000\n"
+FLUTE = "1\tA man is playing a flute.\tA man is playing a flute.\t"  # the score comes next
+WIC = [
+    {"word": "place", "sentence1": "Do you want to come over to my place later?",
+     "sentence2": "A political system with no place for the less prominent groups.", "idx": 0, "label": False,
+     "start1": 31, "start2": 27, "end1": 36, "end2": 32, "version": 1.1},
+    {"word": "approach", "sentence1": "Approach a task.", "sentence2": "To approach the city.", "idx": 1,
+     "label": False, "start1": 0, "start2": 3, "end1": 8, "end2": 11, "version": 1.1},
+]  # fmt: skip
 SST2 = "sentence\tlabel\nhide new secretions from the parental units \t0\ncontains no wit , only labored gags \t0\n"
 # Texts that are data, not errors: empty, emoji and other non-BMP characters, combining marks,
 # right-to-left scripts, zero-width joiners, and the control and separator characters that
@@ -171,11 +181,58 @@ def test_a_text_field_that_is_null_is_not_text(tmp_path):
         (("glue", "stsb"), "glue/STS-B/train.tsv",
          "index\tsentence1\tsentence2\tscore\n0\tA plane is taking off.\tAn air plane is taking off.\tfive\n",
          ":2: score 'five' is not a number"),
+        (("glue", "stsb"), "glue/STS-B/train.tsv", STSB + FLUTE + "5.2\n",
+         ":3: score '5.2' is outside the task's range [0, 5]"),
+        (("glue", "stsb"), "glue/STS-B/train.tsv", STSB + FLUTE + "nan\n",
+         ":3: score 'nan' is outside the task's range [0, 5]"),
+        (("glue", "stsb"), "glue/STS-B/train.tsv", STSB + FLUTE + "-inf\n",
+         ":3: score '-inf' is outside the task's range [0, 5]"),
+        (("superglue", "wic"), "superglue/WiC/train.jsonl", _jsonl([WIC[0], {**WIC[1], "end1": 17}]),
+         ":2: span start1=0, end1=17 is not inside sentence1 (16 characters): it must satisfy 0 <= start1 < end1"),
+        (("superglue", "wic"), "superglue/WiC/train.jsonl", _jsonl([{**WIC[0], "start2": 32}]),
+         ":1: span start2=32, end2=32 is not inside sentence2"),
     ],
-    ids=["superglue-rte", "sst2", "cola", "stsb"],
+    ids=["superglue-rte", "sst2", "cola", "stsb", "stsb-above-5", "stsb-nan", "stsb-inf", "wic-past-the-end",
+         "wic-empty-span"],
 )  # fmt: skip
 def test_label_outside_the_label_set_names_its_line(tmp_path, task, file, content, message):
     _load_refused(tmp_path, task, file, content, message)
+
+
+def test_the_official_score_range_and_spans_hold_on_the_real_rows(tmp_path):
+    _write(tmp_path, "glue/STS-B/train.tsv", STSB)
+    _write(tmp_path, "superglue/WiC/train.jsonl", _jsonl(WIC))
+    (score,) = [
+        example.label for example in get_task("glue", "stsb").readers["train"](tmp_path / "glue/STS-B/train.tsv")
+    ]
+    assert score == 5.0  # the range is inclusive
+    wic = get_task("superglue", "wic").readers["train"](tmp_path / "superglue/WiC/train.jsonl")
+    assert [ex.text_a[ex.spans[0].start : ex.spans[0].end] for ex in wic] == ["place", "Approach"]
+
+
+# Paths that exist but are not regular files -------------------------------------------------------
+
+
+def test_a_folder_where_a_data_file_belongs_is_named(tmp_path):
+    path = tmp_path / "superglue/RTE/train.jsonl"
+    path.mkdir(parents=True)
+    with _raises(f"{path}: not a regular file (a folder)"):
+        load_split(get_task("superglue", "rte"), "train", tmp_path)
+
+
+def test_a_named_pipe_where_a_data_file_belongs_is_refused_unread(tmp_path):
+    path = tmp_path / "glue/CoLA/train.tsv"
+    path.parent.mkdir(parents=True)
+    os.mkfifo(path)  # reading it would wait for a writer forever
+    with _raises(f"{path}: not a regular file (a named pipe)"):
+        load_split(get_task("glue", "cola"), "train", tmp_path)
+
+
+def test_a_folder_where_a_corpus_file_belongs_is_named_not_missing(tmp_path):
+    path = tmp_path / CORPORA["wikitext2"].files["train"]
+    path.mkdir(parents=True)
+    with _raises(f"{path}: not a regular file (a folder)"):
+        read_text(CORPORA["wikitext2"], "train", tmp_path)  # not the hub: the file is there
 
 
 # Empty files -------------------------------------------------------------------------------------
@@ -367,6 +424,25 @@ def test_only_rows_longer_than_max_length_are_counted_as_truncated(tokenizer, ca
         features = encode_all([Example("a b c d e f"), Example("a b c")], tokenizer, 8)
     assert [len(feature["rows"][0]["input_ids"]) for feature in features] == [8, 5]
     assert caplog.messages == []  # a row that fits exactly was not truncated
+
+
+def test_spans_cut_off_by_truncation_are_counted_and_logged(tmp_path, tokenizer, caplog):
+    _write(tmp_path, "superglue/WiC/train.jsonl", _jsonl(WIC))
+    examples = get_task("superglue", "wic").readers["train"](tmp_path / "superglue/WiC/train.jsonl")
+    with caplog.at_level(logging.WARNING, logger="hypermoe.data.encoding"):
+        features = encode_all(examples, tokenizer, 64)
+    assert caplog.messages == []  # everything fits
+    with caplog.at_level(logging.WARNING, logger="hypermoe.data.encoding"):
+        features = encode_all(examples, tokenizer, 12)
+    # example 0: "place" is word 9 of sentence 1 and word 5 of sentence 2; 12 tokens keep neither
+    assert [[bool(positions) for positions in feature["spans"]] for feature in features] == [
+        [False, False],
+        [True, True],
+    ]
+    assert caplog.messages == [
+        "2 of 4 spans lie wholly in text cut off by max_length=12 (first in example 0): the span head pools no "
+        "token for them (a zero vector); raise data.max_length to keep them"
+    ]
 
 
 def test_bad_data_ends_the_command_with_file_line_and_exit_3(tmp_path):

@@ -87,6 +87,17 @@ def _refused(tmp_path: Path, overrides: list[str], message: str) -> None:
         (["ckpt_path=''"], re.escape("ckpt_path='' must be a checkpoint to resume from, or null to start afresh")),
         (["resume_strict=maybe"], re.escape("resume_strict='maybe' must be true or false")),
         (["keep_checkpoints=sometimes"], re.escape("keep_checkpoints='sometimes' must be true or false")),
+        (["data.batch_size=0"], re.escape("data.batch_size=0 must be an integer >= 1")),
+        (["data.eval_batch_size=-8"], re.escape("data.eval_batch_size=-8 must be an integer >= 1")),
+        (["data.max_length=0"], re.escape("data.max_length=0 must be an integer >= 1")),
+        (
+            ["data.max_train_examples=0"],
+            re.escape("data.max_train_examples=0 must be an integer >= 1, or null for all"),
+        ),
+        (["data.max_train_examples=-5"], re.escape("data.max_train_examples=-5 must be an integer >= 1, or null")),
+        (["data=lm", "data.max_train_blocks=0"], re.escape("data.max_train_blocks=0 must be an integer >= 1, or null")),
+        (["data=lm", "data.block_size=1"], re.escape("data.block_size=1 must be an integer >= 2")),
+        (["data.num_workers=-1"], re.escape("data.num_workers=-1 must be an integer >= 0")),
         (["data.task=nope"], re.escape("data: data.task='nope' is not a synthetic task; choose one of ['majority']")),
     ],
 )

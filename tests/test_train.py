@@ -71,6 +71,11 @@ def test_a_short_run_learns_and_writes_its_record(tmp_path):
     assert info["seed"] == 42 and info["git"] and info["config"]["model"]["variant"] == "hypermoe"
 
 
+def test_the_synthetic_task_honours_its_subsample_size(tmp_path):
+    overrides = [*TINY, "experiment=synthetic_tiny", "debug=fast_dev_run", "data.max_train_examples=100"]
+    assert run(compose_config("train", overrides, tmp_path))["train_size"] == 100
+
+
 def test_expert_load_pools_the_last_validation_by_tokens_routed(tmp_path):
     cfg = compose_config("train", [*TINY, "experiment=synthetic_tiny", "debug=limit", "model=topk"], tmp_path)
     metrics = run(cfg)

@@ -59,8 +59,9 @@ class TaskDataModule(pl.LightningDataModule):
 
     def _examples(self, split: str) -> list[Example]:
         if self.task is SYNTHETIC:
-            return synthetic_split(split, self.seed)
-        examples = load_split(self.task, split, self.data_dir)
+            examples = synthetic_split(split, self.seed)
+        else:
+            examples = load_split(self.task, split, self.data_dir)
         keep = seeded_subset(len(examples), self.max_train_examples, self.seed) if split == "train" else None
         if keep is not None:
             examples = [examples[i] for i in keep]

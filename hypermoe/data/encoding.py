@@ -29,7 +29,7 @@ def encode_all(examples: list[Example], tokenizer: Any, max_length: int) -> list
         return_offsets_mapping=with_spans,
     )
     log_truncated(encoded, "rows", f"max_length={max_length}")  # the longest segment is cut first
-    features, row = [], 0
+    features, row, cut_spans = [], 0, []
     for ex in examples:
         count = len(ex.choices) or 1
         rows = [
@@ -37,8 +37,18 @@ def encode_all(examples: list[Example], tokenizer: Any, max_length: int) -> list
             for i in range(row, row + count)
         ]
         spans = [_span_positions(encoded, row, span) for span in ex.spans]
+        cut_spans += [len(features)] * sum(not positions for positions in spans)
         features.append({"rows": rows, "label": ex.label, "spans": spans, "group": ex.group})
         row += count
+    if cut_spans:
+        log.warning(
+            "%d of %d spans lie wholly in text cut off by max_length=%d (first in example %d): the span head "
+            "pools no token for them (a zero vector); raise data.max_length to keep them",
+            len(cut_spans),
+            sum(len(ex.spans) for ex in examples),
+            max_length,
+            cut_spans[0],
+        )
     return features
 
 

@@ -104,7 +104,7 @@ def count_words(text: str) -> int:
 def _read_file(corpus: Corpus, file: str, split: str, data_dir: Path) -> tuple[str, str]:
     """(text, where it came from) of one of the corpus's files."""
     path = data_dir / corpus.files[file]
-    if path.is_file():
+    if path.exists():
         text = read_utf8(path)
         if not text.strip():
             raise DataError(f"{path}: the file is empty")

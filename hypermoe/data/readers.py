@@ -3,7 +3,8 @@
 Every reader returns a list of ``Example``; bad data raises ``DataError`` naming the file and
 line: bytes that are not UTF-8, an empty file, a line that is not a JSON object or has the wrong
 number of tab-separated columns, a missing field, a text that is not a string, a label outside the
-task's set. Only the train and validation splits are read, so every row must have a label. An
+task's set, a score outside the task's range, a span outside its sentence, a path that is not a
+regular file. Only the train and validation splits are read, so every row must have a label. An
 empty string and any Unicode are data. GLUE tsv files contain unbalanced quotes, so they are split
 at tabs with no quoting; some start with a UTF-8 byte-order mark.
 """
@@ -11,7 +12,9 @@ at tabs with no quoting; some start with a UTF-8 byte-order mark.
 import codecs
 import json
 import re
+import stat
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +28,31 @@ class DataError(ValueError):
     """A data file that cannot be read as its task's format."""
 
 
+@dataclass(frozen=True)
+class Score:
+    """The official range of a regression task's score (STS-B: 0 to 5)."""
+
+    low: float
+    high: float
+
+
 def read_utf8(path: Path) -> str:
     """The text of ``path``; bytes that are not UTF-8 are reported at their line. A leading
     byte-order mark marks the encoding and is not text (MRPC's files start with one)."""
+    if not path.is_file():  # reading a folder fails, and reading a pipe or a device may never end
+        raise DataError(f"{path}: not a regular file ({_file_kind(path)})")
     data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
         raise DataError(f"{path}:{line}: not UTF-8 text ({error.reason}: byte {data[error.start]:#04x})") from None
+
+
+def _file_kind(path: Path) -> str:
+    mode = path.stat().st_mode
+    kinds = {stat.S_ISDIR: "a folder", stat.S_ISFIFO: "a named pipe", stat.S_ISSOCK: "a socket"}
+    return next((kind for test, kind in kinds.items() if test(mode)), "a device")
 
 
 def read_lines(path: Path) -> list[tuple[str, str]]:
@@ -178,11 +197,8 @@ def read_wic(path: Path) -> list[Example]:
     """Two sentences; the target word's character span in each is pooled."""
     examples = []
     for where, record in iter_jsonl(path):
-        spans = (
-            Span(0, _field(record, "start1", where, int), _field(record, "end1", where, int)),
-            Span(1, _field(record, "start2", where, int), _field(record, "end2", where, int)),
-        )
         sentences = (_field(record, "sentence1", where, str), _field(record, "sentence2", where, str))
+        spans = tuple(_char_span(record, segment, sentences[segment], where) for segment in (0, 1))
         examples.append(
             Example(
                 text_a=sentences[0],
@@ -197,6 +213,18 @@ def read_wic(path: Path) -> list[Example]:
             )
         )
     return examples
+
+
+def _char_span(record: dict, segment: int, sentence: str, where: str) -> Span:
+    """WiC's span ``start<n>:end<n>`` of sentence n, which must be a non-empty part of it."""
+    n = segment + 1
+    start, end = _field(record, f"start{n}", where, int), _field(record, f"end{n}", where, int)
+    if not 0 <= start < end <= len(sentence):
+        raise DataError(
+            f"{where}: span start{n}={start}, end{n}={end} is not inside sentence{n} "
+            f"({len(sentence)} characters): it must satisfy 0 <= start{n} < end{n} <= {len(sentence)}"
+        )
+    return Span(segment, start, end)
 
 
 def word_span(text: str, word_index: int, span_text: str, where: str) -> Span:
@@ -267,12 +295,12 @@ def glue_columns(
     text_a: str,
     text_b: str | None,
     label: str,
-    labels: Sequence[str] | None,
+    labels: Sequence[str] | Score,
     field_names: tuple[str, str] | None = None,
 ) -> Callable[[Path], list[Example]]:
-    """GLUE tsv whose header names the text column(s) and the label column; ``labels`` None means
-    a float score (STS-B). ``field_names``: the hub's names of the two text columns
-    (Example.fields), where the file names them otherwise."""
+    """GLUE tsv whose header names the text column(s) and the label column: a label from
+    ``labels``, or a number within a ``Score`` range (STS-B). ``field_names``: the hub's names of
+    the two text columns (Example.fields), where the file names them otherwise."""
 
     names = field_names or (text_a, text_b)
     columns = tuple(column for column in (text_a, text_b, label) if column is not None)
@@ -280,7 +308,8 @@ def glue_columns(
     def read(path: Path) -> list[Example]:
         examples = []
         for where, row in iter_tsv(path, columns, header=True):
-            parsed = _float(row[label], where) if labels is None else _label_index(row[label], labels, where)
+            value = row[label]
+            parsed = _score(value, labels, where) if isinstance(labels, Score) else _label_index(value, labels, where)
             a = row[text_a]
             b = None if text_b is None else row[text_b]
             fields = ((names[0], a),) if b is None else ((names[0], a), (names[1], b))
@@ -290,11 +319,14 @@ def glue_columns(
     return read
 
 
-def _float(value: str, where: str) -> float:
+def _score(value: str, score: Score, where: str) -> float:
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         raise DataError(f"{where}: score {value!r} is not a number") from None
+    if not score.low <= number <= score.high:  # nan and inf fail this too
+        raise DataError(f"{where}: score {value!r} is outside the task's range [{score.low:g}, {score.high:g}]")
+    return number
 
 
 def read_cola(path: Path) -> list[Example]:

@@ -60,8 +60,10 @@ class ResumableDataLoader(DataLoader):
 
 def seeded_subset(size: int, limit: int | None, seed: int) -> list[int] | None:
     """Indices of ``limit`` of ``size`` items drawn with ``seed`` (the same draw wherever the
-    same items are subsampled), or None when there is nothing to cut."""
-    if not limit or limit >= size:
+    same items are subsampled), or None when there is nothing to cut (``limit`` None or >= size)."""
+    if limit is not None and limit < 1:
+        raise ValueError(f"a subsample of {limit} items keeps nothing: ask for >= 1, or None for all")
+    if limit is None or limit >= size:
         return None
     return random.Random(seed).sample(range(size), limit)
 

@@ -174,7 +174,7 @@ TASKS: dict[str, dict[str, Task]] = {
             _glue(
                 "stsb",
                 "STS-B",
-                readers.glue_columns("sentence1", "sentence2", "score", None),
+                readers.glue_columns("sentence1", "sentence2", "score", readers.Score(0.0, 5.0)),
                 (),
                 ("pearson", "spearman"),
                 {"train": 5749, "validation": 1500},
