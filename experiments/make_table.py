@@ -27,7 +27,8 @@ Outputs, all beside ``--out``:
   hypermoe:topk_adapter): on how many tasks A's mean is better, and over the seed-paired runs (same
   task, same seed, so the same data subsample) how many A wins, loses and ties, the mean paired
   delta ± its standard error, and a two-sided sign test over the untied pairs. Last, the command of
-  each multirun the runs came from (its ``multirun.yaml``), with how many of the runs it gave.
+  each multirun the runs came from (its ``multirun.yaml``, less any ``paths.*`` override: those name
+  one machine's folders), with how many of the runs it gave.
 - ``<out>.csv``: one row per task x label (and an ``Avg`` row per label) in the runs' own units
   (fractions), with mean, std, n, delta_vs_topk, the paper's number (converted to those units) and
   the runs' mean wall time (``wall_seconds`` in metrics.json; the header sums them).
@@ -338,17 +339,20 @@ def averages(runs: pd.DataFrame) -> tuple[dict[str, float], list[str]]:
     an average over fewer tasks, which would not compare with the others.
     """
     cells = cell_table(runs)
-    tasks = cells.index.unique("task")
-    higher = cells.index.unique("task")[cells.groupby("task")["higher_is_better"].any().reindex(tasks)]
-    averaged = sorted(higher) or sorted(tasks)
+    higher = sorted(cells[cells["higher_is_better"]].index.unique("task"))
+    averaged = higher or sorted(cells.index.unique("task"))
     means = cells["mean"].unstack("task")[averaged].dropna()
     return means.mean(axis=1).to_dict(), averaged
 
 
+def label_baselines(runs: pd.DataFrame) -> pd.Series:
+    """label -> the label its deltas are taken against (NaN for a label without a variant)."""
+    return runs.groupby("label", observed=True)["baseline"].first()
+
+
 def avg_deltas(runs: pd.DataFrame, avg: dict[str, float], averaged: Sequence[str]) -> dict[str, float]:
-    cells = cell_table(runs)
-    baselines = cells.reset_index("task")["baseline"].groupby(level="label", observed=True).first()
-    higher = cells.loc[averaged, "higher_is_better"].any()
+    baselines = label_baselines(runs)
+    higher = cell_table(runs).loc[averaged, "higher_is_better"].any()
     return {
         label: signed_delta(value, avg[baselines[label]], higher)
         for label, value in avg.items()
@@ -510,7 +514,7 @@ def markdown_table(runs: pd.DataFrame, paper: dict[str, dict[str, list[float]]])
     avg_k, avg_d = by_task.loc[averaged[0], "scale"], by_task.loc[averaged[0], "digits"]
     text = cells.apply(format_cell, axis=1).unstack("task").reindex(columns=tasks)
     deltas = (cells["delta"] * cells["scale"]).unstack("task").reindex(columns=tasks)
-    baselines = runs.groupby("label", observed=True)["baseline"].first()
+    baselines = label_baselines(runs)
 
     def head(task: str) -> str:
         metric, second = by_task.loc[task, ["metric", "second_metric"]]
@@ -624,8 +628,8 @@ def commands_section(runs: pd.DataFrame) -> str:
 
 
 def write_tables(
-    cells: pd.DataFrame,
-    runs: Sequence[dict[str, Any]],
+    runs: pd.DataFrame,
+    records: Sequence[dict[str, Any]],
     which: str,
     dirs: Sequence[Path],
     out: Path,
@@ -634,14 +638,14 @@ def write_tables(
     excluded: Counter | None = None,
 ) -> tuple[Path, Path]:
     """``<out>.md`` (with a head-to-head table for ``pairs``) and ``<out>.csv``, from the labelled
-    runs ``cells`` (group_runs) and the run records the header describes."""
-    _, averaged = averages(cells)
-    records = run_table(runs)
+    ``runs`` (group_runs) and the run ``records`` the header describes."""
+    _, averaged = averages(runs)
+    described = run_table(records)
     md, csv_path = out.with_name(out.name + ".md"), out.with_name(out.name + ".csv")
-    sections = [f"# {out.name}", header_line(records, which, dirs, averaged, excluded), markdown_table(cells, paper)]
-    sections += [head_to_head_table(cells, pairs), commands_section(records)]
+    sections = [f"# {out.name}", header_line(described, which, dirs, averaged, excluded), markdown_table(runs, paper)]
+    sections += [head_to_head_table(runs, pairs), commands_section(described)]
     md.write_text("\n\n".join(filter(None, sections)) + "\n")
-    csv_table(cells, paper).to_csv(csv_path, index=False, lineterminator="\r\n")  # \r\n: the csv module's
+    csv_table(runs, paper).to_csv(csv_path, index=False, lineterminator="\r\n")  # \r\n: the csv module's
     return md, csv_path
 
 
@@ -928,19 +932,19 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     by = [key.strip() for key in args.by.split(",") if key.strip()]
     try:
-        runs, excluded = exclude_tasks(
+        records, excluded = exclude_tasks(
             collect(args.runs_dirs, args.tag) + references(args.reference), args.exclude_task
         )
-        cells = group_runs(runs, by, args.metric)
+        runs = group_runs(records, by, args.metric)
         paper = load_paper_numbers(args.paper)
         pairs = parse_pairs(args.compare)
     except RunsError as error:
         raise SystemExit(f"make_table: {error}") from error
-    if cell_table(cells)["delta"].isna().all():
+    if cell_table(runs)["delta"].isna().all():
         log.info("no %r cell shares a task and the other --by values with another label: no deltas", BASELINE)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tables = write_tables(cells, runs, args.metric, args.runs_dirs, args.out, paper, pairs, excluded)
-    written = [*tables, *write_plots(cells, args.out)]
+    tables = write_tables(runs, records, args.metric, args.runs_dirs, args.out, paper, pairs, excluded)
+    written = [*tables, *write_plots(runs, args.out)]
     log.info("wrote %s", ", ".join(map(str, written)))
     return written
 
