@@ -478,7 +478,9 @@ def training_set_sizes(runs: pd.DataFrame) -> str:
     return f"Training set size (examples; LM: blocks), from the {len(recorded)} runs that record it: {text}. "
 
 
-def header_line(runs: pd.DataFrame, which: str, dirs: Sequence[Path], averaged: Sequence[str], excluded=None) -> str:
+def header_line(
+    runs: pd.DataFrame, which: str, dirs: Sequence[Path], averaged: Sequence[str], excluded: Counter | None = None
+) -> str:
     seeds = sorted(runs["seed"].unique(), key=natural_key)
     metric_text = "best validation value over epochs" if which == "best" else "final validation value"
     walls = runs["wall_seconds"].dropna()
@@ -574,6 +576,12 @@ def _csv_number(value: float) -> Any:
     return "" if pd.isna(value) else round(float(value), 6) + 0.0
 
 
+CSV_COLUMNS = (
+    "task", "label", "metric", "mean", "std", "n", "seeds", "second_metric", "second_mean", "second_std",
+    "delta_vs_topk", "paper", "paper_second", "wall_seconds_mean",
+)  # fmt: skip
+
+
 def csv_table(runs: pd.DataFrame, paper: dict[str, dict[str, list[float]]]) -> pd.DataFrame:
     """Runs' own units (fractions, perplexity); the Avg row per label has no std, n or seeds."""
     cells = cell_table(runs).reset_index()
@@ -595,12 +603,6 @@ def csv_table(runs: pd.DataFrame, paper: dict[str, dict[str, list[float]]]) -> p
     table[numbers] = table[numbers].map(_csv_number)
     table = table.rename(columns={"delta": "delta_vs_topk", "wall_seconds": "wall_seconds_mean"})
     return table[list(CSV_COLUMNS)].fillna("")
-
-
-CSV_COLUMNS = (
-    "task", "label", "metric", "mean", "std", "n", "seeds", "second_metric", "second_mean", "second_std",
-    "delta_vs_topk", "paper", "paper_second", "wall_seconds_mean",
-)  # fmt: skip
 
 
 def sweep_command(sweep_dir: Path) -> str | None:
@@ -664,13 +666,14 @@ def last_layer_loads(run_dir: Path) -> dict[tuple[int, str], float]:
     if not logs:
         return {}
     try:
-        logged = pd.read_csv(logs[-1]).filter(regex=_LOAD_COLUMN.pattern).apply(pd.to_numeric)
+        logged = pd.read_csv(logs[-1])
+        loads = logged[[column for column in logged.columns if _LOAD_COLUMN.match(column)]].apply(pd.to_numeric)
     except (OSError, ValueError) as error:
         log.warning("left %s out of the load heatmap: %s", logs[-1], error)
         return {}
-    last = logged.ffill().iloc[-1].dropna() if len(logged) else pd.Series()
-    return {(int(layer), stat): float(last[column]) for column in last.index
-            for layer, stat in [_LOAD_COLUMN.match(column).groups()]}  # fmt: skip
+    last = loads.ffill().iloc[-1].dropna() if len(loads) else pd.Series()  # each column's last logged value
+    names = [_LOAD_COLUMN.match(column).groups() for column in last.index]
+    return {(int(layer), stat): float(value) for (layer, stat), value in zip(names, last, strict=True)}
 
 
 def load_matrices(runs: pd.DataFrame) -> dict[str, tuple[list[int], list[list[float]]]]:
