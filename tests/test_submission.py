@@ -12,7 +12,7 @@ from helpers import TINY, compose_config
 from hypermoe.data.diagnostics import DIAGNOSTICS, axb_scores, axg_scores
 from hypermoe.data.examples import Example
 from hypermoe.data.readers import DataError
-from hypermoe.data.sources import DataUnavailable, load_split, local_path
+from hypermoe.data.sources import DataUnavailable, hub_example, load_split, local_path
 from hypermoe.data.submission import STSB_SCALE, submission_name, write_submission
 from hypermoe.data.tasks import TASKS, get_task
 from hypermoe.errors import ConfigError
@@ -134,6 +134,16 @@ def test_bad_test_rows_name_file_and_line(tmp_path, data_root):
     path.write_text("\n".join(lines[:-1]) + "\n")
     with pytest.raises(DataError, match="read 249 rows for cb test, expected 250"):
         load_split(cb, "test", tmp_path)
+
+
+def test_an_unlabeled_hub_row_keeps_its_idx_as_the_local_test_reader_does(data_root):
+    rte = load_split(get_task("superglue", "rte"), "test", data_root)[7]
+    row = {"premise": rte.text_a, "hypothesis": rte.text_b, "label": -1, "idx": 7}
+    assert hub_example(get_task("superglue", "rte"), row) == rte
+    multirc = load_split(get_task("superglue", "multirc"), "test", data_root)[0]
+    idx = dict(zip(("paragraph", "question", "answer"), multirc.idx, strict=True))
+    row = {**dict(multirc.fields), "idx": idx, "label": -1}
+    assert hub_example(get_task("superglue", "multirc"), row) == multirc
 
 
 def test_a_labelled_split_cannot_be_written_as_a_submission(tmp_path):
