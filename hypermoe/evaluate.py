@@ -1,4 +1,6 @@
-"""``run_eval(cfg)``: re-test a checkpoint, rebuilding the model from the config inside it."""
+"""``run_eval(cfg)``: re-test a checkpoint, rebuilding the model from the config inside it, on
+the validation split (its metrics), the test split (a benchmark submission file) or, with an RTE
+model, a SuperGLUE diagnostic (its submission file and scores)."""
 
 import json
 import logging
@@ -9,10 +11,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from hypermoe.errors import ConfigError
+from hypermoe.predict import predict_diagnostic, predict_test_split
 from hypermoe.train import build, finite_or_null
 from hypermoe.validation import load_checkpoint
 
 log = logging.getLogger(__name__)
+
+SPLITS = ("validation", "test", "ax_b", "ax_g")
 
 
 def rebuild(cfg: DictConfig) -> tuple[dict[str, Any], Any, Any]:
@@ -43,19 +48,24 @@ def rebuild(cfg: DictConfig) -> tuple[dict[str, Any], Any, Any]:
 
 
 def run_eval(cfg: DictConfig) -> dict[str, Any]:
+    split = cfg.get("split", "validation")
+    if split not in SPLITS:
+        raise ConfigError(f"split={split!r} is not one of {list(SPLITS)}")
     checkpoint, data, module = rebuild(cfg)
     trained_on = checkpoint["hypermoe"]["task"]
     trainer = instantiate(cfg.trainer, logger=False)
-    results = trainer.validate(module, datamodule=data)[0]
-    metrics = {
-        "ckpt_path": str(cfg.ckpt_path),
-        "task": data.task.qualified_name,
-        "trained_on": trained_on["name"],
-        "validation": {k: float(v) for k, v in results.items() if not k.endswith("_best")},
-        "expert_load": module.expert_load,  # per MoE layer, each expert's share of the tokens it routed
-    }
-    out = Path(cfg.paths.output_dir) / "eval_metrics.json"
+    output_dir = Path(cfg.paths.output_dir)
+    metrics = {"ckpt_path": str(cfg.ckpt_path), "task": data.task.qualified_name, "trained_on": trained_on["name"]}
+    if split == "validation":
+        results = trainer.validate(module, datamodule=data)[0]
+        metrics["validation"] = {k: float(v) for k, v in results.items() if not k.endswith("_best")}
+        metrics["expert_load"] = module.expert_load  # per MoE layer, each expert's share of the tokens it routed
+    elif split == "test":
+        metrics[split] = predict_test_split(trainer, module, data, output_dir)
+    else:
+        metrics[split] = predict_diagnostic(trainer, module, data, split, output_dir)
+    out = output_dir / "eval_metrics.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(finite_or_null(metrics), indent=2, allow_nan=False) + "\n")  # strict JSON
-    log.info("validation: %s; wrote %s", metrics["validation"], out)
+    log.info("%s: %s; wrote %s", split, metrics[split], out)
     return metrics

@@ -73,17 +73,30 @@ class TaskDataModule(pl.LightningDataModule):
             raise RuntimeError("call set_tokenizer(tokenizer) before setup: the backbone decides the tokenizer")
         # re-testing a checkpoint (stage "validate") needs no training features
         for split in ("validation",) if stage == "validate" else ("train", "validation"):
-            if split in self.features:
-                continue
-            features = encode_all(self._examples(split), self.tokenizer, self.max_length)
-            for feature in features:  # MultiRC exact match groups, as integers the metric can hold
-                if feature["group"] is not None:
-                    feature["group"] = self.groups.setdefault(feature["group"], len(self.groups))
-            self.features[split] = features
+            if split not in self.features:
+                self.features[split] = self._encode(self._examples(split))
+
+    def _encode(self, examples: list[Example]) -> list[dict]:
+        features = encode_all(examples, self.tokenizer, self.max_length)
+        for feature in features:  # MultiRC exact match groups, as integers the metric can hold
+            if feature["group"] is not None:
+                feature["group"] = self.groups.setdefault(feature["group"], len(self.groups))
+        return features
+
+    def examples(self, split: str) -> list[Example]:
+        """Every example of ``split`` as read (a test split: unlabeled, each with its row id)."""
+        return self._examples(split)
+
+    def prediction_dataloader(self, examples: list[Example]) -> DataLoader:
+        """``examples`` tokenized and batched in their order, for predictions row by row."""
+        return self._loader_of(self._encode(examples), self.eval_batch_size, None)
 
     def _loader(self, split: str, batch_size: int, sampler: Sampler | None) -> DataLoader:
+        return self._loader_of(self.features[split], batch_size, sampler)
+
+    def _loader_of(self, features: list[dict], batch_size: int, sampler: Sampler | None) -> DataLoader:
         return ResumableDataLoader(
-            self.features[split],
+            features,
             batch_size=batch_size,
             sampler=sampler,
             num_workers=self.num_workers,

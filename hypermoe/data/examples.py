@@ -16,7 +16,9 @@ class Span:
 class Example:
     """One model input. ``choices`` (multiple choice) replaces text_b with one text per choice;
     ``spans`` mark words the span head pools (WiC, WSC); ``group`` ties the answers of one
-    question for exact match (MultiRC). ``label`` is None for unlabeled test splits.
+    question for exact match (MultiRC). ``label`` is None for unlabeled test splits, whose rows
+    carry ``idx``, the benchmark's row id that submissions name (MultiRC: passage, question and
+    answer ids); the labelled splits leave it None.
     ``fields`` keeps the record's raw texts under the hub's (and the text-to-text formats')
     names, in text_a, text_b / choices order (WiC's word last), because text_a and text_b may
     merge or rephrase them (MultiRC's question + answer, COPA's prompt); WSC's span texts are
@@ -29,3 +31,4 @@ class Example:
     spans: tuple[Span, ...] = field(default=())
     group: str | None = None
     fields: tuple[tuple[str, str], ...] = ()
+    idx: int | tuple[int, int, int] | None = None

@@ -4,15 +4,19 @@ Every reader returns a list of ``Example``; bad data raises ``DataError`` naming
 line: bytes that are not UTF-8, an empty file, a line that is not a JSON object or has the wrong
 number of tab-separated columns, a missing field, a text that is not a string, a label outside the
 task's set, a score outside the task's range, a span outside its sentence, a path that is not a
-regular file. Only the train and validation splits are read, so every row must have a label. An
+regular file. Every reader reads a labelled split (train, validation: every row must have a label)
+or, with ``labeled=False``, a test split, whose labels are private: its rows have none, and each
+must carry the benchmark's row id (``idx``; GLUE's ``index`` column), which a submission names. An
 empty string and any Unicode are data. GLUE tsv files contain unbalanced quotes, so they are split
 at tabs with no quoting; some start with a UTF-8 byte-order mark.
 """
 
 import codecs
+import functools
 import json
 import re
 import stat
+import string
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,25 +138,45 @@ def _label_index(value: Any, labels: Sequence[Any], where: str) -> int:
     return list(labels).index(value)
 
 
+def row_id(value: Any, where: str, name: str = "idx") -> int:
+    """A row id: an integer >= 0 (AX-b's JSON and GLUE's tsv files spell it as a string of digits)."""
+    if isinstance(value, str) and re.fullmatch(r"[0-9]+", value):
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise DataError(f"{where}: {name} {value!r:.80} is not a row id (an integer >= 0)")
+    return value
+
+
+def _target(record: dict, labels: Sequence[Any], where: str, labeled: bool) -> dict[str, int]:
+    """A labelled row's label index, or a test row's id: the Example's ``label`` or its ``idx``."""
+    if labeled:
+        return {"label": _label(record, labels, where)}
+    return {"idx": row_id(_field(record, "idx", where), where)}
+
+
+def unlabeled(reader: Callable[..., list[Example]]) -> Callable[[Path], list[Example]]:
+    """``reader`` for its task's test file: rows with an id and no label."""
+    return functools.partial(reader, labeled=False)
+
+
 # SuperGLUE ------------------------------------------------------------------------------
 
 
-def superglue_pair(text_a: str, text_b: str, labels: Sequence[Any]) -> Callable[[Path], list[Example]]:
+def superglue_pair(text_a: str, text_b: str, labels: Sequence[Any]) -> Callable[..., list[Example]]:
     """Tasks with two texts and a label from ``labels`` (BoolQ, CB, RTE)."""
 
-    def read(path: Path) -> list[Example]:
+    def read(path: Path, labeled: bool = True) -> list[Example]:
         examples = []
         for where, record in iter_jsonl(path):
             a, b = _field(record, text_a, where, str), _field(record, text_b, where, str)
-            examples.append(
-                Example(text_a=a, text_b=b, label=_label(record, labels, where), fields=((text_a, a), (text_b, b)))
-            )
+            target = _target(record, labels, where, labeled)
+            examples.append(Example(text_a=a, text_b=b, fields=((text_a, a), (text_b, b)), **target))
         return examples
 
     return read
 
 
-def read_copa(path: Path) -> list[Example]:
+def read_copa(path: Path, labeled: bool = True) -> list[Example]:
     """Premise + "What was the cause/effect?" against two choices."""
     examples = []
     for where, record in iter_jsonl(path):
@@ -165,15 +189,16 @@ def read_copa(path: Path) -> list[Example]:
             Example(
                 text_a=copa_prompt(premise, question),
                 choices=choices,
-                label=_label(record, (0, 1), where),
                 fields=copa_fields(premise, question, choices),
+                **_target(record, (0, 1), where, labeled),
             )
         )
     return examples
 
 
-def read_multirc(path: Path) -> list[Example]:
-    """One example per answer option: (passage, question + answer); grouped by question."""
+def read_multirc(path: Path, labeled: bool = True) -> list[Example]:
+    """One example per answer option: (passage, question + answer); grouped by question. A test
+    row's id is (passage idx, question idx, answer idx), as MultiRC's submission nests them."""
     examples = []
     for where, record in iter_jsonl(path):
         passage = _field(record, "passage", where, dict)
@@ -181,19 +206,19 @@ def read_multirc(path: Path) -> list[Example]:
         for q, question in enumerate(_field(passage, "questions", where, list)):
             asked = _field(question, "question", where, str)
             for answer in _field(question, "answers", where, list):
+                label, idx = None, None
+                if labeled:
+                    label = _label(answer, (0, 1), where)
+                else:
+                    idx = tuple(row_id(_field(level, "idx", where), where) for level in (record, question, answer))
+                group = f"{record.get('idx')}-{question.get('idx', q)}"
                 examples.append(
-                    multirc_example(
-                        paragraph,
-                        asked,
-                        _field(answer, "text", where, str),
-                        _label(answer, (0, 1), where),
-                        f"{record.get('idx')}-{question.get('idx', q)}",
-                    )
+                    multirc_example(paragraph, asked, _field(answer, "text", where, str), label, group, idx)
                 )
     return examples
 
 
-def read_wic(path: Path) -> list[Example]:
+def read_wic(path: Path, labeled: bool = True) -> list[Example]:
     """Two sentences; the target word's character span in each is pooled."""
     examples = []
     for where, record in iter_jsonl(path):
@@ -203,13 +228,13 @@ def read_wic(path: Path) -> list[Example]:
             Example(
                 text_a=sentences[0],
                 text_b=sentences[1],
-                label=_label(record, BOOL, where),
                 spans=spans,
                 fields=(
                     ("sentence1", sentences[0]),
                     ("sentence2", sentences[1]),
                     ("word", _field(record, "word", where, str)),
                 ),
+                **_target(record, BOOL, where, labeled),
             )
         )
     return examples
@@ -227,44 +252,77 @@ def _char_span(record: dict, segment: int, sentence: str, where: str) -> Span:
     return Span(segment, start, end)
 
 
-def word_span(text: str, word_index: int, span_text: str, where: str) -> Span:
+def word_span(text: str, word_index: int, span_text: str, where: str, partial: bool = False) -> Span:
     """Character span of ``span_text`` in ``text``, at the whole-word occurrence nearest to
     whitespace word ``word_index``. The index alone is not enough: some official indices are
     off by a few words (the hub's ``wsc.fixed`` corrects them) and words carry punctuation
-    ("him.") that is not part of the span."""
+    ("him.") that is not part of the span. With ``partial`` (a test split, none of whose rows
+    may be dropped: six official WSC test spans are not in their text as written, such as
+    "The traffic light." or "Kamenev and Zinoviev"), a span text that does not occur stands for
+    its longest run of words (without end punctuation) that does."""
     words = text.split(" ")
     if not 0 <= word_index < len(words):
         raise DataError(f"{where}: word index {word_index} is outside the text's {len(words)} words")
     near = sum(len(word) + 1 for word in words[:word_index])
-    # whitespace inside the span text may differ from the text's (one official span has a newline)
-    pattern = r"\s+".join(re.escape(word) for word in span_text.split())
-    matches = list(re.finditer(rf"(?<!\w){pattern}(?!\w)", text, re.IGNORECASE))
-    if not matches:
+    match = _nearest(text, span_text.split(), near)
+    if match is None and partial:
+        match = _nearest_longest_run(text, span_text, near)
+    if match is None:
         raise DataError(f"{where}: span text {span_text!r} does not occur in the text")
-    match = min(matches, key=lambda m: abs(m.start() - near))
     return Span(0, match.start(), match.end())
 
 
-def read_wsc(path: Path) -> list[Example]:
+def _nearest(text: str, words: Sequence[str], near: int) -> re.Match | None:
+    """The whole-word occurrence of ``words`` in ``text`` nearest to character ``near``, any case."""
+    # whitespace inside the span text may differ from the text's (one official span has a newline)
+    pattern = r"\s+".join(re.escape(word) for word in words)
+    matches = list(re.finditer(rf"(?<!\w){pattern}(?!\w)", text, re.IGNORECASE))
+    return min(matches, key=lambda m: abs(m.start() - near)) if matches else None
+
+
+def _nearest_longest_run(text: str, span_text: str, near: int) -> re.Match | None:
+    words = [stripped for word in span_text.split() if (stripped := word.strip(string.punctuation))]
+    for length in range(len(words), 0, -1):
+        runs = (_nearest(text, words[start : start + length], near) for start in range(len(words) - length + 1))
+        found = [match for match in runs if match is not None]
+        if found:
+            return min(found, key=lambda m: abs(m.start() - near))
+    return None
+
+
+def read_wsc(path: Path, labeled: bool = True) -> list[Example]:
     """Coreference of a noun phrase (span 1) and a pronoun (span 2) in one text."""
     examples = []
     for where, record in iter_jsonl(path):
         text, target = _field(record, "text", where, str), _field(record, "target", where, dict)
         spans = tuple(
             word_span(
-                text, _field(target, f"span{i}_index", where, int), _field(target, f"span{i}_text", where, str), where
+                text,
+                _field(target, f"span{i}_index", where, int),
+                _field(target, f"span{i}_text", where, str),
+                where,
+                partial=not labeled,
             )
             for i in (1, 2)
         )
         examples.append(
-            Example(
-                text_a=text,
-                label=_label(record, BOOL, where),
-                spans=spans,
-                fields=(("text", text),),
-            )
+            Example(text_a=text, spans=spans, fields=(("text", text),), **_target(record, BOOL, where, labeled))
         )
     return examples
+
+
+def read_diagnostic(
+    path: Path, text_a: str, text_b: str, labels: Sequence[str], tag: str | None
+) -> list[tuple[Example, Any]]:
+    """A SuperGLUE diagnostic (AX-b, AX-g): RTE pairs, each with its label and its ``idx``, and the
+    value of field ``tag`` (None where a row has none, or for no ``tag``: AX-b's ``logic`` categories)."""
+    rows = []
+    for where, record in iter_jsonl(path):
+        a, b = _field(record, text_a, where, str), _field(record, text_b, where, str)
+        label, idx = _label(record, labels, where), row_id(_field(record, "idx", where), where)
+        example = Example(text_a=a, text_b=b, label=label, fields=((text_a, a), (text_b, b)), idx=idx)
+        rows.append((example, record.get(tag) if tag else None))
+    return rows
 
 
 def copa_prompt(premise: str, question: str) -> str:
@@ -277,7 +335,9 @@ def copa_fields(premise: str, question: str, choices: tuple[str, str]) -> tuple[
     return ("premise", premise), ("question", question), ("choice1", choices[0]), ("choice2", choices[1])
 
 
-def multirc_example(paragraph: str, question: str, answer: str, label: int | None, group: str) -> Example:
+def multirc_example(
+    paragraph: str, question: str, answer: str, label: int | None, group: str, idx: tuple[int, ...] | None = None
+) -> Example:
     """One MultiRC answer option, built the same way from the local files and the hub rows."""
     return Example(
         text_a=paragraph,
@@ -285,6 +345,7 @@ def multirc_example(paragraph: str, question: str, answer: str, label: int | Non
         label=label,
         group=group,
         fields=(("paragraph", paragraph), ("question", question), ("answer", answer)),
+        idx=idx,
     )
 
 
@@ -294,29 +355,42 @@ def multirc_example(paragraph: str, question: str, answer: str, label: int | Non
 def glue_columns(
     text_a: str,
     text_b: str | None,
-    label: str,
+    label: str | None,
     labels: Sequence[str] | Score,
     field_names: tuple[str, str] | None = None,
-) -> Callable[[Path], list[Example]]:
+) -> Callable[..., list[Example]]:
     """GLUE tsv whose header names the text column(s) and the label column: a label from
     ``labels``, or a number within a ``Score`` range (STS-B). ``field_names``: the hub's names of
-    the two text columns (Example.fields), where the file names them otherwise."""
+    the two text columns (Example.fields), where the file names them otherwise. A test file has
+    an ``index`` column instead of the label (and may have others: STS-B's genre, year, ...);
+    ``label`` None: a reader of test files only (MRPC's, whose labelled splits come from elsewhere)."""
 
     names = field_names or (text_a, text_b)
-    columns = tuple(column for column in (text_a, text_b, label) if column is not None)
+    texts = tuple(column for column in (text_a, text_b) if column is not None)
 
-    def read(path: Path) -> list[Example]:
+    def read(path: Path, labeled: bool = True) -> list[Example]:
         examples = []
-        for where, row in iter_tsv(path, columns, header=True):
-            value = row[label]
-            parsed = _score(value, labels, where) if isinstance(labels, Score) else _label_index(value, labels, where)
+        for where, row in iter_tsv(path, (*texts, label) if labeled else ("index", *texts), header=True):
             a = row[text_a]
             b = None if text_b is None else row[text_b]
             fields = ((names[0], a),) if b is None else ((names[0], a), (names[1], b))
-            examples.append(Example(text_a=a, text_b=b, label=parsed, fields=fields))
+            examples.append(
+                Example(
+                    text_a=a, text_b=b, fields=fields, **_glue_target(row, label if labeled else None, labels, where)
+                )
+            )
         return examples
 
     return read
+
+
+def _glue_target(row: dict[str, str], label: str | None, labels: Sequence[str] | Score, where: str) -> dict:
+    """The label (or score) in column ``label`` of a labelled row, or with ``label`` None a test
+    row's ``index``: the Example's ``label`` or ``idx``."""
+    if label is None:
+        return {"idx": row_id(row["index"], where, "index")}
+    value = row[label]
+    return {"label": _score(value, labels, where) if isinstance(labels, Score) else _label_index(value, labels, where)}
 
 
 def _score(value: str, score: Score, where: str) -> float:
@@ -329,12 +403,18 @@ def _score(value: str, score: Score, where: str) -> float:
     return number
 
 
-def read_cola(path: Path) -> list[Example]:
-    """CoLA train/dev: no header; columns source, label, original label (``*`` or empty), sentence."""
+def read_cola(path: Path, labeled: bool = True) -> list[Example]:
+    """CoLA train/dev: no header; columns source, label, original label (``*`` or empty), sentence.
+    CoLA test: a header, ``index`` and ``sentence``."""
+    if labeled:
+        rows = iter_tsv(path, ("source", "label", "original_label", "sentence"), header=False)
+    else:
+        rows = iter_tsv(path, ("index", "sentence"), header=True)
     examples = []
-    for where, row in iter_tsv(path, ("source", "label", "original_label", "sentence"), header=False):
-        sentence, label = row["sentence"], _label_index(row["label"], ("0", "1"), where)
-        examples.append(Example(text_a=sentence, label=label, fields=(("sentence", sentence),)))
+    for where, row in rows:
+        sentence = row["sentence"]
+        target = _glue_target(row, "label" if labeled else None, ("0", "1"), where)
+        examples.append(Example(text_a=sentence, fields=(("sentence", sentence),), **target))
     return examples
 
 

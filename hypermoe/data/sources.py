@@ -6,6 +6,7 @@ The data root is laid out as the official releases unpack (``<root>/superglue/RT
 the files were looked for and how to provide them.
 """
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -27,7 +28,7 @@ def local_path(task: Task, split: str, data_dir: Path) -> Path:
 
 
 def load_split(task: Task, split: str, data_dir: Path) -> list[Example]:
-    """Every example of ``split`` (train / validation), with its row count checked."""
+    """Every example of ``split`` (train / validation / test), with its row count checked."""
     path = local_path(task, split, data_dir)
     if path.exists():
         examples, source = task.readers[split](path), str(path)
@@ -59,7 +60,17 @@ def _from_hub(task: Task, split: str) -> list[Example]:
 def hub_example(task: Task, row: dict) -> Example:
     """One hub row as the local reader of the same task would have read it (hub labels are
     already indices in the order the local readers use; -1 means unlabeled). ``fields`` keep
-    the hub's column names, which the local readers use too."""
+    the hub's column names, which the local readers use too. An unlabeled (test) row keeps its
+    ``idx`` (MultiRC's as a (paragraph, question, answer) tuple) for a submission."""
+    example = _hub_example(task, row)
+    if example.label is None:
+        idx = row["idx"]
+        idx = tuple(idx[key] for key in ("paragraph", "question", "answer")) if isinstance(idx, dict) else idx
+        example = dataclasses.replace(example, idx=idx)
+    return example
+
+
+def _hub_example(task: Task, row: dict) -> Example:
     label = row.get("label")
     label = None if label is None or label == -1 else label
     name = task.qualified_name
@@ -97,6 +108,9 @@ def hub_example(task: Task, row: dict) -> Example:
         return Example(text_a=row["sentence1"], text_b=row["sentence2"], label=label, spans=spans, fields=fields)
     if name == "superglue/wsc":
         text = row["text"]
-        spans = tuple(word_span(text, row[f"span{i}_index"], row[f"span{i}_text"], "hub row") for i in (1, 2))
+        spans = tuple(
+            word_span(text, row[f"span{i}_index"], row[f"span{i}_text"], "hub row", partial=label is None)
+            for i in (1, 2)
+        )
         return Example(text_a=text, label=label, spans=spans, fields=(("text", text),))
     raise DataError(f"no hub conversion for {name}")

@@ -2,8 +2,9 @@
 
 ``kind`` picks the head: ``classification`` (one or two texts), ``regression`` (STS-B),
 ``multiple_choice`` (COPA) or ``span`` (WiC, WSC: pooled word spans). ``rows`` are the
-official split sizes (MultiRC: answer options), checked whenever a split is read. Only
-the train and validation splits are used: the test splits' labels are private.
+official split sizes (MultiRC: answer options), checked whenever a split is read. Training and
+validation use the train and validation splits; the test splits, whose labels are private, are
+read (without labels) only to predict them for a benchmark submission (``eval.py split=test``).
 """
 
 from collections.abc import Callable
@@ -12,10 +13,10 @@ from pathlib import Path
 
 from hypermoe.data import readers
 from hypermoe.data.examples import Example
-from hypermoe.data.readers import BOOL
+from hypermoe.data.readers import BOOL, unlabeled
 
 NLI2 = ("entailment", "not_entailment")
-SPLITS = ("train", "validation")
+SPLITS = ("train", "validation")  # the labelled splits; "test" has no labels
 Reader = Callable[[Path], list[Example]]
 
 
@@ -61,15 +62,21 @@ class Task(TaskNaming):
         return {"kind": self.kind, "labels": [str(label) for label in self.labels], "num_spans": self.num_spans}
 
 
+def _readers(reader: Callable[..., list[Example]]) -> dict[str, Reader]:
+    """The labelled splits read by ``reader``, the test split by its unlabeled form."""
+    return {**dict.fromkeys(SPLITS, reader), "test": unlabeled(reader)}
+
+
 def _superglue(name, folder, reader, kind, labels, metrics, rows, hub_config=None) -> Task:
-    files = {"train": "train.jsonl", "validation": "val.jsonl"}
-    return Task(name, "superglue", folder, files, dict.fromkeys(SPLITS, reader), kind, len(labels), metrics, rows,
+    files = {"train": "train.jsonl", "validation": "val.jsonl", "test": "test.jsonl"}
+    return Task(name, "superglue", folder, files, _readers(reader), kind, len(labels), metrics, rows,
                 hub_config or name, labels, num_spans=2 if kind == "span" else 0)  # fmt: skip
 
 
-def _glue(name, folder, reader, labels, metrics, rows, kind="classification", dev="dev.tsv", hub_splits=()) -> Task:
-    files = {"train": "train.tsv", "validation": dev}
-    return Task(name, "glue", folder, files, dict.fromkeys(SPLITS, reader), kind, max(len(labels), 1), metrics, rows,
+def _glue(name, folder, reader, labels, metrics, rows, kind="classification", dev="dev.tsv", test="test.tsv",
+          hub_splits=()) -> Task:  # fmt: skip
+    files = {"train": "train.tsv", "validation": dev, "test": test}
+    return Task(name, "glue", folder, files, _readers(reader), kind, max(len(labels), 1), metrics, rows,
                 name, labels, hub_splits=hub_splits)  # fmt: skip
 
 
@@ -88,7 +95,7 @@ TASKS: dict[str, dict[str, Task]] = {
                 "classification",
                 BOOL,
                 ("accuracy",),
-                {"train": 9427, "validation": 3270},
+                {"train": 9427, "validation": 3270, "test": 3245},
             ),
             _superglue(
                 "cb",
@@ -97,7 +104,7 @@ TASKS: dict[str, dict[str, Task]] = {
                 "classification",
                 _CB_LABELS,
                 ("f1_macro", "accuracy"),
-                {"train": 250, "validation": 56},
+                {"train": 250, "validation": 56, "test": 250},
             ),
             _superglue(
                 "copa",
@@ -106,7 +113,7 @@ TASKS: dict[str, dict[str, Task]] = {
                 "multiple_choice",
                 (0, 1),
                 ("accuracy",),
-                {"train": 400, "validation": 100},
+                {"train": 400, "validation": 100, "test": 500},
             ),
             _superglue(
                 "multirc",
@@ -115,7 +122,7 @@ TASKS: dict[str, dict[str, Task]] = {
                 "classification",
                 (0, 1),
                 ("f1a", "exact_match"),
-                {"train": 27243, "validation": 4848},
+                {"train": 27243, "validation": 4848, "test": 9693},
             ),
             _superglue(
                 "rte",
@@ -124,9 +131,17 @@ TASKS: dict[str, dict[str, Task]] = {
                 "classification",
                 NLI2,
                 ("accuracy",),
-                {"train": 2490, "validation": 277},
+                {"train": 2490, "validation": 277, "test": 3000},
             ),
-            _superglue("wic", "WiC", readers.read_wic, "span", BOOL, ("accuracy",), {"train": 5428, "validation": 638}),
+            _superglue(
+                "wic",
+                "WiC",
+                readers.read_wic,
+                "span",
+                BOOL,
+                ("accuracy",),
+                {"train": 5428, "validation": 638, "test": 1400},
+            ),
             _superglue(
                 "wsc",
                 "WSC",
@@ -134,7 +149,7 @@ TASKS: dict[str, dict[str, Task]] = {
                 "span",
                 BOOL,
                 ("accuracy",),
-                {"train": 554, "validation": 104},
+                {"train": 554, "validation": 104, "test": 146},
                 hub_config="wsc.fixed",
             ),
         )
@@ -148,7 +163,7 @@ TASKS: dict[str, dict[str, Task]] = {
                 readers.read_cola,
                 ("0", "1"),
                 ("matthews", "accuracy"),
-                {"train": 8551, "validation": 1043},
+                {"train": 8551, "validation": 1043, "test": 1063},
             ),
             _glue(
                 "sst2",
@@ -156,18 +171,24 @@ TASKS: dict[str, dict[str, Task]] = {
                 readers.glue_columns("sentence", None, "label", ("0", "1")),
                 ("0", "1"),
                 ("accuracy",),
-                {"train": 67349, "validation": 872},
+                {"train": 67349, "validation": 872, "test": 1821},
             ),
             Task(
                 "mrpc",
                 "glue",
                 "MRPC",
-                dict.fromkeys(SPLITS, "msr_paraphrase_train.txt"),
-                {"train": readers.mrpc_split(validation=False), "validation": readers.mrpc_split(validation=True)},
+                {"train": "msr_paraphrase_train.txt", "validation": "msr_paraphrase_train.txt", "test": "test.tsv"},
+                {
+                    "train": readers.mrpc_split(validation=False),
+                    "validation": readers.mrpc_split(validation=True),
+                    "test": unlabeled(  # the GLUE script's test.tsv: index, #1 ID, #2 ID, #1 String, #2 String
+                        readers.glue_columns("#1 String", "#2 String", None, ("0", "1"), ("sentence1", "sentence2"))
+                    ),
+                },
                 "classification",
                 2,
                 ("f1", "accuracy"),
-                {"train": 3668, "validation": 408},
+                {"train": 3668, "validation": 408, "test": 1725},
                 "mrpc",
                 ("0", "1"),
             ),
@@ -177,7 +198,7 @@ TASKS: dict[str, dict[str, Task]] = {
                 readers.glue_columns("sentence1", "sentence2", "score", readers.Score(0.0, 5.0)),
                 (),
                 ("pearson", "spearman"),
-                {"train": 5749, "validation": 1500},
+                {"train": 5749, "validation": 1500, "test": 1379},
                 kind="regression",
             ),
             _glue(
@@ -186,7 +207,7 @@ TASKS: dict[str, dict[str, Task]] = {
                 readers.glue_columns("question", "sentence", "label", NLI2),
                 NLI2,
                 ("accuracy",),
-                {"train": 104743, "validation": 5463},
+                {"train": 104743, "validation": 5463, "test": 5463},
             ),
             _glue(
                 "rte",
@@ -194,7 +215,7 @@ TASKS: dict[str, dict[str, Task]] = {
                 readers.glue_columns("sentence1", "sentence2", "label", NLI2),
                 NLI2,
                 ("accuracy",),
-                {"train": 2490, "validation": 277},
+                {"train": 2490, "validation": 277, "test": 3000},
             ),
             _glue(
                 "wnli",
@@ -202,7 +223,7 @@ TASKS: dict[str, dict[str, Task]] = {
                 readers.glue_columns("sentence1", "sentence2", "label", ("0", "1")),
                 ("0", "1"),
                 ("accuracy",),
-                {"train": 635, "validation": 71},
+                {"train": 635, "validation": 71, "test": 146},
             ),
             _glue(
                 "qqp",
@@ -210,7 +231,7 @@ TASKS: dict[str, dict[str, Task]] = {
                 readers.glue_columns("question1", "question2", "is_duplicate", ("0", "1")),
                 ("0", "1"),
                 ("f1", "accuracy"),
-                {"train": 363846, "validation": 40430},
+                {"train": 363846, "validation": 40430, "test": 390965},
             ),
             _glue(
                 "mnli",
@@ -218,9 +239,10 @@ TASKS: dict[str, dict[str, Task]] = {
                 readers.glue_columns("sentence1", "sentence2", "gold_label", _MNLI_LABELS, ("premise", "hypothesis")),
                 _MNLI_LABELS,
                 ("accuracy",),
-                {"train": 392702, "validation": 9815},
+                {"train": 392702, "validation": 9815, "test": 9796},
                 dev="dev_matched.tsv",
-                hub_splits=(("validation", "validation_matched"),),
+                test="test_matched.tsv",
+                hub_splits=(("validation", "validation_matched"), ("test", "test_matched")),
             ),
         )
     },
