@@ -8,7 +8,7 @@ median over rounds of the two candidates' times in the same round, per mode. The
 shared and noisy: only ratios measured together mean anything.
 
     python experiments/bench_moe.py             # 12 cases, writes experiments/results/bench_moe.{json,md}
-    python experiments/bench_moe.py --d-model 384 --tokens 512 2048 --top-k 1 --rounds 3 --out /tmp/bm.json
+    python experiments/bench_moe.py --d-model 384 --tokens 512 2048 --top-k 1 --rounds 3 --out bench_moe_small.json
     python experiments/bench_moe.py --quick     # tiny shapes, 1 thread, every code path, a few seconds
 
 Tokens are batch x seq_len with seq_len = min(--seq-len, tokens). Per-token scaling compares the

@@ -27,7 +27,8 @@ Outputs, all beside ``--out``:
   hypermoe:topk_adapter): on how many tasks A's mean is better, and over the seed-paired runs (same
   task, same seed, so the same data subsample) how many A wins, loses and ties, the mean paired
   delta ± its standard error, and a two-sided sign test over the untied pairs. Last, the command of
-  each multirun the runs came from (its ``multirun.yaml``), with how many of the runs it gave.
+  each multirun the runs came from (its ``multirun.yaml``, less any ``paths.*`` override: those name
+  one machine's folders), with how many of the runs it gave.
 - ``<out>.csv``: one row per task x label (and an ``Avg`` row per label) in the runs' own units
   (fractions), with mean, std, n, delta_vs_topk, the paper's number (converted to those units) and
   the runs' mean wall time (``wall_seconds`` in metrics.json; the header sums them).
@@ -54,20 +55,20 @@ Paper numbers come from ``paper_numbers.yaml`` beside this script, in the paper'
 """
 
 import argparse
-import csv
 import json
 import logging
 import math
 import re
 import shlex
-import statistics
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import yaml
+from scipy.stats import binomtest
 
 from hypermoe.data.metrics import metric_mode
 
@@ -80,64 +81,13 @@ VARIANT_KEYS = ("model", "model_config.variant", "ablation")
 SHORT_NAMES = {"num_experts": "N", "top_k": "k"}
 SINGLE_NUMBER_TASKS = {"glue/cola"}  # GLUE papers print CoLA as Matthews only
 MISSING = "-"  # a cell with no runs, or a number that does not exist (std of one seed)
-LOAD_STATS = ("load_max", "load_min", "load_max_min_ratio", "dead_experts")
-_LOAD_COLUMN = re.compile(r"moe/layer(\d+)/(" + "|".join(LOAD_STATS) + r")$")
+TIE = 1e-9  # metric values are exact fractions of a dev set: closer than this is the same score
+# a recorded command names no machine's folders: paths.* says where one machine keeps them
+MACHINE_OVERRIDE = re.compile(r"[~+]*paths\.")
 
 
 class RunsError(Exception):
     """A problem with the runs given, worded for the person who gave them; main exits with it."""
-
-
-@dataclass
-class Cell:
-    """The runs of one (task, label): what one table cell and one CSV row summarise."""
-
-    task: str
-    label: str
-    baseline: str | None  # the label this one's delta is taken against
-    metric: str
-    second_metric: str | None
-    values: list[float] = field(default_factory=list)
-    second_values: list[float] = field(default_factory=list)
-    seeds: list[str] = field(default_factory=list)  # as text: 1 and "1" are one seed
-    active_params: list[int] = field(default_factory=list)
-    wall_seconds: list[float] = field(default_factory=list)  # each run's, start to metrics.json
-    run_dirs: list[Path] = field(default_factory=list)
-    expert_loads: list[dict[str, list[float]]] = field(default_factory=list)  # per run that records one
-    histories: list[list[dict[str, float]]] = field(default_factory=list)  # per run: every validation, by step
-    settings: tuple[str, ...] = ()  # the label's parts besides the variant (N=4, k=1)
-
-    @property
-    def n(self) -> int:
-        return len(self.values)
-
-    @property
-    def mean(self) -> float:
-        return statistics.fmean(self.values)
-
-    @property
-    def std(self) -> float:
-        """Sample std (n - 1): NaN for a single seed, which has no spread to report."""
-        return statistics.stdev(self.values) if self.n > 1 else math.nan
-
-    @property
-    def second_mean(self) -> float:
-        return statistics.fmean(self.second_values) if self.second_values else math.nan
-
-    @property
-    def second_std(self) -> float:
-        return statistics.stdev(self.second_values) if len(self.second_values) > 1 else math.nan
-
-    @property
-    def higher_is_better(self) -> bool:
-        return metric_mode(self.metric) == "max"
-
-    def by_seed(self) -> dict[str, float]:
-        """Seed -> main metric, the mean where a seed ran more than once (group_runs warns)."""
-        values: dict[str, list[float]] = defaultdict(list)
-        for seed, value in zip(self.seeds, self.values, strict=True):
-            values[seed].append(value)
-        return {seed: statistics.fmean(runs) for seed, runs in values.items()}
 
 
 # ---------------------------------------------------------------- collecting runs
@@ -210,7 +160,7 @@ def exclude_tasks(runs: Sequence[dict[str, Any]], names: Sequence[str]) -> tuple
     return kept, Counter(run["task"] for run in runs if run["task"] in excluded)
 
 
-# ---------------------------------------------------------------- grouping
+# ---------------------------------------------------------------- labels
 
 
 def canonical_key(dotted: str) -> str:
@@ -257,6 +207,19 @@ def join_label(variant: str | None, others: tuple[str, ...]) -> str:
     return " ".join(([variant] if variant else []) + list(others)) or "all"
 
 
+def natural_key(text: Any) -> list:
+    """Sorts ``N=8`` before ``N=16`` and job folder ``2`` before ``10``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(text))]
+
+
+def label_key(label: str) -> tuple:
+    """Baseline labels first (the rows the others are read against), the rest in natural order."""
+    return label.split(" ")[0] != BASELINE, natural_key(label)
+
+
+# ---------------------------------------------------------------- the table of runs
+
+
 def metric_value(record: dict[str, Any], name: str, which: str) -> float | None:
     """``best``: the best validation value over epochs; ``final``: the last validation value."""
     value = (record.get("best") or {}).get(name) if which == "best" else (record.get("final") or {}).get(f"val/{name}")
@@ -269,100 +232,127 @@ def second_metric(record: dict[str, Any]) -> str | None:
     return others[0] if others else None
 
 
-def group_runs(runs: Iterable[dict[str, Any]], by: Sequence[str], which: str) -> list[Cell]:
-    """One Cell per (task, label), in task then label order."""
+def shown_path(path: Path) -> Path:
+    """``path`` relative to the working directory when under it (the tables' own folder names)."""
+    try:
+        return path.resolve().relative_to(Path.cwd())
+    except ValueError:
+        return path
+
+
+RUN_FIELDS = ["task", "model", "seed", "main_metric", "tags", "git", "train_size", "wall_seconds", "_file"]
+
+
+def run_table(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """One row per run with the record's own fields (missing ones NaN), the seed as text (1 and "1"
+    are one seed) and the multirun folder it came from (``<sweep>/<job>/metrics.json``)."""
+    runs = pd.DataFrame(list(records), columns=RUN_FIELDS)
+    runs["seed"] = runs["seed"].astype(str)
+    runs["sweep"] = [str(shown_path(path.parent.parent)) for path in runs["_file"]]
+    return runs
+
+
+def group_runs(records: Sequence[dict[str, Any]], by: Sequence[str], which: str) -> pd.DataFrame:
+    """The runs labelled by ``by`` with their metric values, in (task, label) order.
+
+    ``label`` is ordered (baseline labels first); ``baseline`` is the label each run's delta is
+    taken against; every run of a (task, label) cell is read on the metrics of the cell's first run.
+    """
     check_by(by)
-    cells: dict[tuple[str, str], Cell] = {}
-    for run in runs:
-        variant, others = label_parts(run, by)
-        label = join_label(variant, others)
-        key = (run["task"], label)
-        if key not in cells:
-            baseline = join_label(BASELINE, others) if variant else None
-            cells[key] = Cell(run["task"], label, baseline, run["main_metric"], second_metric(run), settings=others)
-        cell = cells[key]
-        value = metric_value(run, cell.metric, which)
-        if value is None:
-            raise RunsError(f"{run['_file']}: malformed metrics.json (no {which} value of {cell.metric!r})")
-        cell.values.append(value)
-        second = metric_value(run, cell.second_metric, which) if cell.second_metric else None
-        if second is not None:
-            cell.second_values.append(second)
-        cell.seeds.append(str(run["seed"]))
-        cell.run_dirs.append(run["_file"].parent)
-        active = resolve(run, "params.active_per_token")
-        if active is not None:
-            cell.active_params.append(int(active))
-        if run.get("wall_seconds") is not None:
-            cell.wall_seconds.append(float(run["wall_seconds"]))
-        if run.get("expert_load"):
-            cell.expert_loads.append(run["expert_load"])
-        if len(run.get("history") or []) > 1:
-            cell.histories.append(run["history"])
-    for cell in cells.values():
-        repeated = [seed for seed, count in Counter(cell.seeds).items() if count > 1]
-        if repeated:
-            log.warning("%s / %s: seed(s) %s appear more than once; all are averaged", cell.task, cell.label, repeated)
-    return [cells[key] for key in sorted(cells, key=lambda k: (k[0], label_key(k[1])))]
+    runs = run_table(records)
+    parts = [label_parts(record, by) for record in records]
+    labels = [join_label(*part) for part in parts]
+    runs["label"] = pd.Categorical(labels, categories=sorted(set(labels), key=label_key), ordered=True)
+    runs["settings"] = [others for _, others in parts]  # the label's parts besides the variant (N=4, k=1)
+    runs["baseline"] = [join_label(BASELINE, others) if variant else None for variant, others in parts]
+    runs["second_metric"] = [second_metric(record) for record in records]
+    cell = runs.groupby(["task", "label"], observed=True)
+    runs["metric"] = cell["main_metric"].transform("first")
+    runs["second_metric"] = cell["second_metric"].transform("first")
+    runs["value"] = [metric_value(r, m, which) for r, m in zip(records, runs["metric"], strict=True)]
+    for path, metric in runs.loc[runs["value"].isna(), ["_file", "metric"]].itertuples(index=False):
+        raise RunsError(f"{path}: malformed metrics.json (no {which} value of {metric!r})")
+    second = [metric_value(r, m, which) if m else None for r, m in zip(records, runs["second_metric"], strict=True)]
+    runs["second_value"] = pd.Series(second, dtype=float)
+    runs["active_params"] = pd.Series([resolve(r, "params.active_per_token") for r in records], dtype=float)
+    runs["expert_load"] = [record.get("expert_load") or None for record in records]
+    runs["history"] = [h if len(h := record.get("history") or []) > 1 else None for record in records]
+    runs["run_dir"] = [path.parent for path in runs["_file"]]
+    repeated = runs[runs.duplicated(["task", "label", "seed"])]
+    for (task, label), seeds in repeated.groupby(["task", "label"], observed=True)["seed"]:
+        log.warning("%s / %s: seed(s) %s appear more than once; all are averaged", task, label, list(seeds.unique()))
+    return runs.sort_values(["task", "label"], kind="stable", ignore_index=True)
 
 
-def natural_key(text: Any) -> list:
-    """Sorts ``N=8`` before ``N=16`` and job folder ``2`` before ``10``."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(text))]
-
-
-def label_key(label: str) -> tuple:
-    """Baseline labels first (the rows the others are read against), the rest in natural order."""
-    return label.split(" ")[0] != BASELINE, natural_key(label)
-
-
-def label_order(cells: Sequence[Cell]) -> list[str]:
-    return sorted({cell.label for cell in cells}, key=label_key)
+def label_order(runs: pd.DataFrame) -> list[str]:
+    return list(runs["label"].cat.categories)
 
 
 # ---------------------------------------------------------------- numbers
 
 
-def signed_delta(value: float, baseline: float, higher_is_better: bool) -> float:
-    """Positive when ``value`` is better than ``baseline``: for perplexity that is baseline - value."""
-    return value - baseline if higher_is_better else baseline - value
+def scale(metric: str) -> float:
+    """Display factor: fractions print as percentages, as in the papers; perplexity as is."""
+    return 1.0 if metric_mode(metric) == "min" else 100.0
 
 
-def averages(cells: Sequence[Cell]) -> tuple[dict[str, float], list[str]]:
+def signed_delta(value, baseline, higher_is_better):
+    """Positive when ``value`` is better than ``baseline``: for perplexity that is baseline - value.
+    Scalars or aligned Series alike."""
+    return (value - baseline) * np.where(higher_is_better, 1.0, -1.0)
+
+
+def cell_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per (task, label) cell, in table order: mean ± sample std (NaN for one seed) of the
+    main and second metric, seeds, mean wall time and active parameters, and the delta against the
+    cell of the label's baseline on the same task (NaN for baselines and labels without one)."""
+    cells = runs.groupby(["task", "label"], observed=True).agg(
+        metric=("metric", "first"),
+        second_metric=("second_metric", "first"),
+        baseline=("baseline", "first"),
+        settings=("settings", "first"),
+        mean=("value", "mean"),
+        std=("value", "std"),
+        n=("value", "size"),
+        second_mean=("second_value", "mean"),
+        second_std=("second_value", "std"),
+        seeds=("seed", lambda seeds: " ".join(sorted(seeds, key=natural_key))),
+        wall_seconds=("wall_seconds", "mean"),
+        active_params=("active_params", "mean"),
+    )
+    cells["higher_is_better"] = cells["metric"].map(metric_mode) == "max"
+    cells["scale"] = cells["metric"].map(scale)
+    cells["digits"] = cells["metric"].map(digits)
+    flat = cells.reset_index().astype({"label": str})
+    baselines = flat[["task", "label", "mean"]].set_axis(["task", "baseline", "baseline_mean"], axis=1)
+    flat = flat.merge(baselines, on=["task", "baseline"], how="left")
+    delta = signed_delta(flat["mean"], flat["baseline_mean"], flat["higher_is_better"])
+    cells["delta"] = delta.where(flat["baseline"] != flat["label"]).to_numpy()
+    return cells
+
+
+def averages(runs: pd.DataFrame) -> tuple[dict[str, float], list[str]]:
     """Per label, the mean of its per-task means over the averaged tasks; and those tasks.
 
     Perplexity does not average with accuracies, so when the tasks mix metric directions only the
     higher-is-better ones are averaged. A label missing one of those tasks gets no Avg rather than
     an average over fewer tasks, which would not compare with the others.
     """
-    tasks = sorted({cell.task for cell in cells})
-    higher = sorted({cell.task for cell in cells if cell.higher_is_better})
-    averaged = higher or tasks
-    by_label: dict[str, dict[str, float]] = defaultdict(dict)
-    for cell in cells:
-        by_label[cell.label][cell.task] = cell.mean
-    avg = {
-        label: statistics.fmean(means[task] for task in averaged)
-        for label, means in by_label.items()
-        if all(task in means for task in averaged)
-    }
-    return avg, averaged
+    cells = cell_table(runs)
+    higher = sorted(cells[cells["higher_is_better"]].index.unique("task"))
+    averaged = higher or sorted(cells.index.unique("task"))
+    means = cells["mean"].unstack("task")[averaged].dropna()
+    return means.mean(axis=1).to_dict(), averaged
 
 
-def deltas(cells: Sequence[Cell]) -> dict[tuple[str, str], float]:
-    """(task, label) -> delta against the cell of the label's baseline on the same task (none for baselines)."""
-    index = {(cell.task, cell.label): cell for cell in cells}
-    out = {}
-    for cell in cells:
-        base = index.get((cell.task, cell.baseline))
-        if base is not None and base is not cell:
-            out[cell.task, cell.label] = signed_delta(cell.mean, base.mean, cell.higher_is_better)
-    return out
+def label_baselines(runs: pd.DataFrame) -> pd.Series:
+    """label -> the label its deltas are taken against (NaN for a label without a variant)."""
+    return runs.groupby("label", observed=True)["baseline"].first()
 
 
-def avg_deltas(cells: Sequence[Cell], avg: dict[str, float], averaged: Sequence[str]) -> dict[str, float]:
-    baselines = {cell.label: cell.baseline for cell in cells}
-    higher = any(cell.higher_is_better for cell in cells if cell.task in averaged)
+def avg_deltas(runs: pd.DataFrame, avg: dict[str, float], averaged: Sequence[str]) -> dict[str, float]:
+    baselines = label_baselines(runs)
+    higher = cell_table(runs).loc[averaged, "higher_is_better"].any()
     return {
         label: signed_delta(value, avg[baselines[label]], higher)
         for label, value in avg.items()
@@ -370,47 +360,21 @@ def avg_deltas(cells: Sequence[Cell], avg: dict[str, float], averaged: Sequence[
     }
 
 
-@dataclass
 class HeadToHead:
-    """Label ``first`` against label ``second`` on the averaged tasks both have runs for."""
+    """Label ``first`` against label ``second`` on the averaged tasks both have runs for: on how many
+    tasks the first's mean is better or worse, and the signed delta (display units) of each
+    (task, seed) both ran, a seed run more than once counting once with its mean."""
 
-    first: str
-    second: str
-    tasks_better: int
-    tasks_worse: int
-    paired: list[float]  # signed delta of each (task, seed) both labels ran, in display units
-    # (tasks better/worse compare the labels' means over all their seeds)
-
-    @property
-    def wins(self) -> int:
-        return sum(delta > TIE for delta in self.paired)
-
-    @property
-    def losses(self) -> int:
-        return sum(delta < -TIE for delta in self.paired)
-
-    @property
-    def ties(self) -> int:
-        return len(self.paired) - self.wins - self.losses
-
-    @property
-    def mean(self) -> float:
-        return statistics.fmean(self.paired) if self.paired else math.nan  # no seed ran for both
-
-    @property
-    def standard_error(self) -> float:
-        return statistics.stdev(self.paired) / math.sqrt(len(self.paired)) if len(self.paired) > 1 else math.nan
-
-    @property
-    def sign_test_p(self) -> float:
-        """Two-sided exact binomial test of wins against losses (ties dropped), p = 0.5."""
-        n, k = self.wins + self.losses, min(self.wins, self.losses)
-        if n == 0:
-            return math.nan
-        return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n)
-
-
-TIE = 1e-9  # metric values are exact fractions of a dev set: closer than this is the same score
+    def __init__(self, tasks_better: int, tasks_worse: int, paired: list[float]):
+        self.tasks_better, self.tasks_worse, self.paired = tasks_better, tasks_worse, paired
+        deltas = pd.Series(paired, dtype=float)
+        self.wins, self.losses = int((deltas > TIE).sum()), int((deltas < -TIE).sum())
+        self.ties = len(paired) - self.wins - self.losses
+        self.mean = deltas.mean()  # NaN when no seed ran for both
+        self.standard_error = deltas.sem()  # NaN for one pair
+        # two-sided exact binomial test of wins against losses, ties dropped
+        untied = self.wins + self.losses
+        self.sign_test_p = binomtest(self.wins, untied).pvalue if untied else math.nan
 
 
 def parse_pairs(text: str) -> list[tuple[str, str]]:
@@ -424,62 +388,23 @@ def parse_pairs(text: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def head_to_head(cells: Sequence[Cell], first: str, second: str) -> HeadToHead | None:
+def head_to_head(runs: pd.DataFrame, first: str, second: str) -> HeadToHead | None:
     """None when the two labels share no averaged task."""
-    _, averaged = averages(cells)
-    index = {(cell.task, cell.label): cell for cell in cells}
-    shared = [task for task in averaged if (task, first) in index and (task, second) in index]
-    if not shared:
+    _, averaged = averages(runs)
+    means = cell_table(runs)[["mean", "metric", "higher_is_better", "scale"]].reset_index().astype({"label": str})
+    means = means[means["task"].isin(averaged)]
+    tasks = means[means["label"] == first].merge(means[means["label"] == second], on="task", suffixes=("", "_2"))
+    if tasks.empty:
         return None
-    better = worse = 0
-    paired = []
-    for task in shared:
-        a, b = index[task, first], index[task, second]
-        delta = signed_delta(a.mean, b.mean, a.higher_is_better)
-        better, worse = better + (delta > TIE), worse + (delta < -TIE)
-        ours, theirs = a.by_seed(), b.by_seed()
-        for seed in sorted(ours.keys() & theirs.keys(), key=natural_key):  # one pair per seed
-            paired.append(signed_delta(ours[seed], theirs[seed], a.higher_is_better) * scale(a.metric))
-    return HeadToHead(first, second, better, worse, paired)
-
-
-def head_to_head_table(cells: Sequence[Cell], pairs: Sequence[tuple[str, str]]) -> str:
-    """The Markdown head-to-head table, or "" when no pair has runs to compare."""
-    rows = []
-    for first, second in pairs:
-        result = head_to_head(cells, first, second)
-        if result is None:
-            log.info("no task has runs of both %r and %r: no head-to-head row", first, second)
-            continue
-        d = digits(next(c.metric for c in cells if c.label == first))
-        error = f" ± {_fmt(result.standard_error, digits=d)}" if len(result.paired) > 1 else ""
-        p_value = MISSING if math.isnan(result.sign_test_p) else f"{result.sign_test_p:.3f}"
-        mean = _fmt(result.mean, signed=True, digits=d)
-        rows.append(
-            f"| {first} vs {second} | {result.tasks_better} / {result.tasks_worse} "
-            f"| {result.wins} / {result.losses} / {result.ties} | {mean}{error} | {p_value} |"
-        )
-    if not rows:
-        return ""
-    return "\n".join(
-        [
-            "## Head to head",
-            "",
-            "Over the averaged tasks. Paired runs: each run of the first label against the run of the second "
-            "with the same task and seed (same data subsample, same seed); Δ in the units of the table, "
-            "positive = first better. Sign test: two-sided exact binomial over the untied pairs.",
-            "",
-            "| comparison | tasks better / worse | paired runs better / worse / tied | mean paired Δ ± s.e. "
-            "| sign test p |",
-            "|---|---|---|---|---|",
-            *rows,
-        ]
+    task_delta = signed_delta(tasks["mean"], tasks["mean_2"], tasks["higher_is_better"])
+    seeds = runs.astype({"label": str}).groupby(["task", "label", "seed"], as_index=False)["value"].mean()
+    pairs = (
+        tasks[["task", "higher_is_better", "scale"]]
+        .merge(seeds[seeds["label"] == first], on="task")
+        .merge(seeds[seeds["label"] == second], on=["task", "seed"], suffixes=("", "_2"))
     )
-
-
-def scale(metric: str) -> float:
-    """Display factor: fractions print as percentages, as in the papers; perplexity as is."""
-    return 1.0 if metric_mode(metric) == "min" else 100.0
+    paired = signed_delta(pairs["value"], pairs["value_2"], pairs["higher_is_better"]) * pairs["scale"]
+    return HeadToHead(int((task_delta > TIE).sum()), int((task_delta < -TIE).sum()), paired.tolist())
 
 
 def load_paper_numbers(path: Path = PAPER_NUMBERS) -> dict[str, dict[str, list[float]]]:
@@ -508,9 +433,9 @@ def load_paper_numbers(path: Path = PAPER_NUMBERS) -> dict[str, dict[str, list[f
 
 
 def _fmt(value: float, signed: bool = False, digits: int = 2) -> str:
-    if math.isnan(value):
+    if pd.isna(value):
         return MISSING
-    value = round(value, digits) + 0.0  # + 0.0: a value that rounds to -0.00 prints as 0.00
+    value = round(float(value), digits) + 0.0  # float: Python's rounding, not numpy's; + 0.0: -0.00 prints as 0.00
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
@@ -519,59 +444,51 @@ def digits(metric: str) -> int:
     return 3 if metric == "loss" else 2
 
 
-def format_cell(cell: Cell) -> str:
+def format_cell(cell: pd.Series) -> str:
     """``mean ± std / second (n=3)``, x100 for fractions; the std belongs to the main metric."""
-    k = scale(cell.metric)
-    d = digits(cell.metric)
-    text = _fmt(cell.mean * k, digits=d) + (f" ± {_fmt(cell.std * k, digits=d)}" if cell.n > 1 else "")
-    if cell.second_values and cell.task not in SINGLE_NUMBER_TASKS:
-        text += f" / {_fmt(cell.second_mean * scale(cell.second_metric))}"
-    return f"{text} (n={cell.n})"
+    k, d = cell["scale"], cell["digits"]
+    text = _fmt(cell["mean"] * k, digits=d) + (f" ± {_fmt(cell['std'] * k, digits=d)}" if cell["n"] > 1 else "")
+    if not pd.isna(cell["second_mean"]) and cell.name[0] not in SINGLE_NUMBER_TASKS:
+        text += f" / {_fmt(cell['second_mean'] * scale(cell['second_metric']))}"
+    return f"{text} (n={cell['n']})"
 
 
-def short_commit(git: str | None) -> str:
+def short_commit(git: Any) -> str:
     """A run's git field, ``<full hash>`` or ``<full hash>+dirty`` (uncommitted changes), with
     the hash cut to 7 characters; ``unknown`` for runs that have none."""
-    if not git:
+    if pd.isna(git) or not git:
         return "unknown"
     commit, plus, rest = str(git).partition("+")
     return commit[:7] + plus + rest
 
 
-def training_set_sizes(runs: Sequence[dict[str, Any]]) -> str:
+def _counts(values: pd.Series) -> str:
+    """``value (count)`` for each distinct value, in value order."""
+    return ", ".join(f"{value} ({count})" for value, count in values.value_counts().sort_index().items())
+
+
+def training_set_sizes(runs: pd.DataFrame) -> str:
     """Each task's training set size as the runs record it (``train_size``, after subsampling;
     runs made before it was recorded have none), or nothing if no run records one."""
-    sizes: dict[str, set[int]] = defaultdict(set)
-    for run in runs:
-        if run.get("train_size") is not None:
-            sizes[run["task"]].add(int(run["train_size"]))
-    if not sizes:
+    recorded = runs.dropna(subset="train_size")
+    if recorded.empty:
         return ""
-    recorded = sum(run.get("train_size") is not None for run in runs)
-    text = ", ".join(f"{task} {' / '.join(map(str, sorted(n)))}" for task, n in sorted(sizes.items()))
-    return f"Training set size (examples; LM: blocks), from the {recorded} runs that record it: {text}. "
+    sizes = recorded.groupby("task")["train_size"].agg(lambda n: " / ".join(map(str, sorted(set(n.astype(int))))))
+    text = ", ".join(f"{task} {size}" for task, size in sizes.items())
+    return f"Training set size (examples; LM: blocks), from the {len(recorded)} runs that record it: {text}. "
 
 
 def header_line(
-    runs: Sequence[dict[str, Any]],
-    which: str,
-    dirs: Sequence[Path],
-    averaged: Sequence[str],
-    excluded: Counter | None = None,
+    runs: pd.DataFrame, which: str, dirs: Sequence[Path], averaged: Sequence[str], excluded: Counter | None = None
 ) -> str:
-    seeds = sorted({str(run["seed"]) for run in runs}, key=natural_key)
-    tags = Counter(tag for run in runs for tag in run.get("tags") or ())
-    tag_text = ", ".join(f"{tag} ({count})" for tag, count in sorted(tags.items())) or "none"
+    seeds = sorted(runs["seed"].unique(), key=natural_key)
     metric_text = "best validation value over epochs" if which == "best" else "final validation value"
-    walls = [float(run["wall_seconds"]) for run in runs if run.get("wall_seconds") is not None]
+    walls = runs["wall_seconds"].dropna()
     wall_text = (
-        f"Wall time: {sum(walls) / 3600:.1f} h over {len(walls)} runs ({min(walls):.0f}-{max(walls):.0f} s each). "
-        if walls
+        f"Wall time: {walls.sum() / 3600:.1f} h over {len(walls)} runs ({walls.min():.0f}-{walls.max():.0f} s each). "
+        if len(walls)
         else ""
     )
-    train_text = training_set_sizes(runs)
-    commits = Counter(short_commit(run.get("git")) for run in runs)
-    code_text = ", ".join(f"{commit} ({count})" for commit, count in sorted(commits.items()))
     excluded_text = (
         f"Left out (`--exclude-task`): {', '.join(f'{task} ({n} runs)' for task, n in sorted(excluded.items()))}. "
         if excluded
@@ -582,44 +499,35 @@ def header_line(
         f"Metric: {metric_text} (`--metric {which}`), mean ± sample std over seeds; x100 except perplexity and loss. "
         f"Avg: mean of the per-task means of the main metric over {', '.join(averaged)}. "
         f"Δ: against `{BASELINE}` with the same other settings, positive = better. {wall_text}"
-        f"Run tags (subsampling is noted there): {tag_text}. {train_text}"
-        f"Code (git commit, +dirty: uncommitted changes): {code_text}."
+        f"Run tags (subsampling is noted there): {_counts(runs['tags'].explode().dropna()) or 'none'}. "
+        f"{training_set_sizes(runs)}"
+        f"Code (git commit, +dirty: uncommitted changes): {_counts(runs['git'].map(short_commit))}."
     )
 
 
-def markdown_table(cells: Sequence[Cell], paper: dict[str, dict[str, list[float]]]) -> str:
+def markdown_table(runs: pd.DataFrame, paper: dict[str, dict[str, list[float]]]) -> str:
     """Rows: each label, then its Δ row and (where the paper has numbers) its paper row."""
-    tasks = sorted({cell.task for cell in cells})
-    metrics = {cell.task: cell for cell in cells}
-    index = {(cell.task, cell.label): cell for cell in cells}
-    avg, averaged = averages(cells)
-    delta, avg_delta = deltas(cells), avg_deltas(cells, avg, averaged)
-    baselines = {cell.label: cell.baseline for cell in cells}
+    cells = cell_table(runs)
+    # a task's column is headed and scaled by its last label's metrics
+    by_task = cells.reset_index().drop_duplicates("task", keep="last").set_index("task")
+    tasks = list(by_task.index)
+    avg, averaged = averages(runs)
+    avg_delta = avg_deltas(runs, avg, averaged)
+    avg_k, avg_d = by_task.loc[averaged[0], "scale"], by_task.loc[averaged[0], "digits"]
+    text = cells.apply(format_cell, axis=1).unstack("task").reindex(columns=tasks)
+    deltas = (cells["delta"] * cells["scale"]).unstack("task").reindex(columns=tasks)
+    baselines = label_baselines(runs)
 
     def head(task: str) -> str:
-        cell = metrics[task]
-        shown = (
-            cell.metric
-            if not cell.second_metric or task in SINGLE_NUMBER_TASKS
-            else f"{cell.metric}/{cell.second_metric}"
-        )
-        return f"{task} ({shown})"
+        metric, second = by_task.loc[task, ["metric", "second_metric"]]
+        return f"{task} ({metric if pd.isna(second) or task in SINGLE_NUMBER_TASKS else f'{metric}/{second}'})"
 
-    lines = ["| Model | " + " | ".join(head(t) for t in tasks) + " | Avg |", "|---" * (len(tasks) + 2) + "|"]
-    avg_k, avg_d = scale(metrics[averaged[0]].metric), digits(metrics[averaged[0]].metric)
-    for label in label_order(cells):
-        cells_row = [format_cell(index[t, label]) if (t, label) in index else MISSING for t in tasks]
-        avg_text = _fmt(avg.get(label, math.nan) * avg_k, digits=avg_d)
-        lines.append(f"| {label} | " + " | ".join(cells_row) + f" | {avg_text} |")
-        if any((t, label) in delta for t in tasks):
-            row = [
-                _fmt(
-                    delta.get((t, label), math.nan) * scale(metrics[t].metric),
-                    signed=True,
-                    digits=digits(metrics[t].metric),
-                )
-                for t in tasks
-            ]
+    lines = ["| Model | " + " | ".join(map(head, tasks)) + " | Avg |", "|---" * (len(tasks) + 2) + "|"]
+    for label in label_order(runs):
+        row = [MISSING if pd.isna(cell) else cell for cell in text.loc[label]]
+        lines.append(f"| {label} | " + " | ".join(row) + f" | {_fmt(avg.get(label, math.nan) * avg_k, digits=avg_d)} |")
+        if deltas.loc[label].notna().any():
+            row = [_fmt(deltas.loc[label, t], signed=True, digits=by_task.loc[t, "digits"]) for t in tasks]
             avg_text = _fmt(avg_delta.get(label, math.nan) * avg_k, signed=True, digits=avg_d)
             lines.append(f"| Δ {label} vs {baselines[label]} | " + " | ".join(row) + f" | {avg_text} |")
         reported = [paper.get(t, {}).get(label) for t in tasks]
@@ -629,75 +537,89 @@ def markdown_table(cells: Sequence[Cell], paper: dict[str, dict[str, list[float]
     return "\n".join(lines)
 
 
+def head_to_head_table(runs: pd.DataFrame, pairs: Sequence[tuple[str, str]]) -> str:
+    """The Markdown head-to-head table, or "" when no pair has runs to compare."""
+    rows = []
+    for first, second in pairs:
+        result = head_to_head(runs, first, second)
+        if result is None:
+            log.info("no task has runs of both %r and %r: no head-to-head row", first, second)
+            continue
+        d = digits(runs.loc[runs["label"] == first, "metric"].iloc[0])
+        error = f" ± {_fmt(result.standard_error, digits=d)}" if len(result.paired) > 1 else ""
+        p_value = MISSING if math.isnan(result.sign_test_p) else f"{result.sign_test_p:.3f}"
+        mean = _fmt(result.mean, signed=True, digits=d)
+        rows.append(
+            f"| {first} vs {second} | {result.tasks_better} / {result.tasks_worse} "
+            f"| {result.wins} / {result.losses} / {result.ties} | {mean}{error} | {p_value} |"
+        )
+    if not rows:
+        return ""
+    return "\n".join(
+        [
+            "## Head to head",
+            "",
+            "Over the averaged tasks. Paired runs: each run of the first label against the run of the second "
+            "with the same task and seed (same data subsample, same seed); Δ in the units of the table, "
+            "positive = first better. Sign test: two-sided exact binomial over the untied pairs.",
+            "",
+            "| comparison | tasks better / worse | paired runs better / worse / tied | mean paired Δ ± s.e. "
+            "| sign test p |",
+            "|---|---|---|---|---|",
+            *rows,
+        ]
+    )
+
+
+def _csv_number(value: float) -> Any:
+    # past 1e-6 is float noise; + 0.0 turns a noise-small negative's -0.0 into 0.0
+    return "" if pd.isna(value) else round(float(value), 6) + 0.0
+
+
 CSV_COLUMNS = (
     "task", "label", "metric", "mean", "std", "n", "seeds", "second_metric", "second_mean", "second_std",
     "delta_vs_topk", "paper", "paper_second", "wall_seconds_mean",
 )  # fmt: skip
 
 
-def csv_rows(cells: Sequence[Cell], paper: dict[str, dict[str, list[float]]]) -> list[dict[str, Any]]:
+def csv_table(runs: pd.DataFrame, paper: dict[str, dict[str, list[float]]]) -> pd.DataFrame:
     """Runs' own units (fractions, perplexity); the Avg row per label has no std, n or seeds."""
-    avg, averaged = averages(cells)
-    delta, avg_delta = deltas(cells), avg_deltas(cells, avg, averaged)
-
-    def num(value: float | None) -> Any:
-        # past 1e-6 is float noise; + 0.0 turns a noise-small negative's -0.0 into 0.0
-        return "" if value is None or math.isnan(value) else round(value, 6) + 0.0
-
-    rows = []
-    for cell in cells:
-        reported = paper.get(cell.task, {}).get(cell.label) or []
-        rows.append(
-            {
-                "task": cell.task,
-                "label": cell.label,
-                "metric": cell.metric,
-                "mean": num(cell.mean),
-                "std": num(cell.std),
-                "n": cell.n,
-                "seeds": " ".join(sorted(map(str, cell.seeds), key=natural_key)),
-                "second_metric": cell.second_metric or "",
-                "second_mean": num(cell.second_mean),
-                "second_std": num(cell.second_std),
-                "delta_vs_topk": num(delta.get((cell.task, cell.label))),
-                "paper": num(reported[0] / scale(cell.metric)) if reported else "",
-                "paper_second": num(reported[1] / scale(cell.second_metric)) if len(reported) > 1 else "",
-                "wall_seconds_mean": num(statistics.fmean(cell.wall_seconds)) if cell.wall_seconds else "",
-            }
-        )
-    for label in label_order(cells):
-        if label in avg:
-            rows.append(
-                dict.fromkeys(CSV_COLUMNS, "")
-                | {"task": "Avg", "label": label, "metric": "mean of main metrics", "mean": num(avg[label])}
-                | {"delta_vs_topk": num(avg_delta.get(label))}
-            )
-    return rows
-
-
-def shown_path(path: Path) -> Path:
-    """``path`` relative to the working directory when under it (the tables' own folder names)."""
-    try:
-        return path.resolve().relative_to(Path.cwd())
-    except ValueError:
-        return path
+    cells = cell_table(runs).reset_index()
+    reported = [paper.get(task, {}).get(label) or [] for task, label in zip(cells["task"], cells["label"], strict=True)]
+    cells["paper"] = [numbers[0] if numbers else math.nan for numbers in reported] / cells["scale"]
+    second_scale = cells["second_metric"].map(scale, na_action="ignore")
+    cells["paper_second"] = [numbers[1] if len(numbers) > 1 else math.nan for numbers in reported] / second_scale
+    cells["second_metric"] = cells["second_metric"].fillna("")
+    avg, averaged = averages(runs)
+    avg_delta = avg_deltas(runs, avg, averaged)
+    avg_rows = pd.DataFrame(
+        {"task": "Avg", "label": label, "metric": "mean of main metrics", "mean": avg[label]}
+        | {"delta": avg_delta.get(label, math.nan)}
+        for label in label_order(runs)
+        if label in avg
+    )
+    table = pd.concat([cells.astype({"label": str, "n": object}), avg_rows], ignore_index=True).astype(object)
+    numbers = ["mean", "std", "second_mean", "second_std", "delta", "paper", "paper_second", "wall_seconds"]
+    table[numbers] = table[numbers].map(_csv_number)
+    table = table.rename(columns={"delta": "delta_vs_topk", "wall_seconds": "wall_seconds_mean"})
+    return table[list(CSV_COLUMNS)].fillna("")
 
 
 def sweep_command(sweep_dir: Path) -> str | None:
     """The command line of a multirun, from ``<sweep_dir>/multirun.yaml`` (Hydra's record of the
-    sweep's overrides), quoted for a shell; None for a folder that holds no multirun."""
+    sweep's overrides), quoted for a shell and without ``paths.*`` overrides (one machine's
+    folders); None for a folder that holds no multirun."""
     try:
-        overrides = yaml.safe_load((sweep_dir / "multirun.yaml").read_text())["hydra"]["overrides"]["task"]
+        overrides = yaml.safe_load((Path(sweep_dir) / "multirun.yaml").read_text())["hydra"]["overrides"]["task"]
     except (OSError, yaml.YAMLError, KeyError, TypeError):
         return None
-    return shlex.join(["python", "train.py", "-m", *overrides])
+    return shlex.join(["python", "train.py", "-m", *(o for o in overrides if not MACHINE_OVERRIDE.match(o))])
 
 
-def commands_section(runs: Sequence[dict[str, Any]]) -> str:
+def commands_section(runs: pd.DataFrame) -> str:
     """Markdown: each multirun the runs came from, its command and how many of the runs it gave."""
-    sweeps = Counter(shown_path(run["_file"].parent.parent) for run in runs)  # <sweep>/<job>/metrics.json
     lines = []
-    for sweep, count in sorted(sweeps.items(), key=lambda item: str(item[0])):
+    for sweep, count in runs["sweep"].value_counts().sort_index().items():
         command = sweep_command(sweep)
         lines.append(
             f"- `{command}`: {count} run(s), in `{sweep}`"
@@ -708,8 +630,8 @@ def commands_section(runs: Sequence[dict[str, Any]]) -> str:
 
 
 def write_tables(
-    cells: Sequence[Cell],
-    runs: Sequence[dict[str, Any]],
+    runs: pd.DataFrame,
+    records: Sequence[dict[str, Any]],
     which: str,
     dirs: Sequence[Path],
     out: Path,
@@ -717,21 +639,22 @@ def write_tables(
     pairs: Sequence[tuple[str, str]] = (),
     excluded: Counter | None = None,
 ) -> tuple[Path, Path]:
-    """``<out>.md`` (with a head-to-head table for ``pairs``) and ``<out>.csv``."""
-    _, averaged = averages(cells)
+    """``<out>.md`` (with a head-to-head table for ``pairs``) and ``<out>.csv``, from the labelled
+    ``runs`` (group_runs) and the run ``records`` the header describes."""
+    _, averaged = averages(runs)
+    described = run_table(records)
     md, csv_path = out.with_name(out.name + ".md"), out.with_name(out.name + ".csv")
-    header = header_line(runs, which, dirs, averaged, excluded)
-    sections = [f"# {out.name}", header, markdown_table(cells, paper)]
-    sections += [head_to_head_table(cells, pairs), commands_section(runs)]
+    sections = [f"# {out.name}", header_line(described, which, dirs, averaged, excluded), markdown_table(runs, paper)]
+    sections += [head_to_head_table(runs, pairs), commands_section(described)]
     md.write_text("\n\n".join(filter(None, sections)) + "\n")
-    with csv_path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        writer.writerows(csv_rows(cells, paper))
+    csv_table(runs, paper).to_csv(csv_path, index=False, lineterminator="\r\n")  # \r\n: the csv module's
     return md, csv_path
 
 
 # ---------------------------------------------------------------- plots
+
+LOAD_STATS = ("load_max", "load_min", "load_max_min_ratio", "dead_experts")
+_LOAD_COLUMN = re.compile(r"moe/layer(\d+)/(" + "|".join(LOAD_STATS) + r")$")
 
 
 def last_layer_loads(run_dir: Path) -> dict[tuple[int, str], float]:
@@ -742,48 +665,34 @@ def last_layer_loads(run_dir: Path) -> dict[tuple[int, str], float]:
     logs = sorted(run_dir.glob("csv/version_*/metrics.csv"), key=lambda p: natural_key(p.parent.name))
     if not logs:
         return {}
-    loads: dict[tuple[int, str], float] = {}
     try:
-        with logs[-1].open(newline="") as handle:
-            for row in csv.DictReader(handle):
-                for column, value in row.items():
-                    match = _LOAD_COLUMN.match(column or "")
-                    if match and value not in ("", None):
-                        loads[int(match.group(1)), match.group(2)] = float(value)
-    except (OSError, ValueError, csv.Error) as error:
+        logged = pd.read_csv(logs[-1])
+        loads = logged[[column for column in logged.columns if _LOAD_COLUMN.match(column)]].apply(pd.to_numeric)
+    except (OSError, ValueError) as error:
         log.warning("left %s out of the load heatmap: %s", logs[-1], error)
         return {}
-    return loads
+    last = loads.ffill().iloc[-1].dropna() if len(loads) else pd.Series()  # each column's last logged value
+    names = [_LOAD_COLUMN.match(column).groups() for column in last.index]
+    return {(int(layer), stat): float(value) for (layer, stat), value in zip(names, last, strict=True)}
 
 
-def load_matrices(cells: Sequence[Cell]) -> dict[str, tuple[list[int], list[list[float]]]]:
+def load_matrices(runs: pd.DataFrame) -> dict[str, tuple[list[int], list[list[float]]]]:
     """label -> (MoE layer numbers, layers x LOAD_STATS averaged over the label's runs on all tasks).
 
     Labels without logs (the dense ``ffn``) are left out.
     """
-    per_label: dict[str, list[dict]] = defaultdict(list)
-    for cell in cells:
-        for run_dir in cell.run_dirs:
-            loads = last_layer_loads(run_dir)
-            if loads:
-                per_label[cell.label].append(loads)
     matrices = {}
-    for label in label_order(cells):
-        runs = per_label.get(label)
-        if not runs:
+    for label, run_dirs in runs.groupby("label", observed=True)["run_dir"]:
+        loads = [pd.Series(loads) for loads in map(last_layer_loads, run_dirs) if loads]  # (layer, stat) -> value
+        if not loads:
             continue
-        layers = sorted({layer for loads in runs for layer, _ in loads})
-        matrices[label] = (
-            layers,
-            [
-                [_nanmean([loads.get((layer, stat), math.nan) for loads in runs]) for stat in LOAD_STATS]
-                for layer in layers
-            ],
-        )
+        # layers x stats, NaN where no run logged a stat
+        matrix = pd.concat(loads, axis=1).mean(axis=1).unstack().reindex(columns=list(LOAD_STATS)).sort_index()
+        matrices[label] = (matrix.index.tolist(), matrix.to_numpy().tolist())
     return matrices
 
 
-def ranked_expert_loads(cells: Sequence[Cell]) -> dict[str, tuple[list[str], list[list[float]], int]]:
+def ranked_expert_loads(runs: pd.DataFrame) -> dict[str, tuple[list[str], list[list[float]], int]]:
     """label -> (MoE layer names, layers x experts from the busiest down, runs averaged).
 
     Each run's per-expert load (metrics.json's ``expert_load``, over its last validation) is sorted
@@ -791,30 +700,19 @@ def ranked_expert_loads(cells: Sequence[Cell]) -> dict[str, tuple[list[str], lis
     across runs (any permutation of the experts is the same model), their ranking does.
     A label whose runs differ in expert count is left out with a note.
     """
-    per_label: dict[str, list[dict[str, list[float]]]] = defaultdict(list)
-    for cell in cells:
-        per_label[cell.label].extend(cell.expert_loads)
     ranked = {}
-    for label in label_order(cells):
-        runs = per_label.get(label)
-        if not runs:
-            continue
-        counts = {len(loads) for run in runs for loads in run.values()}
+    for label, loads in runs.dropna(subset="expert_load").groupby("label", observed=True)["expert_load"]:
+        counts = {len(experts) for run in loads for experts in run.values()}
         if len(counts) > 1:
             log.warning("left %s out of the expert-load heatmap: its runs have %s experts", label, sorted(counts))
             continue
-        layers = list(dict.fromkeys(layer for run in runs for layer in run))  # the model's order (encoder first)
-        rows = []
-        for layer in layers:
-            ranked_runs = [sorted(run[layer], reverse=True) for run in runs if layer in run]
-            rows.append([statistics.fmean(rank) for rank in zip(*ranked_runs, strict=True)])
-        ranked[label] = (layers, rows, len(runs))
+        layers = list(dict.fromkeys(layer for run in loads for layer in run))  # the model's order (encoder first)
+        rows = [
+            np.mean([sorted(run[layer], reverse=True) for run in loads if layer in run], axis=0).tolist()
+            for layer in layers
+        ]
+        ranked[label] = (layers, rows, len(loads))
     return ranked
-
-
-def _nanmean(values: Sequence[float]) -> float:
-    kept = [v for v in values if not math.isnan(v)]
-    return statistics.fmean(kept) if kept else math.nan
 
 
 def _task_axes(plt, count: int):
@@ -826,181 +724,161 @@ def _task_axes(plt, count: int):
     return fig, list(axes.flat)
 
 
-def plot_bars(plt, cells: Sequence[Cell], path: Path) -> Path:
-    tasks, labels = sorted({c.task for c in cells}), label_order(cells)
-    index = {(c.task, c.label): c for c in cells}
-    colors = _label_colors(plt, cells)
-    fig, axes = _task_axes(plt, len(tasks))
-    for ax, task in zip(axes, tasks, strict=False):
-        present = [label for label in labels if (task, label) in index]
-        group = [index[task, label] for label in present]
-        k = scale(group[0].metric)
-        errors = [0.0 if math.isnan(c.std) else c.std * k for c in group]
-        means = [c.mean * k for c in group]
-        ax.bar(range(len(group)), means, yerr=errors, capsize=3, color=[colors[label] for label in present])
-        ax.set_xticks(range(len(group)), present, rotation=30, ha="right", fontsize=8)
-        ax.set_title(f"{task} ({group[0].metric})", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+def _label_colors(plt, runs: pd.DataFrame) -> dict[str, str]:
+    """One color per label, the same in every panel and plot (a task without some label's runs
+    must not shift the others' colors)."""
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    return {label: cycle[i % len(cycle)] for i, label in enumerate(label_order(runs))}
+
+
+def _save(plt, fig, path: Path, **options) -> Path:
+    fig.savefig(path, dpi=120, **options)
     plt.close(fig)
     return path
 
 
-def plot_params(plt, cells: Sequence[Cell], path: Path) -> Path | None:
-    with_params = [c for c in cells if c.active_params]
-    if not with_params:
+def plot_bars(plt, runs: pd.DataFrame, path: Path) -> Path:
+    cells = cell_table(runs)
+    colors = _label_colors(plt, runs)
+    tasks = cells.index.unique("task")
+    fig, axes = _task_axes(plt, len(tasks))
+    for ax, (task, group) in zip(axes, cells.groupby("task"), strict=False):
+        labels = group.index.get_level_values("label").astype(str)
+        errors = (group["std"] * group["scale"]).fillna(0.0)
+        ax.bar(range(len(group)), group["mean"] * group["scale"], yerr=errors, capsize=3, color=labels.map(colors))
+        ax.set_xticks(range(len(group)), labels, rotation=30, ha="right", fontsize=8)
+        ax.set_title(f"{task} ({group['metric'].iloc[0]})", fontsize=9)
+    fig.tight_layout()
+    return _save(plt, fig, path)
+
+
+def plot_params(plt, runs: pd.DataFrame, path: Path) -> Path | None:
+    cells = cell_table(runs).dropna(subset="active_params")
+    if cells.empty:
         log.info("skipped %s: no run records params.active_per_token", path.name)
         return None
-    tasks = sorted({c.task for c in with_params})
-    colors = _label_colors(plt, cells)
-    fig, axes = _task_axes(plt, len(tasks))
-    for ax, task in zip(axes, tasks, strict=False):
-        for cell in (c for c in with_params if c.task == task):
-            k, x = scale(cell.metric), statistics.fmean(cell.active_params) / 1e6
-            error = 0.0 if math.isnan(cell.std) else cell.std * k
-            ax.errorbar(x, cell.mean * k, yerr=error, fmt="o", capsize=3, color=colors[cell.label])
-            ax.annotate(cell.label, (x, cell.mean * k), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    colors = _label_colors(plt, runs)
+    fig, axes = _task_axes(plt, len(cells.index.unique("task")))
+    for ax, (task, group) in zip(axes, cells.groupby("task"), strict=False):
+        for (_, label), cell in group.iterrows():
+            x, y = cell["active_params"] / 1e6, cell["mean"] * cell["scale"]
+            error = 0.0 if pd.isna(cell["std"]) else cell["std"] * cell["scale"]
+            ax.errorbar(x, y, yerr=error, fmt="o", capsize=3, color=colors[label])
+            ax.annotate(label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.margins(x=0.25)  # room for the labels written beside the points
         ax.set_title(task, fontsize=9)
         ax.set_xlabel("active params / token (M)", fontsize=8)
-        ax.set_ylabel(next(c.metric for c in with_params if c.task == task), fontsize=8)
+        ax.set_ylabel(group["metric"].iloc[0], fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
-def plot_load(plt, cells: Sequence[Cell], path: Path) -> Path | None:
+def plot_load(plt, runs: pd.DataFrame, path: Path) -> Path | None:
     """Colour = value / that statistic's largest value over all labels, so variants compare; text = value."""
-    matrices = load_matrices(cells)
+    matrices = load_matrices(runs)
     if not matrices:
         log.info("skipped %s: no run has csv/version_*/metrics.csv with moe/layer*/load_* columns", path.name)
         return None
-    peaks = [
-        max((abs(row[j]) for _, m in matrices.values() for row in m if not math.isnan(row[j])), default=0.0) or 1.0
-        for j in range(len(LOAD_STATS))
-    ]
+    every_row = pd.DataFrame([row for _, matrix in matrices.values() for row in matrix])
+    peaks = every_row.abs().max().replace(0.0, 1.0).fillna(1.0).to_numpy()  # a stat never logged: NaN, drawn dark
     height = 0.45 * max(len(layers) for layers, _ in matrices.values()) + 1.8
     fig, axes = plt.subplots(1, len(matrices), figsize=(4.2 * len(matrices), height), squeeze=False)
     for ax, (label, (layers, matrix)) in zip(axes[0], matrices.items(), strict=True):
-        ax.imshow(
-            [[v / peak for v, peak in zip(row, peaks, strict=True)] for row in matrix],
-            cmap="viridis",
-            vmin=0,
-            vmax=1,
-            aspect="auto",
-        )
-        for i, row in enumerate(matrix):
-            for j, value in enumerate(row):
-                dark = math.isnan(value) or value / peaks[j] < 0.6  # viridis is dark below ~0.6
-                ax.text(j, i, _fmt(value), ha="center", va="center", fontsize=7, color="w" if dark else "k")
+        shares = np.array(matrix) / peaks
+        ax.imshow(shares, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+        for (i, j), value in np.ndenumerate(np.array(matrix)):
+            dark = not shares[i, j] >= 0.6  # viridis is dark below ~0.6, and NaN is drawn dark
+            ax.text(j, i, _fmt(value), ha="center", va="center", fontsize=7, color="w" if dark else "k")
         ax.set_xticks(range(len(LOAD_STATS)), LOAD_STATS, rotation=30, ha="right", fontsize=8)
         ax.set_yticks(range(len(matrix)), [f"layer {layer}" for layer in layers], fontsize=8)
         ax.set_title(label, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
-def plot_expert_load(plt, cells: Sequence[Cell], path: Path) -> Path | None:
+def plot_expert_load(plt, runs: pd.DataFrame, path: Path) -> Path | None:
     """One panel per label: MoE layers x experts ranked by load (see ranked_expert_loads), one colour scale."""
-    ranked = ranked_expert_loads(cells)
+    ranked = ranked_expert_loads(runs)
     if not ranked:
         log.info("skipped %s: no run records expert_load in its metrics.json", path.name)
         return None
-    peak = max(value for _, rows, _ in ranked.values() for row in rows for value in row)
+    peak = max(np.max(rows) for _, rows, _ in ranked.values())
     height = 0.35 * max(len(layers) for layers, _, _ in ranked.values()) + 1.8
     fig, axes = plt.subplots(1, len(ranked), figsize=(3.6 * len(ranked) + 0.8, height), squeeze=False)
-    for ax, (label, (layers, rows, runs)) in zip(axes[0], ranked.items(), strict=True):
+    for ax, (label, (layers, rows, count)) in zip(axes[0], ranked.items(), strict=True):
         image = ax.imshow(rows, cmap="viridis", vmin=0, vmax=peak, aspect="auto")
         ax.set_yticks(range(len(layers)), layers, fontsize=7)
         ax.set_xlabel(f"expert, busiest first (uniform: 1/{len(rows[0])})", fontsize=8)
-        ax.set_title(f"{label} ({runs} run{'s' * (runs > 1)})", fontsize=9)
+        ax.set_title(f"{label} ({count} run{'s' * (count > 1)})", fontsize=9)
     fig.colorbar(image, ax=list(axes[0]), fraction=0.02, label="load share")
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, bbox_inches="tight")
 
 
-def plot_curves(plt, cells: Sequence[Cell], path: Path) -> Path | None:
+def plot_curves(plt, runs: pd.DataFrame, path: Path) -> Path | None:
     """Per task, the main metric at each validation against the training step: per label the mean
     over its runs (the steps all of them reached), and a band from the lowest to the highest run."""
-    with_curves = [c for c in cells if c.histories]
-    if not with_curves:
+    with_curves = runs.dropna(subset="history")
+    if with_curves.empty:
         log.info("skipped %s: no run records a history of two or more validations", path.name)
         return None
-    tasks = sorted({c.task for c in with_curves})
-    colors = _label_colors(plt, cells)
-    fig, axes = _task_axes(plt, len(tasks))
-    for ax, task in zip(axes, tasks, strict=False):
-        for cell in (c for c in with_curves if c.task == task):
-            key, k = f"val/{cell.metric}", scale(cell.metric)
-            runs = [{entry["step"]: entry[key] for entry in history} for history in cell.histories]
-            steps = sorted(set.intersection(*(set(run) for run in runs)))
-            values = [[run[step] * k for run in runs] for step in steps]
-            ax.plot(steps, [statistics.fmean(v) for v in values], color=colors[cell.label],
-                    label=f"{cell.label} (n={len(runs)})", linewidth=1.2)  # fmt: skip
-            ax.fill_between(steps, [min(v) for v in values], [max(v) for v in values], color=colors[cell.label],
-                            alpha=0.2, linewidth=0)  # fmt: skip
+    colors = _label_colors(plt, runs)
+    fig, axes = _task_axes(plt, with_curves["task"].nunique())
+    for ax, (task, group) in zip(axes, with_curves.groupby("task"), strict=False):
+        for label, cell in group.groupby("label", observed=True):
+            key, k = f"val/{cell['metric'].iloc[0]}", scale(cell["metric"].iloc[0])
+            # steps x runs, at the steps every run reached
+            curves = pd.concat([pd.Series({e["step"]: e[key] for e in h}) for h in cell["history"]], axis=1)
+            curves = curves.dropna().sort_index() * k
+            ax.plot(curves.index, curves.mean(axis=1), color=colors[label], label=f"{label} (n={len(cell)})",
+                    linewidth=1.2)  # fmt: skip
+            ax.fill_between(curves.index, curves.min(axis=1), curves.max(axis=1), color=colors[label], alpha=0.2,
+                            linewidth=0)  # fmt: skip
         ax.set_title(task, fontsize=9)
         ax.set_xlabel("training step", fontsize=8)
-        ax.set_ylabel(f"val/{next(c.metric for c in with_curves if c.task == task)}", fontsize=8)
+        ax.set_ylabel(f"val/{group['metric'].iloc[0]}", fontsize=8)
         ax.legend(fontsize=6)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
-def _setting(cell: Cell, name: str) -> str | None:
-    return next((part.split("=", 1)[1] for part in cell.settings if part.startswith(f"{name}=")), None)
-
-
-def plot_grid(plt, cells: Sequence[Cell], path: Path) -> Path | None:
+def plot_grid(plt, runs: pd.DataFrame, path: Path) -> Path | None:
     """For labels that name N and k (``--by model.num_experts,model.top_k,model``): per task and
     variant a heatmap of the main metric's mean over seeds, N down, k across, one colour scale per
     task; labels without N and k (a dense reference row) are written in the title."""
-    grid = [c for c in cells if _setting(c, "N") is not None and _setting(c, "k") is not None]
-    if not grid:
+    cells = cell_table(runs).reset_index()
+    settings = pd.DataFrame([dict(part.split("=", 1) for part in parts) for parts in cells["settings"]])
+    cells = cells.join(settings.reindex(columns=["N", "k"])).assign(
+        variant=cells["label"].astype(str).str.split(" ").str[0]
+    )
+    grid = cells.dropna(subset=["N", "k"]).astype({"N": int, "k": int})
+    if grid.empty:
         log.info("skipped %s: no label names N and k", path.name)
         return None
-    panels = sorted({(c.task, c.label.split(" ")[0]) for c in grid})
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels) + 0.6, 3.4), squeeze=False)
-    for ax, (task, variant) in zip(axes[0], panels, strict=True):
-        mine = {(_setting(c, "N"), _setting(c, "k")): c for c in grid if c.task == task and c.label.startswith(variant)}
-        ns, ks = sorted({n for n, _ in mine}, key=int), sorted({k for _, k in mine}, key=int)
-        k_scale = scale(grid[0].metric)
-        task_means = [c.mean * k_scale for c in grid if c.task == task]
-        matrix = [[mine[n, k].mean * k_scale if (n, k) in mine else math.nan for k in ks] for n in ns]
-        cmap = "viridis_r" if metric_mode(grid[0].metric) == "min" else "viridis"  # bright = better
-        ax.imshow(matrix, cmap=cmap, vmin=min(task_means), vmax=max(task_means), aspect="auto")
-        for i, n in enumerate(ns):
-            for j, k in enumerate(ks):
-                if (n, k) in mine:
-                    cell = mine[n, k]
-                    spread = "" if math.isnan(cell.std) else f"\n± {cell.std * k_scale:.3f}"
-                    ax.text(j, i, f"{cell.mean * k_scale:.3f}{spread}", ha="center", va="center", fontsize=7,
-                            color="k", bbox={"facecolor": "w", "alpha": 0.6, "linewidth": 0})  # fmt: skip
-        ax.set_xticks(range(len(ks)), [f"k={k}" for k in ks], fontsize=8)
-        ax.set_yticks(range(len(ns)), [f"N={n}" for n in ns], fontsize=8)
-        references = [c for c in cells if c.task == task and not c.settings]
-        note = "; ".join(f"{c.label} {c.mean * k_scale:.3f}" for c in references)
-        ax.set_title(f"{task}: {variant} ({grid[0].metric})" + (f"\n{note}" if note else ""), fontsize=8)
+    metric = grid["metric"].iloc[0]
+    k_scale = scale(metric)
+    panels = grid.groupby(["task", "variant"])
+    fig, axes = plt.subplots(1, panels.ngroups, figsize=(3.4 * panels.ngroups + 0.6, 3.4), squeeze=False)
+    for ax, ((task, variant), panel) in zip(axes[0], panels, strict=True):
+        means = panel.pivot(index="N", columns="k", values="mean").sort_index().sort_index(axis=1) * k_scale
+        stds = panel.pivot(index="N", columns="k", values="std").reindex_like(means) * k_scale
+        task_means = grid.loc[grid["task"] == task, "mean"] * k_scale
+        cmap = "viridis_r" if metric_mode(metric) == "min" else "viridis"  # bright = better
+        ax.imshow(means, cmap=cmap, vmin=task_means.min(), vmax=task_means.max(), aspect="auto")
+        for (i, j), mean in np.ndenumerate(means.to_numpy()):
+            if not np.isnan(mean):
+                spread = "" if np.isnan(stds.iloc[i, j]) else f"\n± {stds.iloc[i, j]:.3f}"
+                ax.text(j, i, f"{mean:.3f}{spread}", ha="center", va="center", fontsize=7, color="k",
+                        bbox={"facecolor": "w", "alpha": 0.6, "linewidth": 0})  # fmt: skip
+        ax.set_xticks(range(len(means.columns)), [f"k={k}" for k in means.columns], fontsize=8)
+        ax.set_yticks(range(len(means.index)), [f"N={n}" for n in means.index], fontsize=8)
+        references = cells[(cells["task"] == task) & (cells["settings"].map(len) == 0)]
+        note = "; ".join(f"{row.label} {row.mean * k_scale:.3f}" for row in references.itertuples())
+        ax.set_title(f"{task}: {variant} ({metric})" + (f"\n{note}" if note else ""), fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
-def _label_colors(plt, cells: Sequence[Cell]) -> dict[str, str]:
-    """One color per label, the same in every panel and plot (a task without some label's runs
-    must not shift the others' colors)."""
-    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    return {label: cycle[i % len(cycle)] for i, label in enumerate(label_order(cells))}
-
-
-def write_plots(cells: Sequence[Cell], out: Path) -> list[Path]:
+def write_plots(runs: pd.DataFrame, out: Path) -> list[Path]:
     """Every plot whose data exists; a missing matplotlib or missing data is a logged note, not a failure."""
     try:
         import matplotlib
@@ -1010,14 +888,9 @@ def write_plots(cells: Sequence[Cell], out: Path) -> list[Path]:
     except ImportError:
         log.warning("skipped the plots: matplotlib is not installed (pip install matplotlib)")
         return []
-    made = [
-        plot_bars(plt, cells, out.with_name(out.name + "_bars.png")),
-        plot_params(plt, cells, out.with_name(out.name + "_params.png")),
-        plot_load(plt, cells, out.with_name(out.name + "_load.png")),
-        plot_expert_load(plt, cells, out.with_name(out.name + "_expert_load.png")),
-        plot_curves(plt, cells, out.with_name(out.name + "_curves.png")),
-        plot_grid(plt, cells, out.with_name(out.name + "_grid.png")),
-    ]
+    plots = {"bars": plot_bars, "params": plot_params, "load": plot_load, "expert_load": plot_expert_load,
+             "curves": plot_curves, "grid": plot_grid}  # fmt: skip
+    made = [plot(plt, runs, out.with_name(f"{out.name}_{name}.png")) for name, plot in plots.items()]
     return [path for path in made if path is not None]
 
 
@@ -1062,19 +935,19 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     by = [key.strip() for key in args.by.split(",") if key.strip()]
     try:
-        runs, excluded = exclude_tasks(
+        records, excluded = exclude_tasks(
             collect(args.runs_dirs, args.tag) + references(args.reference), args.exclude_task
         )
-        cells = group_runs(runs, by, args.metric)
+        runs = group_runs(records, by, args.metric)
         paper = load_paper_numbers(args.paper)
         pairs = parse_pairs(args.compare)
     except RunsError as error:
         raise SystemExit(f"make_table: {error}") from error
-    if not deltas(cells):
+    if cell_table(runs)["delta"].isna().all():
         log.info("no %r cell shares a task and the other --by values with another label: no deltas", BASELINE)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tables = write_tables(cells, runs, args.metric, args.runs_dirs, args.out, paper, pairs, excluded)
-    written = [*tables, *write_plots(cells, args.out)]
+    tables = write_tables(runs, records, args.metric, args.runs_dirs, args.out, paper, pairs, excluded)
+    written = [*tables, *write_plots(runs, args.out)]
     log.info("wrote %s", ", ".join(map(str, written)))
     return written
 

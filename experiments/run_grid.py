@@ -2,6 +2,7 @@
 
     python experiments/run_grid.py char_lm_cpu --dry-run     # list the grid's missing jobs
     python experiments/run_grid.py char_lm_cpu --jobs 2      # run them, two at once
+    python experiments/run_grid.py char_lm_cpu --only model=ffn,topk --only seed=1   # part of the grid
 
 The grid is the table's ``hydra.sweeper.params`` (conf/table/<table>.yaml), expanded by Hydra's
 own override parser as its basic sweeper expands it. A job is done when a ``metrics.json`` under
@@ -56,6 +57,20 @@ def jobs_of(grid: dict[str, list[str]]) -> list[Job]:
     return [tuple((key, dict(job)[key]) for key in grid) for job in jobs]  # in the sweep's key order
 
 
+def select_jobs(jobs: list[Job], grid: dict[str, list[str]], only: list[str]) -> list[Job]:
+    """The jobs whose value of each ``KEY=V1,V2`` in ``only`` is one of those listed, in grid order."""
+    wanted = {}
+    for item in only:
+        key, _, values = item.partition("=")
+        if key not in grid:
+            raise ValueError(f"--only {item}: {key!r} is not a key of the grid {sorted(grid)}")
+        unknown = [value for value in values.split(",") if value not in grid[key]]
+        if unknown or not values:
+            raise ValueError(f"--only {item}: {unknown or values!r} not among {key}'s values {grid[key]}")
+        wanted[key] = set(values.split(","))
+    return [job for job in jobs if all(dict(job)[key] in values for key, values in wanted.items())]
+
+
 def finished_jobs(runs_dir: Path, keys: Iterable[str]) -> set[Job]:
     """The grid jobs that have a metrics.json under ``runs_dir``, read from each run's overrides."""
     keys = list(keys)
@@ -101,16 +116,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="jobs at once, one core each")
     parser.add_argument("--log-dir", type=Path, default=PROJECT_ROOT / "outputs", help="paths.log_dir")
     parser.add_argument("--dry-run", action="store_true", help="list the missing jobs, run none")
+    parser.add_argument(
+        "--only", action="append", default=[], metavar="KEY=V1,V2", help="only the jobs with these values (repeat)"
+    )
     args, extra = parser.parse_known_args(argv)
     extra = [item for item in extra if item != "--"]
     cores = sorted(os.sched_getaffinity(0))
     if not 1 <= args.jobs <= len(cores):
         parser.error(f"--jobs {args.jobs}: this process may use {len(cores)} core(s)")
     grid = grid_of(args.table)
-    jobs = jobs_of(grid)
+    try:
+        jobs = select_jobs(jobs_of(grid), grid, args.only)
+    except ValueError as error:
+        parser.error(str(error))
     done = finished_jobs(args.log_dir / "table" / args.table, grid)
     missing = [job for job in jobs if job not in done]
-    print(f"{args.table}: {len(jobs)} jobs in the grid, {len(jobs) - len(missing)} done, {len(missing)} to run")
+    chosen = " chosen" if args.only else ""
+    print(f"{args.table}: {len(jobs)} jobs{chosen} in the grid, {len(jobs) - len(missing)} done, {len(missing)} to run")
     for job in missing:
         print("  " + " ".join(f"{key}={value}" for key, value in job))
     if args.dry_run or not missing:

@@ -1,5 +1,5 @@
-"""Every option of every config group composes and instantiates; the CLI forms of the README
-(single run, multirun, DDP) work as typed."""
+"""Every option of every config group composes and instantiates; the CLI forms of README.md and
+docs/running.md (single run, multirun, DDP) work as typed."""
 
 import json
 import os

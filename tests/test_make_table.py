@@ -125,6 +125,16 @@ def test_markdown_lists_the_command_of_each_multirun(runs, tmp_path):
     assert f"- 1 run(s) in `{tmp_path / 'single'}`, not from a multirun (no readable multirun.yaml)" in text
 
 
+def test_recorded_commands_leave_out_the_paths_overrides_that_name_a_machines_folders(runs, tmp_path):
+    sweep = runs / "table" / "2026-01-01_00-00-00"
+    overrides = ["table=superglue_cpu", "paths.log_dir=/scratch/me/outputs", "+paths.data_dir=/data/glue",
+                 "~paths.tokenizers_dir", "seed=1,2,3", "data.paths_note=kept"]  # fmt: skip
+    (sweep / "multirun.yaml").write_text(json.dumps({"hydra": {"overrides": {"hydra": [], "task": overrides}}}))
+    md, _ = tables(runs, tmp_path / "t")
+    assert "- `python train.py -m table=superglue_cpu seed=1,2,3 data.paths_note=kept`: 12 run(s)" in md
+    assert "paths." not in md and "/scratch" not in md and "/data/glue" not in md
+
+
 def test_runs_outside_the_ablation_table_keep_their_variant_under_by_ablation(tmp_path):
     root = tmp_path / "outputs"
     for job, (row, model, accuracy) in enumerate(

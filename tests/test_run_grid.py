@@ -2,11 +2,12 @@
 
 import sys
 
+import pytest
 import yaml
 from helpers import PROJECT
 
 sys.path.insert(0, str(PROJECT / "experiments"))
-from run_grid import finished_jobs, grid_of, job_name, jobs_of
+from run_grid import finished_jobs, grid_of, job_name, jobs_of, main, select_jobs
 
 
 def test_grid_is_the_tables_sweep_expanded():
@@ -42,3 +43,16 @@ def test_a_job_is_done_only_with_a_metrics_json_of_the_same_values(tmp_path):
         (("model", "hypermoe"), ("seed", "1")),
         (("model", "topk"), ("seed", "2")),
     ]
+
+
+def test_only_selects_part_of_the_grid_in_its_order(capsys):
+    grid = grid_of("char_lm_cpu")
+    jobs = select_jobs(jobs_of(grid), grid, ["model=hypermoe,ffn", "seed=2"])
+    assert [(dict(job)["model"], dict(job)["seed"]) for job in jobs] == [("ffn", "2"), ("hypermoe", "2")]
+    with pytest.raises(ValueError, match=r"--only model=switch: \['switch'\] not among model's values"):
+        select_jobs(jobs_of(grid), grid, ["model=switch"])
+    with pytest.raises(ValueError, match="--only top_k=1: 'top_k' is not a key of the grid"):
+        select_jobs(jobs_of(grid), grid, ["top_k=1"])
+    with pytest.raises(SystemExit):
+        main(["char_lm_cpu", "--dry-run", "--only", "seed=9"])
+    assert "--only seed=9: ['9'] not among seed's values" in capsys.readouterr().err

@@ -1,0 +1,53 @@
+"""Copy the records of a table's runs into the repository, so that its tables regenerate from a clone
+and a grid stopped part-way goes on where it stopped.
+
+    python experiments/export_runs.py outputs/table/char_lm_cpu experiments/results/runs/char_lm_cpu
+
+Of every run (a folder holding ``metrics.json``) it keeps ``metrics.json`` and Hydra's
+``.hydra/overrides.yaml``; of its sweep's ``multirun.yaml`` only the command-line overrides, since the
+rest names the folders of the machine it ran on, as ``paths.*`` overrides do (left out of both).
+Checkpoints, logs and CSV files stay behind.
+``make_table.py`` reads the copy as it reads ``outputs/``; copied back under
+``outputs/table/<table>/``, its runs count as done for ``run_grid.py``.
+"""
+
+import argparse
+import shutil
+from pathlib import Path
+
+import yaml
+
+
+def export_runs(runs_dir: Path, out_dir: Path) -> int:
+    """Copy every run record under ``runs_dir`` to the same relative place under ``out_dir``;
+    the number of runs copied."""
+    count = 0
+    for metrics in sorted(runs_dir.glob("**/metrics.json")):
+        run, target = metrics.parent, out_dir / metrics.parent.relative_to(runs_dir)
+        (target / ".hydra").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(metrics, target / "metrics.json")
+        if (run / ".hydra/overrides.yaml").is_file():
+            overrides = yaml.safe_load((run / ".hydra/overrides.yaml").read_text()) or []
+            (target / ".hydra/overrides.yaml").write_text(yaml.safe_dump(_portable(overrides)))
+        if (run.parent / "multirun.yaml").is_file():  # the sweep's command, in the layout make_table reads
+            overrides = yaml.safe_load((run.parent / "multirun.yaml").read_text())["hydra"]["overrides"]["task"]
+            command = {"hydra": {"overrides": {"task": _portable(overrides)}}}
+            (target.parent / "multirun.yaml").write_text(yaml.safe_dump(command))
+        count += 1
+    return count
+
+
+def _portable(overrides: list[str]) -> list[str]:
+    return [override for override in overrides if not override.lstrip("+~").startswith("paths.")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs_dir", type=Path, help="a table's runs, e.g. outputs/table/char_lm_cpu")
+    parser.add_argument("out_dir", type=Path, help="where the records go, e.g. experiments/results/runs/char_lm_cpu")
+    args = parser.parse_args()
+    print(f"{export_runs(args.runs_dir, args.out_dir)} run record(s) copied to {args.out_dir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""experiments/export_runs.py: a table's run records copied without anything of the machine they ran on."""
+
+import json
+import sys
+
+import yaml
+from helpers import PROJECT
+
+sys.path.insert(0, str(PROJECT / "experiments"))
+from export_runs import export_runs
+from run_grid import finished_jobs
+
+
+def _sweep(root, name: str, jobs: dict[str, list[str]]) -> None:
+    sweep = root / name
+    task = ["table=char_lm_cpu", "paths.log_dir=/somewhere/outputs", "model=topk,hypermoe"]
+    hydra = {"sweep": {"dir": str(sweep)}, "overrides": {"task": task, "hydra": [f"hydra.sweep.dir={sweep}"]}}
+    sweep.mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": hydra, "seed": 1}))
+    for job, overrides in jobs.items():
+        (sweep / job / ".hydra").mkdir(parents=True)
+        (sweep / job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+        (sweep / job / ".hydra" / "config.yaml").write_text(f"paths:\n  log_dir: {sweep}\n")
+        (sweep / job / "checkpoints").mkdir()
+        (sweep / job / "checkpoints" / "last.ckpt").write_bytes(b"weights")
+        if job != "killed":
+            (sweep / job / "metrics.json").write_text(json.dumps({"model": overrides[0], "best": {"loss": 1.8}}))
+
+
+def test_records_are_copied_and_nothing_of_the_machine(tmp_path):
+    runs, out = tmp_path / "outputs" / "table" / "char_lm_cpu", tmp_path / "records"
+    _sweep(runs, "2026-01-01_00-00-00", {"0": ["model=topk", "seed=1", "paths.data_dir=/data"], "killed": ["seed=2"]})
+    _sweep(runs, "2026-01-02_00-00-00", {"0": ["model=hypermoe", "seed=1"]})
+
+    assert export_runs(runs, out) == 2  # the killed job left no metrics.json: no record
+    copied = sorted(str(path.relative_to(out)) for path in out.rglob("*") if path.is_file())
+    assert copied == [
+        "2026-01-01_00-00-00/0/.hydra/overrides.yaml",
+        "2026-01-01_00-00-00/0/metrics.json",
+        "2026-01-01_00-00-00/multirun.yaml",
+        "2026-01-02_00-00-00/0/.hydra/overrides.yaml",
+        "2026-01-02_00-00-00/0/metrics.json",
+        "2026-01-02_00-00-00/multirun.yaml",
+    ]
+    for path in out.rglob("*.yaml"):
+        assert str(tmp_path) not in path.read_text() and "/somewhere" not in path.read_text()
+    command = yaml.safe_load((out / "2026-01-01_00-00-00" / "multirun.yaml").read_text())
+    assert command == {"hydra": {"overrides": {"task": ["table=char_lm_cpu", "model=topk,hypermoe"]}}}
+    job = out / "2026-01-01_00-00-00" / "0"
+    assert yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) == ["model=topk", "seed=1"]
+    assert (job / "metrics.json").read_text() == (runs / "2026-01-01_00-00-00" / "0" / "metrics.json").read_text()
+    # copied back, the runs count as done for run_grid
+    grid = {"model": ["topk", "hypermoe"], "seed": ["1"]}
+    assert finished_jobs(out, grid) == {(("model", "topk"), ("seed", "1")), (("model", "hypermoe"), ("seed", "1"))}
