@@ -36,7 +36,18 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from hypermoe.moe import FFN, DenseMoE, HyperMoE, HyperNetwork, TopKAdapterMoE, TopKMoE
+from hypermoe.moe import (
+    FFN,
+    DenseMoE,
+    DenseMoESettings,
+    HyperMoE,
+    HyperMoESettings,
+    HyperNetwork,
+    TopKAdapterMoE,
+    TopKAdapterSettings,
+    TopKMoE,
+    TopKSettings,
+)
 from hypermoe.moe.grouped import resolve_kernel
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_moe.json"
@@ -133,20 +144,22 @@ def hf_switch(d_model: int, d_ff: int, num_experts: int, seq_len: int) -> nn.Mod
 
 def build_candidates(case: Case, pertoken: bool) -> dict[str, nn.Module]:
     shape = {"d_model": case.d_model, "d_ff": case.d_ff, "activation": "relu", "bias": False}
-    routed = {**shape, "num_experts": case.num_experts, "top_k": case.top_k}
+    routed = {"num_experts": case.num_experts, "top_k": case.top_k}
     hyper = {"hypernetwork": HyperNetwork(case.d_model, 1), "layer_index": 0}
-    fast = HyperMoE(**routed, **hyper, generation="per_set")
+    fast = HyperMoE(HyperMoESettings(**routed, generation="per_set"), **shape, **hyper)
     candidates = {
         "ffn": FFN(**shape),
-        "topk": TopKMoE(**routed),
+        "topk": TopKMoE(TopKSettings(**routed), **shape),
         "hypermoe": fast,
         # same width b as the HyperExpert: the cost of a static adapter (a parameter-matched
         # one is wider, see param_matched_bottleneck)
-        "topk_adapter": TopKAdapterMoE(**routed, adapter_bottleneck=fast.hypernetwork.bottleneck),
-        "dense_moe": DenseMoE(**shape, num_experts=case.num_experts),
+        "topk_adapter": TopKAdapterMoE(
+            TopKAdapterSettings(**routed, adapter_bottleneck=fast.hypernetwork.bottleneck), **shape
+        ),
+        "dense_moe": DenseMoE(DenseMoESettings(num_experts=case.num_experts), **shape),
     }
     if pertoken:
-        reference = HyperMoE(**routed, **hyper, generation="per_token")
+        reference = HyperMoE(HyperMoESettings(**routed, generation="per_token"), **shape, **hyper)
         reference.load_state_dict(fast.state_dict())
         candidates["hypermoe_pertoken"] = reference
     if case.top_k == 1:

@@ -1,17 +1,21 @@
-"""Config helpers shared by the entry points: resolvers and the run's self-description."""
+"""Config helpers shared by the entry points: resolvers, the model schema and the run's self-description."""
 
 import subprocess
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from hypermoe.schema import as_config_error, register_model_schemas
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = PROJECT_ROOT / "conf"
 
 if not OmegaConf.has_resolver("project_root"):
     OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
+register_model_schemas()
 
 
 def git_revision() -> str:
@@ -41,9 +45,16 @@ def to_container(cfg: DictConfig) -> dict:
 def compose_config(name: str, overrides: list[str], output_dir: Path | str) -> DictConfig:
     """``conf/<name>.yaml`` with overrides, as train.py / eval.py would see it, outside a Hydra
     app (tests, scripts): paths.output_dir points at ``output_dir`` because
-    ``${hydra:runtime.output_dir}`` exists only inside one."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name=name, overrides=overrides)
+    ``${hydra:runtime.output_dir}`` exists only inside one. A ``model.*`` value of the wrong type,
+    which the schema refuses, is a ConfigError naming the key and the type it takes."""
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name=name, overrides=overrides)
+    except ConfigCompositionException as error:
+        refusal = as_config_error(error)
+        if refusal is None:
+            raise
+        raise refusal from None
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
     return cfg

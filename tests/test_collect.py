@@ -4,11 +4,11 @@ import pytest
 import torch
 from conftest import D_MODEL
 
-from hypermoe.moe import build_moe_stack, moe_layers, sum_aux_losses, weighted_aux_loss
+from hypermoe.moe import TopKSettings, build_moe_stack, moe_layers, sum_aux_losses, weighted_aux_loss
 
 
 def test_sum_and_weight_aux_losses_over_a_stack(shape):
-    stack = build_moe_stack("topk", 3, **shape, layer_kwargs={"num_experts": 4, "top_k": 1})
+    stack = build_moe_stack(TopKSettings(num_experts=4, top_k=1), 3, **shape)
     model = torch.nn.Sequential(torch.nn.Linear(D_MODEL, D_MODEL), *stack)
     x = torch.randn(2, 5, D_MODEL)
     for layer in model:
@@ -25,14 +25,14 @@ def test_sum_and_weight_aux_losses_over_a_stack(shape):
 
 
 def test_a_recorded_loss_without_coefficient_is_an_error(shape):
-    layer = build_moe_stack("topk", 1, **shape, layer_kwargs={"num_experts": 4, "top_k": 1, "gating": "noisy"})[0]
+    layer = build_moe_stack(TopKSettings(num_experts=4, top_k=1, gating="noisy"), 1, **shape)[0]
     layer(torch.randn(1, 4, D_MODEL))
     with pytest.raises(KeyError, match=r"no coefficient for aux losses \['cv_importance', 'cv_load'\]"):
         weighted_aux_loss(layer.aux_losses, {"balance": 1e-2, "z": 1e-3})
 
 
 def test_aux_losses_are_overwritten_each_forward(shape):
-    layer = build_moe_stack("topk", 1, **shape, layer_kwargs={"num_experts": 4, "top_k": 1})[0]
+    layer = build_moe_stack(TopKSettings(num_experts=4, top_k=1), 1, **shape)[0]
     layer(torch.randn(1, 4, D_MODEL))
     first = layer.aux_losses["z"]
     layer(torch.randn(1, 4, D_MODEL) * 10)

@@ -6,10 +6,11 @@ import pytest
 import torch
 from conftest import D_MODEL
 from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-import hypermoe.config  # noqa: F401  (registers the config resolvers)
-from hypermoe.moe import FFN, sum_aux_losses, weighted_aux_loss
+import hypermoe.config  # noqa: F401  (registers the config resolvers and the model schemas)
+from hypermoe.moe import FFN, settings_from_config, sum_aux_losses, weighted_aux_loss
 from hypermoe.moe.build import VARIANTS, stack_from_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -51,3 +52,30 @@ def test_adapter_control_matches_hypermoe_parameters_by_default(shape):
     assert abs(count_parameters(adapter) - count_parameters(hyper)) <= 4 * step / 2
     same_width = stack_from_config(_compose("topk_adapter", ["adapter_bottleneck=64"]), 4, **shape)
     assert same_width[0].adapter.down.out_features == 64
+
+
+# the settings conf/routing/backbone.yaml takes from the backbone; every other one is the settings' default
+BACKBONE_ROUTER = ("gating", "dropped_tokens", "jitter_eps", "balance_group")
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_model_config_holds_the_settings_defaults(variant):
+    settings = settings_from_config(_compose(variant))
+    from_backbone = {key: getattr(settings, key) for key in BACKBONE_ROUTER if hasattr(settings, key)}
+    assert settings == VARIANTS[variant].settings(**from_backbone)
+
+
+@pytest.mark.parametrize(
+    ("override", "refusal"),
+    [
+        ("model.num_expert=4", "Key 'num_expert' is not in struct"),
+        ("model.hypernetwork.bottleneck=wide", "Value 'wide' of type 'str' could not be converted to Integer"),
+        ("model.share_hypernetwork=maybe", "Value 'maybe' is not a valid bool"),
+        ("model.capacity_factor_train=fast", "Value 'fast' of type 'str' could not be converted to Float"),
+    ],
+)
+def test_hydra_refuses_what_the_settings_do_not_take(override, refusal):
+    """The schema made from the settings is Hydra's too: train.py refuses these before it runs."""
+    with pytest.raises(ConfigCompositionException) as error:
+        _compose("hypermoe", [override.removeprefix("model.")])
+    assert refusal in str(error.value.__cause__)

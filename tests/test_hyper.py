@@ -1,29 +1,36 @@
 """HyperMoE's parts: selection from unselected experts, sharing, init, per-set generation."""
 
+import dataclasses
 import math
 
 import pytest
 import torch
 from conftest import D_MODEL, grads, loud_hypernetwork
 
-from hypermoe.moe import HyperMoE, HyperNetwork, build_moe_stack, param_matched_bottleneck
+from hypermoe.moe import (
+    HyperMoE,
+    HyperMoESettings,
+    HyperNetwork,
+    HypernetworkSettings,
+    TopKAdapterSettings,
+    build_moe_stack,
+    param_matched_bottleneck,
+)
 from hypermoe.moe.build import count_parameters, hyper_parameters_per_layer
 from hypermoe.moe.hyper import generate_every_set
 
-HYPER = {"selection_dim": 8, "hidden_dim": 8, "bottleneck": 4, "layer_embedding_dim": 3}
+HYPER = HypernetworkSettings(selection_dim=8, hidden_dim=8, bottleneck=4, layer_embedding_dim=3)
 
 
 def _layer(shape, aggregation="sum", top_k=2, num_experts=4):
-    return HyperMoE(
-        **shape,
+    settings = HyperMoESettings(
         num_experts=num_experts,
         top_k=top_k,
-        hypernetwork=HyperNetwork(D_MODEL, 1, **HYPER),
-        layer_index=0,
         expert_embedding_dim=6,
         aggregation=aggregation,
         generation="per_token" if aggregation == "gate_weighted" else "per_set",
     )
+    return HyperMoE(settings, **shape, hypernetwork=HyperNetwork(D_MODEL, 1, HYPER), layer_index=0)
 
 
 def test_aggregation_masks(shape):
@@ -79,8 +86,8 @@ def test_one_hyper_expert_per_distinct_set(shape, num_experts, top_k):
 def test_generating_for_the_whole_stack_at_once_changes_nothing(shape, top_k):
     """generate_every_set hands each layer the HyperExperts it would have generated itself:
     the same outputs and the same gradients, from one hypernetwork call instead of three."""
-    kwargs = {"num_experts": 4, "top_k": top_k, "expert_embedding_dim": 6}
-    stack = build_moe_stack("hypermoe", 3, **shape, layer_kwargs=kwargs, hypernetwork_kwargs=HYPER)
+    settings = HyperMoESettings(num_experts=4, top_k=top_k, expert_embedding_dim=6, hypernetwork=HYPER)
+    stack = build_moe_stack(settings, 3, **shape)
     calls = loud_hypernetwork(stack[0].hypernetwork, std=0.1)
     x = torch.randn(2, 16, D_MODEL)
     mask = torch.ones(2, 16, dtype=torch.bool)
@@ -135,14 +142,12 @@ def test_hyperfanin_init_starts_near_zero(shape):
 
 
 def test_hypernetwork_is_shared_across_the_stack_unless_per_layer(shape):
-    kwargs = {"num_experts": 4, "top_k": 1, "expert_embedding_dim": 6}
-    shared = build_moe_stack("hypermoe", 3, **shape, layer_kwargs=kwargs, hypernetwork_kwargs=HYPER)
+    settings = HyperMoESettings(num_experts=4, top_k=1, expert_embedding_dim=6, hypernetwork=HYPER)
+    shared = build_moe_stack(settings, 3, **shape)
     assert shared[0].hypernetwork is shared[1].hypernetwork is shared[2].hypernetwork
     assert [layer.layer_index for layer in shared] == [0, 1, 2]
     assert shared[0].selection is not shared[1].selection
-    separate = build_moe_stack(
-        "hypermoe", 3, **shape, layer_kwargs=kwargs, hypernetwork_kwargs=HYPER, share_hypernetwork=False
-    )
+    separate = build_moe_stack(dataclasses.replace(settings, share_hypernetwork=False), 3, **shape)
     assert len({id(layer.hypernetwork) for layer in separate}) == 3
     hypernet = count_parameters(shared[0].hypernetwork)
     # per-layer hypernetworks own one layer embedding each instead of three in one table
@@ -165,9 +170,8 @@ def test_param_matched_adapter_width():
 
 
 def test_adapter_control_is_parameter_matched_to_hypermoe(shape):
-    kwargs = {"num_experts": 4, "top_k": 1}
-    hyper = build_moe_stack("hypermoe", 2, **shape, layer_kwargs=kwargs, hypernetwork_kwargs=HYPER)
+    hyper = build_moe_stack(HyperMoESettings(num_experts=4, top_k=1, hypernetwork=HYPER), 2, **shape)
     width = param_matched_bottleneck(D_MODEL, hyper_parameters_per_layer(hyper))
-    adapter = build_moe_stack("topk_adapter", 2, **shape, layer_kwargs={**kwargs, "adapter_bottleneck": width})
+    adapter = build_moe_stack(TopKAdapterSettings(num_experts=4, top_k=1, adapter_bottleneck=width), 2, **shape)
     gap = abs(count_parameters(adapter) - count_parameters(hyper))
     assert gap <= 2 * (2 * D_MODEL + 1)  # within one adapter width step per layer

@@ -13,8 +13,21 @@ from conftest import loud_hypernetwork
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from hypermoe.backbones.patching import MaskedMoE, RoutingContext
-from hypermoe.moe import DenseMoE, HyperMoE, HyperNetwork, TopKAdapterMoE, TopKMoE
+from hypermoe.moe import (
+    DenseMoE,
+    DenseMoESettings,
+    HyperMoE,
+    HyperMoESettings,
+    HyperNetwork,
+    HypernetworkSettings,
+    TopKAdapterMoE,
+    TopKAdapterSettings,
+    TopKMoE,
+    TopKSettings,
+)
 from hypermoe.moe.build import build_moe_stack
+
+HYPER = HypernetworkSettings(selection_dim=8, layer_embedding_dim=4, hidden_dim=8, bottleneck=8)
 
 SYNCING_OPS = {
     "_local_scalar_dense",
@@ -49,15 +62,17 @@ class SyncRecorder(TorchDispatchMode):
 def _layer(variant: str, kernel: str, top_k: int = 1, **kwargs) -> torch.nn.Module:
     torch.manual_seed(0)
     shape = {"d_model": D, "d_ff": F, "activation": "gelu", "bias": True}
-    routed = {**shape, "num_experts": E, "top_k": top_k, "kernel": kernel, **kwargs}
+    routed = {"num_experts": E, "top_k": top_k, "kernel": kernel, **kwargs}
     if variant == "topk":
-        return TopKMoE(**routed)
+        return TopKMoE(TopKSettings(**routed), **shape)
     if variant == "topk_adapter":
-        return TopKAdapterMoE(**routed, adapter_bottleneck=8)
+        return TopKAdapterMoE(TopKAdapterSettings(**routed, adapter_bottleneck=8), **shape)
     if variant == "dense_moe":
-        return DenseMoE(**shape, num_experts=E)
-    hypernetwork = HyperNetwork(D, 1, selection_dim=8, layer_embedding_dim=4, hidden_dim=8, bottleneck=8)
-    layer = HyperMoE(**routed, hypernetwork=hypernetwork, layer_index=0, expert_embedding_dim=8)
+        return DenseMoE(DenseMoESettings(num_experts=E), **shape)
+    hypernetwork = HyperNetwork(D, 1, HYPER)
+    layer = HyperMoE(
+        HyperMoESettings(**routed, expert_embedding_dim=8), **shape, hypernetwork=hypernetwork, layer_index=0
+    )
     # the generated adapter starts near zero: make it large enough to matter in the comparison
     with torch.no_grad():
         for head in hypernetwork.heads():
@@ -136,11 +151,8 @@ def test_stack_wide_generation_never_syncs_with_the_host():
     """The backbone path: the stack's hook generates every layer's HyperExperts in one call and
     each MaskedMoE hands its layer its share, all without reading a device value back."""
     shape = {"d_model": D, "d_ff": F, "activation": "gelu", "bias": True}
-    hyper = {"selection_dim": 8, "layer_embedding_dim": 4, "hidden_dim": 8, "bottleneck": 8}
-    layers = build_moe_stack(
-        "hypermoe", 3, **shape, layer_kwargs={"num_experts": E, "top_k": 2, "kernel": "grouped_mm"},
-        hypernetwork_kwargs=hyper,
-    )  # fmt: skip
+    settings = HyperMoESettings(num_experts=E, top_k=2, kernel="grouped_mm", hypernetwork=HYPER)
+    layers = build_moe_stack(settings, 3, **shape)
     stack = _Stack()
     context = RoutingContext.attach(stack)
     stack.blocks.extend(MaskedMoE(layer, context) for layer in layers)
@@ -185,9 +197,8 @@ class _TwoLayerStack(torch.nn.Module):
 
     def __init__(self, kernel: str):
         super().__init__()
-        hyper = {"selection_dim": 8, "layer_embedding_dim": 4, "hidden_dim": 8, "bottleneck": 8}
-        routed = {"num_experts": E, "top_k": 2, "kernel": kernel, "expert_embedding_dim": 8}
-        self.layers = build_moe_stack("hypermoe", 2, D, F, "gelu", True, layer_kwargs=routed, hypernetwork_kwargs=hyper)
+        settings = HyperMoESettings(num_experts=E, top_k=2, kernel=kernel, expert_embedding_dim=8, hypernetwork=HYPER)
+        self.layers = build_moe_stack(settings, 2, D, F, "gelu", True)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:

@@ -4,7 +4,17 @@ import pytest
 import torch
 from conftest import D_MODEL, grads
 
-from hypermoe.moe import FFN, DenseMoE, HyperMoE, HyperNetwork, TopKMoE
+from hypermoe.moe import (
+    FFN,
+    DenseMoE,
+    DenseMoESettings,
+    HyperMoE,
+    HyperMoESettings,
+    HyperNetwork,
+    HypernetworkSettings,
+    TopKMoE,
+    TopKSettings,
+)
 
 
 def _run(layer, x, mask=None):
@@ -19,7 +29,7 @@ def _run(layer, x, mask=None):
 def test_topk_with_one_expert_equals_ffn(shape, gating, bias):
     shape["bias"] = bias
     ffn = FFN(**shape)
-    moe = TopKMoE(**shape, num_experts=1, top_k=1, gating=gating, dense_ffn=ffn)
+    moe = TopKMoE(TopKSettings(num_experts=1, top_k=1, gating=gating), **shape, dense_ffn=ffn)
     x = torch.randn(3, 7, D_MODEL)
     y_ffn, dx_ffn = _run(ffn, x)
     y_moe, dx_moe = _run(moe, x)
@@ -31,8 +41,8 @@ def test_topk_with_one_expert_equals_ffn(shape, gating, bias):
 
 
 def test_topk_with_k_equal_n_dropless_equals_dense_moe(shape):
-    dense = DenseMoE(**shape, num_experts=4)
-    topk = TopKMoE(**shape, num_experts=4, top_k=4)
+    dense = DenseMoE(DenseMoESettings(num_experts=4), **shape)
+    topk = TopKMoE(TopKSettings(num_experts=4, top_k=4), **shape)
     topk.load_state_dict(dense.state_dict())
     x = torch.randn(2, 9, D_MODEL)
     mask = torch.ones(2, 9, dtype=torch.bool)
@@ -49,8 +59,10 @@ def test_topk_with_k_equal_n_dropless_equals_dense_moe(shape):
 
 @pytest.mark.parametrize("top_k", [1, 2])
 def test_hypermoe_with_zeroed_heads_equals_topk(shape, top_k):
-    topk = TopKMoE(**shape, num_experts=4, top_k=top_k)
-    hyper = HyperMoE(**shape, num_experts=4, top_k=top_k, hypernetwork=HyperNetwork(D_MODEL, 1), layer_index=0)
+    topk = TopKMoE(TopKSettings(num_experts=4, top_k=top_k), **shape)
+    hyper = HyperMoE(
+        HyperMoESettings(num_experts=4, top_k=top_k), **shape, hypernetwork=HyperNetwork(D_MODEL, 1), layer_index=0
+    )
     missing, unexpected = hyper.load_state_dict(topk.state_dict(), strict=False)
     assert not unexpected and all(k.startswith(("hypernetwork.", "selection.")) for k in missing)
     with torch.no_grad():
@@ -70,13 +82,24 @@ def test_hypermoe_with_zeroed_heads_equals_topk(shape, top_k):
 def _hyper_pair(shape, top_k, aggregation):
     """The same HyperMoE twice, once per generation path, with heads scaled up so the
     HyperExpert output is O(1) and a mismatch could not hide under the 1e-3 init."""
-    kwargs = {**shape, "num_experts": 5, "top_k": top_k, "aggregation": aggregation, "layer_index": 1}
-    fast = HyperMoE(**kwargs, hypernetwork=HyperNetwork(D_MODEL, 2, bottleneck=8), generation="per_set")
+    routed = {"num_experts": 5, "top_k": top_k, "aggregation": aggregation}
+    hypernetwork = HypernetworkSettings(bottleneck=8)
+    fast = HyperMoE(
+        HyperMoESettings(**routed, generation="per_set"),
+        **shape,
+        hypernetwork=HyperNetwork(D_MODEL, 2, hypernetwork),
+        layer_index=1,
+    )
     with torch.no_grad():
         for head in fast.hypernetwork.heads():
             torch.nn.init.normal_(head.weight, std=0.3)
             torch.nn.init.normal_(head.bias, std=0.3)
-    reference = HyperMoE(**kwargs, hypernetwork=HyperNetwork(D_MODEL, 2, bottleneck=8), generation="per_token")
+    reference = HyperMoE(
+        HyperMoESettings(**routed, generation="per_token"),
+        **shape,
+        hypernetwork=HyperNetwork(D_MODEL, 2, hypernetwork),
+        layer_index=1,
+    )
     reference.load_state_dict(fast.state_dict())
     return fast, reference
 
@@ -110,13 +133,13 @@ def test_upcycled_experts_reproduce_the_source_ffn(shape):
     ffn = FFN(**shape)
     x = torch.randn(4, 5, D_MODEL)
     expected = ffn(x)
-    noisy = TopKMoE(**shape, num_experts=8, top_k=2, gating="noisy", dense_ffn=ffn).eval()
+    noisy = TopKMoE(TopKSettings(num_experts=8, top_k=2, gating="noisy"), **shape, dense_ffn=ffn).eval()
     every_expert = noisy.experts(x.view(-1, D_MODEL).repeat(8, 1), [20] * 8)  # (8 * 20, d)
     torch.testing.assert_close(every_expert, expected.view(-1, D_MODEL).repeat(8, 1))
     # Renormalised gates sum to one, so the upcycled layer is the dense FFN before training.
     torch.testing.assert_close(noisy(x), expected)
-    torch.testing.assert_close(DenseMoE(**shape, num_experts=8, dense_ffn=ffn)(x), expected)
+    torch.testing.assert_close(DenseMoE(DenseMoESettings(num_experts=8), **shape, dense_ffn=ffn)(x), expected)
     # Switch scales by the top-1 probability, as in the Switch Transformer.
-    switch = TopKMoE(**shape, num_experts=8, top_k=1, gating="switch", dense_ffn=ffn)
+    switch = TopKMoE(TopKSettings(num_experts=8, top_k=1, gating="switch"), **shape, dense_ffn=ffn)
     probs = switch.router(x.view(-1, D_MODEL), torch.ones(20, dtype=torch.bool)).gates
     torch.testing.assert_close(switch(x), expected * probs.view(4, 5, 1))

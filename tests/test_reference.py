@@ -7,12 +7,23 @@ import pytest
 import torch
 from conftest import D_MODEL, grads, loud_hypernetwork
 
-from hypermoe.moe import AGGREGATIONS, HyperMoE, HyperNetwork, TopKMoE, build_moe_stack, reference
-from hypermoe.moe.hyper import GENERATIONS
+from hypermoe.moe import (
+    AGGREGATIONS,
+    HyperMoE,
+    HyperMoESettings,
+    HyperNetwork,
+    HypernetworkSettings,
+    TopKMoE,
+    TopKSettings,
+    build_moe_stack,
+    reference,
+)
 from hypermoe.moe.router import NoisyTopKRouter
+from hypermoe.moe.settings import GENERATIONS
 
 B, T, N = 2, 6, 4
-HYPER = {"selection_dim": 8, "hidden_dim": 8, "bottleneck": 8, "layer_embedding_dim": 3}  # r * 4 bytes: grouped_mm
+# r * 4 bytes: grouped_mm
+HYPER = HypernetworkSettings(selection_dim=8, hidden_dim=8, bottleneck=8, layer_embedding_dim=3)
 SEED = 3
 KERNELS = [
     "loop",
@@ -114,7 +125,7 @@ ROUTERS = {
 @pytest.mark.parametrize("router", sorted(ROUTERS))
 def test_topk_matches_the_reference(shape, batch, router, top_k, training, kernel):
     jitter = {} if router == "noisy" else {"jitter_eps": 0.1}  # noisy gating has its own noise
-    layer = TopKMoE(**shape, num_experts=N, top_k=top_k, kernel=kernel, **ROUTERS[router], **jitter)
+    layer = TopKMoE(TopKSettings(num_experts=N, top_k=top_k, kernel=kernel, **ROUTERS[router], **jitter), **shape)
     _spread_noisy_router(layer)
     _assert_topk_matches(layer.train(training), *batch)
 
@@ -123,9 +134,10 @@ def test_topk_matches_the_reference(shape, batch, router, top_k, training, kerne
 @pytest.mark.parametrize("dropped_tokens", ["zero", "input"])
 @pytest.mark.parametrize("top_k", [1, 2])
 def test_topk_under_a_capacity_limit_matches_the_reference(shape, batch, top_k, dropped_tokens, kernel):
-    layer = TopKMoE(
-        **shape, num_experts=N, top_k=top_k, kernel=kernel, capacity_factor_eval=0.5, dropped_tokens=dropped_tokens
-    ).eval()
+    settings = TopKSettings(
+        num_experts=N, top_k=top_k, kernel=kernel, capacity_factor_eval=0.5, dropped_tokens=dropped_tokens
+    )
+    layer = TopKMoE(settings, **shape).eval()
     _assert_topk_matches(layer, *batch)
     assert layer.routing_stats["dropped_fraction"] > 0, "the limit must drop assignments for this test to mean anything"
 
@@ -133,14 +145,10 @@ def test_topk_under_a_capacity_limit_matches_the_reference(shape, batch, top_k, 
 def _hyper_layer(shape, top_k: int, kernel: str, **kwargs) -> HyperMoE:
     """Layer 1 of a two-layer hypernetwork, its heads redrawn so the HyperExpert shows."""
     layer = HyperMoE(
+        HyperMoESettings(num_experts=N, top_k=top_k, kernel=kernel, expert_embedding_dim=6, **kwargs),
         **shape,
-        num_experts=N,
-        top_k=top_k,
-        kernel=kernel,
-        hypernetwork=HyperNetwork(D_MODEL, 2, **HYPER),
+        hypernetwork=HyperNetwork(D_MODEL, 2, HYPER),
         layer_index=1,
-        expert_embedding_dim=6,
-        **kwargs,
     )
     loud_hypernetwork(layer.hypernetwork, std=0.3)
     return layer
@@ -197,10 +205,10 @@ def test_hypermoe_training_with_router_noise_and_drops_matches_the_reference(sha
 def test_a_residual_stack_matches_the_reference(shape, batch, share, kernel):
     """Two layers on one hypernetwork (layer embeddings 0 and 1) or on one each, their
     gradients meeting in the shared one."""
-    kwargs = {"num_experts": N, "top_k": 2, "kernel": kernel, "expert_embedding_dim": 6}
-    stack = build_moe_stack(
-        "hypermoe", 2, **shape, layer_kwargs=kwargs, hypernetwork_kwargs=HYPER, share_hypernetwork=share
-    ).eval()
+    settings = HyperMoESettings(
+        num_experts=N, top_k=2, kernel=kernel, expert_embedding_dim=6, share_hypernetwork=share, hypernetwork=HYPER
+    )
+    stack = build_moe_stack(settings, 2, **shape).eval()
     for layer in stack:
         loud_hypernetwork(layer.hypernetwork, std=0.3)
     x, mask = batch

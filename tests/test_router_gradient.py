@@ -12,6 +12,7 @@ from helpers import CONF, compose_config
 from hypermoe.config import to_container
 from hypermoe.moe.build import stack_from_config
 from hypermoe.moe.layers import TopKMoE
+from hypermoe.moe.settings import TopKSettings
 from hypermoe.validation import warn_if_router_gets_no_task_gradient
 
 BACKBONES = sorted(path.stem for path in (CONF / "backbone").glob("*.yaml"))
@@ -55,8 +56,8 @@ def test_upcycled_backbones_default_gating_starts_as_the_dense_model(backbone, t
     assert model["gating"] == "renorm"
     for top_k in (1, 2):
         torch.manual_seed(0)
-        layer = TopKMoE(16, 32, 8, top_k, "gelu", True, gating="renorm")
-        dense = TopKMoE(16, 32, 1, 1, "gelu", True, gating="renorm").experts.ffns[0]
+        layer = TopKMoE(TopKSettings(num_experts=8, top_k=top_k, gating="renorm"), 16, 32, "gelu", True)
+        dense = TopKMoE(TopKSettings(num_experts=1, top_k=1, gating="renorm"), 16, 32, "gelu", True).experts.ffns[0]
         layer.experts.upcycle_from(dense)
         torch.nn.init.normal_(layer.router.weight, std=0.3)
         x = torch.randn(3, 5, 16)

@@ -7,17 +7,31 @@ import pytest
 import torch
 from conftest import D_MODEL
 
-from hypermoe.moe import DenseMoE, HyperMoE, HyperNetwork, TopKAdapterMoE, TopKMoE
+from hypermoe.moe import (
+    DenseMoE,
+    DenseMoESettings,
+    HyperMoE,
+    HyperMoESettings,
+    HyperNetwork,
+    TopKAdapterMoE,
+    TopKAdapterSettings,
+    TopKMoE,
+    TopKSettings,
+)
 
 
 def _all_variants(shape):
     return {
-        "topk": TopKMoE(**shape, num_experts=4, top_k=2, capacity_factor_train=1.0),
-        "topk_noisy": TopKMoE(**shape, num_experts=4, top_k=1, gating="noisy"),
-        "topk_drops": TopKMoE(**shape, num_experts=4, top_k=2, capacity_factor_eval=0.5, dropped_tokens="input"),
-        "dense_moe": DenseMoE(**shape, num_experts=4),
-        "topk_adapter": TopKAdapterMoE(**shape, num_experts=4, top_k=1, adapter_bottleneck=4),
-        "hypermoe": HyperMoE(**shape, num_experts=4, top_k=2, hypernetwork=HyperNetwork(D_MODEL, 1), layer_index=0),
+        "topk": TopKMoE(TopKSettings(num_experts=4, top_k=2, capacity_factor_train=1.0), **shape),
+        "topk_noisy": TopKMoE(TopKSettings(num_experts=4, top_k=1, gating="noisy"), **shape),
+        "topk_drops": TopKMoE(
+            TopKSettings(num_experts=4, top_k=2, capacity_factor_eval=0.5, dropped_tokens="input"), **shape
+        ),
+        "dense_moe": DenseMoE(DenseMoESettings(num_experts=4), **shape),
+        "topk_adapter": TopKAdapterMoE(TopKAdapterSettings(num_experts=4, top_k=1, adapter_bottleneck=4), **shape),
+        "hypermoe": HyperMoE(
+            HyperMoESettings(num_experts=4, top_k=2), **shape, hypernetwork=HyperNetwork(D_MODEL, 1), layer_index=0
+        ),
     }
 
 
@@ -57,7 +71,7 @@ def test_padding_is_never_routed_nor_counted(shape, variant):
 
 
 def test_padding_does_not_use_capacity(shape):
-    layer = TopKMoE(**shape, num_experts=2, top_k=1, capacity_factor_eval=1.0).eval()
+    layer = TopKMoE(TopKSettings(num_experts=2, top_k=1, capacity_factor_eval=1.0), **shape).eval()
     with torch.no_grad():
         layer.router.weight.zero_()  # every token ties and picks expert 0
     x = torch.randn(1, 8, D_MODEL)
@@ -70,7 +84,7 @@ def test_padding_does_not_use_capacity(shape):
 
 
 def test_capacity_serves_first_choices_first(shape):
-    layer = TopKMoE(**shape, num_experts=4, top_k=2, capacity_factor_train=0.5).train()
+    layer = TopKMoE(TopKSettings(num_experts=4, top_k=2, capacity_factor_train=0.5), **shape).train()
     with torch.no_grad():
         # token features 0/1 steer the router: every token's first choice is expert 0 or 1
         layer.router.weight.zero_()
@@ -99,7 +113,8 @@ def test_capacity_serves_first_choices_first(shape):
 def test_a_dropped_assignment_outputs_zero_or_its_input_times_its_gate(shape):
     rules = ("zero", "input")
     layers = {
-        rule: TopKMoE(**shape, num_experts=4, top_k=2, capacity_factor_train=0.5, dropped_tokens=rule) for rule in rules
+        rule: TopKMoE(TopKSettings(num_experts=4, top_k=2, capacity_factor_train=0.5, dropped_tokens=rule), **shape)
+        for rule in rules
     }
     with torch.no_grad():  # the routing of test_capacity_serves_first_choices_first
         layers["zero"].router.weight.zero_()
@@ -118,7 +133,7 @@ def test_a_dropped_assignment_outputs_zero_or_its_input_times_its_gate(shape):
 
 
 def test_capacity_factor_is_separate_for_train_and_eval(shape):
-    layer = TopKMoE(**shape, num_experts=2, top_k=1, capacity_factor_train=0.5, capacity_factor_eval=None)
+    layer = TopKMoE(TopKSettings(num_experts=2, top_k=1, capacity_factor_train=0.5, capacity_factor_eval=None), **shape)
     with torch.no_grad():
         layer.router.weight.zero_()
     x = torch.randn(1, 8, D_MODEL)
@@ -132,7 +147,7 @@ def test_capacity_factor_is_separate_for_train_and_eval(shape):
     "layer_kwargs", [{"gating": "switch", "jitter_eps": 0.5}, {"gating": "noisy"}], ids=["jitter", "noisy"]
 )
 def test_router_noise_is_on_in_training_only(shape, layer_kwargs):
-    layer = TopKMoE(**shape, num_experts=4, top_k=1, **layer_kwargs)
+    layer = TopKMoE(TopKSettings(num_experts=4, top_k=1, **layer_kwargs), **shape)
     with torch.no_grad():
         layer.router.weight.normal_()
         if layer_kwargs["gating"] == "noisy":
@@ -147,7 +162,7 @@ def test_router_noise_is_on_in_training_only(shape, layer_kwargs):
 
 
 def test_noisy_gating_starts_at_zero_and_renormalises(shape):
-    layer = TopKMoE(**shape, num_experts=4, top_k=2, gating="noisy")
+    layer = TopKMoE(TopKSettings(num_experts=4, top_k=2, gating="noisy"), **shape)
     assert torch.all(layer.router.weight == 0) and torch.all(layer.router.noise_weight == 0)
     routing = layer.train().router(torch.randn(16, D_MODEL), torch.ones(16, dtype=torch.bool))
     torch.testing.assert_close(routing.gates.sum(-1), torch.ones(16))
@@ -156,7 +171,7 @@ def test_noisy_gating_starts_at_zero_and_renormalises(shape):
 
 
 def test_router_runs_in_float32_under_autocast(shape):
-    layer = TopKMoE(**shape, num_experts=4, top_k=1)
+    layer = TopKMoE(TopKSettings(num_experts=4, top_k=1), **shape)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         routing = layer.router(torch.randn(8, D_MODEL), torch.ones(8, dtype=torch.bool))
         y = layer(torch.randn(2, 4, D_MODEL))
@@ -165,7 +180,7 @@ def test_router_runs_in_float32_under_autocast(shape):
 
 
 def test_routing_stats_are_recorded_and_detached(shape):
-    layer = TopKMoE(**shape, num_experts=4, top_k=1)
+    layer = TopKMoE(TopKSettings(num_experts=4, top_k=1), **shape)
     with torch.no_grad():
         layer.router.weight.zero_()
         layer.router.weight[1, 0] = 10.0
@@ -203,7 +218,7 @@ def test_a_layer_copies_and_pickles_after_a_training_step(shape, variant):
 
 
 def test_expert_dropout_is_on_in_training_only(shape):
-    layer = TopKMoE(**shape, num_experts=4, top_k=2, dropout=0.5)
+    layer = TopKMoE(TopKSettings(num_experts=4, top_k=2), **shape, dropout=0.5)
     x = torch.randn(2, 6, D_MODEL)
     layer.eval()
     torch.testing.assert_close(layer(x), layer(x))
@@ -224,7 +239,10 @@ def test_all_padding_and_empty_batches(shape, variant):
 @pytest.mark.parametrize("generation", ["per_set", "per_token"])
 def test_hypermoe_keeps_the_autocast_dtype(shape, generation):
     layer = HyperMoE(
-        **shape, num_experts=4, top_k=2, hypernetwork=HyperNetwork(D_MODEL, 1), layer_index=0, generation=generation
+        HyperMoESettings(num_experts=4, top_k=2, generation=generation),
+        **shape,
+        hypernetwork=HyperNetwork(D_MODEL, 1),
+        layer_index=0,
     )
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = layer(torch.randn(2, 5, D_MODEL))
@@ -232,7 +250,7 @@ def test_hypermoe_keeps_the_autocast_dtype(shape, generation):
 
 
 def test_dense_moe_records_every_stat(shape):
-    layer = DenseMoE(**shape, num_experts=4)
+    layer = DenseMoE(DenseMoESettings(num_experts=4), **shape)
     layer(torch.randn(2, 5, D_MODEL))
     assert set(layer.routing_stats) == ROUTING_STATS
     assert layer.routing_stats["load"].sum().item() == pytest.approx(1.0)

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from wandb.sdk.launch.sweeps.utils import create_sweep_command_args, load_sweep_config
 
 sys.path.insert(0, str(CONF.parent / "experiments"))
+from make_sweep import SPECS, sweep_spec
 from run_grid import grid_of
 
 from hypermoe.config import to_container
@@ -127,6 +128,13 @@ def test_char_sweep_runs_the_tables_grid():
         choices = compose("train", ["table=experts_topk_char_cpu"], return_hydra_config=True).hydra.runtime.choices
     assert (fixed["backbone"], fixed["data"]) == (choices["backbone"], choices["data"])
     assert fixed["tags"] == str(list(compose_config("train", ["table=experts_topk_char_cpu"], "/tmp").tags))
+
+
+@pytest.mark.parametrize("name", GRIDS)
+def test_grid_spec_is_written_from_its_table(name):
+    """The grid is defined once, in its table: the spec is make_sweep.py's output for it."""
+    assert name in SPECS
+    assert (SWEEPS / f"{name}.yaml").read_text() == sweep_spec(name)
 
 
 @pytest.mark.parametrize("name", GRIDS)

@@ -16,7 +16,7 @@ from transformers.models.switch_transformers.modeling_switch_transformers import
 from hypermoe.backbones.patching import RoutingContext
 from hypermoe.backbones.seq2seq import build_seq2seq
 from hypermoe.backbones.switch import _copy_sparse, patch_stack
-from hypermoe.moe import TopKMoE
+from hypermoe.moe import TopKMoE, TopKSettings
 
 # 4 blocks per stack, blocks 1 and 3 sparse (switch-base-8's every-other placement); capacity
 # of 64 per sequence never binds on 10 tokens, so transformers drops nothing, as our dropless layer
@@ -86,7 +86,9 @@ def _sparse_mlp(expert_capacity: int) -> SwitchTransformersSparseMLP:
 
 def _ours_from(reference: SwitchTransformersSparseMLP, **layer_kwargs) -> TopKMoE:
     """Our top-1 layer with the router and experts of transformers' Switch layer."""
-    ours = TopKMoE(CONFIG["d_model"], CONFIG["d_ff"], 4, 1, "relu", False, **layer_kwargs).eval()
+    ours = TopKMoE(
+        TopKSettings(num_experts=4, top_k=1, **layer_kwargs), CONFIG["d_model"], CONFIG["d_ff"], "relu", False
+    ).eval()
     _copy_sparse(reference, ours)
     return ours
 

@@ -4,7 +4,17 @@ import pytest
 import torch
 from conftest import D_MODEL
 
-from hypermoe.moe import FFN, HyperMoE, HyperNetwork, TopKMoE, build_moe_stack
+from hypermoe.moe import (
+    FFN,
+    HyperMoE,
+    HyperMoESettings,
+    HyperNetwork,
+    HypernetworkSettings,
+    TopKAdapterSettings,
+    TopKMoE,
+    TopKSettings,
+    settings_from_config,
+)
 
 
 @pytest.mark.parametrize(
@@ -30,16 +40,16 @@ def test_bad_topk_arguments(shape, kwargs, message):
     shape = {**shape, **{k: v for k, v in kwargs.items() if k in shape}}
     kwargs = {k: v for k, v in kwargs.items() if k not in shape}
     with pytest.raises(ValueError, match=message):
-        TopKMoE(**shape, **kwargs)
+        TopKMoE(TopKSettings(**kwargs), **shape)
 
 
 def test_dense_ffn_of_another_width_is_rejected(shape):
     wider = FFN(**{**shape, "d_model": D_MODEL * 2})
     with pytest.raises(ValueError, match=r"dense_ffn has d_model=32, d_ff=32; the experts need d_model=16"):
-        TopKMoE(**shape, num_experts=4, top_k=1, dense_ffn=wider)
+        TopKMoE(TopKSettings(num_experts=4, top_k=1), **shape, dense_ffn=wider)
     relu = FFN(**{**shape, "activation": "relu"})
     with pytest.raises(ValueError, match="dense_ffn has activation='relu'"):
-        TopKMoE(**shape, num_experts=4, top_k=1, dense_ffn=relu)
+        TopKMoE(TopKSettings(num_experts=4, top_k=1), **shape, dense_ffn=relu)
 
 
 @pytest.mark.parametrize(
@@ -52,28 +62,50 @@ def test_dense_ffn_of_another_width_is_rejected(shape):
     ],
 )
 def test_bad_hypermoe_arguments(shape, kwargs, message):
-    kwargs = {"layer_index": 0, **kwargs}
+    layer_index = kwargs.pop("layer_index", 0)
     with pytest.raises(ValueError, match=message):
-        HyperMoE(**shape, num_experts=4, top_k=1, hypernetwork=HyperNetwork(D_MODEL, 2), **kwargs)
+        settings = HyperMoESettings(num_experts=4, top_k=1, **kwargs)
+        HyperMoE(settings, **shape, hypernetwork=HyperNetwork(D_MODEL, 2), layer_index=layer_index)
 
 
 def test_hypernetwork_of_another_width_is_rejected(shape):
     with pytest.raises(ValueError, match=r"hypernetwork\.d_model=8 does not match d_model=16"):
-        HyperMoE(**shape, num_experts=4, top_k=1, hypernetwork=HyperNetwork(8, 1), layer_index=0)
+        HyperMoE(HyperMoESettings(num_experts=4, top_k=1), **shape, hypernetwork=HyperNetwork(8, 1), layer_index=0)
     with pytest.raises(ValueError, match="bottleneck must be an integer >= 1"):
-        HyperNetwork(D_MODEL, 1, bottleneck=0)
+        HyperNetwork(D_MODEL, 1, HypernetworkSettings(bottleneck=0))
 
 
 def test_stack_builder_rejects_misplaced_settings(shape):
     with pytest.raises(ValueError, match="variant='moe' is not one of"):
-        build_moe_stack("moe", 2, **shape, layer_kwargs={})
+        settings_from_config({"variant": "moe"})
     with pytest.raises(ValueError, match=r"variant='topk' has no hypernetwork"):
-        build_moe_stack("topk", 2, **shape, layer_kwargs={"num_experts": 4, "top_k": 1}, hypernetwork_kwargs={})
+        settings_from_config({"variant": "topk", "num_experts": 4, "top_k": 1, "hypernetwork": {}})
     with pytest.raises(ValueError, match=r"variant='dense_moe' takes no \['top_k'\]"):
-        build_moe_stack("dense_moe", 2, **shape, layer_kwargs={"num_experts": 4, "top_k": 1})
+        settings_from_config({"variant": "dense_moe", "num_experts": 4, "top_k": 1})
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: TopKSettings(jitter_eps="abc"), "jitter_eps='abc' must be of type float | None"),
+        (lambda: TopKSettings(noise_epsilon="0.1"), "noise_epsilon='0.1' must be of type float"),
+        (lambda: HyperMoESettings(share_hypernetwork="maybe"), "share_hypernetwork='maybe' must be true or false"),
+        (lambda: HyperMoESettings(hypernetwork=None), "hypernetwork=None must be of type HypernetworkSettings"),
+        (lambda: HypernetworkSettings(hidden_dim=0), "hidden_dim must be an integer >= 1, got 0"),
+        (lambda: TopKAdapterSettings(adapter_bottleneck=0), "adapter_bottleneck must be an integer >= 1, got 0"),
+        (lambda: HyperMoESettings(num_experts=64), "num_experts=64 > 62"),
+        (
+            lambda: settings_from_config({"variant": "hypermoe", "hypernetwork": {"width": 3}}),
+            r"hypernetwork takes no \['width'\]; it takes \['bottleneck', 'hidden_dim'",
+        ),
+    ],
+)
+def test_bad_settings_are_refused_naming_the_setting(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
 
 
 def test_attention_mask_of_wrong_shape_is_rejected(shape):
-    layer = TopKMoE(**shape, num_experts=2, top_k=1)
+    layer = TopKMoE(TopKSettings(num_experts=2, top_k=1), **shape)
     with pytest.raises(ValueError, match=r"attention_mask has shape \(2, 3\), expected \(2, 4\)"):
         layer(torch.randn(2, 4, D_MODEL), torch.ones(2, 3))

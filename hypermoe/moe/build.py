@@ -1,99 +1,125 @@
-"""Build the MoE layers of one stack by variant name, with HyperMoE's hypernetwork shared."""
+"""Build the MoE layers of one stack from a variant's settings, with HyperMoE's hypernetwork shared."""
 
-from collections.abc import Mapping, Sequence
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from hypermoe.moe.checks import check_choice, check_positive, check_types
+from hypermoe.moe.checks import check_choice, check_positive
 from hypermoe.moe.experts import FFN
 from hypermoe.moe.hyper import HyperMoE, HyperNetwork
 from hypermoe.moe.layers import DenseMoE, TopKAdapterMoE, TopKMoE
+from hypermoe.moe.settings import (
+    MATCHED,
+    DenseMoESettings,
+    FFNSettings,
+    HyperMoESettings,
+    TopKAdapterSettings,
+    TopKSettings,
+)
 
-VARIANTS = ("ffn", "dense_moe", "topk", "hypermoe", "topk_adapter")
-# Arguments each variant takes beyond the FFN shape, so a misplaced key fails loudly.
-_ROUTED_KEYS = {
-    "num_experts",
-    "top_k",
-    "gating",
-    "capacity_factor_train",
-    "capacity_factor_eval",
-    "jitter_eps",
-    "noise_epsilon",
-    "dropped_tokens",
-    "balance_group",
-    "kernel",
+
+def _ffn(settings: FFNSettings, *shape: Any, dense_ffn: FFN | None = None, **kwargs: Any) -> FFN:
+    """The backbone's own FFN: a copy of ``dense_ffn`` when given."""
+    layer = FFN(*shape, **kwargs)
+    if dense_ffn is not None:
+        layer.load_state_dict(dense_ffn.state_dict())
+    return layer
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """A ``model.variant``: its settings and the layer made from them, called as
+    ``layer(settings, d_model, d_ff, activation, bias, dropout=, dense_ffn=, **per_layer)``."""
+
+    settings: type
+    layer: Callable[..., nn.Module]
+
+
+VARIANTS = {
+    "ffn": Variant(FFNSettings, _ffn),
+    "dense_moe": Variant(DenseMoESettings, DenseMoE),
+    "topk": Variant(TopKSettings, TopKMoE),
+    "hypermoe": Variant(HyperMoESettings, HyperMoE),
+    "topk_adapter": Variant(TopKAdapterSettings, TopKAdapterMoE),
 }
-_LAYER_CLASSES = {
-    "ffn": FFN,
-    "dense_moe": DenseMoE,
-    "topk": TopKMoE,
-    "topk_adapter": TopKAdapterMoE,
-    "hypermoe": HyperMoE,
-}
-_EXTRA_KEYS = {
-    "ffn": set(),
-    "dense_moe": {"num_experts"},
-    "topk": _ROUTED_KEYS,
-    "topk_adapter": _ROUTED_KEYS | {"adapter_bottleneck"},
-    "hypermoe": _ROUTED_KEYS | {"expert_embedding_dim", "aggregation", "generation"},
-}
+_LAYERS = {variant.settings: variant.layer for variant in VARIANTS.values()}
+# keys of conf/model/*.yaml that are no layer setting: the blocks given the layer (the backbone's)
+# and the aux loss coefficients (the trainer's)
+MODEL_KEYS = ("variant", "moe_layers", "aux_loss_coefficients")
+
+
+def settings_from_config(model: Mapping[str, Any]) -> Any:
+    """The settings of ``model["variant"]`` from a ``conf/model/*.yaml`` mapping, every value
+    checked; a key the variant does not take is named, with the ones it takes."""
+    variant = model.get("variant")
+    check_choice("variant", variant, VARIANTS)
+    values = {key: value for key, value in model.items() if key not in MODEL_KEYS}
+    return _settings(VARIANTS[variant].settings, values, f"variant={variant!r}")
+
+
+def _settings(cls: type, values: Mapping[str, Any], owner: str) -> Any:
+    """``cls(**values)`` with nested settings made from their mappings."""
+    fields = {spec.name: spec for spec in dataclasses.fields(cls)}
+    if "hypernetwork" in values and "hypernetwork" not in fields:
+        raise ValueError(f"hypernetwork settings were given, but {owner} has no hypernetwork")
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(f"{owner} takes no {unknown}; it takes {sorted(fields)}")
+    nested = {
+        name: _settings(fields[name].type, value, name)
+        for name, value in values.items()
+        if dataclasses.is_dataclass(fields[name].type) and isinstance(value, Mapping)
+    }
+    return cls(**{**values, **nested})
 
 
 def build_moe_stack(
-    variant: str,
+    settings: Any,
     num_layers: int,
     d_model: int,
     d_ff: int,
     activation: str,
     bias: bool,
-    layer_kwargs: Mapping[str, Any],
-    hypernetwork_kwargs: Mapping[str, Any] | None = None,
-    share_hypernetwork: bool = True,
     dense_ffns: Sequence[FFN] | None = None,
     dropout: float = 0.0,
 ) -> nn.ModuleList:
-    """``num_layers`` layers of ``variant``; layer i is upcycled from ``dense_ffns[i]`` if given.
+    """``num_layers`` layers of the variant ``settings`` belongs to; layer i is upcycled from
+    ``dense_ffns[i]`` if given.
 
     HyperMoE layers share one HyperNetwork(num_layers) unless ``share_hypernetwork`` is
-    False (the no-sharing ablation: each layer owns a one-layer hypernetwork).
+    False (the no-sharing ablation: each layer owns a one-layer hypernetwork). A topk_adapter
+    with ``adapter_bottleneck="matched"`` gets the width ``matched_adapter_width`` finds.
     """
-    check_choice("variant", variant, VARIANTS)
     check_positive("num_layers", num_layers)
-    unknown = sorted(set(layer_kwargs) - _EXTRA_KEYS[variant])
-    if unknown:
-        raise ValueError(f"variant={variant!r} takes no {unknown}; it takes {sorted(_EXTRA_KEYS[variant])}")
-    if hypernetwork_kwargs is not None and variant != "hypermoe":
-        raise ValueError(f"hypernetwork settings were given, but variant={variant!r} has no hypernetwork")
-    check_types(_LAYER_CLASSES[variant], layer_kwargs)
-    check_types(HyperNetwork, hypernetwork_kwargs or {})
     if dense_ffns is not None and len(dense_ffns) != num_layers:
         raise ValueError(f"got {len(dense_ffns)} dense_ffns for num_layers={num_layers}")
-
-    shape = {"d_model": d_model, "d_ff": d_ff, "activation": activation, "bias": bias, "dropout": dropout}
-    hyper_kwargs = dict(hypernetwork_kwargs or {})
-    shared = HyperNetwork(d_model, num_layers, **hyper_kwargs) if variant == "hypermoe" and share_hypernetwork else None
-    layers = []
-    for i in range(num_layers):
-        source = None if dense_ffns is None else dense_ffns[i]
-        if variant == "ffn":
-            layer = FFN(**shape)
-            if source is not None:
-                layer.load_state_dict(source.state_dict())
-        elif variant == "dense_moe":
-            layer = DenseMoE(**shape, **layer_kwargs, dense_ffn=source)
-        elif variant == "topk":
-            layer = TopKMoE(**shape, **layer_kwargs, dense_ffn=source)
-        elif variant == "topk_adapter":
-            layer = TopKAdapterMoE(**shape, **layer_kwargs, dense_ffn=source)
-        else:
-            hypernetwork = shared or HyperNetwork(d_model, 1, **hyper_kwargs)
-            layer = HyperMoE(
-                **shape, **layer_kwargs, dense_ffn=source, hypernetwork=hypernetwork, layer_index=i if shared else 0
-            )
-        layers.append(layer)
+    if isinstance(settings, TopKAdapterSettings) and settings.adapter_bottleneck == MATCHED:
+        width = matched_adapter_width(settings, num_layers, d_model, d_ff, activation, bias)
+        settings = dataclasses.replace(settings, adapter_bottleneck=width)
+    layer = _LAYERS[type(settings)]
+    shape = (d_model, d_ff, activation, bias)
+    per_layer = _hypernetworks(settings, d_model, num_layers)
+    sources = dense_ffns or [None] * num_layers
+    layers = (
+        layer(settings, *shape, dropout=dropout, dense_ffn=source, **extra)
+        for source, extra in zip(sources, per_layer, strict=True)
+    )
     return nn.ModuleList(layers)
+
+
+def _hypernetworks(settings: Any, d_model: int, num_layers: int) -> list[dict[str, Any]]:
+    """Each layer's hypernetwork and its index in it, for HyperMoE settings; nothing for others."""
+    if not isinstance(settings, HyperMoESettings):
+        return [{}] * num_layers
+    if settings.share_hypernetwork:
+        shared = HyperNetwork(d_model, num_layers, settings.hypernetwork)
+        return [{"hypernetwork": shared, "layer_index": i} for i in range(num_layers)]
+    return [
+        {"hypernetwork": HyperNetwork(d_model, 1, settings.hypernetwork), "layer_index": 0} for _ in range(num_layers)
+    ]
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -120,6 +146,17 @@ def param_matched_bottleneck(d_model: int, target_parameters: float) -> int:
     return min(candidates, key=lambda r: abs(2 * d_model * r + r + d_model - target_parameters))
 
 
+def matched_adapter_width(
+    settings: TopKAdapterSettings, num_layers: int, d_model: int, d_ff: int, activation: str, bias: bool
+) -> int:
+    """The adapter width whose parameters match, per layer, those HyperMoE adds: HyperMoE with
+    ``HyperMoESettings``' own defaults and the adapter's routed settings, counted on the meta device."""
+    hyper = HyperMoESettings(**settings.routed())
+    with torch.device("meta"):  # only counted, never run
+        reference = build_moe_stack(hyper, num_layers, d_model, d_ff, activation, bias)
+    return param_matched_bottleneck(d_model, hyper_parameters_per_layer(reference))
+
+
 def stack_from_config(
     model: Mapping[str, Any],
     num_layers: int,
@@ -130,35 +167,6 @@ def stack_from_config(
     dense_ffns: Sequence[FFN] | None = None,
     dropout: float = 0.0,
 ) -> nn.ModuleList:
-    """Build a stack from a ``conf/model/*.yaml`` mapping (keys = layer argument names;
-    ``moe_layers`` and ``aux_loss_coefficients`` belong to the backbone and the trainer)."""
-    settings = dict(model)
-    variant = settings.pop("variant")
-    settings.pop("aux_loss_coefficients", None)
-    settings.pop("moe_layers", None)
-    hypernetwork_kwargs = settings.pop("hypernetwork", None)
-    share = settings.pop("share_hypernetwork", True)
-    if not isinstance(share, bool):
-        raise ValueError(f"share_hypernetwork={share!r} must be true or false")
-    matched_to = settings.pop("matched_to", None)  # the HyperMoE a "matched" adapter is sized after
-    if settings.get("adapter_bottleneck") == "matched":
-        if matched_to is None:
-            raise ValueError("adapter_bottleneck='matched' needs matched_to: the HyperMoE settings to match")
-        hyper = {**settings, **matched_to, "variant": "hypermoe"}
-        hyper.pop("adapter_bottleneck")
-        with torch.device("meta"):  # only counted, never run
-            reference = stack_from_config(hyper, num_layers, d_model, d_ff, activation, bias)
-        settings["adapter_bottleneck"] = param_matched_bottleneck(d_model, hyper_parameters_per_layer(reference))
-    return build_moe_stack(
-        variant,
-        num_layers,
-        d_model,
-        d_ff,
-        activation,
-        bias,
-        layer_kwargs=settings,
-        hypernetwork_kwargs=hypernetwork_kwargs,
-        share_hypernetwork=share,
-        dense_ffns=dense_ffns,
-        dropout=dropout,
-    )
+    """Build a stack from a ``conf/model/*.yaml`` mapping (``settings_from_config``)."""
+    settings = settings_from_config(model)
+    return build_moe_stack(settings, num_layers, d_model, d_ff, activation, bias, dense_ffns, dropout)

@@ -1,7 +1,8 @@
-"""Argument checks shared by the layer constructors: every message names the argument."""
+"""Argument checks shared by the layer settings and constructors: every message names the argument."""
 
+import dataclasses
 import typing
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -36,21 +37,25 @@ def check_top_k(top_k: int, num_experts: int) -> None:
         raise ValueError(f"top_k={top_k} must be <= num_experts={num_experts}")
 
 
-def check_types(owner: type, arguments: Mapping[str, Any]) -> None:
-    """Each argument against the type its name has in ``owner``'s constructor (and those of its
-    bases, for arguments passed on through ``*args, **kwargs``), strictly: 1.0 is no int, "1" no float."""
-    hints: dict[str, Any] = {}
-    for cls in reversed(owner.__mro__):
-        if "__init__" in vars(cls) and cls.__module__.startswith("hypermoe"):
-            hints.update(typing.get_type_hints(cls.__init__))
-    for name, value in arguments.items():
-        if name not in hints:
+def describe_type(hint: Any) -> str:
+    """What a value of type ``hint`` is, as an error message says it."""
+    if hint is bool:
+        return "true or false"
+    return "of type " + (hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", ""))
+
+
+def check_field_types(settings: Any) -> None:
+    """Each field of the dataclass ``settings`` against its annotation, strictly: 1.0 is no int,
+    "1" no float. Nested settings need only be of their class: they check themselves."""
+    for name, hint in typing.get_type_hints(type(settings)).items():
+        value = getattr(settings, name)
+        if hint is Any:
+            continue
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, hint):
+                raise ValueError(f"{name}={value!r} must be {describe_type(hint)}")
             continue
         try:
-            TypeAdapter(hints[name]).validate_python(value, strict=True)
+            TypeAdapter(hint).validate_python(value, strict=True)
         except ValidationError:
-            raise ValueError(f"{name}={value!r} must be of type {_type_name(hints[name])}") from None
-
-
-def _type_name(hint: Any) -> str:
-    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+            raise ValueError(f"{name}={value!r} must be {describe_type(hint)}") from None

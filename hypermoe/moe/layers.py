@@ -14,17 +14,13 @@ import math
 import torch
 from torch import Tensor, nn
 
-from hypermoe.moe.checks import check_capacity_factor, check_choice, check_positive, check_top_k
+from hypermoe.moe.checks import check_positive
 from hypermoe.moe.dispatch import capacity, combine, gather_rows, plan_dispatch
 from hypermoe.moe.experts import FFN, Experts
-from hypermoe.moe.grouped import KERNELS, resolve_kernel
-from hypermoe.moe.router import BALANCE_GROUPS, Routing, SwitchRouter, build_router
+from hypermoe.moe.grouped import resolve_kernel
+from hypermoe.moe.router import Routing, SwitchRouter, build_router
+from hypermoe.moe.settings import DenseMoESettings, TopKAdapterSettings, TopKSettings
 from hypermoe.moe.stats import dense_routing_stats, routing_stats, top_expert
-
-# What a real token dropped for capacity outputs: zero (Mesh TensorFlow, transformers from 4.52), or
-# its input times its gate, as if its expert were the identity (transformers up to 4.51, whose
-# Switch layer the official HyperMoE code copies).
-DROPPED_TOKENS = ("zero", "input")
 
 
 def flatten_tokens(x: Tensor, attention_mask: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -73,16 +69,16 @@ class DenseMoE(RecordsLastForward):
 
     def __init__(
         self,
+        settings: DenseMoESettings,
         d_model: int,
         d_ff: int,
-        num_experts: int,
         activation: str,
         bias: bool,
         dropout: float = 0.0,
         dense_ffn: FFN | None = None,
     ):
         super().__init__()
-        self.num_experts = num_experts
+        self.num_experts = num_experts = settings.num_experts
         self.router = SwitchRouter(d_model, num_experts, top_k=num_experts)
         self.experts = _experts_from(num_experts, d_model, d_ff, activation, bias, dropout, dense_ffn)
         self.aux_losses: dict[str, Tensor] = {}
@@ -106,49 +102,39 @@ class DenseMoE(RecordsLastForward):
 class TopKMoE(RecordsLastForward):
     """Sparse MoE: each token runs on its top-k experts only.
 
-    gating: ``switch`` (softmax router, top-k probabilities as gates; jitter optional; aux
-    ``balance`` + ``z``), ``renorm`` (the same router, its top-k gates renormalised to sum to 1 with
-    a straight-through gradient: upcycled experts start as the dense FFN and the router still learns
-    from the task at top-1) or ``noisy`` (Shazeer noisy top-k; aux ``cv_importance`` + ``cv_load``;
-    at top-1 its gate is a constant 1). capacity_factor_train / capacity_factor_eval: None =
-    dropless, else each expert takes at most ceil(factor * k * tokens / e) assignments, first come
-    first served. dropped_tokens (``DROPPED_TOKENS``): what a token over capacity outputs, zero or
-    its input times its gate. balance_group (``router.BALANCE_GROUPS``): the Switch balance loss over
-    each sequence or over the whole batch. dense_ffn: if given, every expert starts as a copy of it
-    (sparse upcycling). kernel: how the experts run (``hypermoe.moe.grouped.KERNELS``): ``auto`` takes the
-    sync-free ``grouped_mm`` on CUDA and the per-expert ``loop`` on CPU.
+    ``settings`` (``TopKSettings``) says how tokens are routed: gating, capacity (None = dropless,
+    else each expert takes at most ceil(factor * k * tokens / e) assignments, first come first
+    served), what a dropped token outputs, the balance loss's groups and the expert kernel.
+    dense_ffn: if given, every expert starts as a copy of it (sparse upcycling).
     """
 
     def __init__(
         self,
+        settings: TopKSettings,
         d_model: int,
         d_ff: int,
-        num_experts: int,
-        top_k: int,
         activation: str,
         bias: bool,
-        gating: str = "switch",
-        capacity_factor_train: float | None = None,
-        capacity_factor_eval: float | None = None,
-        jitter_eps: float | None = None,
-        noise_epsilon: float = 1e-2,
-        dropped_tokens: str = "zero",
-        balance_group: str = "batch",
         dropout: float = 0.0,
         dense_ffn: FFN | None = None,
-        kernel: str = "auto",
     ):
         super().__init__()
-        check_top_k(top_k, num_experts)
-        check_choice("kernel", kernel, KERNELS)
-        check_choice("dropped_tokens", dropped_tokens, DROPPED_TOKENS)
-        check_choice("balance_group", balance_group, BALANCE_GROUPS)
-        check_capacity_factor("capacity_factor_train", capacity_factor_train)
-        check_capacity_factor("capacity_factor_eval", capacity_factor_eval)
+        num_experts, top_k = settings.num_experts, settings.top_k
         self.d_model, self.num_experts, self.top_k = d_model, num_experts, top_k
-        self.capacity_factor_train, self.capacity_factor_eval = capacity_factor_train, capacity_factor_eval
-        self.kernel, self.dropped_tokens = kernel, dropped_tokens
-        self.router = build_router(gating, d_model, num_experts, top_k, jitter_eps, noise_epsilon, balance_group)
+        self.capacity_factor_train, self.capacity_factor_eval = (
+            settings.capacity_factor_train,
+            settings.capacity_factor_eval,
+        )
+        self.kernel, self.dropped_tokens = settings.kernel, settings.dropped_tokens
+        self.router = build_router(
+            settings.gating,
+            d_model,
+            num_experts,
+            top_k,
+            settings.jitter_eps,
+            settings.noise_epsilon,
+            settings.balance_group,
+        )
         self.experts = _experts_from(num_experts, d_model, d_ff, activation, bias, dropout, dense_ffn)
         self.aux_losses: dict[str, Tensor] = {}
         self.routing_stats: dict[str, Tensor] = {}
@@ -203,11 +189,12 @@ class Adapter(nn.Module):
 class TopKAdapterMoE(TopKMoE):
     """TopKMoE plus one static bottleneck adapter on the same input: the control that tells
     "the generated HyperExpert helps" from "more parameters help". Pick ``adapter_bottleneck``
-    with ``hypermoe.moe.build.param_matched_bottleneck`` to match HyperMoE's parameters."""
+    with ``hypermoe.moe.build.param_matched_bottleneck`` to match HyperMoE's parameters
+    (``hypermoe.moe.build`` does so for ``adapter_bottleneck="matched"``)."""
 
-    def __init__(self, *args, adapter_bottleneck: int, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.adapter = Adapter(self.d_model, adapter_bottleneck)
+    def __init__(self, settings: TopKAdapterSettings, *args, **kwargs):
+        super().__init__(settings, *args, **kwargs)
+        self.adapter = Adapter(self.d_model, settings.adapter_bottleneck)
 
     def forward(self, x: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         tokens, valid = flatten_tokens(x, attention_mask)
