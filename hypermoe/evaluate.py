@@ -8,6 +8,7 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from hypermoe.callbacks.expert_load import ExpertLoad
 from hypermoe.errors import ConfigError
 from hypermoe.train import build, finite_or_null
 from hypermoe.validation import load_checkpoint
@@ -45,14 +46,15 @@ def rebuild(cfg: DictConfig) -> tuple[dict[str, Any], Any, Any]:
 def run_eval(cfg: DictConfig) -> dict[str, Any]:
     checkpoint, data, module = rebuild(cfg)
     trained_on = checkpoint["hypermoe"]["task"]
-    trainer = instantiate(cfg.trainer, logger=False)
+    expert_load = ExpertLoad()
+    trainer = instantiate(cfg.trainer, logger=False, callbacks=[expert_load])
     results = trainer.validate(module, datamodule=data)[0]
     metrics = {
         "ckpt_path": str(cfg.ckpt_path),
         "task": data.task.qualified_name,
         "trained_on": trained_on["name"],
         "validation": {k: float(v) for k, v in results.items() if not k.endswith("_best")},
-        "expert_load": module.expert_load,  # per MoE layer, each expert's share of the tokens it routed
+        "expert_load": expert_load.expert_load,  # per MoE layer, each expert's share of the tokens it routed
     }
     out = Path(cfg.paths.output_dir) / "eval_metrics.json"
     out.parent.mkdir(parents=True, exist_ok=True)
