@@ -10,6 +10,7 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from hypermoe.callbacks.expert_load import ExpertLoad
 from hypermoe.errors import ConfigError
 from hypermoe.predict import predict_diagnostic, predict_test_split
 from hypermoe.train import build, finite_or_null
@@ -53,13 +54,14 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"split={split!r} is not one of {list(SPLITS)}")
     checkpoint, data, module = rebuild(cfg)
     trained_on = checkpoint["hypermoe"]["task"]
-    trainer = instantiate(cfg.trainer, logger=False)
+    expert_load = ExpertLoad()  # eval composes no conf/callbacks: it attaches the one it reports
+    trainer = instantiate(cfg.trainer, logger=False, callbacks=[expert_load])
     output_dir = Path(cfg.paths.output_dir)
     metrics = {"ckpt_path": str(cfg.ckpt_path), "task": data.task.qualified_name, "trained_on": trained_on["name"]}
     if split == "validation":
         results = trainer.validate(module, datamodule=data)[0]
         metrics["validation"] = {k: float(v) for k, v in results.items() if not k.endswith("_best")}
-        metrics["expert_load"] = module.expert_load  # per MoE layer, each expert's share of the tokens it routed
+        metrics["expert_load"] = expert_load.expert_load  # per MoE layer, each expert's share of the tokens it routed
     elif split == "test":
         metrics[split] = predict_test_split(trainer, module, data, output_dir)
     else:

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from hypermoe.backbones.causal_lm import build_causal_lm
 from hypermoe.backbones.classifier import build_classifier
 from hypermoe.backbones.seq2seq import build_seq2seq
+from hypermoe.callbacks.expert_load import ExpertLoad
 from hypermoe.checkpointing import AtomicCheckpointIO, last_saved_checkpoint, remove_checkpoints
 from hypermoe.cli import SIGINT_EXIT_CODE, SIGTERM_EXIT_CODE, CtrlCAsSigterm
 from hypermoe.config import config_choice, git_revision, to_container
@@ -87,7 +88,6 @@ def build(cfg: DictConfig, vocabulary: list[str] | None = None) -> tuple[pl.Ligh
         coefficients,
         optimizer=instantiate(cfg.optimizer),
         **to_container(cfg.scheduler),
-        routing_log_every=cfg.routing_log_every,
         run_info=run_info,
         **extra,
     )
@@ -200,7 +200,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "main_metric": data.task.main_metric,
             "params": counts,
             "history": module.val_history,  # every validation's metrics, by training step
-            "expert_load": module.expert_load,  # per MoE layer, each expert's share over the last validation
+            # per MoE layer, each expert's share over the last validation ({} without the ExpertLoad callback)
+            "expert_load": next((c.expert_load for c in callbacks if isinstance(c, ExpertLoad)), {}),
             # examples (LM: blocks) in the training set after subsampling; from the datamodule, since
             # the trainer holds no training dataloader when limit_train_batches=0
             "train_size": len(data.train_dataloader().dataset),

@@ -7,6 +7,7 @@ import pytest
 import torch
 from helpers import QUIET, TINY, compose_config
 
+from hypermoe.callbacks.expert_load import ExpertLoad
 from hypermoe.moe.build import VARIANTS
 from hypermoe.train import build, run
 
@@ -97,7 +98,8 @@ def test_expert_load_pools_the_last_validation_by_tokens_routed(tmp_path):
         expected = (loads * tokens.unsqueeze(-1)).sum(0) / tokens.sum()
         torch.testing.assert_close(torch.tensor(metrics["expert_load"][name]), expected)
     assert not torch.equal(stats[0]["layer0"]["load"], stats[1]["layer0"]["load"])  # pooled, not the last batch's
-    assert last["expert_load"] == metrics["expert_load"]  # kept for a run resumed after its last validation
+    # kept for a run resumed after its last validation
+    assert last["callbacks"]["ExpertLoad"]["expert_load"] == metrics["expert_load"]
 
 
 def test_keep_checkpoints_false_removes_the_runs_checkpoints_once_recorded(tmp_path):
@@ -127,13 +129,14 @@ def test_expert_change_is_the_share_of_tokens_whose_first_choice_moved(tmp_path)
     [0, 2, -1, 2 | 3, 1]: 2 of the 5 routed tokens changed expert."""
     cfg = compose_config("train", [*TINY, "experiment=synthetic_tiny", "model=topk"], tmp_path)
     _, module = build(cfg)
-    module.trainer = SimpleNamespace(strategy=SimpleNamespace(reduce=lambda counts, reduce_op: counts))
+    trainer = SimpleNamespace(strategy=SimpleNamespace(reduce=lambda counts, reduce_op: counts))
+    expert_load = ExpertLoad()
     for validation in ([[0, 1, -1, 2], [3, 3]], [[0, 2, -1, 2], [3, 1]]):
-        module.on_validation_epoch_start()
+        expert_load.on_validation_epoch_start(trainer, module)
         for batch in validation:
             module.net.moe[0].top_expert = torch.tensor(batch)
             module.net.moe[1].top_expert = torch.tensor(batch[::-1])  # layer1: the same tokens reversed per batch
-            module._add_expert_load()
-        changes = module._expert_changes()
+            expert_load.on_validation_batch_end(trainer, module, None, batch, 0)
+        changes = expert_load._expert_changes(trainer)
     assert changes == {"layer0": pytest.approx(2 / 5), "layer1": pytest.approx(2 / 5)}
-    assert module._previous_top_experts["layer0"].tolist() == [0, 2, -1, 2, 3, 1]
+    assert expert_load._previous_top_experts["layer0"].tolist() == [0, 2, -1, 2, 3, 1]
