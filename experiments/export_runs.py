@@ -17,6 +17,8 @@ from pathlib import Path
 
 import yaml
 
+from hypermoe.config import names_machine_paths
+
 
 def export_runs(runs_dir: Path, out_dir: Path) -> int:
     """Copy every run record under ``runs_dir`` to the same relative place under ``out_dir``;
@@ -38,7 +40,7 @@ def export_runs(runs_dir: Path, out_dir: Path) -> int:
 
 
 def _portable(overrides: list[str]) -> list[str]:
-    return [override for override in overrides if not override.lstrip("+~").startswith("paths.")]
+    return [override for override in overrides if not names_machine_paths(override)]
 
 
 def main() -> None:

@@ -70,6 +70,7 @@ import pandas as pd
 import yaml
 from scipy.stats import binomtest
 
+from hypermoe.config import names_machine_paths
 from hypermoe.data.metrics import metric_mode
 
 log = logging.getLogger("make_table")
@@ -82,8 +83,6 @@ SHORT_NAMES = {"num_experts": "N", "top_k": "k"}
 SINGLE_NUMBER_TASKS = {"glue/cola"}  # GLUE papers print CoLA as Matthews only
 MISSING = "-"  # a cell with no runs, or a number that does not exist (std of one seed)
 TIE = 1e-9  # metric values are exact fractions of a dev set: closer than this is the same score
-# a recorded command names no machine's folders: paths.* says where one machine keeps them
-MACHINE_OVERRIDE = re.compile(r"[~+]*paths\.")
 
 
 class RunsError(Exception):
@@ -613,7 +612,7 @@ def sweep_command(sweep_dir: Path) -> str | None:
         overrides = yaml.safe_load((Path(sweep_dir) / "multirun.yaml").read_text())["hydra"]["overrides"]["task"]
     except (OSError, yaml.YAMLError, KeyError, TypeError):
         return None
-    return shlex.join(["python", "train.py", "-m", *(o for o in overrides if not MACHINE_OVERRIDE.match(o))])
+    return shlex.join(["python", "train.py", "-m", *(o for o in overrides if not names_machine_paths(o))])
 
 
 def commands_section(runs: pd.DataFrame) -> str:

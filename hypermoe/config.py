@@ -13,6 +13,13 @@ from hypermoe.schema import as_config_error, register_model_schemas
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = PROJECT_ROOT / "conf"
 
+
+def names_machine_paths(override: str) -> bool:
+    """Whether a command-line override sets ``paths.*`` (also as ``+paths.`` / ``~paths.``): the
+    folders of the machine it ran on, left out of every record meant for another machine."""
+    return override.lstrip("+~").startswith("paths.")
+
+
 if not OmegaConf.has_resolver("project_root"):
     OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
 register_model_schemas()
