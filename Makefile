@@ -40,7 +40,7 @@ test: $(STAMP) ## run the fast offline test suite
 test-all: $(STAMP) ## run every test, slow ones included
 	$(BIN)/python -m pytest -m "not gpu"
 
-train: $(STAMP) ## train the default model (HyperMoE, MiniLM, SuperGLUE RTE); ARGS="model=topk ..." adds overrides
+train: $(STAMP) ## train the default model (HyperMoE, MiniLM, SuperGLUE CB); ARGS="model=topk ..." adds overrides
 	$(BIN)/python train.py $(ARGS)
 
 smoke: $(STAMP) ## a one-minute run that needs no data files or weights (tiny BERT, synthetic task)
