@@ -38,9 +38,9 @@ class JobKilledError(RuntimeError):
 
 class JobTerminatedError(RuntimeError):
     """The sweep's own process got SIGTERM during an in-process job (scancel, a preemption, ``kill``):
-    Lightning stopped the job early, and no later job may start. What the job raises instead of
-    Lightning's ``SIGTERMException``: a ``SystemExit``, which Hydra's ``run_job`` passes on without
-    calling the callbacks' ``on_job_end`` (``hypermoe.cli.exit_on_expected_errors``)."""
+    Lightning stopped the job early, and no later job may start. The job raises it in place of
+    Lightning's ``SIGTERMException`` (``hypermoe.cli.exit_on_expected_errors``): that one is a
+    ``SystemExit``, which Hydra's ``run_job`` passes on without calling the callbacks' ``on_job_end``."""
 
     MESSAGE = "the sweep's process got SIGTERM: Lightning stopped the job early, and the sweep stops"
 
