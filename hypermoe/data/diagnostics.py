@@ -62,6 +62,8 @@ class Diagnostic:
     rows: int  # the official size
     score: Callable[[list[tuple[Example, Any]], Tensor], dict[str, Any]]
     paired: bool = False  # rows 2i and 2i + 1 form a pair
+    benchmark: str = "superglue"  # the leaderboard whose submission holds it
+    predicted_by: tuple[str, ...] = ("superglue/rte",)  # the tasks whose models predict it, preferred first
 
     @property
     def submission(self) -> str:
