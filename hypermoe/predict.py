@@ -1,7 +1,8 @@
 """``eval.py split=test``: a trained classifier predicts its task's test split, whose labels are
 private, and writes the benchmark's submission file (``hypermoe.data.submission``).
-``split=ax_b`` / ``split=ax_g``: an RTE model predicts a SuperGLUE diagnostic, writes its
-submission file and scores it (``hypermoe.data.diagnostics``)."""
+``split=ax_b`` / ``split=ax_g``: an RTE model predicts a SuperGLUE diagnostic, ``split=ax`` an MNLI
+(or RTE) model GLUE's; each writes its submission file and scores it where its labels are at hand
+(``hypermoe.data.diagnostics``)."""
 
 import logging
 from pathlib import Path
@@ -56,19 +57,19 @@ def predict_test_split(
 def predict_diagnostic(
     trainer: pl.Trainer, module: ClassifierLitModule, data: TaskDataModule, split: str, output_dir: Path
 ) -> dict:
-    """Predicts the diagnostic ``split`` (ax_b, ax_g) with an RTE head, writes its submission file
-    into ``output_dir`` and scores it against the labels the diagnostic files carry."""
+    """Predicts the diagnostic ``split`` (ax_b, ax_g: an RTE head; ax: an MNLI or RTE head), writes
+    its submission file into ``output_dir`` and scores it where its labels are at hand."""
     check_can_predict(trainer, module, split)
-    rte = get_task("superglue", "rte")
-    if data.task.signature() != rte.signature():
-        raise ConfigError(
-            f"split={split} is scored as RTE (entailment / not_entailment): {data.task.qualified_name} "
-            f"{data.task.signature()} is not; use a checkpoint trained on superglue/rte"
-        )
     diagnostic = DIAGNOSTICS[split]
+    if not diagnostic.accepts(data.task):
+        raise ConfigError(
+            f"split={split} is predicted by a model of {' or '.join(diagnostic.predicted_by)}: "
+            f"{data.task.qualified_name} {data.task.signature()} has other labels; use a checkpoint trained on one"
+        )
     rows = diagnostic.read(data.data_dir)
     examples = [example for example, _ in rows]
-    predicted = predict(trainer, module, data, examples)
-    path = write_submission(rte, examples, predicted.tolist(), output_dir, diagnostic.submission)
+    predicted = diagnostic.relabel(data.task, predict(trainer, module, data, examples))
+    task = get_task(*diagnostic.task.split("/"))
+    path = write_submission(task, examples, predicted.tolist(), output_dir, diagnostic.submission)
     log.info("%s: %d rows predicted; wrote %s", diagnostic.name, len(rows), path)
     return {"submission": str(path), "rows": len(rows), **diagnostic.score(rows, predicted)}

@@ -9,7 +9,7 @@ import pytest
 import torch
 from helpers import TINY, compose_config
 
-from hypermoe.data.diagnostics import DIAGNOSTICS, axb_scores, axg_scores
+from hypermoe.data.diagnostics import COARSE_CATEGORIES, DIAGNOSTICS, ax_scores, axb_scores, axg_scores
 from hypermoe.data.examples import Example
 from hypermoe.data.readers import DataError
 from hypermoe.data.sources import DataUnavailable, hub_example, load_split, local_path
@@ -190,13 +190,17 @@ def test_eval_split_test_refuses_what_validation_refuses(tmp_path, checkpoints, 
     no_test_file = _eval(rte, tmp_path / "empty", "split=test")
     with pytest.raises(DataUnavailable, match=r"no local file at .*superglue/RTE/test\.jsonl.*HYPERMOE_DATA"):
         run_eval(compose_config("eval", no_test_file, tmp_path / "missing"))
-    with pytest.raises(ConfigError, match=r"split='dev' is not one of \['validation', 'test', 'ax_b', 'ax_g'\]"):
+    with pytest.raises(ConfigError, match=r"split='dev' is not one of \['validation', 'test', 'ax_b', 'ax_g', 'ax'\]"):
         run_eval(compose_config("eval", _eval(rte, data_root, "split=dev"), tmp_path / "dev"))
     not_rte = _eval(checkpoints["glue/wnli"], data_root, "split=ax_b")
-    with pytest.raises(ConfigError, match=r"split=ax_b is scored as RTE .*glue/wnli"):
+    with pytest.raises(ConfigError, match=r"split=ax_b is predicted by a model of superglue/rte: glue/wnli"):
         run_eval(compose_config("eval", not_rte, tmp_path / "wnli"))
+    not_nli = _eval(checkpoints["glue/wnli"], data_root, "split=ax")
+    with pytest.raises(ConfigError, match=r"split=ax is predicted by a model of glue/mnli or glue/rte: glue/wnli"):
+        run_eval(compose_config("eval", not_nli, tmp_path / "wnli_ax"))
 
 
+@pytest.mark.slow  # predicts 2,564 diagnostic rows
 def test_an_rte_model_predicts_and_scores_the_diagnostics(tmp_path, checkpoints, data_root):
     rte = checkpoints["superglue/rte"]
     axb = run_eval(compose_config("eval", _eval(rte, data_root, "split=ax_b"), tmp_path / "axb"))["ax_b"]
@@ -208,12 +212,20 @@ def test_an_rte_model_predicts_and_scores_the_diagnostics(tmp_path, checkpoints,
     rows = _read_submission(tmp_path / "axg" / "AX-g.jsonl")
     assert [idx for idx, _ in rows] == list(range(356))
     assert axg["rows"] == 356 and 0 <= axg["accuracy"] <= 1 and 0 <= axg["gender_parity"] <= 1
+    ax = run_eval(compose_config("eval", _eval(rte, data_root, "split=ax"), tmp_path / "ax"))["ax"]
+    rows = _read_submission(tmp_path / "ax" / "AX.tsv")  # RTE's two classes in MNLI's words
+    assert [idx for idx, _ in rows] == list(range(1104)) and {label for _, label in rows} <= {"entailment", "neutral"}
+    assert ax["rows"] == 1104 and -1 <= ax["matthews"] <= 1
+    assert set(ax["matthews_by_category"]) == set(COARSE_CATEGORIES)
+    axb_labels = [label for _, label in _read_submission(tmp_path / "axb" / "AX-b.jsonl")]
+    assert [label == "entailment" for _, label in rows] == [label == "entailment" for label in axb_labels]
+    assert ax["matthews"] == pytest.approx(axb["matthews"])  # the same pairs, labels and predictions
 
 
-def _rows(labels: list[int], tags: list) -> list[tuple[Example, object]]:
+def _rows(labels: list[int], logic: list) -> list[tuple[Example, dict]]:
     return [
-        (Example("premise", "hypothesis", label=label, idx=i), tag)
-        for i, (label, tag) in enumerate(zip(labels, tags, strict=True))
+        (Example("premise", "hypothesis", label=label, idx=i), {"logic": names})
+        for i, (label, names) in enumerate(zip(labels, logic, strict=True))
     ]
 
 
@@ -239,3 +251,53 @@ def test_a_diagnostic_file_not_in_pairs_is_bad_data(tmp_path, data_root):
     (folder / "AX-g.jsonl").write_text("\n".join([lines[0], *lines[2:], lines[1]]) + "\n")
     with pytest.raises(DataError, match=r"AX-g\.jsonl:1-2: not a Winogender pair"):
         DIAGNOSTICS["ax_g"].read(tmp_path)
+
+
+def test_glue_diagnostic_scores_by_hand():
+    # AX-b's labels (0 entailment, 1 not_entailment); predictions in MNLI's classes
+    labels = [0, 0, 1, 1, 0, 1]
+    records = [{"logic": "Negation", "knowledge": ""}, {"logic": "Negation"}, {"knowledge": "Common sense"},
+               {"logic": "Negation", "knowledge": "World knowledge"}, {"knowledge": "Common sense"}, {}]  # fmt: skip
+    rows = [
+        (Example("p", "h", label=label, idx=i), record)
+        for i, (label, record) in enumerate(zip(labels, records, strict=True))
+    ]
+    entailment, neutral, contradiction = 0, 1, 2  # glue/mnli's label order
+    predicted = torch.tensor([entailment, contradiction, neutral, entailment, entailment, contradiction])
+    scores = ax_scores(rows, predicted)
+    # merged: 0 1 1 0 0 1 against 0 0 1 1 0 1: tp 2, tn 2, fp 1, fn 1: (4 - 1) / sqrt(3 * 3 * 3 * 3) = 1/3
+    assert scores["matthews"] == pytest.approx(1 / 3)
+    # logic rows 0, 1, 3: labels 0 0 1, merged 0 1 0: tp 0, tn 1, fp 1, fn 1: -1 / sqrt(1 * 2 * 2 * 1) = -0.5
+    # knowledge rows 2, 3, 4: labels 1 1 0, merged 1 0 0: tp 1, tn 1, fp 0, fn 1: 1 / sqrt(1 * 2 * 2 * 1) = 0.5
+    assert scores["matthews_by_category"] == pytest.approx({"logic": -0.5, "knowledge": 0.5})
+    unlabeled = [(Example("p", "h", idx=i), None) for i in range(6)]
+    assert ax_scores(unlabeled, predicted) == {}  # without AX-b's labels: written, not scored
+
+
+def test_an_rte_model_writes_the_glue_diagnostic_in_mnli_words():
+    ax, rte, mnli = DIAGNOSTICS["ax"], get_task("superglue", "rte"), get_task("glue", "mnli")
+    assert ax.accepts(rte) and ax.accepts(get_task("glue", "rte")) and ax.accepts(mnli)
+    assert not ax.accepts(get_task("glue", "wnli")) and not DIAGNOSTICS["ax_b"].accepts(mnli)
+    predicted = torch.tensor([0, 1, 1, 0])  # entailment, not_entailment, ...
+    assert [mnli.labels[i] for i in ax.relabel(rte, predicted)] == ["entailment", "neutral", "neutral", "entailment"]
+    assert ax.relabel(mnli, torch.tensor([2, 1, 0])).tolist() == [2, 1, 0]
+
+
+def test_the_glue_diagnostic_reads_with_ax_b_labels_and_categories(tmp_path, data_root):
+    rows = DIAGNOSTICS["ax"].read(data_root)
+    axb = DIAGNOSTICS["ax_b"].read(data_root)
+    assert len(rows) == 1104 and [example.idx for example, _ in rows] == list(range(1104))
+    assert [example.label for example, _ in rows] == [example.label for example, _ in axb]
+    assert sum(bool(record.get("knowledge")) for _, record in rows) == 284
+    folder = tmp_path / "glue" / "diagnostic"
+    folder.mkdir(parents=True)
+    lines = (data_root / "glue" / "diagnostic" / "diagnostic.tsv").read_text().splitlines()
+    (folder / "diagnostic.tsv").write_text("\n".join(lines) + "\n")
+    assert all(example.label is None for example, _ in DIAGNOSTICS["ax"].read(tmp_path))  # no AX-b: unlabeled
+    (tmp_path / "superglue").symlink_to(data_root / "superglue")
+    (folder / "diagnostic.tsv").write_text("\n".join([lines[0], lines[2], lines[1], *lines[3:]]) + "\n")
+    with pytest.raises(DataError, match=r"diagnostic\.tsv:2: its sentence pair is not AX-b's row 0"):
+        DIAGNOSTICS["ax"].read(tmp_path)
+    (folder / "diagnostic.tsv").write_text("\n".join(lines[:-1]) + "\n")
+    with pytest.raises(DataError, match="read 1103 rows for AX, expected 1104"):
+        DIAGNOSTICS["ax"].read(tmp_path)
