@@ -2,21 +2,25 @@
 its benchmark id; submission files in the benchmarks' formats; ``eval.py split=test`` end to end."""
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-from helpers import TINY, compose_config
+from helpers import QUIET, TINY, compose_config
 
 from hypermoe.data.diagnostics import COARSE_CATEGORIES, DIAGNOSTICS, ax_scores, axb_scores, axg_scores
 from hypermoe.data.examples import Example
 from hypermoe.data.readers import DataError
+from hypermoe.data.seq2seq import Seq2SeqDataModule
 from hypermoe.data.sources import DataUnavailable, hub_example, load_split, local_path
 from hypermoe.data.submission import STSB_SCALE, submission_name, write_submission
 from hypermoe.data.tasks import TASKS, get_task
+from hypermoe.data.text2text import as_pair_of, prefix, to_text_pair
 from hypermoe.errors import ConfigError
 from hypermoe.evaluate import run_eval
+from hypermoe.predict import named_labels
 from hypermoe.train import run
 
 # the official test sizes (SuperGLUE and GLUE papers, HF dataset cards); MultiRC: answer options
@@ -172,7 +176,9 @@ def _eval(checkpoint: Path, data_root: Path, *overrides: str) -> list[str]:
     return [f"ckpt_path={checkpoint}", f"paths.data_dir={data_root}", "+trainer.enable_progress_bar=false", *overrides]
 
 
-@pytest.mark.parametrize("name", ["superglue/rte", "glue/wnli"])
+@pytest.mark.parametrize(
+    "name", [pytest.param("superglue/rte", marks=pytest.mark.slow), "glue/wnli"]
+)  # 3,000 rows; 146
 def test_eval_split_test_writes_the_benchmarks_submission_file(tmp_path, checkpoints, data_root, name):
     predicted = run_eval(compose_config("eval", _eval(checkpoints[name], data_root, "split=test"), tmp_path))
     assert predicted["task"] == name and predicted["test"]["rows"] == TEST_ROWS[name]
@@ -301,3 +307,56 @@ def test_the_glue_diagnostic_reads_with_ax_b_labels_and_categories(tmp_path, dat
     (folder / "diagnostic.tsv").write_text("\n".join(lines[:-1]) + "\n")
     with pytest.raises(DataError, match="read 1103 rows for AX, expected 1104"):
         DIAGNOSTICS["ax"].read(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def text_to_text(tmp_path_factory, data_root) -> Path:
+    """The tiny random Switch model trained for one step on SuperGLUE CB (250 test rows)."""
+    folder = tmp_path_factory.mktemp("switch")
+    overrides = [*QUIET, "backbone=switch_tiny", "model=topk", "data=superglue", "data.task=cb", *SMALL]
+    short = ["data.max_train_examples=8", "trainer.max_epochs=1", "+trainer.limit_train_batches=1"]
+    run(
+        compose_config(
+            "train", [*overrides, *short, "+trainer.limit_val_batches=0", f"paths.data_dir={data_root}"], folder
+        )
+    )
+    return folder / "checkpoints" / "last.ckpt"
+
+
+@pytest.mark.slow  # trains a step and generates for 250 rows
+def test_a_text_to_text_model_writes_the_submission_file_from_its_generated_labels(
+    tmp_path, text_to_text, data_root, caplog
+):
+    predicted = run_eval(compose_config("eval", _eval(text_to_text, data_root, "split=test"), tmp_path))
+    rows = _read_submission(tmp_path / "CB.jsonl")
+    assert predicted["test"]["rows"] == 250 and [idx for idx, _ in rows] == list(range(250))
+    assert {label for _, label in rows} <= {"entailment", "contradiction", "neutral"}
+    # a random model names few labels (here none)
+    # CB's training split: 119 contradiction (1), 115 entailment, 16 neutral
+    (unnamed,) = [record.getMessage() for record in caplog.records if "name no label" in record.getMessage()]
+    count = re.fullmatch(r"superglue/cb: (\d+) of 250 generated outputs name no label; .* training label 1", unnamed)
+    assert count and sum(label == "contradiction" for _, label in rows) >= int(count[1]) > 0
+
+
+def test_a_diagnostic_pair_is_read_by_a_text_to_text_model_as_its_tasks_fields(data_root):
+    example, _ = DIAGNOSTICS["ax_b"].read(data_root)[0]  # sentence1 / sentence2
+    for benchmark, names in [("superglue", ("premise", "hypothesis")), ("glue", ("sentence1", "sentence2"))]:
+        rte = get_task(benchmark, "rte")
+        pair = as_pair_of(rte, example)
+        assert pair.fields == ((names[0], example.text_a), (names[1], example.text_b))
+        assert (
+            to_text_pair(rte, pair).source == f"{prefix(rte)} {names[0]}: {example.text_a} {names[1]}: {example.text_b}"
+        )
+
+
+def test_an_output_that_names_no_label_is_the_most_frequent_training_label(data_root, caplog):
+    def data(benchmark: str, task: str) -> Seq2SeqDataModule:
+        return Seq2SeqDataModule(benchmark, task, str(data_root), max_length=32, batch_size=8, eval_batch_size=8)
+
+    # SuperGLUE RTE's training split: 1,249 entailment (0), 1,241 not_entailment (1)
+    assert named_labels(data("superglue", "rte"), [1, None, 0, None]).tolist() == [1, 0, 0, 0]
+    assert "superglue/rte: 2 of 4 generated outputs name no label" in caplog.text
+    # STS-B's training split's scores, rounded to fifths as the targets are: 0.0 368 times, 4.0 366, 3.8 349
+    scores = named_labels(data("glue", "stsb"), [2.4, None])
+    assert scores.dtype == torch.float and scores.tolist() == pytest.approx([2.4, 0.0])
+    assert named_labels(data("superglue", "cb"), [2, 1]).tolist() == [2, 1]  # all named: no training set read
