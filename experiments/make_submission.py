@@ -100,7 +100,7 @@ def table_benchmark(table: str) -> str:
 def table_runs(runs_dir: Path, model: str, seed: int | None) -> list[Run]:
     """The runs of variant ``model`` (and ``seed``) under ``runs_dir``, oldest first."""
     runs = []
-    for metrics in sorted(runs_dir.glob("**/metrics.json"), key=lambda path: path.stat().st_mtime):
+    for metrics in sorted(runs_dir.glob("**/metrics.json"), key=lambda path: (path.stat().st_mtime, path)):
         record = json.loads(metrics.read_text())
         if record.get("model") == model and seed in (None, record.get("seed")):
             runs.append(Run(metrics.parent, record))

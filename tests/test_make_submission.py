@@ -61,6 +61,19 @@ def test_the_latest_run_that_can_give_the_file_is_chosen(tmp_path):
     assert "2 run(s) of superglue/rte kept no checkpoint" in choose_run(axb, runs)[1]
 
 
+def test_glues_diagnostic_comes_from_an_mnli_run_else_from_an_rte_run(tmp_path):
+    ax = next(wanted for wanted in wanted_files("glue") if wanted.file == "AX.tsv")
+    assert (ax.split, ax.tasks) == ("ax", ("glue/mnli", "glue/rte"))
+    for number, task in enumerate(["glue/rte", "glue/mnli", "glue/rte"]):  # the latest run is RTE's
+        run = _record(tmp_path / str(number), task, "hypermoe", 1, [f"data.task={task[5:]}"])
+        (run / "checkpoints").mkdir()
+        (run / "checkpoints" / "epoch01.ckpt").write_bytes(b"")
+    assert choose_run(ax, table_runs(tmp_path, "hypermoe", None))[0].folder == tmp_path / "1"
+    shutil.rmtree(tmp_path / "1" / "checkpoints")
+    chosen = choose_run(ax, table_runs(tmp_path, "hypermoe", None))[0]
+    assert chosen.folder == tmp_path / "2" and chosen.checkpoint() == tmp_path / "2" / "checkpoints" / "epoch01.ckpt"
+
+
 def test_a_table_of_another_benchmark_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"table=char_lm_cpu sweeps data=\[\]: a submission needs one of"):
         make_submission("char_lm_cpu", "topk", None, tmp_path, tmp_path / "out", [])
