@@ -44,7 +44,7 @@ COARSE_CATEGORIES = ("lexical-semantics", "predicate-argument-structure", "logic
 def matthews_by(rows: Rows, predicted: Tensor, key: str) -> dict[str, float]:
     """Matthews correlation over the rows whose record names a category under ``key``, per category."""
     labels = torch.tensor([example.label for example, _ in rows])
-    named = [(record or {}).get(key) or "" for _, record in rows]
+    named = [record.get(key) or "" for _, record in rows]
     scores = {}
     for category in sorted({name for names in named for name in names.split(";") if name}):
         chosen = torch.tensor([category in names.split(";") for names in named])
