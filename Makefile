@@ -16,7 +16,7 @@ endif
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all train smoke lm table grid sweeps bench bench-gpu lint format clean
+.PHONY: help install test test-all train smoke lm table grid submission sweeps bench bench-gpu lint format clean
 
 help: ## list every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ table: $(STAMP) ## run one paper table's grid: make table T=superglue_cpu (conf/
 
 grid: $(STAMP) ## run a table's jobs that have no result yet, J at once, one core each: make grid T=char_lm_cpu J=2
 	$(BIN)/python experiments/run_grid.py $(T) --jobs $(or $(J),1) $(if $(ARGS),-- $(ARGS))
+
+submission: $(STAMP) ## zip a GLUE/SuperGLUE table's test predictions for its leaderboard: make submission T=superglue_cpu [M=topk]
+	$(BIN)/python experiments/make_submission.py $(T) --model $(or $(M),hypermoe) $(if $(ARGS),-- $(ARGS))
 
 sweeps: $(STAMP) ## rewrite the W&B grid sweep specs (sweeps/) from their tables' grids (conf/table/)
 	$(BIN)/python experiments/make_sweep.py
