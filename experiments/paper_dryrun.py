@@ -34,7 +34,7 @@ per-sample slope), in the run's dtype (a CPU run measures fp32 activations). Tra
 (matmul buffers, the allocator's rounding) is not in the projection; the GPU run's measured peak at
 the paper's batch is what settles it.
 
-    python experiments/paper_dryrun.py                      # CPU, batch 1 then 2: experiments/results/paper_dryrun_cpu/
+    python experiments/paper_dryrun.py                      # CPU, batch 2 then 1: experiments/results/paper_dryrun_cpu/
     python experiments/paper_dryrun.py --device cuda --dtype bf16 --out experiments/results/gpu/paper_dryrun
     python experiments/paper_dryrun.py --tiny               # switch_tiny and gpt2_tiny: checks the code path
 """
@@ -45,6 +45,7 @@ import gc
 import json
 import math
 import multiprocessing
+import os
 import platform
 import shlex
 import sys
@@ -330,7 +331,7 @@ def training_step(job: Job, built: Model) -> Callable[[int], dict[str, float]]:
 
     def step(size: int) -> dict[str, float]:
         mark = memory_mark(device)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         with saved_activations(net) as saved, torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
             loss = built.loss(size) + weighted_aux_loss(sum_aux_losses(net.moe), built.extra["coefficients"]).to(device)
         activations = sum(saved.values())
@@ -342,10 +343,10 @@ def training_step(job: Job, built: Model) -> Callable[[int], dict[str, float]]:
             optimizer.zero_grad(set_to_none=True)
         if device == "cuda":
             torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
         return {
             "batch": size,
-            "seconds": seconds,
+            "seconds": time.perf_counter() - start,
+            "cpu_seconds": time.process_time() - cpu_start,
             "peak_mem_mb": memory_peak(device),
             "start_mem_mb": mark,
             "activations_mb": activations / MB,
@@ -358,27 +359,27 @@ def training_step(job: Job, built: Model) -> Callable[[int], dict[str, float]]:
 def validation_step(job: Job, built: Model, size: int) -> dict[str, Any]:
     mark = memory_mark(job.device)
     built.net.eval()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     with torch.inference_mode(), torch.autocast(job.device, dtype=torch.bfloat16, enabled=job.dtype == "bf16"):
         result = built.validate(size)
     if job.device == "cuda":
         torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
+    timing = {"seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu_start}
     built.net.train()
-    return {"batch": size, "seconds": seconds, "peak_mem_mb": memory_peak(job.device), "start_mem_mb": mark, **result}
+    return {"batch": size, **timing, "peak_mem_mb": memory_peak(job.device), "start_mem_mb": mark, **result}
 
 
 def run_model(job: Job) -> dict[str, Any]:
     """Build one model, check its counts, run two training steps and a validation step."""
     torch.set_num_threads(job.threads)  # a worker process starts with torch's default
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     built = build_model(job)
-    build_seconds = time.perf_counter() - start
+    build_seconds, build_cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     built_mem = memory_mark(job.device)
     counts = parameter_counts(built.net)
     step = training_step(job, built)
     steps = [step(size) for size in job.batches]
-    validation = validation_step(job, built, job.batches[-1])
+    validation = validation_step(job, built, job.batches[0])
     result = {
         "family": job.family,
         "variant": job.variant,
@@ -387,6 +388,8 @@ def run_model(job: Job) -> dict[str, Any]:
         "params": counts,
         "reference": reference_check(job, built, counts),
         "build_seconds": build_seconds,
+        "build_cpu_seconds": build_cpu_seconds,
+        "load_average": os.getloadavg()[0],  # other processes' share of the cores while this model ran
         "built_mem_mb": built_mem,
         "steps": steps,
         "validation": validation,
@@ -449,6 +452,11 @@ def run_all(jobs: list[Job], in_process: bool, report: Callable[[dict], None]) -
             results.append(run_model(job))
             report(results[-1])
         return results
+    # glibc serves allocations under its (growing) mmap threshold from heaps it keeps after free,
+    # so a process's RSS stays at the memory of tensors long gone (the pretrained experts a patched
+    # model replaces: 1.8 GB on switch-base-8). A fixed 1 MiB threshold (mallopt(3)) maps every
+    # tensor of 1 MiB or more on its own and returns it on free: the workers' RSS is live memory.
+    os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(MB))
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOAD)
     with context.Pool(processes=1, maxtasksperchild=1) as pool:
@@ -486,7 +494,7 @@ def markdown(report: dict[str, Any]) -> str:
         gpus = " / ".join(str(g["max_batch"]) for g in projected["gpus"].values())
         lines.append(
             f"| {row['family']} {row['variant']} | {'pretrained' if row['pretrained'] else 'random'} | "
-            f"{params['total'] / 1e6:.1f} / {params['active_per_token'] / 1e6:.1f} / {params['hypernetwork'] / 1e6:.2f} | "
+            f"{' / '.join(f'{params[key] / 1e6:.1f}' for key in ('total', 'active_per_token', 'hypernetwork'))} | "
             f"{'; '.join(verdicts) or '-'} | {steps} | {peak:.0f} | "
             f"{projected['activations_per_sample_gb'] * 1e3:.0f} | {row['validation']['seconds']:.1f} | "
             f"{projected['peak_gb']:.1f} ({projected['paper_batch']}) | {gpus} |"
@@ -506,7 +514,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--batches",
         nargs=2,
         type=int,
-        help="the two training steps' batch sizes; default: 1 2 on CPU, half the paper's and the paper's on CUDA",
+        help="the two training steps' batch sizes, validation at the first (CPU: 2 1; CUDA: the paper's, half)",
     )
     parser.add_argument(
         "--optimizer",
@@ -527,9 +535,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def batches_of(args: argparse.Namespace, family: Family) -> tuple[int, int]:
+    """The larger batch first: on CPU its activations are freed during backward while AdamW's
+    state is allocated, so the two never peak together (GPT-2 MoE at batch 2 after the state
+    exists would hold 6.6 GB of weights and state plus 5.3 GB of activations)."""
     if args.batches:
         return tuple(args.batches)
-    return (family.paper_batch // 2, family.paper_batch) if args.device == "cuda" else (1, 2)
+    return (family.paper_batch, family.paper_batch // 2) if args.device == "cuda" else (2, 1)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -550,7 +561,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             args.optimizer,
             args.random_weights,
             threads,
-        )  # fmt: skip
+        )
         for name in args.families
         for variant in args.variants
     ]
@@ -558,8 +569,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     def report_row(row: dict[str, Any]) -> None:
         steps = ", ".join(f"batch {s['batch']}: {s['seconds']:.1f} s, {s['peak_mem_mb']:.0f} MB" for s in row["steps"])
-        print(f"{row['family']} {row['variant']}: {row['params']['total'] / 1e6:.1f} M params, {row['weights']}; {steps}",
-              flush=True)  # fmt: skip
+        params = f"{row['params']['total'] / 1e6:.1f} M params"
+        print(f"{row['family']} {row['variant']}: {params}, {row['weights']}; {steps}", flush=True)
 
     models = run_all(jobs, args.in_process, report_row)
     for row, job in zip(models, jobs, strict=True):
