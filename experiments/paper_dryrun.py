@@ -199,7 +199,7 @@ def weights_source(job: Job, backbone: dict[str, Any]) -> str:
             resolve_pretrained(name)
             return f"pretrained ({name})"
         except FileNotFoundError as error:
-            reason = f"the hub is unreachable: {str(error).split('. Give')[0]}"
+            reason = f"pretrained weights unavailable: {str(error).split('. Give')[0]}"
     backbone["pretrained"] = None
     backbone["config"] = family_of(job).random_config
     return f"random, {name}'s published architecture ({reason})"
@@ -379,7 +379,7 @@ def run_model(job: Job) -> dict[str, Any]:
     counts = parameter_counts(built.net)
     step = training_step(job, built)
     steps = [step(size) for size in job.batches]
-    validation = validation_step(job, built, job.batches[0])
+    validation = validation_step(job, built, job.batches[-1])
     result = {
         "family": job.family,
         "variant": job.variant,
@@ -467,14 +467,18 @@ def run_all(jobs: list[Job], in_process: bool, report: Callable[[dict], None]) -
 
 
 def markdown(report: dict[str, Any]) -> str:
+    loads = [row["load_average"] for row in report["models"]]
     lines = [
         f"# Paper settings dry run ({report['device']}, {report['dtype']}, batches {report['batches']})",
         "",
-        f"`{report['command']}` at `{report['git']}`, torch {report['torch']}, {report['threads']} threads, "
-        f"{report['wall_seconds']:.0f} s. {report['projection_method']}",
+        f"`{report['command']}` at `{report['git']}`, torch {report['torch']}, {report['threads']} threads: "
+        f"{report['wall_seconds']:.0f} s wall, of which the models' own processes used {report['cpu_seconds']:.0f} "
+        f"CPU seconds (load average {min(loads):.1f}-{max(loads):.1f} from other processes and this one). "
+        f"{report['projection_method']}",
         "",
-        "| model | weights | params total / active / hypernetwork (M) | reference | step s (batch) | "
-        "peak MB | activations MB per sample | val s | projected GB at paper batch | max batch 80 GB / 141 GB |",
+        "| model | weights | params total / active / hypernetwork (M) | reference | step s (batch) "
+        "| peak MB (second step) | activations MB per sample | val s | projected GB at paper batch "
+        "| max batch 80 GB / 141 GB |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in report["models"]:
@@ -490,7 +494,7 @@ def markdown(report: dict[str, Any]) -> str:
                 f"({check['published_relative_difference']:+.2%})"
             )
         steps = ", ".join(f"{s['seconds']:.1f} ({s['batch']})" for s in row["steps"])
-        peak = max(s["peak_mem_mb"] for s in row["steps"])
+        peak = row["steps"][-1]["peak_mem_mb"]  # with AdamW's state allocated
         gpus = " / ".join(str(g["max_batch"]) for g in projected["gpus"].values())
         lines.append(
             f"| {row['family']} {row['variant']} | {'pretrained' if row['pretrained'] else 'random'} | "
@@ -514,7 +518,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--batches",
         nargs=2,
         type=int,
-        help="the two training steps' batch sizes, validation at the first (CPU: 2 1; CUDA: the paper's, half)",
+        help="the two training steps' batch sizes; validation at the second "
+        "(default CPU: 2 1; CUDA: half the paper's, the paper's)",
     )
     parser.add_argument(
         "--optimizer",
@@ -535,12 +540,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def batches_of(args: argparse.Namespace, family: Family) -> tuple[int, int]:
-    """The larger batch first: on CPU its activations are freed during backward while AdamW's
-    state is allocated, so the two never peak together (GPT-2 MoE at batch 2 after the state
-    exists would hold 6.6 GB of weights and state plus 5.3 GB of activations)."""
+    """The second step runs with AdamW's state allocated (the first step allocates it): on CUDA
+    that is the paper's batch, whose peak is then the steady one. On CPU the larger batch goes
+    first, as its activations are freed during backward while the state is allocated, so the two
+    never peak together (GPT-2 MoE at batch 2 once the state exists would hold 6.6 GB of weights
+    and state plus 5.3 GB of activations)."""
     if args.batches:
         return tuple(args.batches)
-    return (family.paper_batch, family.paper_batch // 2) if args.device == "cuda" else (2, 1)
+    return (family.paper_batch // 2, family.paper_batch) if args.device == "cuda" else (2, 1)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -594,6 +601,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "git": git_revision(),
         "command": shlex.join(["python", "experiments/paper_dryrun.py", *(sys.argv[1:] if argv is None else argv)]),
         "wall_seconds": time.perf_counter() - start,
+        "cpu_seconds": sum(
+            row["build_cpu_seconds"] + row["validation"]["cpu_seconds"] + sum(s["cpu_seconds"] for s in row["steps"])
+            for row in models
+        ),
         "models": models,
     }
     args.out.mkdir(parents=True, exist_ok=True)
