@@ -41,6 +41,7 @@ the paper's batch is what settles it.
 
 import argparse
 import contextlib
+import dataclasses
 import gc
 import json
 import math
@@ -52,7 +53,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,7 @@ from hypermoe.config import compose_config, git_revision, to_container
 from hypermoe.data.seq2seq import IGNORE_INDEX
 from hypermoe.data.tasks import get_task
 from hypermoe.data.text2text import parse_label
-from hypermoe.lit_module import next_token_loss, parameter_groups
+from hypermoe.lit_module import next_token_loss, parameter_groups, target_loss
 from hypermoe.moe import sum_aux_losses, weighted_aux_loss
 from hypermoe.moe.build import count_parameters
 from hypermoe.params import parameter_counts
@@ -109,7 +109,7 @@ SWITCH_BASE_8 = {
 GPT2_SMALL = {"n_embd": 768, "n_layer": 12, "n_head": 12, "n_positions": 1024}
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Published:
     """A published parameter count of one variant's model and where it is stated."""
 
@@ -119,7 +119,7 @@ class Published:
     tolerance: float = 0.005  # "620M" is rounded to 3 digits
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Family:
     """One of the paper's settings: its Hydra overrides and sizes."""
 
@@ -155,7 +155,7 @@ VARIANTS = ("ffn", "topk", "hypermoe", "topk_adapter")
 LABELS = ("0", "1")  # RTE's targets in the paper's text-to-text format
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Job:
     """One model to build and run (picklable: a worker process gets it)."""
 
@@ -170,7 +170,7 @@ class Job:
     threads: int
 
 
-@dataclass
+@dataclasses.dataclass
 class Model:
     """A built model and what a step of it needs."""
 
@@ -180,7 +180,10 @@ class Model:
     weights: str
     reference_total: int  # transformers' own model of the same configuration
     reference_variant: str
-    extra: dict[str, Any] = field(default_factory=dict)
+    # the run's training settings (build_model sets them from the composed config)
+    coefficients: dict[str, float] = dataclasses.field(default_factory=dict)  # the aux losses' weights
+    optimizer: Any = None  # conf/train.yaml's optimizer (AdamW, partial)
+    clip: float | None = None
 
 
 def family_of(job: Job) -> Family:
@@ -224,10 +227,8 @@ def build_switch(job: Job, cfg: Any, backbone: dict, model: dict, weights: str) 
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
 
     def loss_of(data: dict[str, Tensor]) -> Tensor:
-        logits = net(data["input_ids"], data["attention_mask"], data["labels"], data["labels"] != IGNORE_INDEX)
-        return nn.functional.cross_entropy(
-            logits.flatten(0, 1).float(), data["labels"].flatten(), ignore_index=IGNORE_INDEX
-        )
+        labels = data["labels"]
+        return target_loss(net(data["input_ids"], data["attention_mask"], labels, labels != IGNORE_INDEX), labels)
 
     def validate(size: int) -> dict[str, Any]:
         data = batch(size)
@@ -281,8 +282,9 @@ def build_model(job: Job) -> Model:
     weights = weights_source(job, backbone)
     torch.manual_seed(0)  # the same initialisation draws for every variant
     built = BUILDERS[job.family](job, cfg, backbone, model, weights)
-    built.extra = {"coefficients": coefficients, "optimizer": cfg.optimizer, "clip": cfg.trainer.gradient_clip_val}
-    return built
+    return dataclasses.replace(
+        built, coefficients=coefficients, optimizer=cfg.optimizer, clip=cfg.trainer.gradient_clip_val
+    )
 
 
 @contextlib.contextmanager
@@ -317,7 +319,7 @@ def training_step(job: Job, built: Model) -> Callable[[int], dict[str, float]]:
     parameter gets its own AdamW (its group's settings), stepped by a hook the moment its gradient
     is complete; with ``step`` one AdamW over all parameters after clipping, as Lightning runs it."""
     net, device, bf16 = built.net, job.device, job.dtype == "bf16"
-    factory = instantiate(built.extra["optimizer"])
+    factory = instantiate(built.optimizer)
     if job.optimizer == "in_backward":
         for group in parameter_groups(net):
             for parameter in group.pop("params"):
@@ -327,13 +329,13 @@ def training_step(job: Job, built: Model) -> Callable[[int], dict[str, float]]:
         optimizer = None
     else:
         optimizer = factory(params=parameter_groups(net))
-    clip = built.extra["clip"]
+    clip = built.clip
 
     def step(size: int) -> dict[str, float]:
         mark = memory_mark(device)
         start, cpu_start = time.perf_counter(), time.process_time()
         with saved_activations(net) as saved, torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
-            loss = built.loss(size) + weighted_aux_loss(sum_aux_losses(net.moe), built.extra["coefficients"]).to(device)
+            loss = built.loss(size) + weighted_aux_loss(sum_aux_losses(net.moe), built.coefficients).to(device)
         activations = sum(saved.values())
         loss.backward()
         if optimizer is not None:
@@ -557,6 +559,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
+    families = TINY if args.tiny else FAMILIES
     jobs = [
         Job(
             name,
@@ -564,7 +567,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             args.tiny,
             args.device,
             args.dtype,
-            batches_of(args, (TINY if args.tiny else FAMILIES)[name]),
+            batches_of(args, families[name]),
             args.optimizer,
             args.random_weights,
             threads,
@@ -586,7 +589,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "what": "the paper's settings built at full size; two training steps and one validation step per model",
         "device": args.device,
         "dtype": args.dtype,
-        "batches": {name: batches_of(args, (TINY if args.tiny else FAMILIES)[name]) for name in args.families},
+        "batches": {name: batches_of(args, families[name]) for name in args.families},
         "optimizer": args.optimizer,
         "tiny": args.tiny,
         "inputs": "random token ids at the full length, no padding; Switch targets: RTE's label strings",
