@@ -598,7 +598,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "activations saved for backward, fitted linearly in the batch from the two training steps, in the run's "
             f"dtype ({args.dtype}); transient workspace not included. GB are 1e9 bytes, MB 2**20."
         ),
-        "machine": platform.processor() or platform.machine(),
+        "machine": torch.cuda.get_device_name()
+        if args.device == "cuda"
+        else platform.processor() or platform.machine(),
         "torch": torch.__version__,
         "threads": threads,
         "git": git_revision(),
