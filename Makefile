@@ -16,7 +16,7 @@ endif
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all train smoke lm table grid sweeps bench bench-gpu paper-dryrun lint format clean
+.PHONY: help install test test-all train smoke lm table grid submission sweeps bench bench-gpu paper-dryrun lint format clean
 
 help: ## list every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -40,7 +40,7 @@ test: $(STAMP) ## run the fast offline test suite
 test-all: $(STAMP) ## run every test, slow ones included
 	$(BIN)/python -m pytest -m "not gpu"
 
-train: $(STAMP) ## train the default model (HyperMoE, MiniLM, SuperGLUE RTE); ARGS="model=topk ..." adds overrides
+train: $(STAMP) ## train the default model (HyperMoE, MiniLM, SuperGLUE CB); ARGS="model=topk ..." adds overrides
 	$(BIN)/python train.py $(ARGS)
 
 smoke: $(STAMP) ## a one-minute run that needs no data files or weights (tiny BERT, synthetic task)
@@ -54,6 +54,9 @@ table: $(STAMP) ## run one paper table's grid: make table T=superglue_cpu (conf/
 
 grid: $(STAMP) ## run a table's jobs that have no result yet, J at once, one core each: make grid T=char_lm_cpu J=2
 	$(BIN)/python experiments/run_grid.py $(T) --jobs $(or $(J),1) $(if $(ARGS),-- $(ARGS))
+
+submission: $(STAMP) ## zip a GLUE/SuperGLUE table's test predictions for its leaderboard: make submission T=superglue_cpu [M=topk]
+	$(BIN)/python experiments/make_submission.py $(T) --model $(or $(M),hypermoe) $(if $(ARGS),-- $(ARGS))
 
 sweeps: $(STAMP) ## rewrite the W&B grid sweep specs (sweeps/) from their tables' grids (conf/table/)
 	$(BIN)/python experiments/make_sweep.py

@@ -13,6 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from hydra_plugins.hypermoe_launcher._report import JobTerminatedError
 from hypermoe.data.readers import DataError
 from hypermoe.data.sources import DataUnavailable
 from hypermoe.errors import ConfigError, NonFiniteLossError, NoResultError
@@ -55,7 +56,8 @@ class CtrlCAsSigterm:
 def exit_on_expected_errors() -> Iterator[None]:
     """Around an entry point's work. In a single run an expected error ends the process with its
     message (on the console and in the run's log file) and its exit code, and a run stopped by
-    SIGTERM with 143; in a multirun both propagate, so the launcher records the job as failed."""
+    SIGTERM with 143; in a multirun both propagate (the stop as a ``JobTerminatedError``), so the
+    sweep's ``FailedJobs`` callback records the job as failed and, after a SIGTERM, stops the sweep."""
     try:
         yield
     except tuple(EXIT_CODES) as error:
@@ -65,11 +67,11 @@ def exit_on_expected_errors() -> Iterator[None]:
         log.error("%s: %s", _KINDS[kind], error)
         sys.exit(EXIT_CODES[kind])
     except SIGTERMException as stop:  # a SystemExit without a code: the process would end with 0, as if it had finished
-        if _in_multirun():
-            raise
+        if _in_multirun():  # an exception, which Hydra's run_job hands to the callbacks, where a SystemExit passes
+            raise JobTerminatedError(JobTerminatedError.MESSAGE) from stop
         sys.exit(getattr(stop, "exit_code", SIGTERM_EXIT_CODE))
 
 
 def _in_multirun() -> bool:
-    """In a multirun the launcher records the job's failure and decides about the sweep."""
+    """In a multirun the sweep records the job's failure and decides about the sweep."""
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN

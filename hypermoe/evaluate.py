@@ -1,6 +1,6 @@
 """``run_eval(cfg)``: re-test a checkpoint, rebuilding the model from the config inside it, on
 the validation split (its metrics), the test split (a benchmark submission file) or, with an RTE
-model, a SuperGLUE diagnostic (its submission file and scores)."""
+or MNLI model, a diagnostic set (its submission file and scores)."""
 
 import json
 import logging
@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from hypermoe.callbacks.expert_load import ExpertLoad
+from hypermoe.data.diagnostics import DIAGNOSTICS
 from hypermoe.errors import ConfigError
 from hypermoe.predict import predict_diagnostic, predict_test_split
 from hypermoe.train import build, finite_or_null
@@ -18,7 +19,7 @@ from hypermoe.validation import load_checkpoint
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("validation", "test", "ax_b", "ax_g")
+SPLITS = ("validation", "test", *DIAGNOSTICS)
 
 
 def rebuild(cfg: DictConfig) -> tuple[dict[str, Any], Any, Any]:

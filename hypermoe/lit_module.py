@@ -187,7 +187,9 @@ class Seq2SeqLitModule(MoELitModule):
     ``generation_kwargs``: target length, beam width) and scores the decoded text:
     GLUE / SuperGLUE outputs are parsed back to labels and scored by the classification
     metrics (an output that names no label counts as wrong; ``val/invalid`` is their share);
-    free-text tasks are scored against their answers (EM / F1, ROUGE)."""
+    free-text tasks are scored against their answers (EM / F1, ROUGE). ``predict_step`` generates
+    with ``prediction_generation`` (set by whoever predicts, as ``hypermoe.predict`` does: Lightning's
+    predict loop over bare dataloaders attaches no datamodule) and returns the labels the texts name."""
 
     def __init__(self, net: nn.Module, task: Any, *args, tokenizer: Any, **kwargs):
         super().__init__(net, task, *args, **kwargs)
@@ -195,6 +197,7 @@ class Seq2SeqLitModule(MoELitModule):
         self.classifies = isinstance(task, Task)
         self.val_metrics = build_metrics(task, prefix="") if self.classifies else build_text_metrics(task.metrics, "")
         self.val_invalid = MeanMetric()
+        self.prediction_generation: dict[str, Any] = {}
 
     def forward(self, batch: dict[str, Any]) -> Tensor:
         return self.net(batch["input_ids"], batch["attention_mask"], batch["labels"], batch["decoder_attention_mask"])
@@ -205,13 +208,19 @@ class Seq2SeqLitModule(MoELitModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         return self._total_loss(self._loss(batch), batch["input_ids"].shape[0])
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        generation = self.trainer.datamodule.generation_kwargs
+    def _generate(self, batch: dict[str, Any], generation: dict[str, Any]) -> list[str]:
         generated = self.net.generate(batch["input_ids"], batch["attention_mask"], **generation)
+        return self.tokenizer.batch_decode(generated, skip_special_tokens=True)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[int | float | None]:
+        """The label (class index, or score) each generated text names; None where it names none."""
+        return [parse_label(self.task, text) for text in self._generate(batch, self.prediction_generation)]
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        texts = self._generate(batch, self.trainer.datamodule.generation_kwargs)
         # the teacher-forced pass last: the routing it leaves on the MoE layers is the batch's
         # (generation runs the decoder once per token), which the ExpertLoad callback reads
         self.val_loss.update(self._loss(batch), weight=(batch["labels"] != IGNORE_INDEX).sum())  # a mean over tokens
-        texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
         if not self.classifies:
             self.val_metrics.update(texts, batch["answers"])
             return

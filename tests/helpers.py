@@ -16,7 +16,7 @@ from hypermoe.config import compose_config  # noqa: F401  (re-exported for the t
 PROJECT = Path(__file__).resolve().parents[1]
 
 # a quiet run of the tiny random backbone
-QUIET = ["logger=none", "~callbacks.rich_progress_bar", "+trainer.enable_progress_bar=false"]
+QUIET = ["logger=none", "~callbacks.progress_bar", "+trainer.enable_progress_bar=false"]
 TINY = ["backbone=bert_tiny", *QUIET]
 
 

@@ -77,7 +77,7 @@ def short_run(tmp_path_factory, data_root):
     (root / "tinyshakespeare").mkdir()
     shutil.copy(data_root / INPUT, root / INPUT)
     out = tmp_path_factory.mktemp("run")
-    overrides = [*CHAR, "model=hypermoe", *SHORT, FEW_VAL, "logger=csv", "~callbacks.rich_progress_bar"]
+    overrides = [*CHAR, "model=hypermoe", *SHORT, FEW_VAL, "logger=csv", "~callbacks.progress_bar"]
     cfg = compose_config("train", [*overrides, "+trainer.enable_progress_bar=false", f"paths.data_dir={root}"], out)
     return {"metrics": run(cfg), "out": out, "root": root}
 

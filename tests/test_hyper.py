@@ -2,10 +2,12 @@
 
 import dataclasses
 import math
+from collections import Counter
 
 import pytest
 import torch
 from conftest import D_MODEL, grads, loud_hypernetwork
+from torch.overrides import TorchFunctionMode
 
 from hypermoe.moe import (
     HyperMoE,
@@ -13,6 +15,8 @@ from hypermoe.moe import (
     HyperNetwork,
     HypernetworkSettings,
     TopKAdapterSettings,
+    TopKMoE,
+    TopKSettings,
     build_moe_stack,
     param_matched_bottleneck,
 )
@@ -175,3 +179,33 @@ def test_adapter_control_is_parameter_matched_to_hypermoe(shape):
     adapter = build_moe_stack(TopKAdapterSettings(num_experts=4, top_k=1, adapter_bottleneck=width), 2, **shape)
     gap = abs(count_parameters(adapter) - count_parameters(hyper))
     assert gap <= 2 * (2 * D_MODEL + 1)  # within one adapter width step per layer
+
+
+class _CountCalls(TorchFunctionMode):
+    def __init__(self):
+        super().__init__()
+        self.calls: Counter[str] = Counter()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.calls[getattr(func, "__name__", str(func))] += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("generate_every_set_first", [False, True])
+def test_at_top_1_the_hyper_expert_moves_no_token_that_topk_does_not(shape, generate_every_set_first):
+    """At top-1 a token's selected set is its expert: the HyperExpert runs on the rows the
+    experts' dispatch already sorted and gathered, and adds to them before the one scatter back,
+    so the layer sorts, gathers and scatters tokens exactly as often as the plain top-k layer."""
+    layer = _layer(shape, top_k=1).train()
+    topk = TopKMoE(TopKSettings(num_experts=4, top_k=1), **shape).train()
+    x = torch.randn(2, 16, D_MODEL, requires_grad=True)
+    assert layer.runs_on_expert_rows(x)
+    every_set = generate_every_set([layer])[layer] if generate_every_set_first else None
+    with _CountCalls() as hyper_calls:
+        layer(x, hyper_experts=every_set).sum().backward()
+    with _CountCalls() as topk_calls:
+        topk(x).sum().backward()
+    assert topk_calls.calls["argsort"] and topk_calls.calls["index_select"] and topk_calls.calls["index_copy"]
+    for name in ("argsort", "sort", "unique", "searchsorted", "index_select", "index_copy"):
+        assert hyper_calls.calls[name] == topk_calls.calls[name], name
+    assert layer.routing_stats["hyper_norm_ratio"] > 0

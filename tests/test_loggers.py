@@ -7,7 +7,7 @@ from helpers import compose_config
 
 from hypermoe.train import run
 
-TINY = ["experiment=synthetic_tiny", "model=topk", "~callbacks.rich_progress_bar", "+trainer.enable_progress_bar=false"]
+TINY = ["experiment=synthetic_tiny", "model=topk", "~callbacks.progress_bar", "+trainer.enable_progress_bar=false"]
 
 
 @pytest.fixture

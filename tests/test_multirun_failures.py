@@ -105,6 +105,19 @@ def test_isolated_launcher_survives_a_job_killed_by_sigkill(tmp_path, max_parall
     assert list(OmegaConf.load(sweep / "2" / ".hydra" / "overrides.yaml")) == ["action=return"]
 
 
+def test_the_callback_alone_records_failures_with_hydras_basic_launcher(tmp_path):
+    """hydra.callbacks.failed_jobs does the recording: with Hydra's own launcher, only the table and the
+    compact last words of hydra/launcher=inprocess are missing."""
+    sweep = tmp_path / "sweep"
+    result = _multirun(APP, ["hydra/launcher=basic", "action=raise,return"], sweep, timeout=120)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert (sweep / "1" / "done.txt").is_file()
+    assert _failures(sweep) == {"jobs": 2, "failed": 1, "failures": [
+        {"job": 0, "overrides": ["action=raise"], "type": "ValueError", "message": "job asked to fail (value=1.0)",
+         "dir": str(sweep / "0")}]}  # fmt: skip
+    assert result.stdout.index("Job #0 failed: ValueError: job asked to fail") < result.stdout.index("\t#1 : ")
+
+
 def test_in_process_a_killed_job_ends_the_whole_sweep(tmp_path):
     """Why hydra/launcher=isolated exists: in-process, the job's SIGKILL is the sweep's."""
     sweep = tmp_path / "sweep"

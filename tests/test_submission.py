@@ -2,21 +2,25 @@
 its benchmark id; submission files in the benchmarks' formats; ``eval.py split=test`` end to end."""
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-from helpers import TINY, compose_config
+from helpers import QUIET, TINY, compose_config
 
-from hypermoe.data.diagnostics import DIAGNOSTICS, axb_scores, axg_scores
+from hypermoe.data.diagnostics import COARSE_CATEGORIES, DIAGNOSTICS, ax_scores, axb_scores, axg_scores
 from hypermoe.data.examples import Example
 from hypermoe.data.readers import DataError
+from hypermoe.data.seq2seq import Seq2SeqDataModule
 from hypermoe.data.sources import DataUnavailable, hub_example, load_split, local_path
 from hypermoe.data.submission import STSB_SCALE, submission_name, write_submission
 from hypermoe.data.tasks import TASKS, get_task
+from hypermoe.data.text2text import as_pair_of, prefix, to_text_pair
 from hypermoe.errors import ConfigError
 from hypermoe.evaluate import run_eval
+from hypermoe.predict import named_labels
 from hypermoe.train import run
 
 # the official test sizes (SuperGLUE and GLUE papers, HF dataset cards); MultiRC: answer options
@@ -172,7 +176,9 @@ def _eval(checkpoint: Path, data_root: Path, *overrides: str) -> list[str]:
     return [f"ckpt_path={checkpoint}", f"paths.data_dir={data_root}", "+trainer.enable_progress_bar=false", *overrides]
 
 
-@pytest.mark.parametrize("name", ["superglue/rte", "glue/wnli"])
+@pytest.mark.parametrize(
+    "name", [pytest.param("superglue/rte", marks=pytest.mark.slow), "glue/wnli"]
+)  # 3,000 rows; 146
 def test_eval_split_test_writes_the_benchmarks_submission_file(tmp_path, checkpoints, data_root, name):
     predicted = run_eval(compose_config("eval", _eval(checkpoints[name], data_root, "split=test"), tmp_path))
     assert predicted["task"] == name and predicted["test"]["rows"] == TEST_ROWS[name]
@@ -190,13 +196,17 @@ def test_eval_split_test_refuses_what_validation_refuses(tmp_path, checkpoints, 
     no_test_file = _eval(rte, tmp_path / "empty", "split=test")
     with pytest.raises(DataUnavailable, match=r"no local file at .*superglue/RTE/test\.jsonl.*HYPERMOE_DATA"):
         run_eval(compose_config("eval", no_test_file, tmp_path / "missing"))
-    with pytest.raises(ConfigError, match=r"split='dev' is not one of \['validation', 'test', 'ax_b', 'ax_g'\]"):
+    with pytest.raises(ConfigError, match=r"split='dev' is not one of \['validation', 'test', 'ax_b', 'ax_g', 'ax'\]"):
         run_eval(compose_config("eval", _eval(rte, data_root, "split=dev"), tmp_path / "dev"))
     not_rte = _eval(checkpoints["glue/wnli"], data_root, "split=ax_b")
-    with pytest.raises(ConfigError, match=r"split=ax_b is scored as RTE .*glue/wnli"):
+    with pytest.raises(ConfigError, match=r"split=ax_b is predicted by a model of superglue/rte: glue/wnli"):
         run_eval(compose_config("eval", not_rte, tmp_path / "wnli"))
+    not_nli = _eval(checkpoints["glue/wnli"], data_root, "split=ax")
+    with pytest.raises(ConfigError, match=r"split=ax is predicted by a model of glue/mnli or glue/rte: glue/wnli"):
+        run_eval(compose_config("eval", not_nli, tmp_path / "wnli_ax"))
 
 
+@pytest.mark.slow  # predicts 2,564 diagnostic rows
 def test_an_rte_model_predicts_and_scores_the_diagnostics(tmp_path, checkpoints, data_root):
     rte = checkpoints["superglue/rte"]
     axb = run_eval(compose_config("eval", _eval(rte, data_root, "split=ax_b"), tmp_path / "axb"))["ax_b"]
@@ -208,12 +218,20 @@ def test_an_rte_model_predicts_and_scores_the_diagnostics(tmp_path, checkpoints,
     rows = _read_submission(tmp_path / "axg" / "AX-g.jsonl")
     assert [idx for idx, _ in rows] == list(range(356))
     assert axg["rows"] == 356 and 0 <= axg["accuracy"] <= 1 and 0 <= axg["gender_parity"] <= 1
+    ax = run_eval(compose_config("eval", _eval(rte, data_root, "split=ax"), tmp_path / "ax"))["ax"]
+    rows = _read_submission(tmp_path / "ax" / "AX.tsv")  # RTE's two classes in MNLI's words
+    assert [idx for idx, _ in rows] == list(range(1104)) and {label for _, label in rows} <= {"entailment", "neutral"}
+    assert ax["rows"] == 1104 and -1 <= ax["matthews"] <= 1
+    assert set(ax["matthews_by_category"]) == set(COARSE_CATEGORIES)
+    axb_labels = [label for _, label in _read_submission(tmp_path / "axb" / "AX-b.jsonl")]
+    assert [label == "entailment" for _, label in rows] == [label == "entailment" for label in axb_labels]
+    assert ax["matthews"] == pytest.approx(axb["matthews"])  # the same pairs, labels and predictions
 
 
-def _rows(labels: list[int], tags: list) -> list[tuple[Example, object]]:
+def _rows(labels: list[int], logic: list) -> list[tuple[Example, dict]]:
     return [
-        (Example("premise", "hypothesis", label=label, idx=i), tag)
-        for i, (label, tag) in enumerate(zip(labels, tags, strict=True))
+        (Example("premise", "hypothesis", label=label, idx=i), {"logic": names})
+        for i, (label, names) in enumerate(zip(labels, logic, strict=True))
     ]
 
 
@@ -239,3 +257,106 @@ def test_a_diagnostic_file_not_in_pairs_is_bad_data(tmp_path, data_root):
     (folder / "AX-g.jsonl").write_text("\n".join([lines[0], *lines[2:], lines[1]]) + "\n")
     with pytest.raises(DataError, match=r"AX-g\.jsonl:1-2: not a Winogender pair"):
         DIAGNOSTICS["ax_g"].read(tmp_path)
+
+
+def test_glue_diagnostic_scores_by_hand():
+    # AX-b's labels (0 entailment, 1 not_entailment); predictions in MNLI's classes
+    labels = [0, 0, 1, 1, 0, 1]
+    records = [{"logic": "Negation", "knowledge": ""}, {"logic": "Negation"}, {"knowledge": "Common sense"},
+               {"logic": "Negation", "knowledge": "World knowledge"}, {"knowledge": "Common sense"}, {}]  # fmt: skip
+    rows = [
+        (Example("p", "h", label=label, idx=i), record)
+        for i, (label, record) in enumerate(zip(labels, records, strict=True))
+    ]
+    entailment, neutral, contradiction = 0, 1, 2  # glue/mnli's label order
+    predicted = torch.tensor([entailment, contradiction, neutral, entailment, entailment, contradiction])
+    scores = ax_scores(rows, predicted)
+    # merged: 0 1 1 0 0 1 against 0 0 1 1 0 1: tp 2, tn 2, fp 1, fn 1: (4 - 1) / sqrt(3 * 3 * 3 * 3) = 1/3
+    assert scores["matthews"] == pytest.approx(1 / 3)
+    # logic rows 0, 1, 3: labels 0 0 1, merged 0 1 0: tp 0, tn 1, fp 1, fn 1: -1 / sqrt(1 * 2 * 2 * 1) = -0.5
+    # knowledge rows 2, 3, 4: labels 1 1 0, merged 1 0 0: tp 1, tn 1, fp 0, fn 1: 1 / sqrt(1 * 2 * 2 * 1) = 0.5
+    assert scores["matthews_by_category"] == pytest.approx({"logic": -0.5, "knowledge": 0.5})
+    unlabeled = [(Example("p", "h", idx=i), None) for i in range(6)]
+    assert ax_scores(unlabeled, predicted) == {}  # without AX-b's labels: written, not scored
+
+
+def test_an_rte_model_writes_the_glue_diagnostic_in_mnli_words():
+    ax, rte, mnli = DIAGNOSTICS["ax"], get_task("superglue", "rte"), get_task("glue", "mnli")
+    assert ax.accepts(rte) and ax.accepts(get_task("glue", "rte")) and ax.accepts(mnli)
+    assert not ax.accepts(get_task("glue", "wnli")) and not DIAGNOSTICS["ax_b"].accepts(mnli)
+    predicted = torch.tensor([0, 1, 1, 0])  # entailment, not_entailment, ...
+    assert [mnli.labels[i] for i in ax.relabel(rte, predicted)] == ["entailment", "neutral", "neutral", "entailment"]
+    assert ax.relabel(mnli, torch.tensor([2, 1, 0])).tolist() == [2, 1, 0]
+
+
+def test_the_glue_diagnostic_reads_with_ax_b_labels_and_categories(tmp_path, data_root):
+    rows = DIAGNOSTICS["ax"].read(data_root)
+    axb = DIAGNOSTICS["ax_b"].read(data_root)
+    assert len(rows) == 1104 and [example.idx for example, _ in rows] == list(range(1104))
+    assert [example.label for example, _ in rows] == [example.label for example, _ in axb]
+    assert sum(bool(record.get("knowledge")) for _, record in rows) == 284
+    folder = tmp_path / "glue" / "diagnostic"
+    folder.mkdir(parents=True)
+    lines = (data_root / "glue" / "diagnostic" / "diagnostic.tsv").read_text().splitlines()
+    (folder / "diagnostic.tsv").write_text("\n".join(lines) + "\n")
+    assert all(example.label is None for example, _ in DIAGNOSTICS["ax"].read(tmp_path))  # no AX-b: unlabeled
+    (tmp_path / "superglue").symlink_to(data_root / "superglue")
+    (folder / "diagnostic.tsv").write_text("\n".join([lines[0], lines[2], lines[1], *lines[3:]]) + "\n")
+    with pytest.raises(DataError, match=r"diagnostic\.tsv:2: its sentence pair is not AX-b's row 0"):
+        DIAGNOSTICS["ax"].read(tmp_path)
+    (folder / "diagnostic.tsv").write_text("\n".join(lines[:-1]) + "\n")
+    with pytest.raises(DataError, match="read 1103 rows for AX, expected 1104"):
+        DIAGNOSTICS["ax"].read(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def text_to_text(tmp_path_factory, data_root) -> Path:
+    """The tiny random Switch model trained for one step on SuperGLUE CB (250 test rows)."""
+    folder = tmp_path_factory.mktemp("switch")
+    overrides = [*QUIET, "backbone=switch_tiny", "model=topk", "data=superglue", "data.task=cb", *SMALL]
+    short = ["data.max_train_examples=8", "trainer.max_epochs=1", "+trainer.limit_train_batches=1"]
+    run(
+        compose_config(
+            "train", [*overrides, *short, "+trainer.limit_val_batches=0", f"paths.data_dir={data_root}"], folder
+        )
+    )
+    return folder / "checkpoints" / "last.ckpt"
+
+
+@pytest.mark.slow  # trains a step and generates for 250 rows
+def test_a_text_to_text_model_writes_the_submission_file_from_its_generated_labels(
+    tmp_path, text_to_text, data_root, caplog
+):
+    predicted = run_eval(compose_config("eval", _eval(text_to_text, data_root, "split=test"), tmp_path))
+    rows = _read_submission(tmp_path / "CB.jsonl")
+    assert predicted["test"]["rows"] == 250 and [idx for idx, _ in rows] == list(range(250))
+    assert {label for _, label in rows} <= {"entailment", "contradiction", "neutral"}
+    # a random model names few labels (here none)
+    # CB's training split: 119 contradiction (1), 115 entailment, 16 neutral
+    (unnamed,) = [record.getMessage() for record in caplog.records if "name no label" in record.getMessage()]
+    count = re.fullmatch(r"superglue/cb: (\d+) of 250 generated outputs name no label; .* training label 1", unnamed)
+    assert count and sum(label == "contradiction" for _, label in rows) >= int(count[1]) > 0
+
+
+def test_a_diagnostic_pair_is_read_by_a_text_to_text_model_as_its_tasks_fields(data_root):
+    example, _ = DIAGNOSTICS["ax_b"].read(data_root)[0]  # sentence1 / sentence2
+    for benchmark, names in [("superglue", ("premise", "hypothesis")), ("glue", ("sentence1", "sentence2"))]:
+        rte = get_task(benchmark, "rte")
+        pair = as_pair_of(rte, example)
+        assert pair.fields == ((names[0], example.text_a), (names[1], example.text_b))
+        assert (
+            to_text_pair(rte, pair).source == f"{prefix(rte)} {names[0]}: {example.text_a} {names[1]}: {example.text_b}"
+        )
+
+
+def test_an_output_that_names_no_label_is_the_most_frequent_training_label(data_root, caplog):
+    def data(benchmark: str, task: str) -> Seq2SeqDataModule:
+        return Seq2SeqDataModule(benchmark, task, str(data_root), max_length=32, batch_size=8, eval_batch_size=8)
+
+    # SuperGLUE RTE's training split: 1,249 entailment (0), 1,241 not_entailment (1)
+    assert named_labels(data("superglue", "rte"), [1, None, 0, None]).tolist() == [1, 0, 0, 0]
+    assert "superglue/rte: 2 of 4 generated outputs name no label" in caplog.text
+    # STS-B's training split's scores, rounded to fifths as the targets are: 0.0 368 times, 4.0 366, 3.8 349
+    scores = named_labels(data("glue", "stsb"), [2.4, None])
+    assert scores.dtype == torch.float and scores.tolist() == pytest.approx([2.4, 0.0])
+    assert named_labels(data("superglue", "cb"), [2, 1]).tolist() == [2, 1]  # all named: no training set read

@@ -1,18 +1,24 @@
-"""The failed jobs of one sweep: each logged when it ends, all of them tabled after every batch that
-had one and kept in ``<sweep dir>/failures.yaml``.
+"""The failed jobs of one sweep: the Hydra callback ``FailedJobs`` logs each one when it ends, keeps
+them all in ``<sweep dir>/failures.yaml`` and ends a sweep that had some with a non-zero exit code;
+the launchers table them after every batch that had one (Hydra's callbacks have no end-of-batch hook).
 
 (A module whose name starts with ``_``: Hydra's plugin scan does not re-execute it, so its classes
 stay the same objects for every module that imports them.)
 """
 
 import logging
+import signal
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-from hydra.core.utils import JobReturn
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import CompactHydraException
-from omegaconf import OmegaConf
+from hydra.experimental.callback import Callback
+from hydra.types import HydraContext, RunMode
+from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +38,15 @@ class JobKilledError(RuntimeError):
 
 class JobTerminatedError(RuntimeError):
     """The sweep's own process got SIGTERM during an in-process job (scancel, a preemption, ``kill``):
-    Lightning stopped the job early, and no later job may start."""
+    Lightning stopped the job early, and no later job may start. The job raises it in place of
+    Lightning's ``SIGTERMException`` (``hypermoe.cli.exit_on_expected_errors``): that one is a
+    ``SystemExit``, which Hydra's ``run_job`` passes on without calling the callbacks' ``on_job_end``."""
 
     MESSAGE = "the sweep's process got SIGTERM: Lightning stopped the job early, and the sweep stops"
 
 
 class JobExitError(RuntimeError):
-    """A job's process exited with a non-zero code without reporting an exception."""
+    """A job's process (isolated launcher) exited with a non-zero code."""
 
 
 @dataclass
@@ -66,38 +74,38 @@ class FailureReport:
         return f"{len(self.failures)} of {len(self.overrides)} jobs failed; they are listed in {self.path}"
 
     def job_ended(self, overrides: Sequence[str], failure: Failure | None, error: BaseException | None = None) -> None:
-        """Counts a job; logs a failure at once (with the traceback of an exception raised in this process)."""
+        """Counts a job; logs a failure at once (with the traceback of an exception raised in this process);
+        once the sweep has failures, rewrites the file (the job count grows)."""
         self.overrides.append(list(overrides))
-        if failure is None:
-            return
-        self.failures.append(failure)
-        output = "".join(f"\n\t| {line}" for line in failure.output)
-        log.error(
-            "Job #%d failed: %s: %s\n\toverrides: %s\n\tfolder: %s%s",
-            failure.job, failure.type, failure.message, " ".join(failure.overrides), failure.dir, output,
-            exc_info=error,
-        )  # fmt: skip
+        if failure is not None:
+            self.failures.append(failure)
+            output = "".join(f"\n\t| {line}" for line in failure.output)
+            log.error(
+                "Job #%d failed: %s: %s\n\toverrides: %s\n\tfolder: %s%s",
+                failure.job, failure.type, failure.message, " ".join(failure.overrides), failure.dir, output,
+                exc_info=error,
+            )  # fmt: skip
+        if self.failures:
+            OmegaConf.save(
+                OmegaConf.create({"jobs": len(self.overrides), "failed": len(self.failures),
+                                  "failures": [_record(failure) for failure in self.failures]}),
+                self.path,
+            )  # fmt: skip
 
-    def batch_ended(self, returns: Sequence[JobReturn], failures: Sequence[Failure | None]) -> None:
-        """Once the sweep has failures, after every batch: rewrites the file (the job count grows); after
-        a batch with failures: logs the table and makes each failed job's return value a JobFailedError
-        that says how many jobs failed and where they are listed."""
-        if not self.failures:
-            return
-        OmegaConf.save(
-            OmegaConf.create({"jobs": len(self.overrides), "failed": len(self.failures),
-                              "failures": [_record(failure) for failure in self.failures]}),
-            self.path,
-        )  # fmt: skip
-        if not any(failures):
+    def batch_ended(self, returns: Sequence[JobReturn], nums: Sequence[int]) -> None:
+        """After a batch with failures: logs the table and makes each failed job's return value a
+        JobFailedError that says how many jobs failed and where they are listed. ``nums``: the job
+        numbers of ``returns``."""
+        failed = {failure.job: failure for failure in self.failures}
+        batch = [(ret, failed[num]) for ret, num in zip(returns, nums, strict=True) if num in failed]
+        if not batch:
             return
         log.error("%s:\n%s", self.headline, self.table())
-        for ret, failure in zip(returns, failures, strict=True):
-            if failure is not None:
-                cause = ret._return_value if isinstance(ret._return_value, BaseException) else None
-                error = JobFailedError(f"Job #{failure.job} failed: {failure.type}: {failure.message}\n{self.headline}")
-                error.__cause__ = cause
-                ret.return_value = error
+        for ret, failure in batch:
+            cause = ret._return_value if isinstance(ret._return_value, BaseException) else None
+            error = JobFailedError(f"Job #{failure.job} failed: {failure.type}: {failure.message}\n{self.headline}")
+            error.__cause__ = cause
+            ret.return_value = error
 
     def table(self) -> str:
         """One row per failed job: number, the overrides not all jobs share, error, folder."""
@@ -117,3 +125,46 @@ def _record(failure: Failure) -> dict:
     if not record["output"]:
         del record["output"]
     return record
+
+
+class FailedJobs(Callback):
+    """The Hydra callback that keeps a multirun's ``FailureReport``: records every job as it ends (Hydra's
+    ``run_job`` hands a failed job's exception to ``on_job_end``), stops the sweep when a job was
+    stopped by SIGTERM (exit code 143), and ends a sweep whose jobs failed with exit code 1, naming how
+    many failed and where they are listed. That last step is needed where the sweeper carries on past
+    failed jobs (Optuna with ``max_failure_rate``); Hydra's basic sweeper already raises the first
+    failure when a batch has ended, and ``on_multirun_end`` does not run. A callback's exception would
+    only be warned about: ``sys.exit`` is what ends the process."""
+
+    def __init__(self) -> None:
+        self.report: FailureReport | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.report = FailureReport(str(config.hydra.sweep.dir))
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if self.report is None or config.hydra.mode != RunMode.MULTIRUN:  # a single run (an isolated job's process)
+            return
+        num = config.hydra.job.num
+        if job_return.status != JobStatus.FAILED:
+            self.report.job_ended(job_return.overrides, None)
+            return
+        error = job_return._return_value  # the property would raise it
+        folder = str(config.hydra.runtime.output_dir)
+        failure = Failure(num, list(job_return.overrides), type(error).__name__, str(error), folder)
+        self.report.job_ended(job_return.overrides, failure, error)
+        if isinstance(error, JobTerminatedError):
+            log.error("SIGTERM during job #%d: the sweep stops; the jobs after it did not run", num)
+            raise SystemExit(128 + signal.SIGTERM)  # = hypermoe.cli.SIGTERM_EXIT_CODE, as a process killed by it
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.report is not None and self.report.failures:
+            failures = self.report.failures
+            lines = [f"  #{f.job}  {f.type}: {f.message}".splitlines()[0] + f"  ({f.dir})" for f in failures]
+            sys.exit("\n".join([f"{self.report.headline}:", *lines]))
+
+
+def report_of(hydra_context: HydraContext) -> FailureReport | None:
+    """The sweep's failure report, kept by its ``FailedJobs`` callback (None without one)."""
+    callbacks = hydra_context.callbacks.callbacks if hydra_context.callbacks is not None else []
+    return next((c.report for c in callbacks if isinstance(c, FailedJobs)), None)

@@ -1,18 +1,17 @@
-"""Hydra callbacks of the launchers: the job-side half of the isolated launcher, and the non-zero exit of
-a multirun whose jobs failed."""
+"""Hydra callbacks of the launchers: ``FailedJobs``, which records a multirun's failed jobs, and the
+job-side half of the isolated launcher."""
 
 import json
 import logging
-import sys
 import traceback
 from pathlib import Path
 from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from ._report import FAILURES_FILE
+from ._report import FailedJobs  # noqa: F401  (hydra.callbacks' target: hydra_plugins.hypermoe_launcher.callbacks.FailedJobs)
 
 log = logging.getLogger(__name__)
 
@@ -54,17 +53,3 @@ def _plain(value: Any) -> Any:
         except (AttributeError, TypeError, ValueError, RuntimeError):
             continue
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-class FailedJobsExit(Callback):
-    """Ends a multirun whose launcher listed failed jobs with exit code 1, naming how many failed and where
-    they are listed. Needed where the sweeper carries on past failed jobs (Optuna with
-    ``max_failure_rate``); Hydra's basic sweeper already raises the first failure when all jobs ran,
-    before this runs. A callback's exception would only be warned about: ``sys.exit`` is what ends the process."""
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        path = Path(str(config.hydra.sweep.dir)).absolute() / FAILURES_FILE
-        if path.is_file():
-            report = OmegaConf.load(path)
-            lines = [f"  #{f.job}  {f.type}: {f.message}".splitlines()[0] + f"  ({f.dir})" for f in report.failures]
-            sys.exit("\n".join([f"{report.failed} of {report.jobs} jobs failed; they are listed in {path}:", *lines]))

@@ -1,11 +1,11 @@
-"""Two launchers that run every job of a batch whatever happens to the others, log each failed job as
-it ends, and after the batch table the sweep's failed jobs and write them to ``failures.yaml``
-(``_report.FailureReport``):
+"""Two launchers that run every job of a batch whatever happens to the others; the sweep's ``FailedJobs``
+callback (``_report``) records each failed job as it ends, and after the batch the launcher tables the
+sweep's failed jobs:
 
 - ``InProcessLauncher`` (``hydra/launcher=inprocess``): Hydra's basic launcher, jobs one after another
-  in the sweep's process; a job's exception (or ``sys.exit``) fails that job only. A SIGTERM to the
-  sweep's process (which Lightning turns into a stop at the next step) fails the job it interrupted
-  and ends the sweep, with exit code 143: the later jobs do not start.
+  in the sweep's process, plus that table. A SIGTERM to the sweep's process, which Lightning turns
+  into a stop at the next step, fails the job it interrupted and ends the sweep with exit code 143
+  (``FailedJobs``): the later jobs do not start.
 - ``IsolatedLauncher`` (``hydra/launcher=isolated``): each job is ``python <app> <its overrides>`` in a
   process of its own, a single run writing into the job's sweep folder; a job killed by a signal (the
   OOM killer) or exiting non-zero fails that job only, and a completed job's return value reaches the
@@ -30,12 +30,12 @@ from typing import IO
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ._report import Failure, FailureReport, JobExitError, JobKilledError, JobTerminatedError
+from ._report import Failure, FailureReport, JobExitError, JobKilledError, report_of
 from .callbacks import return_file
 
 log = logging.getLogger(__name__)
@@ -49,69 +49,17 @@ _LOG_PREFIX = re.compile(r"^\[[^]]*\]\[[^]]*\]\[[A-Z]+\] - ")
 
 
 class InProcessLauncher(BasicLauncher):
-    """Hydra's basic launcher that reports failed jobs (the project's default launcher)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.report: FailureReport | None = None  # one per sweep: the sweeper keeps its launcher
+    """Hydra's basic launcher that tables the sweep's failed jobs after each batch (the project's default
+    launcher). Hydra's callbacks have no end-of-batch hook, and the basic sweeper raises the first failure
+    right after the batch, before ``on_multirun_end``: the table and the last words come from here."""
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        assert self.config is not None and self.hydra_context is not None and self.task_function is not None
-        self.report = _begin_batch(self.config, self.report)
-        log.info(f"Launching {len(job_overrides)} jobs locally")
-        returns, failures, stopped = [], [], False
-        for num, overrides in enumerate(job_overrides, start=initial_job_idx):
-            log.info(f"\t#{num} : {' '.join(filter_overrides(overrides))}")
-            ret, failure = self._run(num, list(overrides))
-            # logged before the sweep's logging is restored: also in the job's own log file
-            self.report.job_ended(overrides, failure, ret._return_value if failure else None)
-            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-            returns.append(ret)
-            failures.append(failure)
-            # the sweep's own process was told to stop (scancel, a preemption, kill): no job may start
-            stopped = isinstance(ret._return_value, JobTerminatedError)
-            if stopped:
-                break
-        self.report.batch_ended(returns, failures)
-        if stopped:
-            log.error("SIGTERM during job #%d: the sweep stops; the jobs after it did not run", num)
-            # = hypermoe.cli.SIGTERM_EXIT_CODE, not imported: Hydra imports every plugin at start, hypermoe brings torch
-            raise SystemExit(128 + signal.SIGTERM)
+        assert self.hydra_context is not None
+        returns = super().launch(job_overrides, initial_job_idx)
+        report = report_of(self.hydra_context)
+        if report is not None:
+            report.batch_ended(returns, range(initial_job_idx, initial_job_idx + len(returns)))
         return returns
-
-    def _run(self, num: int, overrides: list[str]) -> tuple[JobReturn, Failure | None]:
-        assert self.config is not None and self.hydra_context is not None and self.task_function is not None
-        job_dir = Path(str(self.config.hydra.sweep.dir)).absolute() / str(num)
-        try:
-            sweep_config = _job_config(self.hydra_context, self.config, overrides, num)
-            job_dir = _job_dir(sweep_config)
-            ret = run_job(
-                hydra_context=self.hydra_context,
-                task_function=self.task_function,
-                config=sweep_config,
-                job_dir_key="hydra.sweep.dir",
-                job_subdir_key="hydra.sweep.subdir",
-            )
-        except SystemExit as exited:  # the job's sys.exit() ends the job, not the sweep
-            ret = JobReturn(overrides=overrides, status=JobStatus.COMPLETED)
-            if _is_lightning_sigterm(exited):  # not a normal exit: launch() stops the sweep
-                ret.status, ret.return_value = JobStatus.FAILED, JobTerminatedError(JobTerminatedError.MESSAGE)
-            elif exited.code not in (None, 0):
-                ret.status, ret.return_value = JobStatus.FAILED, JobExitError(f"exit code {exited.code}")
-        except Exception as error:  # the job's config does not compose (run_job catches the task's exceptions)
-            ret = JobReturn(overrides=overrides, status=JobStatus.FAILED, _return_value=error)
-        if ret.status != JobStatus.FAILED:
-            return ret, None
-        error = ret._return_value
-        return ret, Failure(num, overrides, type(error).__name__, str(error), str(job_dir))
-
-
-def _is_lightning_sigterm(exited: SystemExit) -> bool:
-    """Lightning's SIGTERMException: the SystemExit its loops raise once the process got SIGTERM
-    (its handler only notes the signal). Found among the loaded modules: importing Lightning here
-    would slow every Hydra start, and a job that raised it has loaded it."""
-    exceptions = sys.modules.get("lightning.pytorch.utilities.exceptions")
-    return exceptions is not None and isinstance(exited, exceptions.SIGTERMException)
 
 
 @dataclass
@@ -150,7 +98,7 @@ class IsolatedLauncher(Launcher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         assert self.config is not None and self.hydra_context is not None
-        self.report = _begin_batch(self.config, self.report)
+        self.report = _begin_batch(self.config, report_of(self.hydra_context) or self.report)
         command = _app_command()
         jobs = [self._job(num, list(o), command) for num, o in enumerate(job_overrides, start=initial_job_idx)]
         log.info(f"Launching {len(jobs)} jobs, each in a process of its own, {self.max_parallel} at a time")
@@ -174,7 +122,7 @@ class IsolatedLauncher(Launcher):
                 job.process.kill()
                 job.process.wait()
         returns = [ended[job.num][0] for job in jobs]
-        self.report.batch_ended(returns, [ended[job.num][1] for job in jobs])
+        self.report.batch_ended(returns, [job.num for job in jobs])
         return returns
 
     def _job(self, num: int, overrides: list[str], command: list[str]) -> _Job:
@@ -261,8 +209,8 @@ class IsolatedLauncher(Launcher):
 
 
 def _begin_batch(config: DictConfig, report: FailureReport | None) -> FailureReport:
-    """What each launch does first: Hydra's globals and logging, the sweep folder, and the sweep's
-    failure report (made on the first batch, kept for the later ones)."""
+    """What each launch of the isolated launcher does first: Hydra's globals and logging, the sweep folder,
+    and the sweep's failure report (the ``FailedJobs`` callback's; without one, made on the first batch)."""
     setup_globals()
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     sweep_dir = Path(str(config.hydra.sweep.dir))

@@ -311,17 +311,14 @@ def read_wsc(path: Path, labeled: bool = True) -> list[Example]:
     return examples
 
 
-def read_diagnostic(
-    path: Path, text_a: str, text_b: str, labels: Sequence[str], tag: str | None
-) -> list[tuple[Example, Any]]:
-    """A SuperGLUE diagnostic (AX-b, AX-g): RTE pairs, each with its label and its ``idx``, and the
-    value of field ``tag`` (None where a row has none, or for no ``tag``: AX-b's ``logic`` categories)."""
+def read_diagnostic(path: Path, text_a: str, text_b: str, labels: Sequence[str]) -> list[tuple[Example, dict]]:
+    """A SuperGLUE diagnostic (AX-b, AX-g): RTE pairs, each with its label and its ``idx``, and its
+    whole record, whose other fields (AX-b's categories) its scores read."""
     rows = []
     for where, record in iter_jsonl(path):
         a, b = _field(record, text_a, where, str), _field(record, text_b, where, str)
         label, idx = _label(record, labels, where), row_id(_field(record, "idx", where), where)
-        example = Example(text_a=a, text_b=b, label=label, fields=((text_a, a), (text_b, b)), idx=idx)
-        rows.append((example, record.get(tag) if tag else None))
+        rows.append((Example(text_a=a, text_b=b, label=label, fields=((text_a, a), (text_b, b)), idx=idx), record))
     return rows
 
 

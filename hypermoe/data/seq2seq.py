@@ -10,12 +10,14 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader
 
 from hypermoe.data.datamodule import TaskDataModule
 from hypermoe.data.encoding import log_truncated
+from hypermoe.data.examples import Example
 from hypermoe.data.generative import GenerativeTask, get_generative_task, load_pairs
 from hypermoe.data.tasks import Task, get_task
-from hypermoe.data.text2text import to_text_pair
+from hypermoe.data.text2text import label_targets, to_text_pair
 from hypermoe.data.text_pairs import TextPair
 
 IGNORE_INDEX = -100  # label positions the loss skips (padding)
@@ -40,6 +42,16 @@ class Seq2SeqDataModule(TaskDataModule):
     def generation_kwargs(self) -> dict[str, Any]:
         """How validation generates: up to the target length (known after setup), with beams."""
         return {"max_new_tokens": self.max_target_length, "num_beams": self.num_beams}
+
+    def prediction_dataloader(self, examples: list[Example]) -> DataLoader:
+        """``examples`` as text pairs, tokenized and batched in their order; generation then goes up
+        to the longest target any label gives, where no training set has set it."""
+        if self.max_target_length is None:
+            self.max_target_length = max(
+                len(ids) for ids in self.tokenizer(text_target=label_targets(self.task))["input_ids"]
+            )
+        pairs = [to_text_pair(self.task, example) for example in examples]
+        return self._loader_of(self._encode("test", pairs), self.eval_batch_size, None)
 
     def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         return collate_text(features, pad_token_id=self.tokenizer.pad_token_id)

@@ -12,6 +12,7 @@ reference writes "hypothesis" without the colon.
 """
 
 import re
+from dataclasses import replace
 
 from hypermoe.data.examples import Example
 from hypermoe.data.tasks import Task
@@ -67,6 +68,20 @@ def _target(task: Task, label: int | float | None) -> str:
         # nearest multiple of 0.2, printed with one decimal: STS-B as 26 classes, as T5 does
         return f"{round(label * 5) / 5:.1f}"
     return str(label)
+
+
+def label_targets(task: Task) -> list[str]:
+    """Every target a task's labels give: its class indices, or STS-B's 26 scores 0.0, 0.2, ..., 5.0."""
+    if task.kind == "regression":
+        return [_target(task, step / 5) for step in range(26)]
+    return [_target(task, index) for index in range(task.num_labels)]
+
+
+def as_pair_of(task: Task, example: Example) -> Example:
+    """A sentence pair read from another file (a diagnostic set) with its fields named as ``task``'s
+    source names them (AX-b's sentence1 / sentence2 as SuperGLUE RTE's premise / hypothesis)."""
+    names = SOURCE_FIELDS[task.qualified_name]
+    return replace(example, fields=tuple(zip(names, (example.text_a, example.text_b), strict=True)))
 
 
 def parse_label(task: Task, text: str) -> int | float | None:

@@ -77,13 +77,15 @@ def plan_dispatch(
     return DispatchPlan(order=order, counts=counts, num_tokens=n, sorted_expert=target[order], overflow=overflow)
 
 
-def combine(expert_out: Tensor, kept: Tensor, gates: Tensor, num_tokens: int, top_k: int) -> Tensor:
-    """Weight each kept assignment's output by its gate and sum a token's k slots.
+def gate_rows(expert_out: Tensor, kept: Tensor, gates: Tensor) -> Tensor:
+    """Each kept assignment's output times its gate: expert_out (kept, d) in the kept order,
+    gates (n, k) -> (kept, d)."""
+    return expert_out * gates.t().reshape(-1)[kept].unsqueeze(-1).to(expert_out.dtype)
 
-    expert_out: (kept, d) in the kept order; gates: (n, k). Scatters into an (s, d) buffer
-    and sums over k instead of index_add, so the result is deterministic on every device.
-    """
-    gate = gates.t().reshape(-1)[kept].unsqueeze(-1).to(expert_out.dtype)  # (kept, 1)
-    slots = expert_out.new_zeros(top_k * num_tokens, expert_out.shape[-1])
-    slots = slots.index_copy(0, kept, expert_out * gate)  # (s, d)
-    return slots if top_k == 1 else slots.view(top_k, num_tokens, expert_out.shape[-1]).sum(0)  # (n, d)
+
+def scatter_slots(rows: Tensor, kept: Tensor, num_tokens: int, top_k: int) -> Tensor:
+    """Sum a token's k kept rows (kept, d) into its output (n, d); tokens with none get zero.
+    Scatters into an (s, d) buffer and sums over k instead of index_add, so the result is
+    deterministic on every device."""
+    slots = rows.new_zeros(top_k * num_tokens, rows.shape[-1]).index_copy(0, kept, rows)  # (s, d)
+    return slots if top_k == 1 else slots.view(top_k, num_tokens, rows.shape[-1]).sum(0)  # (n, d)

@@ -17,6 +17,10 @@ Every-set HyperExperts do not depend on the batch at all, so a stack can generat
 its layers before it runs (``generate_every_set``): one hypernetwork call per forward pass,
 where one call per layer would read the hypernetwork's large heads, and write their gradients,
 once per layer.
+
+At top-1 without a capacity limit a token's set is its expert: the HyperExpert then runs on the
+experts' own sorted rows (``TopKMoE.moe``'s ``add_to_rows``), with no sort, gather or scatter of
+its own.
 """
 
 import itertools
@@ -279,15 +283,20 @@ class HyperMoE(TopKMoE):
         real = order[num_padding:]  # (n - padding,) token ids grouped by set
         return adapters.apply_to_tokens(tokens, real, counts), len(counts)
 
+    def _check_every_set(self, adapters: GeneratedAdapter) -> int:
+        """The number of possible sets, which must be the number of every-set HyperExperts given."""
+        num_sets = self.set_experts.shape[0]
+        if adapters.w_down.shape[0] != num_sets:
+            raise ValueError(f"got {adapters.w_down.shape[0]} HyperExperts for this layer's {num_sets} possible sets")
+        return num_sets
+
     def _apply_every_set(
         self, tokens: Tensor, valid: Tensor, expert_index: Tensor, adapters: GeneratedAdapter, grouped_mm: bool
     ) -> tuple[Tensor, int]:
         """Each token through the HyperExpert of its selected set, out of one per possible set.
         With ``grouped_mm`` the shapes never depend on the batch (no host sync); the loop
         kernel reads the set sizes back and skips the empty sets."""
-        num_sets = self.set_experts.shape[0]
-        if adapters.w_down.shape[0] != num_sets:
-            raise ValueError(f"got {adapters.w_down.shape[0]} HyperExperts for this layer's {num_sets} possible sets")
+        num_sets = self._check_every_set(adapters)
         set_of_token = torch.searchsorted(self.set_codes, self._set_codes(expert_index))  # (n,)
         set_of_token = torch.where(valid, set_of_token, num_sets)  # padding after the last set: no HyperExpert
         order = torch.argsort(set_of_token, stable=True)
@@ -300,18 +309,59 @@ class HyperMoE(TopKMoE):
         real = order[: sum(counts)]  # token ids grouped by set, padding left out
         return adapters.apply_to_tokens(tokens, real, counts), num_sets
 
+    def runs_on_expert_rows(self, tokens: Tensor) -> bool:
+        """Whether the HyperExpert can run on the experts' own dispatch (``TopKMoE.moe``'s
+        ``add_to_rows``): at top-1 a token's selected set is its expert, so with every token
+        routed (dropless), sets that follow from the selection and the loop kernel, the experts'
+        rows are already grouped by set, in the order ``_generate_per_set`` would sort them."""
+        return (
+            self.top_k == 1
+            and self.capacity_factor() is None
+            and self.generates_every_set
+            and resolve_kernel(self.kernel, tokens) == "loop"
+        )
+
+    def _hyper_expert_on_rows(
+        self, routed: Tensor, counts: list[int], every_set: GeneratedAdapter | None
+    ) -> tuple[Tensor, int]:
+        """HyperExpert output of the experts' routed rows (kept, d), grouped by expert at top-1
+        (``runs_on_expert_rows``), and the number generated. Set i is expert i's set (set codes
+        2^i sort as the experts do); without ``every_set``, only the sets present are generated."""
+        if every_set is not None:
+            num_sets = self._check_every_set(every_set)
+            return every_set.apply_grouped(routed, counts), num_sets
+        present = torch.tensor([i for i, count in enumerate(counts) if count], device=routed.device)
+        weights = self._mask_to_weights(self.aggregation_mask(present.unsqueeze(-1)))  # (g, e)
+        adapters = self._generate(weights.to(routed.dtype))
+        return adapters.apply_grouped(routed, [count for count in counts if count]), len(present)
+
     def forward(
         self, x: Tensor, attention_mask: Tensor | None = None, hyper_experts: GeneratedAdapter | None = None
     ) -> Tensor:
         """``hyper_experts``: this layer's share of ``generate_every_set`` for the whole stack;
         None generates them here."""
         tokens, valid = flatten_tokens(x, attention_mask)
+        if self.runs_on_expert_rows(tokens):
+            recorded: dict[str, Tensor | int] = {}
+
+            def add_hyper_expert(routed: Tensor, counts: list[int], gated: Tensor) -> Tensor:
+                hyper_rows, recorded["generated"] = self._hyper_expert_on_rows(routed, counts, hyper_experts)
+                recorded["hyper"], recorded["moe"] = hyper_rows, gated
+                return hyper_rows
+
+            y, _ = self.moe(tokens, valid, count_sequences(x), add_hyper_expert)
+            self._record_hyper_stats(recorded["hyper"], recorded["moe"], recorded["generated"])
+            return y.view_as(x)
         moe_out, routing = self.moe(tokens, valid, count_sequences(x))
         hyper_out, num_generated = self.hyper_expert(tokens, valid, routing, hyper_experts)
-        with torch.no_grad():
-            self.routing_stats["hyper_norm_ratio"] = hyper_out.norm() / moe_out.norm().clamp_min(1e-12)
-            self.routing_stats["hyper_generated"] = torch.tensor(float(num_generated))
+        self._record_hyper_stats(hyper_out, moe_out, num_generated)
         return (moe_out + hyper_out).view_as(x)
+
+    @torch.no_grad()
+    def _record_hyper_stats(self, hyper_out: Tensor, moe_out: Tensor, num_generated: int) -> None:
+        """hyper_out and moe_out: per token, or per routed row at top-1 (the same norms)."""
+        self.routing_stats["hyper_norm_ratio"] = hyper_out.norm() / moe_out.norm().clamp_min(1e-12)
+        self.routing_stats["hyper_generated"] = torch.tensor(float(num_generated))
 
 
 def generate_every_set(layers: Iterable[nn.Module]) -> dict[nn.Module, GeneratedAdapter]:

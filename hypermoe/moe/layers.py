@@ -10,17 +10,21 @@ never routed, never counted, and its output is zero.
 """
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
 from hypermoe.moe.checks import check_positive
-from hypermoe.moe.dispatch import capacity, combine, gather_rows, plan_dispatch
+from hypermoe.moe.dispatch import capacity, gate_rows, gather_rows, plan_dispatch, scatter_slots
 from hypermoe.moe.experts import FFN, Experts
 from hypermoe.moe.grouped import resolve_kernel
 from hypermoe.moe.router import Routing, SwitchRouter, build_router
 from hypermoe.moe.settings import DenseMoESettings, TopKAdapterSettings, TopKSettings
 from hypermoe.moe.stats import dense_routing_stats, routing_stats, top_expert
+
+# (routed rows (kept, d), rows per expert, their gated expert outputs (kept, d)) -> (kept, d)
+RowTerm = Callable[[Tensor, list[int], Tensor], Tensor]
 
 
 def flatten_tokens(x: Tensor, attention_mask: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -140,22 +144,41 @@ class TopKMoE(RecordsLastForward):
         self.routing_stats: dict[str, Tensor] = {}
         self.top_expert: Tensor | None = None  # (n,) the last forward's first-choice expert per token
 
-    def moe(self, tokens: Tensor, valid: Tensor, num_sequences: int) -> tuple[Tensor, Routing]:
+    def capacity_factor(self) -> float | None:
+        """The capacity factor of the current mode (training or eval); None is dropless."""
+        return self.capacity_factor_train if self.training else self.capacity_factor_eval
+
+    def moe(
+        self, tokens: Tensor, valid: Tensor, num_sequences: int, add_to_rows: RowTerm | None = None
+    ) -> tuple[Tensor, Routing]:
         """The routed-experts output (n, d) and the routing behind it; tokens (n, d) are those of
-        ``num_sequences`` sequences of equal length, one after another."""
+        ``num_sequences`` sequences of equal length, one after another.
+
+        ``add_to_rows(routed, counts, gated)``: a term added, ungated, to each kept assignment's
+        gated output before the scatter back to token order, computed from the same routed rows
+        (kept, d), grouped by expert with ``counts`` rows each (``loop`` kernel only). HyperMoE's
+        top-1 path uses it: there a token's selected set is its expert, so its HyperExpert needs
+        no sort, gather or scatter of its own.
+        """
         routing = self.router(tokens, valid, num_sequences)
-        factor = self.capacity_factor_train if self.training else self.capacity_factor_eval
+        factor = self.capacity_factor()
         limit = None if factor is None else capacity(factor, valid, self.top_k, self.num_experts)
         plan = plan_dispatch(routing.expert_index, valid, self.num_experts, limit)
         if resolve_kernel(self.kernel, tokens) == "loop":
             kept, counts = plan.kept()
-            expert_out = self.experts(gather_rows(tokens, kept % plan.num_tokens), counts)  # (kept, d)
+            routed = gather_rows(tokens, kept % plan.num_tokens)
+            expert_out = self.experts(routed, counts)  # (kept, d)
         else:  # every assignment, the dropped ones last (zero output): no host sync
+            if add_to_rows is not None:
+                raise ValueError("add_to_rows needs the loop kernel's per-expert row counts")
             kept = plan.order
             row_expert = plan.sorted_expert.clamp(max=self.num_experts - 1)
             routed = gather_rows(tokens, kept % plan.num_tokens)
             expert_out = self.experts.forward_mm(routed, plan.group_ends(), row_expert)
-        y = combine(expert_out, kept, routing.gates, plan.num_tokens, self.top_k)
+        rows = gate_rows(expert_out, kept, routing.gates)
+        if add_to_rows is not None:
+            rows = rows + add_to_rows(routed, counts, rows)
+        y = scatter_slots(rows, kept, plan.num_tokens, self.top_k)
         if self.dropped_tokens == "input" and limit is not None:
             dropped_gate = (routing.gates * plan.overflow.view(self.top_k, -1).t()).sum(-1, keepdim=True)  # (n, 1)
             y = y + (tokens * dropped_gate).to(y.dtype)

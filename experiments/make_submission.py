@@ -1,0 +1,209 @@
+"""One table's test-set predictions as the submission its leaderboard grades: a folder, its zip and
+a manifest.
+
+    python experiments/make_submission.py superglue_cpu                    # hypermoe's runs
+    python experiments/make_submission.py glue_cpu --model topk --seed 1 -- trainer=gpu
+
+The runs are those under ``<log_dir>/table/<table>/`` (as ``run_grid.py`` finds them: each folder
+with a ``metrics.json``) whose variant is ``--model`` (and seed ``--seed``, where given). Each file
+the benchmark's leaderboard grades (SuperGLUE: ``<Task>.jsonl``, ``AX-b.jsonl``, ``AX-g.jsonl``;
+GLUE: ``<Task>.tsv``, ``AX.tsv``) comes from the latest such run of its task (the diagnostics: of
+the task that predicts them, ``hypermoe.data.diagnostics``) that can give it: predictions it already
+holds in ``<run>/submission/<split>/``, else ones made now by ``eval.py split=<split>`` on its
+checkpoint (the best one, else ``last.ckpt``) and kept there; the arguments after ``--`` go to
+every such eval. A table's runs delete their checkpoints unless trained with
+``keep_checkpoints=true``, so a file with neither predictions nor a checkpoint is listed as
+missing, with why; nothing is ever filled in for it.
+
+It writes ``<out>/`` (default ``<log_dir>/submission/<table>_<model>[_seed<N>]``) with the files,
+``<out>.zip`` with the files alone (what the site takes), and ``<out>/manifest.yaml``: per file
+its task, split, run, checkpoint, the run's overrides (less ``paths.*``), git commit and row count
+(the diagnostics: their scores too), and the missing files with the reason.
+"""
+
+import argparse
+import json
+import logging
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from run_grid import grid_of
+
+from hypermoe.cli import exit_on_expected_errors
+from hypermoe.config import PROJECT_ROOT, compose_config, names_machine_paths
+from hypermoe.data.diagnostics import DIAGNOSTICS
+from hypermoe.data.submission import submission_name
+from hypermoe.data.tasks import TASKS
+from hypermoe.errors import ConfigError
+from hypermoe.evaluate import run_eval
+
+log = logging.getLogger("make_submission")
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """A file of the submission: what eval split writes it, and which tasks' runs may predict it."""
+
+    file: str
+    split: str
+    tasks: tuple[str, ...]  # qualified names, preferred first
+
+
+@dataclass(frozen=True)
+class Run:
+    folder: Path
+    record: dict[str, Any]  # its metrics.json
+
+    @property
+    def task(self) -> str:
+        return self.record["task"]
+
+    def predictions(self, split: str) -> Path:
+        return self.folder / "submission" / split
+
+    def checkpoint(self) -> Path | None:
+        """The best checkpoint by the selection metric, else ``last.ckpt``; None when deleted."""
+        folder = self.folder / "checkpoints"
+        best = sorted((p for p in folder.glob("*.ckpt") if p.name != "last.ckpt"), key=lambda p: p.stat().st_mtime)
+        last = folder / "last.ckpt"
+        return best[-1] if best else last if last.is_file() else None
+
+    def can_give(self, split: str) -> bool:
+        return (self.predictions(split) / "eval_metrics.json").is_file() or self.checkpoint() is not None
+
+    def overrides(self) -> list[str]:
+        path = self.folder / ".hydra" / "overrides.yaml"
+        overrides = yaml.safe_load(path.read_text()) if path.is_file() else []
+        return [override for override in overrides or [] if not names_machine_paths(override)]
+
+
+def wanted_files(benchmark: str) -> list[Wanted]:
+    """Every file the benchmark's leaderboard grades, in the order it lists them."""
+    tasks = [Wanted(submission_name(t), "test", (t.qualified_name,)) for t in TASKS[benchmark].values()]
+    return tasks + [
+        Wanted(d.submission, split, d.predicted_by) for split, d in DIAGNOSTICS.items() if d.benchmark == benchmark
+    ]
+
+
+def table_benchmark(table: str) -> str:
+    """The benchmark the table's grid trains on (its ``data`` key)."""
+    data = grid_of(table).get("data", [])
+    if len(data) != 1 or data[0] not in TASKS:
+        raise ConfigError(f"table={table} sweeps data={data}: a submission needs one of {sorted(TASKS)}")
+    return data[0]
+
+
+def table_runs(runs_dir: Path, model: str, seed: int | None) -> list[Run]:
+    """The runs of variant ``model`` (and ``seed``) under ``runs_dir``, oldest first."""
+    runs = []
+    for metrics in sorted(runs_dir.glob("**/metrics.json"), key=lambda path: (path.stat().st_mtime, path)):
+        record = json.loads(metrics.read_text())
+        if record.get("model") == model and seed in (None, record.get("seed")):
+            runs.append(Run(metrics.parent, record))
+    return runs
+
+
+def choose_run(wanted: Wanted, runs: list[Run]) -> tuple[Run | None, str]:
+    """The latest run of the first of the wanted tasks that can give the file; else None and why."""
+    for task in wanted.tasks:
+        usable = [run for run in runs if run.task == task and run.can_give(wanted.split)]
+        if usable:
+            return usable[-1], ""
+    trained = [run for run in runs if run.task in wanted.tasks]
+    if not trained:
+        return None, f"no run of {' or '.join(wanted.tasks)}"
+    return None, (
+        f"its {len(trained)} run(s) of {' or '.join(wanted.tasks)} kept no checkpoint and wrote no predictions "
+        "(train with keep_checkpoints=true)"
+    )
+
+
+def predict(run: Run, split: str, extra: list[str]) -> dict[str, Any]:
+    """eval.py's record of the run's predictions of ``split``, predicting them first if need be."""
+    folder = run.predictions(split)
+    record = folder / "eval_metrics.json"
+    if not record.is_file():
+        log.info("%s: predicting %s with %s", run.folder, split, run.checkpoint())
+        run_eval(compose_config("eval", [f"ckpt_path={run.checkpoint()}", f"split={split}", *extra], folder))
+    return json.loads(record.read_text())
+
+
+def manifest_entry(run: Run, wanted: Wanted, evaluated: dict[str, Any], runs_dir: Path) -> dict[str, Any]:
+    checkpoint = Path(evaluated["ckpt_path"])
+    scores = {key: value for key, value in evaluated[wanted.split].items() if key not in ("submission", "rows")}
+    return {
+        "task": run.task,
+        "split": wanted.split,
+        "run": str(run.folder.relative_to(runs_dir)),
+        "checkpoint": str(checkpoint.relative_to(run.folder))
+        if checkpoint.is_relative_to(run.folder)
+        else checkpoint.name,
+        "overrides": run.overrides(),
+        "git": run.record.get("git"),
+        "rows": evaluated[wanted.split]["rows"],
+        **({"scores": scores} if scores else {}),
+    }
+
+
+def make_submission(
+    table: str, model: str, seed: int | None, log_dir: Path, out: Path, extra: list[str]
+) -> dict[str, Any]:
+    """Writes the submission folder, its zip and its manifest; returns the manifest."""
+    benchmark = table_benchmark(table)
+    runs_dir = (log_dir / "table" / table).resolve()
+    runs = table_runs(runs_dir, model, seed) if runs_dir.is_dir() else []
+    files, missing = {}, {}
+    out.mkdir(parents=True, exist_ok=True)
+    for wanted in wanted_files(benchmark):
+        (out / wanted.file).unlink(missing_ok=True)  # nothing left from an earlier submission
+        run, why = choose_run(wanted, runs)
+        if run is None:
+            missing[wanted.file] = why
+            continue
+        evaluated = predict(run, wanted.split, extra)
+        (out / wanted.file).write_bytes((run.predictions(wanted.split) / wanted.file).read_bytes())
+        files[wanted.file] = manifest_entry(run, wanted, evaluated, runs_dir)
+    with zipfile.ZipFile(out.with_suffix(".zip"), "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in files:  # at the archive's top level, as the leaderboards read it
+            archive.write(out / name, name)
+    manifest = {
+        "table": table,
+        "benchmark": benchmark,
+        "model": model,
+        "seed": seed,
+        "files": files,
+        "missing": missing,
+    }
+    (out / "manifest.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("table", help="a GLUE or SuperGLUE conf/table/ option, e.g. superglue_cpu")
+    parser.add_argument("--model", default="hypermoe", help="the variant whose runs are submitted")
+    parser.add_argument("--seed", type=int, help="only this seed's runs (default: the latest run of any seed)")
+    parser.add_argument("--log-dir", type=Path, default=PROJECT_ROOT / "outputs", help="paths.log_dir")
+    parser.add_argument("--out", type=Path, help="default: <log-dir>/submission/<table>_<model>[_seed<N>]")
+    args, extra = parser.parse_known_args(argv)
+    extra = [item for item in extra if item != "--"]
+    name = f"{args.table}_{args.model}" + (f"_seed{args.seed}" if args.seed is not None else "")
+    out = args.out or args.log_dir / "submission" / name
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    with exit_on_expected_errors():
+        manifest = make_submission(args.table, args.model, args.seed, args.log_dir, out, extra)
+    total = len(manifest["files"]) + len(manifest["missing"])
+    print(
+        f"{name}: {len(manifest['files'])} of {total} files in {out.with_suffix('.zip')}; manifest {out}/manifest.yaml"
+    )
+    for file, why in manifest["missing"].items():
+        print(f"  missing {file}: {why}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

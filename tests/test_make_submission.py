@@ -1,0 +1,117 @@
+"""experiments/make_submission.py: one table's runs gathered into a leaderboard's submission folder,
+zip and manifest; a file no run can give is listed as missing, never filled in."""
+
+import json
+import shutil
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import PROJECT, TINY, compose_config
+
+from hypermoe.errors import ConfigError
+from hypermoe.train import run
+
+sys.path.insert(0, str(PROJECT / "experiments"))
+from make_submission import choose_run, main, make_submission, table_runs, wanted_files
+
+SUPERGLUE_FILES = ["BoolQ.jsonl", "CB.jsonl", "COPA.jsonl", "MultiRC.jsonl", "RTE.jsonl", "WiC.jsonl", "WSC.jsonl",
+                   "AX-b.jsonl", "AX-g.jsonl"]  # fmt: skip
+
+
+def _record(folder: Path, task: str, model: str, seed: int, overrides: list[str]) -> Path:
+    """A run's record as a grid leaves it: metrics.json and Hydra's overrides (a run whose
+    checkpoints the table deleted leaves nothing else)."""
+    (folder / ".hydra").mkdir(parents=True, exist_ok=True)
+    (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    record = {"task": task, "model": model, "seed": seed, "main_metric": "accuracy", "git": "abc123"}
+    (folder / "metrics.json").write_text(json.dumps(record))
+    return folder
+
+
+def test_the_files_each_leaderboard_grades():
+    assert [wanted.file for wanted in wanted_files("superglue")] == SUPERGLUE_FILES
+    glue = {wanted.file: wanted for wanted in wanted_files("glue")}
+    assert list(glue)[:4] == ["CoLA.tsv", "SST-2.tsv", "MRPC.tsv", "STS-B.tsv"]
+    assert glue["MNLI-m.tsv"].tasks == ("glue/mnli",) and glue["RTE.tsv"].split == "test"
+    axb = next(wanted for wanted in wanted_files("superglue") if wanted.file == "AX-b.jsonl")
+    assert (axb.split, axb.tasks) == ("ax_b", ("superglue/rte",))
+
+
+def test_the_latest_run_that_can_give_the_file_is_chosen(tmp_path):
+    old = _record(tmp_path / "sweep1" / "0", "superglue/rte", "hypermoe", 1, ["seed=1"])
+    (old / "checkpoints").mkdir()
+    (old / "checkpoints" / "last.ckpt").write_bytes(b"")  # only its presence is read here
+    newer = _record(tmp_path / "sweep2" / "0", "superglue/rte", "hypermoe", 2, ["seed=2"])  # checkpoint deleted
+    _record(tmp_path / "sweep2" / "1", "superglue/rte", "topk", 2, ["seed=2"])  # another variant
+    rte, axb = (w for w in wanted_files("superglue") if w.file in ("RTE.jsonl", "AX-b.jsonl"))
+    runs = table_runs(tmp_path, "hypermoe", None)
+    assert [r.folder for r in runs] == [old, newer]
+    assert choose_run(rte, runs)[0].folder == old
+    (newer / "submission" / "test").mkdir(parents=True)
+    (newer / "submission" / "test" / "eval_metrics.json").write_text("{}")  # predictions made before
+    assert choose_run(rte, runs)[0].folder == newer
+    assert choose_run(axb, runs)[0].folder == old  # newer holds no AX-b predictions
+    assert choose_run(rte, table_runs(tmp_path, "hypermoe", 1))[0].folder == old
+    wic = next(w for w in wanted_files("superglue") if w.file == "WiC.jsonl")
+    assert choose_run(wic, runs) == (None, "no run of superglue/wic")
+    shutil.rmtree(old / "checkpoints")
+    assert "2 run(s) of superglue/rte kept no checkpoint" in choose_run(axb, runs)[1]
+
+
+def test_glues_diagnostic_comes_from_an_mnli_run_else_from_an_rte_run(tmp_path):
+    ax = next(wanted for wanted in wanted_files("glue") if wanted.file == "AX.tsv")
+    assert (ax.split, ax.tasks) == ("ax", ("glue/mnli", "glue/rte"))
+    for number, task in enumerate(["glue/rte", "glue/mnli", "glue/rte"]):  # the latest run is RTE's
+        run = _record(tmp_path / str(number), task, "hypermoe", 1, [f"data.task={task[5:]}"])
+        (run / "checkpoints").mkdir()
+        (run / "checkpoints" / "epoch01.ckpt").write_bytes(b"")
+    assert choose_run(ax, table_runs(tmp_path, "hypermoe", None))[0].folder == tmp_path / "1"
+    shutil.rmtree(tmp_path / "1" / "checkpoints")
+    chosen = choose_run(ax, table_runs(tmp_path, "hypermoe", None))[0]
+    assert chosen.folder == tmp_path / "2" and chosen.checkpoint() == tmp_path / "2" / "checkpoints" / "epoch01.ckpt"
+
+
+def test_a_table_of_another_benchmark_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"table=char_lm_cpu sweeps data=\[\]: a submission needs one of"):
+        make_submission("char_lm_cpu", "topk", None, tmp_path, tmp_path / "out", [])
+
+
+@pytest.mark.slow  # trains one step and predicts RTE's test split and both diagnostics (4,460 rows)
+def test_make_submission_gathers_a_tables_runs(tmp_path, data_root, capsys):
+    sweep = tmp_path / "table" / "superglue_cpu" / "2026-01-01_00-00-00"
+    overrides = ["seed=1", "data=superglue", "data.task=rte", "model=topk", "table=superglue_cpu"]
+    rte = sweep / "0"
+    short = ["trainer.max_epochs=1", "+trainer.limit_train_batches=1", "+trainer.limit_val_batches=0"]
+    small = ["data.max_length=32", "data.eval_batch_size=256", "data.max_train_examples=8"]
+    run(compose_config("train", [*TINY, *overrides[:4], *short, *small, f"paths.data_dir={data_root}"], rte))
+    _record(rte, "superglue/rte", "topk", 1, [*overrides, f"paths.data_dir={data_root}"])  # as Hydra records them
+    _record(sweep / "1", "superglue/cb", "topk", 1, overrides)  # its checkpoints deleted by keep_checkpoints=false
+    quiet = ["+trainer.enable_progress_bar=false", f"paths.data_dir={data_root}"]
+    argv = ["superglue_cpu", "--model", "topk", "--log-dir", str(tmp_path), "--", *quiet]
+    assert main(argv) == 0
+    out = tmp_path / "submission" / "superglue_cpu_topk"
+    manifest = yaml.safe_load((out / "manifest.yaml").read_text())
+    assert list(manifest["files"]) == ["RTE.jsonl", "AX-b.jsonl", "AX-g.jsonl"]
+    assert manifest["missing"]["CB.jsonl"].startswith("its 1 run(s) of superglue/cb kept no checkpoint")
+    assert manifest["missing"]["WiC.jsonl"] == "no run of superglue/wic" and len(manifest["missing"]) == 6
+    for file, split, rows in [("RTE.jsonl", "test", 3000), ("AX-b.jsonl", "ax_b", 1104), ("AX-g.jsonl", "ax_g", 356)]:
+        entry = manifest["files"][file]
+        assert entry["task"] == "superglue/rte" and entry["split"] == split and entry["rows"] == rows
+        assert entry["run"] == "2026-01-01_00-00-00/0" and entry["checkpoint"] == "checkpoints/last.ckpt"
+        assert entry["overrides"] == overrides and entry["git"] == "abc123"  # no paths.* override
+        assert (rte / "submission" / split / file).is_file()  # kept in the run for the next submission
+    assert -1 <= manifest["files"]["AX-b.jsonl"]["scores"]["matthews"] <= 1
+    assert "gender_parity" in manifest["files"]["AX-g.jsonl"]["scores"]
+    with zipfile.ZipFile(out.with_suffix(".zip")) as archive:
+        assert archive.namelist() == ["RTE.jsonl", "AX-b.jsonl", "AX-g.jsonl"]  # the files alone, at the top
+        lines = archive.read("RTE.jsonl").decode().splitlines()
+    assert [json.loads(line)["idx"] for line in lines] == list(range(3000))
+    assert "superglue_cpu_topk: 3 of 9 files" in capsys.readouterr().out
+    # predictions kept in the run are gathered again once its checkpoint is gone
+    shutil.rmtree(rte / "checkpoints")
+    again = make_submission("superglue_cpu", "topk", None, tmp_path, tmp_path / "again", [])
+    assert again["files"] == manifest["files"]
+    assert (tmp_path / "again" / "RTE.jsonl").read_bytes() == (out / "RTE.jsonl").read_bytes()
