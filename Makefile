@@ -16,10 +16,10 @@ endif
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all train smoke lm table grid submission sweeps bench bench-gpu lint format clean
+.PHONY: help install test test-all train smoke lm table grid submission sweeps bench bench-gpu paper-dryrun lint format clean
 
 help: ## list every target
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -65,8 +65,11 @@ bench: $(STAMP) ## time the MoE layers and whole training steps on CPU: experime
 	$(BIN)/python experiments/bench_moe.py
 	$(BIN)/python experiments/bench_train.py
 
-bench-gpu: $(STAMP) ## the same in bf16 on a CUDA device: experiments/results/bench_{moe,train}_gpu.json
+bench-gpu: $(STAMP) ## the same in bf16 on a CUDA device, and the paper dry run at the paper's batch: experiments/results/gpu/
 	PYTHON=$(BIN)/python bash experiments/bench_gpu.sh
+
+paper-dryrun: $(STAMP) ## build the paper's full-size models (switch-base-8, GPT-2 MoE), run 2 steps each on CPU: experiments/results/paper_dryrun_cpu/
+	$(BIN)/python experiments/paper_dryrun.py $(ARGS)
 
 lint: $(STAMP) ## check style with ruff
 	$(BIN)/ruff check .

@@ -157,6 +157,12 @@ def next_token_loss(logits: Tensor, input_ids: Tensor) -> Tensor:
     return nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), input_ids[:, 1:].flatten())
 
 
+def target_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Mean cross-entropy over the target tokens of a text-to-text batch (labels IGNORE_INDEX at
+    padding), in float32."""
+    return nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
+
+
 class CausalLMLitModule(MoELitModule):
     """Trains a MoECausalLM on next-token prediction. ``val/perplexity`` is exp of the mean
     next-token cross-entropy over every validation token, without the aux losses."""
@@ -197,10 +203,7 @@ class Seq2SeqLitModule(MoELitModule):
         return self.net(batch["input_ids"], batch["attention_mask"], batch["labels"], batch["decoder_attention_mask"])
 
     def _loss(self, batch: dict[str, Any]) -> Tensor:
-        logits = self(batch)
-        return nn.functional.cross_entropy(
-            logits.flatten(0, 1).float(), batch["labels"].flatten(), ignore_index=IGNORE_INDEX
-        )
+        return target_loss(self(batch), batch["labels"])
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         return self._total_loss(self._loss(batch), batch["input_ids"].shape[0])

@@ -1,0 +1,80 @@
+"""The paper-settings dry run, on the tiny backbones of the same two families: every model is
+built, trained two steps and validated, its parameter counts are the built layers' own, and the
+report has every field the full-size run writes."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+
+import paper_dryrun
+
+from hypermoe.config import compose_config
+
+
+def test_projection_is_the_static_bytes_plus_the_fitted_activations():
+    mb = paper_dryrun.MB
+    row = {
+        "params": {"total": 10**9},
+        "steps": [{"batch": 1, "activations_mb": 3000 * 1e6 / mb}, {"batch": 2, "activations_mb": 5000 * 1e6 / mb}],
+    }
+    projected = paper_dryrun.projection(row, paper_batch=8)
+    assert projected["static_gb"] == pytest.approx(16.0)
+    assert projected["activations_per_sample_gb"] == pytest.approx(2.0)
+    assert projected["activations_intercept_gb"] == pytest.approx(1.0)
+    assert projected["peak_gb"] == pytest.approx(16 + 1 + 2 * 8)
+    assert projected["gpus"]["80GB"] == {"fits": True, "max_batch": 31}  # (80 - 17) / 2
+    assert projected["gpus"]["141GB"] == {"fits": True, "max_batch": 62}
+
+
+def _expected_counts(models: list[dict], family: str, d: int, d_ff: int, layers: int, bias: bool) -> None:
+    """Each variant's counts from the layer shapes alone: N experts of (d -> d_ff -> d) and a
+    router of N x d per MoE layer where ffn has one FFN; HyperMoE adds its hypernetwork."""
+    counts = {m["variant"]: m["params"] for m in models if m["family"] == family}
+    experts, top_k = 8, 1
+    ffn = 2 * d * d_ff + (d_ff + d if bias else 0)
+    assert counts["topk"]["total"] - counts["ffn"]["total"] == layers * ((experts - 1) * ffn + experts * d)
+    assert counts["ffn"]["active_per_token"] == counts["ffn"]["total"]
+    assert counts["topk"]["active_per_token"] == counts["topk"]["total"] - layers * (experts - top_k) * ffn
+    extra = counts["hypermoe"]["total"] - counts["topk"]["total"]
+    assert counts["hypermoe"]["hypernetwork"] == extra > 0
+    assert counts["hypermoe"]["active_per_token"] == counts["topk"]["active_per_token"] + extra
+    assert counts["topk_adapter"]["total"] == pytest.approx(counts["hypermoe"]["total"], rel=0.01)  # matched width
+    assert all(counts[v]["hypernetwork"] == 0 for v in ("ffn", "topk", "topk_adapter"))
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("tokenizers_root")  # the real T5 and GPT-2 tokenizer files
+def test_tiny_dry_run_reports_every_model(tmp_path):
+    report = paper_dryrun.main(["--tiny", "--in-process", "--threads", "1", "--out", str(tmp_path)])
+    written = json.loads((tmp_path / "paper_dryrun.json").read_text())
+    assert written["models"] == json.loads(json.dumps(report["models"], default=str))
+    table = (tmp_path / "paper_dryrun.md").read_text()
+    models = report["models"]
+    assert [(m["family"], m["variant"]) for m in models] == [
+        (family, variant) for family in paper_dryrun.FAMILIES for variant in paper_dryrun.VARIANTS
+    ]
+    for model in models:
+        assert f"| {model['family']} {model['variant']} |" in table
+        check = model["reference"]
+        if model["variant"] == check["variant"]:  # topk keeps Switch's layers; ffn is GPT-2's own MLP
+            assert check["transformers_matches"] is True and check["transformers_total"] == model["params"]["total"]
+        assert "published" not in check  # the tiny configurations have no published count
+        assert [step["batch"] for step in model["steps"]] == [2, 1]
+        for step in model["steps"]:
+            assert step["seconds"] > 0 and step["cpu_seconds"] > 0 and step["peak_mem_mb"] > 0
+        assert model["steps"][0]["activations_mb"] > model["steps"][1]["activations_mb"] > 0
+        assert model["validation"]["loss"] > 0
+        projected = model["projection"]
+        assert projected["static_gb"] == pytest.approx(16 * model["params"]["total"] / 1e9)
+        assert set(projected["gpus"]) == {"80GB", "141GB"}
+    switch = compose_config("train", ["backbone=switch_tiny"], tmp_path).backbone.config
+    sparse = switch.num_sparse_encoder_layers + switch.num_sparse_decoder_layers
+    _expected_counts(models, "switch_base_8", switch.d_model, switch.d_ff, sparse, bias=False)
+    gpt2 = compose_config("train", ["backbone=gpt2_tiny"], tmp_path).backbone.config
+    _expected_counts(models, "gpt2_moe", gpt2.n_embd, gpt2.n_inner, gpt2.n_layer, bias=True)
+    generated = [m["validation"] for m in models if m["family"] == "switch_base_8"]
+    assert all(len(v["generated"]) == v["batch"] == 1 and 0 <= v["invalid"] <= 1 for v in generated)
