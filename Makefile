@@ -16,7 +16,7 @@ endif
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all train smoke lm table grid submission sweeps bench bench-gpu paper-dryrun lint format clean
+.PHONY: help install test test-all test-slow train smoke lm table grid submission sweeps bench bench-gpu paper-dryrun lint format clean
 
 help: ## list every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ test: $(STAMP) ## run the fast offline test suite
 
 test-all: $(STAMP) ## run every test, slow ones included
 	$(BIN)/python -m pytest -m "not gpu"
+
+test-slow: $(STAMP) ## run only the slow tests (make test + make test-slow = make test-all)
+	$(BIN)/python -m pytest -m "slow and not gpu"
 
 train: $(STAMP) ## train the default model (HyperMoE, MiniLM, SuperGLUE CB); ARGS="model=topk ..." adds overrides
 	$(BIN)/python train.py $(ARGS)
