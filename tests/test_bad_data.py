@@ -1,4 +1,4 @@
-"""Bad data is a clear error naming the file and line; nothing is silently dropped (issue 7).
+"""Bad data is a clear error naming the file and line; nothing is silently dropped.
 
 Each test writes a small file into a data root laid out as ``sources.local_path`` expects and
 reads it with the real reader. The rows are real ones, copied from the official files (SuperGLUE
