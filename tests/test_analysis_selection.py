@@ -53,6 +53,7 @@ def test_the_null_tells_a_selection_driven_hyperexpert_from_one_that_only_sees_t
     assert result["selection_change"] == 0.0
 
 
+@pytest.mark.slow
 def test_script_writes_json_and_plot_for_a_trained_checkpoint(tmp_path):
     run(compose_config("train", [*TINY, "experiment=synthetic_tiny", "debug=limit", "model=hypermoe"], tmp_path))
     out = tmp_path / "selection"

@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 import bench_train
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("tokenizers_root")  # gpt2_tiny needs the real GPT-2 tokenizer files
 def test_bench_train_reports_every_variant(tmp_path):
     out = tmp_path / "bench_train.json"

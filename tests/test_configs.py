@@ -117,6 +117,7 @@ def _cli(args: list[str], tmp_path: Path, timeout: int = 300) -> subprocess.Comp
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_multirun_as_typed_in_the_readme(tmp_path, data_root):
     args = ["--multirun", "model=topk,hypermoe", "data.task=cb,rte", "seed=1,2", "backbone=bert_tiny",
             "debug=fast_dev_run", "logger=none", f"paths.data_dir={data_root}"]  # fmt: skip
@@ -127,6 +128,7 @@ def test_multirun_as_typed_in_the_readme(tmp_path, data_root):
     assert runs == {(m, f"superglue/{t}", s) for m in ("topk", "hypermoe") for t in ("cb", "rte") for s in (1, 2)}
 
 
+@pytest.mark.slow
 def test_ddp_with_two_cpu_processes(tmp_path, data_root):
     args = ["trainer=ddp", "backbone=bert_tiny", "data.task=rte", "debug=limit", "trainer.limit_val_batches=1.0",
             "trainer.max_epochs=1", "logger=csv", f"paths.data_dir={data_root}"]  # fmt: skip

@@ -104,6 +104,7 @@ def test_a_nan_loss_stops_the_run_naming_the_step_and_the_routing(tmp_path):
     assert weights and all(torch.isfinite(value).all() for value in weights.values())
 
 
+@pytest.mark.slow
 def test_a_nan_loss_ends_the_command_with_its_message_and_exit_4(tmp_path):
     poison = ["+callbacks.poison._target_=helpers.PoisonRouterAt", "+callbacks.poison.step=2"]
     result = train_cli(tmp_path, *TINY, "trainer.max_epochs=1", "checkpoint_every_n_steps=1", *poison)
@@ -112,6 +113,7 @@ def test_a_nan_loss_ends_the_command_with_its_message_and_exit_4(tmp_path):
     assert "Traceback" not in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_a_run_stopped_by_sigterm_saves_that_step_exits_143_and_resumes_to_the_same_weights(tmp_path):
     folders = {name: tmp_path / name for name in ("stopped", "resumed", "straight")}
     for folder in folders.values():
@@ -159,6 +161,7 @@ def _train(output: Path, *overrides: str, env: dict) -> subprocess.Popen:
     return subprocess.Popen(command, cwd=PROJECT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_a_run_killed_mid_epoch_resumes_to_the_same_weights_metrics_and_wandb_run(tmp_path):
     env = _env(tmp_path, WANDB_MODE="offline", WANDB_API_KEY="")
     # the uninterrupted run in a process like the others: torch settings left by other tests
@@ -192,6 +195,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_weights_metrics_and_wandb_ru
     assert len(runs) == 1 and _checkpoint(last)["hypermoe"]["wandb_id"] in runs
 
 
+@pytest.mark.slow
 def test_no_secret_is_written_into_configs_logs_checkpoints_or_metrics(tmp_path):
     secrets = {"WANDB_API_KEY": "0123456789abcdef0123456789abcdef01234567", "HF_TOKEN": "hf_SecretTokenValue0123456789"}
     env = _env(tmp_path, WANDB_MODE="offline", **secrets)

@@ -220,6 +220,7 @@ def _compiled_matches_eager(kernel: str, dtype: torch.dtype | None, **compile_kw
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
 
+@pytest.mark.slow
 def test_torch_compile_captures_the_grouped_mm_kernel_in_one_graph():
     """fullgraph=True fails on any graph break, so this also shows that nothing in the
     forward or backward reads a device value back (aot_eager: the trace, without the
@@ -227,6 +228,7 @@ def test_torch_compile_captures_the_grouped_mm_kernel_in_one_graph():
     _compiled_matches_eager("grouped_mm", torch.bfloat16, fullgraph=True, backend="aot_eager")
 
 
+@pytest.mark.slow
 def test_torch_compile_traces_the_loop_kernel():
     """The CPU kernel reads group sizes back (tolist): it compiles with graph breaks."""
     _compiled_matches_eager("loop", None, backend="aot_eager")

@@ -41,6 +41,7 @@ def _launched(stdout: str, job: int) -> list[str]:
     return re.search(rf"\t#{job} : (.*)$", stdout, re.MULTILINE).group(1).split(" ")
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_sweep_stops_it_after_the_job_it_interrupted(tmp_path):
     sweep = tmp_path / "sweep"
     sigterm = ["+callbacks.sigterm._target_=helpers.SigtermAtStep", "+callbacks.sigterm.step=1"]
@@ -55,6 +56,7 @@ def test_sigterm_to_the_sweep_stops_it_after_the_job_it_interrupted(tmp_path):
     assert "SIGTERM during job #0: the sweep stops" in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_default_launcher_runs_every_job_and_lists_the_failed_one(tmp_path):
     sweep = tmp_path / "sweep"
     # the failing job first; ablation=topk (the model TRAIN names) is there for metrics.json to record
@@ -126,6 +128,7 @@ def test_in_process_a_killed_job_ends_the_whole_sweep(tmp_path):
     assert [(sweep / str(job) / "done.txt").is_file() for job in range(3)] == [True, False, False]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["inprocess", "isolated"])
 def test_optuna_gets_the_return_values_and_carries_on_past_failed_trials(tmp_path, launcher):
     """The sweeper optimises what the jobs return (through a process boundary with the isolated launcher);

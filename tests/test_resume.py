@@ -15,6 +15,7 @@ def _weights(path):
     return torch.load(path, weights_only=True)["state_dict"]
 
 
+@pytest.mark.slow
 def test_resume_at_an_epoch_boundary_equals_an_uninterrupted_run(tmp_path):
     straight = run(compose_config("train", [*TINY, "trainer.max_epochs=2"], tmp_path / "straight"))
     stop = ["+callbacks.stop._target_=helpers.StopAfterEpochs", "+callbacks.stop.epochs=1"]
@@ -54,6 +55,7 @@ def test_eval_on_another_data_config_and_data_root(tmp_path, data_root):
         run_eval(compose_config("eval", cb, tmp_path / "eval_cb"))
 
 
+@pytest.mark.slow
 def test_eval_reproduces_perplexity_and_scores_another_corpus(tmp_path, data_root):
     lm = [
         "backbone=gpt2_tiny",

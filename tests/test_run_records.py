@@ -100,6 +100,7 @@ def test_a_run_whose_metric_is_nan_has_no_result_and_does_not_pass(tmp_path, mon
     assert saved["validated"] is True and saved["final"]["val/accuracy"] is None
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_the_step_prints_the_resume_line_and_exits_130(tmp_path):
     sigint = ["+callbacks.sigint._target_=helpers.SigintAtStep", "+callbacks.sigint.step=3"]
     stopped = train_cli(tmp_path, *TINY, "checkpoint_every_n_steps=0", *sigint)
