@@ -16,6 +16,10 @@ best-round forward+backward seconds per token at the two largest token counts (n
 so noisier than the ratios). The JSON ends with `summary`: every target, its worst value over the
 cases, met or missed; the Markdown beside it tabulates the cases and that summary.
 
+``hypermoe`` generates its HyperExperts in every step, as a layer alone does; ``hypermoe_pregenerated``
+is the same layer handed them, generated beforehand: what it costs in a stack, where one hypernetwork
+call per forward generates every layer's (the two ratios to ``topk`` bracket a stack's per-layer cost).
+
 Experts are Switch-shaped (ReLU, no bias) so the comparison with transformers'
 SwitchTransformersSparseMLP runs the same FFN.
 """
@@ -50,6 +54,7 @@ from hypermoe.moe import (
     TopKSettings,
 )
 from hypermoe.moe.grouped import resolve_kernel
+from hypermoe.moe.hyper import generate_every_set
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_moe.json"
 MODES = ("fwd", "fwd_bwd")
@@ -61,6 +66,7 @@ SLOW = {"hypermoe_pertoken": "hypermoe", "dense_moe": "ffn"}
 PAIRS = {  # ratio -> (numerator, denominator), both timed in the same alternation
     "topk_over_ffn": ("topk", "ffn"),
     "hypermoe_over_topk": ("hypermoe", "topk"),
+    "hypermoe_pregenerated_over_topk": ("hypermoe_pregenerated", "topk"),
     "hypermoe_pertoken_over_hypermoe": ("hypermoe_pertoken", "hypermoe_beside_hypermoe_pertoken"),
     "topk_adapter_over_topk": ("topk_adapter", "topk"),
     "dense_moe_over_ffn": ("dense_moe", "ffn_beside_dense_moe"),
@@ -144,6 +150,23 @@ def hf_switch(d_model: int, d_ff: int, num_experts: int, seq_len: int) -> nn.Mod
     return SwitchTransformersSparseMLP(config)
 
 
+class Pregenerated(nn.Module):
+    """A HyperMoE layer given its HyperExperts for every possible set, generated once, outside
+    the timed steps, and detached: the layer's own cost in a stack whose shared hypernetwork
+    generates every layer's HyperExperts in one call (``generate_every_set``), without its share
+    of that call. ``hypermoe`` minus this is what generating per layer costs."""
+
+    def __init__(self, layer: HyperMoE):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not hasattr(self, "every_set"):  # generated on the device and in the dtype of the first call
+            with torch.no_grad():
+                self.every_set = generate_every_set([self.layer])[self.layer]
+        return self.layer(x, hyper_experts=self.every_set)
+
+
 def build_candidates(case: Case, pertoken: bool) -> dict[str, nn.Module]:
     shape = {"d_model": case.d_model, "d_ff": case.d_ff, "activation": "relu", "bias": False}
     routed = {"num_experts": case.num_experts, "top_k": case.top_k}
@@ -153,6 +176,7 @@ def build_candidates(case: Case, pertoken: bool) -> dict[str, nn.Module]:
         "ffn": FFN(**shape),
         "topk": TopKMoE(TopKSettings(**routed), **shape),
         "hypermoe": fast,
+        "hypermoe_pregenerated": Pregenerated(fast),
         # same width b as the HyperExpert: the cost of a static adapter (a parameter-matched
         # one is wider, see param_matched_bottleneck)
         "topk_adapter": TopKAdapterMoE(
@@ -465,6 +489,7 @@ MARKDOWN_RATIOS = (  # (ratio, mode) columns of the cases table
     ("topk_over_ffn", "fwd_bwd"),
     ("hypermoe_over_topk", "fwd"),
     ("hypermoe_over_topk", "fwd_bwd"),
+    ("hypermoe_pregenerated_over_topk", "fwd_bwd"),
     ("hypermoe_pertoken_over_hypermoe", "fwd_bwd"),
     ("topk_adapter_over_topk", "fwd_bwd"),
     ("dense_moe_over_ffn", "fwd_bwd"),

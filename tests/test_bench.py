@@ -44,7 +44,7 @@ def test_ratios_match_the_seconds_timed_in_each_mode(quick):
             measurable = {name for name, pair in bench_moe.PAIRS.items() if set(pair) <= set(seconds)}
             assert set(case[f"ratios_{mode}"]) == measurable
             assert all(r > 0 for r in case[f"ratios_{mode}"].values())
-        assert {"topk_over_ffn", "hypermoe_over_topk"} <= set(case["ratios_fwd_bwd"])
+        assert {"topk_over_ffn", "hypermoe_over_topk", "hypermoe_pregenerated_over_topk"} <= set(case["ratios_fwd_bwd"])
 
 
 def test_targets_met_follow_the_bounds(quick):
