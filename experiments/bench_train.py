@@ -26,7 +26,11 @@ two phases, the model (zero_grad, forward, backward) and the optimizer (clipping
 does a dense model's FLOPs per token, but its optimizer updates every expert's parameters, so the
 ``*_model_throughput`` ratios and each variant's ``optimizer_share`` tell the two costs apart.
 Each round also times one inference pass per variant (eval mode, forward alone, no autograd, same
-batch): ``inference_tokens_per_s`` and the ``*_inference_throughput`` ratio.
+batch): ``inference_tokens_per_s`` and the ``*_inference_throughput`` ratio. ``model_flops`` is
+one model pass's FLOPs as torch's FlopCounterMode counts them (matmuls and attention), and
+``hypermoe_over_topk_model_flop_limit`` the model-throughput ratio they allow: what the FLOPs
+alone would cost, leaving out the memory-bound work (elementwise ops, gathers, and reading a large
+weight for few rows, as the hypernetwork's heads do).
 
 Memory: on CPU each variant runs in a fresh process (the RSS of a process holding six models says
 nothing about one), forked from a server that has imported the libraries: ``peak_mem_mb`` is the
@@ -59,6 +63,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from hypermoe.backbones.causal_lm import build_causal_lm
 from hypermoe.backbones.classifier import build_classifier
@@ -98,13 +103,14 @@ VARIANTS = {
 }
 # ratio -> (numerator variant, denominator variant, measure, bound, "min" or "max"); a throughput
 # measure names the timed phase: the whole step, or the model alone (what the optimizer adds is
-# the rest)
+# the rest); model_flop_limit is the model_throughput ratio if every counted FLOP cost the same
 RATIOS = {
     "topk_over_ffn_throughput": ("topk", "ffn", "throughput", 0.92, "min"),
     "hypermoe_over_topk_throughput": ("hypermoe", "topk", "throughput", 0.95, "min"),
     "topk_over_ffn_model_throughput": ("topk", "ffn", "model_throughput", None, None),
     "hypermoe_over_topk_model_throughput": ("hypermoe", "topk", "model_throughput", None, None),
     "hypermoe_over_topk_inference_throughput": ("hypermoe", "topk", "inference_throughput", None, None),
+    "hypermoe_over_topk_model_flop_limit": ("hypermoe", "topk", "model_flop_limit", None, None),
     "hypermoe_over_topk_memory": ("hypermoe", "topk", "peak_mem_mb", 1.05, "max"),
     "hypermoe_over_topk_step_memory": ("hypermoe", "topk", "step_mem_mb", None, None),
 }
@@ -152,6 +158,7 @@ class Workload:
     optimizer_pass: Callable[[], None]
     params: int
     inference_pass: Callable[[], None] = lambda: None
+    model_flops: int = 0  # of one model pass (count_flops)
 
     def step(self) -> None:
         self.model_pass()
@@ -217,7 +224,16 @@ def build_workload(setup: Setup, variant: str) -> Workload:
         net.train()
         finish()
 
-    return Workload(model_pass, optimizer_pass, parameter_counts(net)["total"], inference_pass)
+    return Workload(model_pass, optimizer_pass, parameter_counts(net)["total"], inference_pass, count_flops(model_pass))
+
+
+def count_flops(model_pass: Callable[[], None]) -> int:
+    """FLOPs of one model pass (forward and backward), as torch's FlopCounterMode counts them:
+    matmuls, convolutions and attention, the ops whose cost grows with the shapes; elementwise
+    ops, gathers and the optimizer count nothing."""
+    with FlopCounterMode(display=False) as counter:
+        model_pass()
+    return counter.get_total_flops()
 
 
 def _proc_status_mb(field: str) -> float:
@@ -289,14 +305,14 @@ def timed(workload: Workload) -> Callable[[], dict[str, float]]:
     return visit
 
 
-def time_all(setup: Setup, rounds: int) -> tuple[dict[str, dict[str, list[float]]], dict[str, int]]:
+def time_all(setup: Setup, rounds: int) -> tuple[dict[str, dict[str, list[float]]], dict[str, int], dict[str, int]]:
     """Seconds per round of every variant, timed alternately, by phase ("step", "model",
-    "optimizer"), and their parameter counts."""
+    "optimizer"), their parameter counts and their model passes' FLOPs."""
     workloads = {v: build_workload(setup, v) for v in setup.variants}
     for workload in workloads.values():
         workload.step()  # AdamW's state and lazy inits; time_alternately warms up once more
     by_phase = time_alternately({v: timed(w) for v, w in workloads.items()}, rounds)
-    return by_phase, {v: w.params for v, w in workloads.items()}
+    return by_phase, {v: w.params for v, w in workloads.items()}, {v: w.model_flops for v, w in workloads.items()}
 
 
 THROUGHPUT_PHASES = {"throughput": "step", "model_throughput": "model", "inference_throughput": "inference"}
@@ -312,6 +328,8 @@ def ratios_of(samples: dict[str, dict[str, list[float]]], variants: dict[str, di
             continue
         if measure in THROUGHPUT_PHASES:
             ratios[name] = paired_ratio(samples[THROUGHPUT_PHASES[measure]], denominator, numerator)
+        elif measure == "model_flop_limit":
+            ratios[name] = variants[denominator]["model_flops"] / variants[numerator]["model_flops"]
         else:
             ratios[name] = variants[numerator][measure] / variants[denominator][measure]
     return ratios
@@ -328,13 +346,14 @@ def check_targets(ratios: dict[str, float]) -> dict[str, bool]:
 def bench_backbone(setup: Setup, rounds: int) -> dict:
     # memory first: its workers must not run beside the timed steps
     memory = measure_all_memory(setup)
-    samples, params = time_all(setup, rounds)
+    samples, params, flops = time_all(setup, rounds)
     tokens = setup.batch * setup.seq_len
     variants = {
         v: {
             "tokens_per_s": tokens / min(samples["step"][v]),
             **memory[v],
             "params": params[v],
+            "model_flops": flops[v],
             "seconds_best": min(samples["step"][v]),
             "seconds_median": statistics.median(samples["step"][v]),
             "seconds_per_round": samples["step"][v],

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 
@@ -45,9 +46,15 @@ def test_bench_train_reports_every_variant(tmp_path):
             if measure in phase_rounds:  # tokens/s ratio within each round, median over rounds
                 den, num = (variants[v][phase_rounds[measure]] for v in (denominator, numerator))
                 expected = statistics.median(d / n for d, n in zip(den, num, strict=True))
+            elif measure == "model_flop_limit":  # the throughput the FLOPs allow: inverse of their ratio
+                expected = variants[denominator]["model_flops"] / variants[numerator]["model_flops"]
             else:
                 expected = variants[numerator][measure] / variants[denominator][measure]
             assert result["ratios"][name] == pytest.approx(expected, rel=1e-9)
+        assert (
+            variants["dense_moe"]["model_flops"] > variants["topk_k2"]["model_flops"] > variants["topk"]["model_flops"]
+        )
+        assert variants["hypermoe"]["model_flops"] > variants["topk"]["model_flops"]
         assert set(result["targets_met"]) == targets
         assert all(isinstance(met, bool) for met in result["targets_met"].values())
 
@@ -70,11 +77,22 @@ def test_only_the_ratios_of_measured_variants_are_reported():
     args = bench_train.parse_args(["--variants", "topk", "hypermoe"])
     assert args.variants == ["topk", "hypermoe"]
     phases = {phase: {"topk": [1.0, 2.0], "hypermoe": [1.25, 2.5]} for phase in ("step", "model", "inference")}
-    variants = {v: {"peak_mem_mb": peak, "step_mem_mb": peak / 2} for v, peak in (("topk", 100.0), ("hypermoe", 103.0))}
+    variants = {
+        v: {"peak_mem_mb": peak, "step_mem_mb": peak / 2, "model_flops": flops}
+        for v, peak, flops in (("topk", 100.0, 1000), ("hypermoe", 103.0, 1100))
+    }
     ratios = bench_train.ratios_of(phases, variants)
     assert set(ratios) == {name for name, spec in bench_train.RATIOS.items() if spec[:2] == ("hypermoe", "topk")}
     assert ratios["hypermoe_over_topk_throughput"] == pytest.approx(0.8)
+    assert ratios["hypermoe_over_topk_model_flop_limit"] == pytest.approx(1000 / 1100)
     assert bench_train.check_targets(ratios) == {
         "hypermoe_over_topk_throughput": False,
         "hypermoe_over_topk_memory": True,
     }
+
+
+def test_flops_are_counted_over_forward_and_backward():
+    layer = torch.nn.Linear(8, 4, bias=False)
+    x = torch.randn(3, 8)
+    flops = bench_train.count_flops(lambda: layer(x).sum().backward())
+    assert flops == 2 * (2 * 3 * 8 * 4)  # the forward matmul and the weight's gradient (x needs none)
