@@ -54,7 +54,7 @@ from hypermoe.moe import (
     TopKSettings,
 )
 from hypermoe.moe.grouped import resolve_kernel
-from hypermoe.moe.hyper import generate_every_set
+from hypermoe.moe.hyper import GeneratedAdapter, generate_every_set
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_moe.json"
 MODES = ("fwd", "fwd_bwd")
@@ -151,19 +151,24 @@ def hf_switch(d_model: int, d_ff: int, num_experts: int, seq_len: int) -> nn.Mod
 
 
 class Pregenerated(nn.Module):
-    """A HyperMoE layer given its HyperExperts for every possible set, generated once, outside
-    the timed steps, and detached: the layer's own cost in a stack whose shared hypernetwork
-    generates every layer's HyperExperts in one call (``generate_every_set``), without its share
-    of that call. ``hypermoe`` minus this is what generating per layer costs."""
+    """A HyperMoE layer handed its HyperExperts for every possible set, as a stack hands each
+    layer its share of one hypernetwork call (``generate_every_set``): the layer's own cost in a
+    stack, without its share of that call. ``hypermoe`` minus this is what generating per layer
+    costs. The HyperExperts are generated once, at the first call (on the device and in the dtype
+    the case runs in), as leaves that require grad: backward still computes their gradients, as a
+    stack's layer does before handing them to the one generation's backward."""
 
     def __init__(self, layer: HyperMoE):
         super().__init__()
         self.layer = layer
+        self.every_set: GeneratedAdapter | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not hasattr(self, "every_set"):  # generated on the device and in the dtype of the first call
-            with torch.no_grad():
-                self.every_set = generate_every_set([self.layer])[self.layer]
+        if self.every_set is None:
+            generated = generate_every_set([self.layer])[self.layer]
+            self.every_set = GeneratedAdapter(*(t.detach().requires_grad_() for t in vars(generated).values()))
+        for tensor in vars(self.every_set).values():
+            tensor.grad = None  # as zero_grad does for the other candidates' parameters
         return self.layer(x, hyper_experts=self.every_set)
 
 

@@ -158,7 +158,6 @@ class Workload:
     optimizer_pass: Callable[[], None]
     params: int
     inference_pass: Callable[[], None] = lambda: None
-    model_flops: int = 0  # of one model pass (count_flops)
 
     def step(self) -> None:
         self.model_pass()
@@ -224,13 +223,14 @@ def build_workload(setup: Setup, variant: str) -> Workload:
         net.train()
         finish()
 
-    return Workload(model_pass, optimizer_pass, parameter_counts(net)["total"], inference_pass, count_flops(model_pass))
+    return Workload(model_pass, optimizer_pass, parameter_counts(net)["total"], inference_pass)
 
 
 def count_flops(model_pass: Callable[[], None]) -> int:
     """FLOPs of one model pass (forward and backward), as torch's FlopCounterMode counts them:
     matmuls, convolutions and attention, the ops whose cost grows with the shapes; elementwise
-    ops, gathers and the optimizer count nothing."""
+    ops, gathers and the optimizer count nothing. CPU only: the counter has no formula for
+    ``torch._grouped_mm``, the experts' kernel on CUDA, and would count their GEMMs as nothing."""
     with FlopCounterMode(display=False) as counter:
         model_pass()
     return counter.get_total_flops()
@@ -305,14 +305,18 @@ def timed(workload: Workload) -> Callable[[], dict[str, float]]:
     return visit
 
 
-def time_all(setup: Setup, rounds: int) -> tuple[dict[str, dict[str, list[float]]], dict[str, int], dict[str, int]]:
+def time_all(
+    setup: Setup, rounds: int
+) -> tuple[dict[str, dict[str, list[float]]], dict[str, int], dict[str, int | None]]:
     """Seconds per round of every variant, timed alternately, by phase ("step", "model",
-    "optimizer"), their parameter counts and their model passes' FLOPs."""
+    "optimizer"), their parameter counts and their model passes' FLOPs (None on CUDA, see count_flops)."""
     workloads = {v: build_workload(setup, v) for v in setup.variants}
     for workload in workloads.values():
         workload.step()  # AdamW's state and lazy inits; time_alternately warms up once more
+    on_cpu = setup.device == "cpu"
+    flops = {v: count_flops(w.model_pass) if on_cpu else None for v, w in workloads.items()}
     by_phase = time_alternately({v: timed(w) for v, w in workloads.items()}, rounds)
-    return by_phase, {v: w.params for v, w in workloads.items()}, {v: w.model_flops for v, w in workloads.items()}
+    return by_phase, {v: w.params for v, w in workloads.items()}, flops
 
 
 THROUGHPUT_PHASES = {"throughput": "step", "model_throughput": "model", "inference_throughput": "inference"}
@@ -329,7 +333,8 @@ def ratios_of(samples: dict[str, dict[str, list[float]]], variants: dict[str, di
         if measure in THROUGHPUT_PHASES:
             ratios[name] = paired_ratio(samples[THROUGHPUT_PHASES[measure]], denominator, numerator)
         elif measure == "model_flop_limit":
-            ratios[name] = variants[denominator]["model_flops"] / variants[numerator]["model_flops"]
+            if variants[numerator]["model_flops"]:  # counted on CPU only
+                ratios[name] = variants[denominator]["model_flops"] / variants[numerator]["model_flops"]
         else:
             ratios[name] = variants[numerator][measure] / variants[denominator][measure]
     return ratios

@@ -3,8 +3,9 @@
     python experiments/routing_stats.py experiments/results/runs/hyper_ablation_char_cpu --by ablation \\
         --labels topk,topk_gating_noisy,agg_sum,gating_noisy --out experiments/results/routing_gating_char_cpu
 
-Runs are collected and labelled as make_table.py does (``--by``, ``--tag``). Per label and MoE layer,
-over the label's runs (mean ± sample std), from each run's metrics.json:
+Runs are collected and labelled as make_table.py does (``--by``, ``--tag``). Per task, label and MoE
+layer, over the runs (mean ± sample std, with n where fewer runs have a statistic), from each run's
+metrics.json:
 - ``load_entropy``: entropy of the experts' shares of the routed tokens at the last validation
   (``expert_load``), over log N: 1 is a uniform load, 0 one expert taking every token;
 - ``busiest_share_x_n``: the busiest expert's share times N: 1 is balanced, N one expert taking all;
@@ -42,9 +43,12 @@ _ENTROPY = re.compile(r"moe/(.+)/router_entropy$")
 
 
 def load_balance(shares: Sequence[float]) -> dict[str, float]:
-    """One layer's expert shares -> normalised load entropy and the busiest share times N."""
+    """One layer's expert shares (normalised to sum to 1) -> normalised load entropy and the
+    busiest share times N; NaN where they mean nothing (one expert, or no token routed)."""
     total = sum(shares)
-    shares = [share / total for share in shares] if total > 0 else list(shares)
+    if len(shares) < 2 or total <= 0:
+        return {"load_entropy": math.nan, "busiest_share_x_n": math.nan}
+    shares = [share / total for share in shares]
     entropy = -sum(share * math.log(share) for share in shares if share > 0)
     return {"load_entropy": entropy / math.log(len(shares)), "busiest_share_x_n": max(shares) * len(shares)}
 
@@ -73,12 +77,12 @@ def router_entropies(run_dir: Path) -> dict[str, float]:
     return {columns[column]: float(value) for column, value in last.dropna().items()}
 
 
-def run_layers(record: dict, run_dir: Path) -> pd.DataFrame:
+def run_layers(expert_load: dict | None, history: list | None, run_dir: Path) -> pd.DataFrame:
     """One row per MoE layer of one run, with every statistic it has."""
     rows: dict[str, dict[str, float]] = {}
-    for layer, shares in (record.get("expert_load") or {}).items():
+    for layer, shares in (expert_load or {}).items():
         rows.setdefault(layer, {}).update(load_balance(shares))
-    for layer, changes in expert_changes(record.get("history") or []).items():
+    for layer, changes in expert_changes(history or []).items():
         rows.setdefault(layer, {}).update(changes)
     for layer, entropy in router_entropies(run_dir).items():
         rows.setdefault(layer, {})["router_entropy"] = entropy
@@ -86,29 +90,33 @@ def run_layers(record: dict, run_dir: Path) -> pd.DataFrame:
     return frame.rename_axis("layer").reset_index()
 
 
-def layer_table(runs: pd.DataFrame, records: Sequence[dict]) -> pd.DataFrame:
-    """Per (label, layer): mean, std and n of every statistic over the label's runs."""
-    by_file = {record["_file"]: record for record in records}
-    parts = []
-    for label, seed, path, run_dir in runs[["label", "seed", "_file", "run_dir"]].itertuples(index=False):
-        layers = run_layers(by_file[path], run_dir)
-        parts.append(layers.assign(label=label, seed=seed))
-    if not parts or all(part.empty for part in parts):
-        raise make_table.RunsError("no run records expert_load or expert_change: nothing to tabulate")
+def layer_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (task, label, layer): the runs, and the mean, std and n (the runs that have it) of
+    every statistic, sorted by task, label (in the runs' order) and layer (layer2 before layer10)."""
+    columns = ["task", "label", "expert_load", "history", "run_dir"]
+    parts = [
+        run_layers(expert_load, history, run_dir).assign(task=task, label=label)
+        for task, label, expert_load, history, run_dir in runs[columns].itertuples(index=False)
+    ]
     every = pd.concat(parts, ignore_index=True)
+    if every.empty:
+        raise make_table.RunsError("no run records expert_load or expert_change: nothing to tabulate")
     every["label"] = pd.Categorical(every["label"], categories=runs["label"].cat.categories, ordered=True)
-    grouped = every.groupby(["label", "layer"], observed=True)[list(STATS)]
-    table = grouped.agg(["mean", "std"])
-    table.columns = [f"{stat}_{what}" for stat, what in table.columns]
-    table["runs"] = grouped.size()
-    return table.reset_index()
+    every["layer_order"] = every["layer"].map(lambda layer: tuple(make_table.natural_key(layer)))
+    grouped = every.groupby(["task", "label", "layer_order", "layer"], observed=True, sort=True)
+    table = grouped[list(STATS)].agg(["mean", "std", "count"])
+    table.columns = [f"{stat}_{'n' if what == 'count' else what}" for stat, what in table.columns]
+    table.insert(0, "runs", grouped.size())
+    return table.reset_index().drop(columns="layer_order")
 
 
 def cell(row: pd.Series, stat: str) -> str:
-    mean, std = row[f"{stat}_mean"], row[f"{stat}_std"]
+    """mean ± std, with its n where fewer runs than the row's have the statistic."""
+    mean, std, n = row[f"{stat}_mean"], row[f"{stat}_std"], row[f"{stat}_n"]
     if pd.isna(mean):
         return make_table.MISSING
-    return f"{mean:.3f}" if pd.isna(std) else f"{mean:.3f} ± {std:.3f}"
+    text = f"{mean:.3f}" if pd.isna(std) else f"{mean:.3f} ± {std:.3f}"
+    return text if n == row["runs"] else f"{text} (n={n})"
 
 
 def markdown(table: pd.DataFrame, sources: Sequence[Path]) -> str:
@@ -118,11 +126,11 @@ def markdown(table: pd.DataFrame, sources: Sequence[Path]) -> str:
         f"Runs under {', '.join(f'`{make_table.shown_path(Path(s))}`' for s in sources)}; mean ± sample std "
         "over each label's runs (see experiments/routing_stats.py for each statistic).",
         "",
-        "| label | layer | runs | " + " | ".join(f"`{stat}`" for stat in STATS) + " |",
-        "|---|---|---:|" + "---:|" * len(STATS),
+        "| task | label | layer | runs | " + " | ".join(f"`{stat}`" for stat in STATS) + " |",
+        "|---|---|---|---:|" + "---:|" * len(STATS),
     ]
     for _, row in table.iterrows():
-        cells = [str(row["label"]), str(row["layer"]), str(row["runs"]), *(cell(row, stat) for stat in STATS)]
+        cells = [row["task"], str(row["label"]), row["layer"], str(row["runs"]), *(cell(row, stat) for stat in STATS)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -149,9 +157,9 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
         if unknown:
             raise make_table.RunsError(f"--labels {', '.join(unknown)}: no run has that label")
         if keep:
-            runs = runs[runs["label"].isin(keep)]
+            runs = runs[runs["label"].isin(keep)].copy()
             runs["label"] = runs["label"].cat.set_categories(keep, ordered=True)
-        table = layer_table(runs, records).sort_values(["label", "layer"], key=_natural, ignore_index=True)
+        table = layer_table(runs)
     except make_table.RunsError as error:
         raise SystemExit(f"routing_stats: {error}") from error
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -160,13 +168,6 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     table.to_csv(csv, index=False, float_format="%.6g")
     log.info("wrote %s, %s", md, csv)
     return [md, csv]
-
-
-def _natural(column: pd.Series) -> pd.Series:
-    """Sort key: labels in their categorical order, layers as layer2 < layer10."""
-    if isinstance(column.dtype, pd.CategoricalDtype):
-        return column.cat.codes
-    return column.map(lambda text: tuple(make_table.natural_key(text)))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from hypermoe.moe import HyperMoE, HyperMoESettings, HyperNetwork
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 
@@ -148,3 +151,25 @@ def test_bf16_autocast_runs(tmp_path):
         ["--quick", "--dtype", "bf16", "--tokens", "32", "--top-k", "1", "--out", str(tmp_path / "b.json")]
     )
     assert report["dtype"] == "bf16" and report["cases"][0]["ratios_fwd_bwd"]["hypermoe_over_topk"] > 0
+
+
+def test_pregenerated_hypermoe_computes_the_layer_with_one_generation():
+    torch.manual_seed(0)
+    network = HyperNetwork(16, 1)
+    shape = {"d_model": 16, "d_ff": 32, "activation": "relu", "bias": False}
+    layer = HyperMoE(HyperMoESettings(num_experts=4, top_k=2), **shape, hypernetwork=network, layer_index=0)
+    pregenerated = bench_moe.Pregenerated(layer)
+    generations = []
+    generate = network.generate
+    network.generate = lambda *args: generations.append(1) or generate(*args)
+    x = torch.randn(2, 8, 16)
+
+    first = pregenerated(x)
+    assert len(generations) == 1
+    torch.testing.assert_close(first, layer(x))  # the same numbers as the layer generating its own
+    first.sum().backward()
+    assert all(t.grad is not None for t in vars(pregenerated.every_set).values())  # backward reaches them
+    generations.clear()
+    pregenerated(x)
+    assert not generations  # later calls reuse the HyperExperts
+    assert all(t.grad is None for t in vars(pregenerated.every_set).values())  # cleared, as zero_grad does

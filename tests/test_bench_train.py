@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from hypermoe.moe.grouped import grouped_ffn
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 
 import bench_train
@@ -91,8 +93,15 @@ def test_only_the_ratios_of_measured_variants_are_reported():
     }
 
 
-def test_flops_are_counted_over_forward_and_backward():
-    layer = torch.nn.Linear(8, 4, bias=False)
-    x = torch.randn(3, 8)
-    flops = bench_train.count_flops(lambda: layer(x).sum().backward())
-    assert flops == 2 * (2 * 3 * 8 * 4)  # the forward matmul and the weight's gradient (x needs none)
+def test_flops_are_counted_over_forward_and_backward_of_the_experts_own_kernel():
+    rows, d, f = 6, 8, 16
+    x = torch.randn(rows, d, requires_grad=True)
+    w_in = [torch.randn(f, d, requires_grad=True) for _ in range(2)]
+    w_out = [torch.randn(d, f, requires_grad=True) for _ in range(2)]
+
+    def model_pass() -> None:  # two experts of 2 and 4 rows, through the custom autograd Function
+        grouped_ffn(x, [2, 4], w_in=w_in, b_in=None, w_out=w_out, b_out=None, activation="relu").sum().backward()
+
+    gemm = 2 * rows * d * f  # FLOPs of one (rows x d) by (d x f) product, summed over the two experts
+    # forward: 2 GEMMs; backward: the gradients of w_out, of the hidden rows, of w_in and of x
+    assert bench_train.count_flops(model_pass) == 6 * gemm

@@ -8,6 +8,7 @@ Hand-written runs: topk seeds 1-2 with 4 experts, one MoE layer each.
 """
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -21,25 +22,33 @@ import routing_stats
 COMMITTED = Path(__file__).resolve().parents[1] / "experiments" / "results" / "runs" / "hyper_ablation_char_cpu"
 
 
-def write_run(folder: Path, seed: int, load: list[float], changes: list[float], entropies=()) -> None:
+def write_run(
+    folder: Path,
+    seed: int,
+    load: list[float],
+    changes: list[float],
+    entropies=(),
+    task="lm/shakespeare_char",
+    layer="layer0",
+) -> None:
     folder.mkdir(parents=True)
     record = {
-        "task": "lm/shakespeare_char",
+        "task": task,
         "model": "topk",
         "seed": seed,
         "main_metric": "loss",
         "best": {"loss": 1.8},
-        "expert_load": {"layer0": load},
+        "expert_load": {layer: load},
         "history": [
-            {"step": 250 * (i + 1), "val/loss": 2.0, "moe/layer0/expert_change": c} for i, c in enumerate(changes)
+            {"step": 250 * (i + 1), "val/loss": 2.0, f"moe/{layer}/expert_change": c} for i, c in enumerate(changes)
         ],
     }
     (folder / "metrics.json").write_text(json.dumps(record))
     if entropies:
         log = folder / "csv" / "version_0"
         log.mkdir(parents=True)
-        rows = [{"step": step, "moe/layer0/router_entropy": value} for step, value in enumerate(entropies)]
-        rows.append({"step": len(rows), "moe/layer0/router_entropy": None})  # a validation row logs none
+        rows = [{"step": step, f"moe/{layer}/router_entropy": value} for step, value in enumerate(entropies)]
+        rows.append({"step": len(rows), f"moe/{layer}/router_entropy": None})  # a validation row logs none
         pd.DataFrame(rows).to_csv(log / "metrics.csv", index=False)
 
 
@@ -61,7 +70,32 @@ def test_statistics_match_a_hand_computation(runs, tmp_path):
     assert row["expert_change_last_mean"] == pytest.approx(0.15, rel=1e-5)
     assert row["expert_change_mean_mean"] == pytest.approx(0.2, rel=1e-5)
     assert row["router_entropy_mean"] == pytest.approx(0.8, rel=1e-5)  # the one run with a log, its last logged value
-    assert "| topk | layer0 | 2 | 0.750 ± 0.354 | 1.500 ± 0.707 |" in md.read_text()
+    assert (row["load_entropy_n"], row["router_entropy_n"]) == (2, 1)
+    text = md.read_text()
+    assert "| lm/shakespeare_char | topk | layer0 | 2 | 0.750 ± 0.354 | 1.500 ± 0.707 |" in text
+    assert "| 0.800 (n=1) |" in text  # a statistic fewer runs have says how many
+
+
+def test_tasks_stay_apart_layers_sort_by_number_and_loads_are_normalised(tmp_path):
+    root = tmp_path / "runs"
+    write_run(root / "0", 1, [2.0, 2.0], [0.5, 0.3], task="lm/wikitext2", layer="layer10")  # shares sum to 4
+    write_run(root / "1", 1, [1.0, 0.0], [0.2, 0.1], task="lm/wikitext2", layer="layer2")
+    write_run(root / "2", 1, [0.9, 0.1], [0.4, 0.6], task="lm/shakespeare_char")
+    table = pd.read_csv(routing_stats.main([str(root), "--out", str(tmp_path / "routing")])[1])
+    assert list(zip(table["task"], table["layer"], strict=True)) == [
+        ("lm/shakespeare_char", "layer0"),
+        ("lm/wikitext2", "layer2"),
+        ("lm/wikitext2", "layer10"),
+    ]
+    assert table["runs"].tolist() == [1, 1, 1]  # one run each: the tasks are not averaged together
+    assert table["load_entropy_mean"].tolist()[1:] == [0.0, 1.0]  # one expert takes all; an even load
+    assert table["busiest_share_x_n_mean"].tolist()[1:] == [2.0, 1.0]
+    assert table["expert_change_last_mean"].tolist() == pytest.approx([0.6, 0.1, 0.3])
+
+
+def test_a_single_expert_or_an_empty_load_has_no_balance():
+    assert all(math.isnan(v) for v in routing_stats.load_balance([1.0]).values())
+    assert all(math.isnan(v) for v in routing_stats.load_balance([0.0, 0.0]).values())
 
 
 def test_unknown_label_is_named(runs, tmp_path):
