@@ -14,6 +14,7 @@ from hypermoe.moe import HyperMoE, HyperMoESettings, HyperNetwork
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 
 import bench_moe
+import profile_hypermoe
 
 
 @pytest.fixture(scope="module")
@@ -173,3 +174,20 @@ def test_pregenerated_hypermoe_computes_the_layer_with_one_generation():
     pregenerated(x)
     assert not generations  # later calls reuse the HyperExperts
     assert all(t.grad is None for t in vars(pregenerated.every_set).values())  # cleared, as zero_grad does
+
+
+def test_profile_splits_hypermoe_into_its_hyper_expert_and_its_generation(tmp_path):
+    report = profile_hypermoe.main(["--quick", "--out", str(tmp_path / "p.json")])
+    assert json.loads((tmp_path / "p.json").read_text()) == report
+    for mode in ("fwd", "fwd_bwd"):
+        assert set(report["layer_ms"][mode]) == set(profile_hypermoe.LAYERS)
+        assert set(report["layer_over_topk"][mode]) == {"hypermoe_pregenerated", "hypermoe"}
+        assert all(ratio > 0 for ratio in report["layer_over_topk"][mode].values())
+    generation = report["generation_ms"]
+    assert generation["fwd"] > 0 and generation["bwd"] > 0 and report["generation_faults_per_step"] >= 0
+    assert report["generation_over_topk_fwd_bwd"] == pytest.approx(
+        (generation["fwd"] + generation["bwd"]) / report["layer_ms"]["fwd_bwd"]["topk"]
+    )
+    # two heads of h x (d x r) float32 weights (--quick: d 32, h 128, r 64): read twice, gradient written once
+    assert report["generation_heads_traffic_mb"] == pytest.approx(2 * 3 * 128 * 32 * 64 * 4 / 1e6)
+    assert report["bottleneck_fwd_ms"] > 0 and report["experts_fwd_ms"] > 0

@@ -1,0 +1,185 @@
+"""Where a HyperMoE layer's time goes beyond topk's: the HyperExpert itself, and generating it.
+
+Three measurements on one case (CPU, float32), each alternated in one process:
+- the layer: training forward alone and forward+backward of ``topk``, ``hypermoe_pregenerated``
+  (handed its HyperExperts, as a stack hands each layer its share of one generation) and
+  ``hypermoe`` (generating its own), as ratios to topk (median over rounds of the in-round ratio);
+- the generation alone: the layer's hypernetwork call for every possible set, forward and backward,
+  with its gradients set to None before each step as ``optimizer.zero_grad`` does, and the minor page
+  faults per step (Linux): the heads' fresh weight gradients that the allocator maps in again;
+- the grouped bottleneck (the HyperExperts' two GEMMs) against the experts' grouped FFN, forward on
+  the same sorted rows.
+It also counts the bytes generation must move whatever the number of tokens (the two large heads read
+in the forward, read again for the input gradient, and their weight gradients written), which the
+FLOP limit in ``bench_moe.py`` does not count.
+
+    python experiments/profile_hypermoe.py --threads 1        # d384, top-1, 2,048 tokens
+    python experiments/profile_hypermoe.py --quick           # tiny shapes: checks the code paths
+
+Pin it to a core nothing else runs on (``taskset -c 1``): these are the small differences.
+"""
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from hypermoe.moe.grouped import grouped_ffn
+from hypermoe.moe.hyper import HyperMoE
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # bench_moe is a script beside this one (see bench_train.py)
+    sys.path.insert(0, str(HERE))
+
+from bench_moe import Case, build_candidates, time_alternately, torch_threads  # noqa: E402
+
+LAYERS = ("topk", "hypermoe_pregenerated", "hypermoe")
+
+
+def _minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def layer_visit(layer: torch.nn.Module, x: torch.Tensor) -> Callable[[], dict[str, float]]:
+    def run() -> dict[str, float]:
+        start = time.perf_counter()
+        out = layer(x)
+        fwd = time.perf_counter() - start
+        del out
+        layer.zero_grad(set_to_none=True)
+        start = time.perf_counter()
+        layer(x).sum().backward()
+        return {"fwd": fwd, "fwd_bwd": time.perf_counter() - start}
+
+    return run
+
+
+def generation_visit(layer: HyperMoE) -> Callable[[], dict[str, float]]:
+    """Forward and backward of the layer's every-set generation, gradients from random cotangents."""
+    with torch.no_grad():
+        shapes = vars(layer.hypernetwork(layer.every_set_selection(), layer.layer_index))
+    cotangents = [torch.randn_like(t) for t in shapes.values()]
+
+    def run() -> dict[str, float]:
+        layer.zero_grad(set_to_none=True)
+        faults = _minor_faults()
+        start = time.perf_counter()
+        generated = layer.hypernetwork(layer.every_set_selection(), layer.layer_index)
+        middle = time.perf_counter()
+        torch.autograd.backward(list(vars(generated).values()), cotangents)
+        end = time.perf_counter()
+        return {"fwd": middle - start, "bwd": end - middle, "faults": float(_minor_faults() - faults)}
+
+    return run
+
+
+def bottleneck_visits(layer: HyperMoE, tokens: int) -> dict[str, Callable[[], dict[str, float]]]:
+    """Forward of the experts' grouped FFN and of the HyperExperts' grouped bottleneck, equal groups."""
+    counts = [tokens // layer.num_experts] * layer.num_experts
+    counts[-1] += tokens - sum(counts)
+    rows = torch.randn(tokens, layer.d_model)
+    with torch.no_grad():
+        adapters = layer.hypernetwork(layer.every_set_selection(), layer.layer_index)
+    ffns = layer.experts.ffns
+    w_in, w_out = [f.fc_in.weight for f in ffns], [f.fc_out.weight for f in ffns]
+
+    def timed(fn: Callable[[], torch.Tensor]) -> Callable[[], dict[str, float]]:
+        def run() -> dict[str, float]:
+            with torch.no_grad():
+                start = time.perf_counter()
+                fn()
+                return {"fwd": time.perf_counter() - start}
+
+        return run
+
+    return {
+        "experts": timed(lambda: grouped_ffn(rows, counts, w_in, None, w_out, None, "relu")),
+        "bottleneck": timed(lambda: adapters.apply_grouped(rows, counts)),
+    }
+
+
+def median_ratio(numerator: list[float], denominator: list[float]) -> float:
+    return statistics.median(a / b for a, b in zip(numerator, denominator, strict=True))
+
+
+def heads_traffic_mb(layer: HyperMoE) -> float:
+    """MB generation moves per step through the two large heads: weights read twice, gradient written."""
+    heads = (layer.hypernetwork.w_down_head, layer.hypernetwork.w_up_head)
+    return sum(3 * head.weight.numel() * head.weight.element_size() for head in heads) / 1e6
+
+
+def profile(case: Case, rounds: int) -> dict:
+    torch.manual_seed(0)
+    candidates = build_candidates(case, pertoken=False)
+    layers = {name: candidates[name].train() for name in LAYERS}
+    hyper: HyperMoE = candidates["hypermoe"]
+    x = torch.randn(case.batch, case.seq_len, case.d_model, requires_grad=True)
+    layer_times = time_alternately({name: layer_visit(layer, x) for name, layer in layers.items()}, rounds)
+    generation = time_alternately({"generation": generation_visit(hyper)}, rounds)
+    bottleneck = time_alternately(bottleneck_visits(hyper, case.tokens), rounds)
+    ms = {
+        mode: {name: 1e3 * statistics.median(s) for name, s in by_name.items()} for mode, by_name in layer_times.items()
+    }
+    generation_ms = {
+        mode: 1e3 * statistics.median(s["generation"]) for mode, s in generation.items() if mode != "faults"
+    }
+    return {
+        "case": vars(case),
+        "rounds": rounds,
+        "threads": torch.get_num_threads(),
+        "layer_ms": ms,
+        "layer_over_topk": {
+            mode: {name: median_ratio(by_name[name], by_name["topk"]) for name in LAYERS[1:]}
+            for mode, by_name in layer_times.items()
+        },
+        "generation_ms": generation_ms,
+        "generation_faults_per_step": statistics.median(generation["faults"]["generation"]),
+        "generation_over_topk_fwd_bwd": (generation_ms["fwd"] + generation_ms["bwd"]) / ms["fwd_bwd"]["topk"],
+        "generation_heads_traffic_mb": heads_traffic_mb(hyper),
+        "bottleneck_fwd_ms": 1e3 * statistics.median(bottleneck["fwd"]["bottleneck"]),
+        "experts_fwd_ms": 1e3 * statistics.median(bottleneck["fwd"]["experts"]),
+        "bottleneck_over_experts_fwd": median_ratio(bottleneck["fwd"]["bottleneck"], bottleneck["fwd"]["experts"]),
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--d-model", type=int, default=384, help="d_ff = 4 d_model")
+    parser.add_argument("--tokens", type=int, default=2048)
+    parser.add_argument("--seq-len", type=int, default=512)
+    parser.add_argument("--top-k", type=int, default=1)
+    parser.add_argument("--experts", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--quick", action="store_true", help="tiny shapes, 2 rounds, 1 thread")
+    parser.add_argument("--out", type=Path, help="also write the report here (JSON)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.d_model, args.tokens, args.seq_len, args.rounds, args.threads = 32, 64, 32, 2, 1
+    if args.tokens % min(args.seq_len, args.tokens):
+        parser.error(f"--tokens {args.tokens} is not a multiple of --seq-len {args.seq_len}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    seq_len = min(args.seq_len, args.tokens)
+    case = Case(args.d_model, args.experts, args.top_k, args.tokens // seq_len, seq_len)
+    with torch_threads(args.threads):
+        report = profile(case, args.rounds)
+    Console().print_json(data=report)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()
