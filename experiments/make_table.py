@@ -239,7 +239,10 @@ def shown_path(path: Path) -> Path:
         return path
 
 
-RUN_FIELDS = ["task", "model", "seed", "main_metric", "tags", "git", "train_size", "wall_seconds", "_file"]
+RUN_FIELDS = [
+    "task", "model", "seed", "main_metric", "tags", "git", "torch_version", "torch_threads", "train_size",
+    "wall_seconds", "_file",
+]  # fmt: skip
 
 
 def run_table(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
@@ -477,6 +480,17 @@ def training_set_sizes(runs: pd.DataFrame) -> str:
     return f"Training set size (examples; LM: blocks), from the {len(recorded)} runs that record it: {text}. "
 
 
+def torch_setups(runs: pd.DataFrame) -> str:
+    """The torch version and thread count the runs ran with (runs made before they were recorded
+    have none), or nothing if no run records them: on CPU a rerun gives the same digits only with both
+    the same."""
+    recorded = runs.dropna(subset=["torch_version", "torch_threads"])
+    if recorded.empty:
+        return ""
+    setups = recorded["torch_version"] + ", " + recorded["torch_threads"].astype(int).astype(str) + " thread(s)"
+    return f" Torch (a CPU run repeats its digits only with the same version and threads): {_counts(setups)}."
+
+
 def header_line(
     runs: pd.DataFrame, which: str, dirs: Sequence[Path], averaged: Sequence[str], excluded: Counter | None = None
 ) -> str:
@@ -501,6 +515,7 @@ def header_line(
         f"Run tags (subsampling is noted there): {_counts(runs['tags'].explode().dropna()) or 'none'}. "
         f"{training_set_sizes(runs)}"
         f"Code (git commit, +dirty: uncommitted changes): {_counts(runs['git'].map(short_commit))}."
+        f"{torch_setups(runs)}"
     )
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import WandbLogger
@@ -209,6 +210,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "steps": trainer.global_step,
             "wall_seconds": round(time.perf_counter() - start, 1),
             "git": module.run_info["git"],
+            # a CPU run repeats its numbers to the last digit only with the same torch and thread count
+            "torch_version": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
         }
         metrics["validated"] = bool(module.val_history)  # limit_val_batches=0 or a run shorter than one interval
         if not metrics["validated"]:

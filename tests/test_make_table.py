@@ -89,23 +89,46 @@ def test_wall_times_are_summed_in_the_header_and_averaged_per_cell(runs, tmp_pat
     assert rows["superglue/cb", "topk"]["wall_seconds_mean"] == "200.0"
 
 
-def test_header_names_the_code_of_the_runs(runs, tmp_path):
+def edit_records(runs: Path, edit) -> None:
+    """edit(i, record) on each run's metrics.json record, in path order, written back."""
     for i, metrics in enumerate(sorted(runs.rglob("metrics.json"))):
         record = json.loads(metrics.read_text())
-        record["git"] = "0123456789abcdef" + ("+dirty" if i < 2 else "") if i < 10 else None
+        edit(i, record)
         metrics.write_text(json.dumps(record))
+
+
+def test_header_names_the_code_of_the_runs(runs, tmp_path):
+    def set_git(i, record):
+        record["git"] = "0123456789abcdef" + ("+dirty" if i < 2 else "") if i < 10 else None
+
+    edit_records(runs, set_git)
     md, _ = tables(runs, tmp_path / "t")
     assert "Code (git commit, +dirty: uncommitted changes): 0123456 (8), 0123456+dirty (2), unknown (2)." in md
+
+
+def test_header_counts_the_torch_setups_of_the_runs_that_record_them(runs, tmp_path):
+    md, _ = tables(runs, tmp_path / "before")
+    assert "Torch (" not in md  # runs made before the torch setup was recorded
+
+    def set_torch(i, record):
+        if i < 10:  # two runs without it
+            record["torch_version"], record["torch_threads"] = "2.11.0", 1 if i < 7 else 2
+
+    edit_records(runs, set_torch)
+    md, _ = tables(runs, tmp_path / "t")
+    expected = "2.11.0, 1 thread(s) (7), 2.11.0, 2 thread(s) (3)."
+    assert f"Torch (a CPU run repeats its digits only with the same version and threads): {expected}" in md
 
 
 def test_header_gives_each_tasks_training_set_size_from_the_runs_that_record_it(runs, tmp_path):
     md, _ = tables(runs, tmp_path / "before")
     assert "Training set size" not in md  # runs made before train_size was recorded
-    for i, metrics in enumerate(sorted(runs.rglob("metrics.json"))):
-        record = json.loads(metrics.read_text())
+
+    def set_train_size(i, record):
         if i < 10:  # two runs without it
             record["train_size"] = 250 if record["task"] == "superglue/cb" else 1000 - 10 * (i == 1)
-        metrics.write_text(json.dumps(record))
+
+    edit_records(runs, set_train_size)
     md, _ = tables(runs, tmp_path / "t")
     expected = "from the 10 runs that record it: superglue/cb 250, superglue/rte 990 / 1000."
     assert f"Training set size (examples; LM: blocks), {expected}" in md

@@ -72,6 +72,16 @@ def test_a_short_run_learns_and_writes_its_record(tmp_path):
     assert info["seed"] == 42 and info["git"] and info["config"]["model"]["variant"] == "hypermoe"
 
 
+def test_the_record_names_the_torch_version_and_thread_count_the_run_ran_with(tmp_path):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        metrics = run(compose_config("train", [*TINY, "data=synthetic", "debug=fast_dev_run"], tmp_path))
+    finally:
+        torch.set_num_threads(threads)
+    assert metrics["torch_threads"] == 1 and metrics["torch_version"] == torch.__version__
+
+
 def test_the_synthetic_task_honours_its_subsample_size(tmp_path):
     overrides = [*TINY, "experiment=synthetic_tiny", "debug=fast_dev_run", "data.max_train_examples=100"]
     assert run(compose_config("train", overrides, tmp_path))["train_size"] == 100
