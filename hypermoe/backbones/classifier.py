@@ -38,7 +38,9 @@ def build_classifier(
     backbone: dict[str, Any], model: dict[str, Any], kind: str, num_labels: int, num_spans: int
 ) -> tuple[MoEClassifier, Any]:
     """The network for one task, and the tokenizer its inputs need."""
-    encoder, tokenizer = load_bert(backbone["pretrained"], backbone.get("config"), backbone["tokenizer"])
+    encoder, tokenizer = load_bert(
+        backbone["pretrained"], backbone.get("config"), backbone["tokenizer"], backbone.get("tokenizer_fallback")
+    )
     moe, blocks = patch_ffns(encoder, model, RoutingContext.attach(encoder))
     head = TaskHead(encoder.config.hidden_size, kind, num_labels, num_spans, backbone.get("head_dropout", 0.1))
     # from_pretrained returns the encoder in eval mode, and Lightning keeps each module's mode
