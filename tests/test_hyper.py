@@ -145,6 +145,22 @@ def test_hyperfanin_init_starts_near_zero(shape):
     assert 0 < layer.routing_stats["hyper_norm_ratio"].item() < 1e-2
 
 
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_the_norm_ratio_is_taken_before_the_hyper_expert_is_added_in_place(shape, top_k):
+    layer = _layer(shape, top_k=top_k).eval()
+    loud_hypernetwork(layer.hypernetwork, std=0.5)
+    topk = TopKMoE(TopKSettings(num_experts=4, top_k=top_k), **shape).eval()
+    topk.load_state_dict(layer.state_dict(), strict=False)  # the same router and experts
+    x = torch.randn(2, 16, D_MODEL)
+    with torch.no_grad():
+        routed = topk(x)
+        hyper_expert = layer(x) - routed
+    assert layer.runs_on_expert_rows(x) == (top_k == 1)
+    expected = hyper_expert.norm() / routed.norm()
+    assert 0.05 < expected < 20  # both parts show
+    assert layer.routing_stats["hyper_norm_ratio"].item() == pytest.approx(expected.item(), rel=1e-4)
+
+
 def test_hypernetwork_is_shared_across_the_stack_unless_per_layer(shape):
     settings = HyperMoESettings(num_experts=4, top_k=1, expert_embedding_dim=6, hypernetwork=HYPER)
     shared = build_moe_stack(settings, 3, **shape)
@@ -205,7 +221,7 @@ def test_at_top_1_the_hyper_expert_moves_no_token_that_topk_does_not(shape, gene
         layer(x, hyper_experts=every_set).sum().backward()
     with _CountCalls() as topk_calls:
         topk(x).sum().backward()
-    assert topk_calls.calls["argsort"] and topk_calls.calls["index_select"] and topk_calls.calls["index_copy"]
-    for name in ("argsort", "sort", "unique", "searchsorted", "index_select", "index_copy"):
+    assert topk_calls.calls["argsort"] and topk_calls.calls["index_select"] and topk_calls.calls["index_copy_"]
+    for name in ("argsort", "sort", "unique", "searchsorted", "index_select", "index_copy", "index_copy_"):
         assert hyper_calls.calls[name] == topk_calls.calls[name], name
     assert layer.routing_stats["hyper_norm_ratio"] > 0

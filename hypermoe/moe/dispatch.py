@@ -86,6 +86,7 @@ def gate_rows(expert_out: Tensor, kept: Tensor, gates: Tensor) -> Tensor:
 def scatter_slots(rows: Tensor, kept: Tensor, num_tokens: int, top_k: int) -> Tensor:
     """Sum a token's k kept rows (kept, d) into its output (n, d); tokens with none get zero.
     Scatters into an (s, d) buffer and sums over k instead of index_add, so the result is
-    deterministic on every device."""
-    slots = rows.new_zeros(top_k * num_tokens, rows.shape[-1]).index_copy(0, kept, rows)  # (s, d)
+    deterministic on every device. The copy goes into the zero buffer in place: index_copy would
+    first copy the whole buffer."""
+    slots = rows.new_zeros(top_k * num_tokens, rows.shape[-1]).index_copy_(0, kept, rows)  # (s, d)
     return slots if top_k == 1 else slots.view(top_k, num_tokens, rows.shape[-1]).sum(0)  # (n, d)

@@ -79,7 +79,7 @@ class GeneratedAdapter:
         (counts[i] of them, after the earlier adapters' tokens); zero on tokens left out."""
         out_sorted = self.apply_grouped(gather_rows(tokens, grouped), counts)
         out = out_sorted.new_zeros(tokens.shape[0], out_sorted.shape[-1])  # autocast dtype, like the experts'
-        return out.index_copy(0, grouped, out_sorted)
+        return out.index_copy_(0, grouped, out_sorted)
 
     def apply_grouped_mm(self, x_sorted: Tensor, group_ends: Tensor, row_group: Tensor) -> Tensor:
         """Adapter i on the rows up to group_ends[i] (see ``grouped_ffn_mm``); later rows -> 0."""
@@ -304,7 +304,7 @@ class HyperMoE(TopKMoE):
             group_ends = one_hot(set_of_token, num_sets).sum(0).cumsum(0).to(torch.int32)  # (C,)
             row_set = set_of_token[order].clamp(max=num_sets - 1)
             out_sorted = adapters.apply_grouped_mm(gather_rows(tokens, order), group_ends, row_set)
-            return out_sorted.new_empty(out_sorted.shape).index_copy(0, order, out_sorted), num_sets
+            return out_sorted.new_empty(out_sorted.shape).index_copy_(0, order, out_sorted), num_sets
         counts = torch.bincount(set_of_token, minlength=num_sets + 1)[:num_sets].tolist()
         real = order[: sum(counts)]  # token ids grouped by set, padding left out
         return adapters.apply_to_tokens(tokens, real, counts), num_sets
@@ -342,26 +342,29 @@ class HyperMoE(TopKMoE):
         None generates them here."""
         tokens, valid = flatten_tokens(x, attention_mask)
         if self.runs_on_expert_rows(tokens):
-            recorded: dict[str, Tensor | int] = {}
+            hyper_stats: dict[str, Tensor] = {}
 
             def add_hyper_expert(routed: Tensor, counts: list[int], gated: Tensor) -> Tensor:
-                hyper_rows, recorded["generated"] = self._hyper_expert_on_rows(routed, counts, hyper_experts)
-                recorded["hyper"], recorded["moe"] = hyper_rows, gated
+                hyper_rows, generated = self._hyper_expert_on_rows(routed, counts, hyper_experts)
+                hyper_stats.update(self._hyper_stats(hyper_rows, gated, generated))  # before moe adds it into gated
                 return hyper_rows
 
             y, _ = self.moe(tokens, valid, count_sequences(x), add_hyper_expert)
-            self._record_hyper_stats(recorded["hyper"], recorded["moe"], recorded["generated"])
+            self.routing_stats.update(hyper_stats)
             return y.view_as(x)
         moe_out, routing = self.moe(tokens, valid, count_sequences(x))
         hyper_out, num_generated = self.hyper_expert(tokens, valid, routing, hyper_experts)
-        self._record_hyper_stats(hyper_out, moe_out, num_generated)
-        return (moe_out + hyper_out).view_as(x)
+        self.routing_stats.update(self._hyper_stats(hyper_out, moe_out, num_generated))
+        return moe_out.add_(hyper_out).view_as(x)  # in place: nothing saved moe_out for backward
 
+    @staticmethod
     @torch.no_grad()
-    def _record_hyper_stats(self, hyper_out: Tensor, moe_out: Tensor, num_generated: int) -> None:
+    def _hyper_stats(hyper_out: Tensor, moe_out: Tensor, num_generated: int) -> dict[str, Tensor]:
         """hyper_out and moe_out: per token, or per routed row at top-1 (the same norms)."""
-        self.routing_stats["hyper_norm_ratio"] = hyper_out.norm() / moe_out.norm().clamp_min(1e-12)
-        self.routing_stats["hyper_generated"] = torch.tensor(float(num_generated))
+        return {
+            "hyper_norm_ratio": hyper_out.norm() / moe_out.norm().clamp_min(1e-12),
+            "hyper_generated": torch.tensor(float(num_generated)),
+        }
 
 
 def generate_every_set(layers: Iterable[nn.Module]) -> dict[nn.Module, GeneratedAdapter]:

@@ -156,9 +156,10 @@ class TopKMoE(RecordsLastForward):
 
         ``add_to_rows(routed, counts, gated)``: a term added, ungated, to each kept assignment's
         gated output before the scatter back to token order, computed from the same routed rows
-        (kept, d), grouped by expert with ``counts`` rows each (``loop`` kernel only). HyperMoE's
-        top-1 path uses it: there a token's selected set is its expert, so its HyperExpert needs
-        no sort, gather or scatter of its own.
+        (kept, d), grouped by expert with ``counts`` rows each (``loop`` kernel only); it is added
+        into ``gated`` in place, once ``add_to_rows`` has returned. HyperMoE's top-1 path uses it:
+        there a token's selected set is its expert, so its HyperExpert needs no sort, gather or
+        scatter of its own.
         """
         routing = self.router(tokens, valid, num_sequences)
         factor = self.capacity_factor()
@@ -176,8 +177,8 @@ class TopKMoE(RecordsLastForward):
             routed = gather_rows(tokens, kept % plan.num_tokens)
             expert_out = self.experts.forward_mm(routed, plan.group_ends(), row_expert)
         rows = gate_rows(expert_out, kept, routing.gates)
-        if add_to_rows is not None:
-            rows = rows + add_to_rows(routed, counts, rows)
+        if add_to_rows is not None:  # in place: the gating product saves its inputs, not rows
+            rows = rows.add_(add_to_rows(routed, counts, rows))
         y = scatter_slots(rows, kept, plan.num_tokens, self.top_k)
         if self.dropped_tokens == "input" and limit is not None:
             dropped_gate = (routing.gates * plan.overflow.view(self.top_k, -1).t()).sum(-1, keepdim=True)  # (n, 1)
@@ -222,5 +223,5 @@ class TopKAdapterMoE(TopKMoE):
     def forward(self, x: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         tokens, valid = flatten_tokens(x, attention_mask)
         y, _ = self.moe(tokens, valid, count_sequences(x))
-        y = y + self.adapter(tokens) * valid.unsqueeze(-1).to(y.dtype)
+        y = y.add_(self.adapter(tokens) * valid.unsqueeze(-1).to(y.dtype))  # in place, as HyperMoE adds its own
         return y.view_as(x)
