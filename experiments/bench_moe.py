@@ -604,6 +604,11 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     return report
 
 
+def machine_name(device: str) -> str:
+    """The GPU's name on CUDA, else the processor's."""
+    return torch.cuda.get_device_name() if device == "cuda" else platform.processor() or platform.machine()
+
+
 def build_report(args: argparse.Namespace, cases: list[dict], planned: int) -> dict:
     scaled = scaling(cases, args.tokens)
     return {
@@ -615,9 +620,7 @@ def build_report(args: argparse.Namespace, cases: list[dict], planned: int) -> d
         ),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "machine": torch.cuda.get_device_name()
-        if args.device == "cuda"
-        else platform.processor() or platform.machine(),
+        "machine": machine_name(args.device),
         "device": args.device,
         "dtype": args.dtype,
         "rounds": args.rounds,

@@ -48,7 +48,6 @@ import argparse
 import gc
 import json
 import multiprocessing
-import platform
 import shlex
 import statistics
 import sys
@@ -84,7 +83,7 @@ from hypermoe.validation import instantiate_data
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
-from bench_moe import paired_ratio, time_alternately  # noqa: E402
+from bench_moe import machine_name, paired_ratio, time_alternately  # noqa: E402
 
 RESULTS = HERE / "results" / "bench_train.json"
 
@@ -520,9 +519,7 @@ def build_report(args: argparse.Namespace, command: str, results: dict[str, dict
         ),
         "device": args.device,
         "dtype": args.dtype,
-        "machine": torch.cuda.get_device_name()
-        if args.device == "cuda"
-        else platform.processor() or platform.machine(),
+        "machine": machine_name(args.device),
         "git": git_revision(),
         "command": command,
         "rounds": args.rounds,

@@ -47,7 +47,6 @@ import json
 import math
 import multiprocessing
 import os
-import platform
 import shlex
 import sys
 import tempfile
@@ -75,6 +74,7 @@ from hypermoe.params import parameter_counts
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # bench_train is a script beside this one (see bench_train.py)
     sys.path.insert(0, str(HERE))
+from bench_moe import machine_name  # noqa: E402
 from bench_train import PRELOAD, memory_mark, memory_peak, pretrained_or_random  # noqa: E402
 
 RESULTS = HERE / "results" / "paper_dryrun_cpu"
@@ -565,9 +565,7 @@ def build_report(
             "activations saved for backward, fitted linearly in the batch from the two training steps, in the run's "
             f"dtype ({args.dtype}); transient workspace not included. GB are 1e9 bytes, MB 2**20."
         ),
-        "machine": torch.cuda.get_device_name()
-        if args.device == "cuda"
-        else platform.processor() or platform.machine(),
+        "machine": machine_name(args.device),
         "torch": torch.__version__,
         "threads": threads,
         "git": git_revision(),
