@@ -37,3 +37,15 @@ def test_aux_losses_are_overwritten_each_forward(shape):
     first = layer.aux_losses["z"]
     layer(torch.randn(1, 4, D_MODEL) * 10)
     assert set(layer.aux_losses) == {"balance", "z"} and not torch.equal(first, layer.aux_losses["z"])
+
+
+def test_a_training_layer_whose_aux_losses_carry_no_gradient_is_an_error(shape):
+    layer = build_moe_stack(TopKSettings(num_experts=4, top_k=1), 1, **shape)[0].train()
+    with torch.no_grad():
+        layer(torch.randn(1, 4, D_MODEL))
+        assert set(sum_aux_losses(layer)) == {"balance", "z"}  # fine while gradients are off
+    with pytest.raises(RuntimeError, match=r"aux loss 'balance' of MoE layer '' carries no gradient"):
+        sum_aux_losses(layer)
+    assert set(sum_aux_losses(layer.eval())) == {"balance", "z"}  # and in evaluation
+    layer.requires_grad_(False)
+    assert set(sum_aux_losses(layer.train())) == {"balance", "z"}  # and with nothing to train

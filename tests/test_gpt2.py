@@ -9,6 +9,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from hypermoe.backbones.gpt2 import patch_mlps
 from hypermoe.backbones.patching import RoutingContext
+from hypermoe.moe import sum_aux_losses
 
 CONFIG = GPT2Config(vocab_size=64, n_embd=16, n_layer=3, n_head=2, n_positions=32)
 NOISY = {"moe_layers": "all", "num_experts": 4, "gating": "noisy"}
@@ -81,6 +82,20 @@ def test_hypermoe_trains_under_gradient_checkpointing(reentrant):
     with torch.no_grad():  # nothing is recomputed in evaluation: one call for the stack again
         checkpointed.eval()(ids)
     assert len(calls) == 1
+
+
+def test_aux_losses_under_reentrant_checkpointing_are_an_error_not_a_silent_zero():
+    """Reentrant checkpointing runs the first forward under no_grad: the aux losses the layers
+    record then carry no gradient, which would leave the routers without their aux-loss gradient."""
+    ids = torch.randint(0, 64, (2, 12))
+    lm, _ = _hypermoe_gpt2()
+    lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    lm(ids)
+    assert all(loss.requires_grad for loss in sum_aux_losses(lm).values())
+    lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+    lm(ids)
+    with pytest.raises(RuntimeError, match=r"aux loss 'balance' of MoE layer 'transformer.h.0.mlp.*use_reentrant"):
+        sum_aux_losses(lm)
 
 
 def test_a_patched_model_deep_copies_after_a_training_step():

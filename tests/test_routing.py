@@ -32,6 +32,10 @@ def _all_variants(shape):
         "hypermoe": HyperMoE(
             HyperMoESettings(num_experts=4, top_k=2), **shape, hypernetwork=HyperNetwork(D_MODEL, 1), layer_index=0
         ),
+        # top-1: the HyperExpert runs on the experts' own rows (HyperMoE.runs_on_expert_rows)
+        "hypermoe_top1": HyperMoE(
+            HyperMoESettings(num_experts=4, top_k=1), **shape, hypernetwork=HyperNetwork(D_MODEL, 1), layer_index=0
+        ),
     }
 
 
@@ -47,7 +51,9 @@ ROUTING_STATS = {
 }
 
 
-@pytest.mark.parametrize("variant", ["topk", "topk_noisy", "topk_drops", "dense_moe", "topk_adapter", "hypermoe"])
+@pytest.mark.parametrize(
+    "variant", ["topk", "topk_noisy", "topk_drops", "dense_moe", "topk_adapter", "hypermoe", "hypermoe_top1"]
+)
 def test_padding_is_never_routed_nor_counted(shape, variant):
     layer = _all_variants(shape)[variant].eval()
     x = torch.randn(2, 6, D_MODEL)
@@ -226,7 +232,7 @@ def test_expert_dropout_is_on_in_training_only(shape):
     assert not torch.allclose(layer(x), layer(x))
 
 
-@pytest.mark.parametrize("variant", ["topk", "topk_noisy", "dense_moe", "topk_adapter", "hypermoe"])
+@pytest.mark.parametrize("variant", ["topk", "topk_noisy", "dense_moe", "topk_adapter", "hypermoe", "hypermoe_top1"])
 def test_all_padding_and_empty_batches(shape, variant):
     layer = _all_variants(shape)[variant].train()
     x = torch.randn(2, 3, D_MODEL, requires_grad=True)

@@ -18,12 +18,28 @@ def moe_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def sum_aux_losses(model: nn.Module) -> dict[str, Tensor]:
-    """Unweighted aux losses summed over layers, by name (``balance``, ``z``, ...)."""
+    """Unweighted aux losses summed over layers, by name (``balance``, ``z``, ...).
+
+    With gradients on, a training layer with trainable parameters whose aux loss carries no
+    gradient is an error: that layer's forward ran without autograd (reentrant gradient
+    checkpointing runs it under ``no_grad`` and records the graph only when it recomputes in the
+    backward), so its router would silently get no aux-loss gradient.
+    """
     totals: dict[str, Tensor] = {}
-    for _, layer in moe_layers(model):
+    for layer_name, layer in moe_layers(model):
         for name, value in layer.aux_losses.items():
+            if torch.is_grad_enabled() and layer.training and not value.requires_grad and _trainable(layer):
+                raise RuntimeError(
+                    f"the aux loss {name!r} of MoE layer {layer_name!r} carries no gradient: the layer ran "
+                    "without autograd, as under reentrant gradient checkpointing. Checkpoint with use_reentrant=False "
+                    "(in transformers: gradient_checkpointing_kwargs={'use_reentrant': False})"
+                )
             totals[name] = totals[name] + value if name in totals else value
     return totals
+
+
+def _trainable(module: nn.Module) -> bool:
+    return any(parameter.requires_grad for parameter in module.parameters())
 
 
 def weighted_aux_loss(aux_losses: Mapping[str, Tensor], coefficients: Mapping[str, float]) -> Tensor:

@@ -330,7 +330,9 @@ class HyperMoE(TopKMoE):
         if every_set is not None:
             num_sets = self._check_every_set(every_set)
             return every_set.apply_grouped(routed, counts), num_sets
-        present = torch.tensor([i for i, count in enumerate(counts) if count], device=routed.device)
+        if not routed.shape[0]:  # nothing routed (an empty or all-padding batch): nothing to generate
+            return routed.new_zeros(routed.shape), 0
+        present = torch.tensor([i for i, count in enumerate(counts) if count], dtype=torch.long, device=routed.device)
         weights = self._mask_to_weights(self.aggregation_mask(present.unsqueeze(-1)))  # (g, e)
         adapters = self._generate(weights.to(routed.dtype))
         return adapters.apply_grouped(routed, [count for count in counts if count]), len(present)
