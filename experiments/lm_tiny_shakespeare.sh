@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # gpt2_tiny on Tiny Shakespeare: ffn, topk, hypermoe and topk_adapter after the same training (2 epochs =
 # 296 steps of 8 blocks of 256 tokens), one after another; each run's metrics.json lands in
-# outputs/lm_tiny_shakespeare/<variant>/ and a summary in experiments/results/lm_tiny_shakespeare.json.
+# outputs/lm_tiny_shakespeare/<time>/<variant>/ and a summary in experiments/results/lm_tiny_shakespeare.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
-OUT=outputs/lm_tiny_shakespeare
+OUT=outputs/lm_tiny_shakespeare/$(date +%Y-%m-%d_%H-%M-%S)  # a run never writes into an earlier run's folder
 for variant in ffn topk hypermoe topk_adapter; do
     "$PYTHON" train.py backbone=gpt2_tiny data=lm model="$variant" trainer.max_epochs=2 logger=csv \
         hydra.run.dir="$OUT/$variant"
