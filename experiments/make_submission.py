@@ -40,6 +40,7 @@ from hypermoe.data.submission import submission_name
 from hypermoe.data.tasks import TASKS
 from hypermoe.errors import ConfigError
 from hypermoe.evaluate import run_eval
+from hypermoe.moe.build import VARIANTS
 
 log = logging.getLogger("make_submission")
 
@@ -156,6 +157,11 @@ def make_submission(
     benchmark = table_benchmark(table)
     runs_dir = (log_dir / "table" / table).resolve()
     runs = table_runs(runs_dir, model, seed) if runs_dir.is_dir() else []
+    if not runs:  # a zip without a file is no submission
+        of_seed = f" seed={seed}" if seed is not None else ""
+        raise ConfigError(
+            f"no finished run of model={model}{of_seed} under {runs_dir}: run the table first (make grid T={table})"
+        )
     files, missing = {}, {}
     out.mkdir(parents=True, exist_ok=True)
     for wanted in wanted_files(benchmark):
@@ -191,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="default: <log-dir>/submission/<table>_<model>[_seed<N>]")
     args, extra = parser.parse_known_args(argv)
     extra = [item for item in extra if item != "--"]
+    if args.model not in VARIANTS:
+        parser.error(f"--model {args.model}: not one of the variants {sorted(VARIANTS)}")
     name = f"{args.table}_{args.model}" + (f"_seed{args.seed}" if args.seed is not None else "")
     out = args.out or args.log_dir / "submission" / name
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -30,12 +30,16 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from hypermoe.config import CONF_DIR, PROJECT_ROOT
+from hypermoe.errors import ConfigError
 
 Job = tuple[tuple[str, str], ...]  # ((grid key, value), ...) in the sweep's key order
 
 
 def grid_of(table: str) -> dict[str, list[str]]:
     """The table's sweep: each key with its values, as override strings."""
+    tables = sorted(path.stem for path in (CONF_DIR / "table").glob("*.yaml"))
+    if table not in tables:
+        raise ConfigError(f"table={table!r} is not a table of conf/table/: {tables}")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="train", overrides=[f"table={table}"], return_hydra_config=True)
     params = cfg.hydra.sweeper.params or {}
@@ -124,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     cores = sorted(os.sched_getaffinity(0))
     if not 1 <= args.jobs <= len(cores):
         parser.error(f"--jobs {args.jobs}: this process may use {len(cores)} core(s)")
-    grid = grid_of(args.table)
     try:
+        grid = grid_of(args.table)
         jobs = select_jobs(jobs_of(grid), grid, args.only)
     except ValueError as error:
         parser.error(str(error))

@@ -15,7 +15,7 @@ from hypermoe.data.diagnostics import DIAGNOSTICS
 from hypermoe.errors import ConfigError
 from hypermoe.predict import predict_diagnostic, predict_test_split
 from hypermoe.train import build, finite_or_null
-from hypermoe.validation import load_checkpoint
+from hypermoe.validation import check_data_sizes, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ def rebuild(cfg: DictConfig) -> tuple[dict[str, Any], Any, Any]:
     trained = OmegaConf.create(checkpoint["hypermoe"]["config"])
     if cfg.get("data") is not None:  # re-test on another data config
         trained.data = cfg.data
+        check_data_sizes(trained.data)  # resolved against the checkpoint's config (its backbone's recipe)
     trained.paths = cfg.paths
     trained.data.data_dir = cfg.paths.data_dir  # the checkpoint froze the training machine's paths
     if trained.backbone.get("tokenizer_fallback"):

@@ -9,6 +9,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from hypermoe.data.characters import UnknownCharacter
 from hypermoe.errors import ConfigError
 from hypermoe.evaluate import rebuild
 
@@ -58,7 +59,10 @@ def run_sample(cfg: DictConfig) -> list[str]:
     if checkpoint["hypermoe"]["config"]["backbone"].get("kind") != "causal_lm":
         raise ConfigError(f"ckpt_path={cfg.ckpt_path!r} holds no language model: only causal_lm backbones sample")
     tokenizer, net = data.tokenizer, module.net.eval()
-    start = tokenizer(cfg.start)["input_ids"]
+    try:
+        start = tokenizer(cfg.start)["input_ids"]
+    except UnknownCharacter as error:  # a character model knows only its training text's characters
+        raise ConfigError(f"start={cfg.start!r}: {error}") from error
     ids = torch.tensor([start] * cfg.num_samples)  # (num_samples, t)
     generator = torch.Generator().manual_seed(cfg.seed)
     block_size = checkpoint["hypermoe"]["config"]["data"]["block_size"]

@@ -208,6 +208,14 @@ _DATA_SIZES = {
 }
 
 
+def check_data_sizes(data: Any) -> None:
+    """The data config's sizes alone: for a command that reads data with a model it did not build
+    from this config (``eval.py``), where ``check_run_settings`` does not run."""
+    problems = _Problems()
+    _check_data_sizes(data, problems)
+    problems.raise_if_any()
+
+
 def _check_data_sizes(data: Any, problems: _Problems) -> None:
     """Sizes and subsample limits: 0 or a negative number is an error, never "no limit"."""
     for key, (allowed, message) in _DATA_SIZES.items():
@@ -249,8 +257,15 @@ def instantiate_data(data: DictConfig) -> Any:
 def load_checkpoint(ckpt_path: str) -> dict[str, Any]:
     """A checkpoint written by train.py, loaded without unpickling code (``weights_only``)."""
     path = Path(ckpt_path)
+    if path.is_dir():
+        raise ConfigError(f"ckpt_path={ckpt_path!r} is a folder: name a checkpoint file in it (e.g. last.ckpt)")
     if not path.is_file():
         raise ConfigError(f"ckpt_path={ckpt_path!r}: no such file")
+    if not zipfile.is_zipfile(path):  # torch's own error would suggest unpickling code (weights_only=False)
+        raise ConfigError(
+            f"ckpt_path={ckpt_path!r} cannot be read as a checkpoint: it is not a whole zip archive, which "
+            "torch.save writes (it is empty, cut short, or another kind of file)"
+        )
     damaged = _damaged_record(path)
     if damaged:
         raise ConfigError(f"ckpt_path={ckpt_path!r} is damaged: {damaged}. Resume from another checkpoint")
@@ -267,9 +282,7 @@ def load_checkpoint(ckpt_path: str) -> dict[str, Any]:
 def _damaged_record(path: Path) -> str | None:
     """What is wrong with a checkpoint's bytes, or None. torch.save writes a zip archive that
     keeps a CRC-32 of every record, which torch.load does not verify: a flipped byte in a weight
-    still unpickles. Files that are not zip archives are left to torch.load to refuse."""
-    if not zipfile.is_zipfile(path):
-        return None
+    still unpickles."""
     try:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()  # reads every record, checking its CRC-32

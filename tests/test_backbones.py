@@ -10,6 +10,7 @@ from transformers import BertModel
 from hypermoe.backbones.bert import load_bert, patch_ffns
 from hypermoe.backbones.patching import RoutingContext, choose_layers
 from hypermoe.backbones.sources import resolve_pretrained
+from hypermoe.errors import ConfigError
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -65,8 +66,13 @@ def test_placement_spec():
     assert choose_layers("all", 6) == [0, 1, 2, 3, 4, 5]
     assert choose_layers("every_2", 6) == [1, 3, 5]
     assert choose_layers([4, 0], 6) == [0, 4]
-    with pytest.raises(ValueError, match=r"model\.moe_layers='some'"):
+    with pytest.raises(ConfigError, match=r"model\.moe_layers='some'"):
         choose_layers("some", 6)
+    with pytest.raises(ConfigError, match=r"model\.moe_layers='sparse' .*\('sparse': Switch backbones only\)"):
+        choose_layers("sparse", 6)
+    for listed in ([], [1, 1]):  # the form is checked before the backbone is built
+        with pytest.raises(ConfigError, match=r"must be 'all', 'every_<n>' or a list of distinct integer block"):
+            choose_layers(listed, None)
 
 
 def test_offline_without_the_weights_says_how_to_get_them(monkeypatch):

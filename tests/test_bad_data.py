@@ -343,6 +343,16 @@ def test_rows_read_are_logged_and_checked_against_the_official_count(tmp_path, c
     assert f"rte validation: 5 rows from {path}" in caplog.messages
 
 
+def test_a_row_id_twice_in_a_test_file_is_refused(tmp_path):
+    """A submission names each test row once, by its id; a repeated one would drop another row's."""
+    rows = [{key: value for key, value in row.items() if key != "label"} for row in RTE[:3]]
+    rows[2]["idx"] = rows[0]["idx"]
+    path = _write(tmp_path, "superglue/RTE/test.jsonl", _jsonl(rows))
+    task = dataclasses.replace(get_task("superglue", "rte"), rows={"test": 3})
+    with _raises(f"{path}: row id 0 appears 2 times in rte test; each row's id is unique"):
+        load_split(task, "test", tmp_path)
+
+
 def test_hub_rows_are_checked_against_the_official_count(tmp_path, monkeypatch):
     monkeypatch.setattr(sources, "_from_hub", lambda task, split: [Example("a", "b", label=0)])
     with _raises("aps/super_glue/rte: read 1 rows for rte validation, expected 277"):

@@ -154,3 +154,7 @@ def test_samples_continue_the_start_in_the_saved_vocabulary(short_run, tmp_path)
     assert (tmp_path / "a" / "samples.txt").read_text(encoding="utf-8").startswith(first[0])
     with pytest.raises(ConfigError, match=r"temperature=0 must be a number > 0"):
         run_sample(compose_config("sample", [*overrides, "temperature=0"], tmp_path / "c"))
+    with pytest.raises(
+        ConfigError, match=r"start='ROMEO: é': character 'é' \(U\+00E9\) at character 7 .*not in the voc"
+    ):
+        run_sample(compose_config("sample", [*overrides, "start='ROMEO: é'"], tmp_path / "d"))

@@ -144,9 +144,9 @@ def test_a_missing_checkpoint_is_refused(tmp_path):
 def test_an_unreadable_checkpoint_is_refused(tmp_path):
     garbage = tmp_path / "last.ckpt"
     garbage.write_bytes(b"not a checkpoint" * 100)
-    _refused(
-        tmp_path / "run", [f"ckpt_path={garbage}"], re.escape(f"ckpt_path='{garbage}' cannot be read as a checkpoint")
-    )
+    message = f"ckpt_path='{garbage}' cannot be read as a checkpoint: it is not a whole zip archive, which torch.save"
+    _refused(tmp_path / "run", [f"ckpt_path={garbage}"], re.escape(message))
+    _refused(tmp_path / "run", [f"ckpt_path={tmp_path}"], re.escape(f"ckpt_path='{tmp_path}' is a folder: name a"))
 
 
 def test_a_checkpoint_holding_code_is_refused_unread(tmp_path):
@@ -169,13 +169,20 @@ def test_a_checkpoint_of_another_model_is_refused_naming_the_differences(tmp_pat
     )
 
 
-def test_the_command_line_prints_one_message_and_exits_2(tmp_path):
-    result = train_cli(tmp_path, *TINY, "model=topk", "model.top_k=9")
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["model.top_k=9"], "model (variant='topk'): top_k=9 must be <= num_experts=8"),
+        (["model.moe_layers=[0,99]"], "model.moe_layers=[0, 99] must be block indices in [0, 2)"),  # once it is built
+    ],
+)
+def test_the_command_line_prints_one_message_and_exits_2(tmp_path, overrides, message):
+    result = train_cli(tmp_path, *TINY, "model=topk", *overrides)
     output = result.stdout + result.stderr
     assert result.returncode == 2, output
-    assert "invalid configuration: model (variant='topk'): top_k=9 must be <= num_experts=8" in output
+    assert f"invalid configuration: {message}" in output
     assert "Traceback" not in output
-    assert "top_k=9 must be <= num_experts=8" in (tmp_path / "train.log").read_text()  # kept in the run's log
+    assert message in (tmp_path / "train.log").read_text()  # kept in the run's log
 
 
 def test_the_command_line_refuses_an_unknown_key_with_exit_1(tmp_path):

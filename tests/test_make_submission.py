@@ -79,6 +79,22 @@ def test_a_table_of_another_benchmark_is_refused(tmp_path):
         make_submission("char_lm_cpu", "topk", None, tmp_path, tmp_path / "out", [])
 
 
+def test_a_misspelt_table_or_model_or_a_table_without_runs_ends_with_its_message(tmp_path, capsys, caplog):
+    """None of them writes a submission: an empty zip would look like one."""
+    log_dir = ["--log-dir", str(tmp_path)]
+    for argv, code, message in [  # the expected errors are logged (to stderr), argparse's printed
+        (["superglu_cpu", *log_dir], 2, "invalid configuration: table='superglu_cpu' is not a table of conf/table/"),
+        (["superglue_cpu", "--model", "hypermo", *log_dir], 2, "--model hypermo: not one of the variants"),
+        (["superglue_cpu", "--seed", "3", *log_dir], 2, "no finished run of model=hypermoe seed=3 under"),
+    ]:
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        captured = capsys.readouterr()
+        assert stop.value.code == code and message in captured.out + captured.err + caplog.text
+        caplog.clear()
+    assert not (tmp_path / "submission").exists()
+
+
 @pytest.mark.slow  # trains one step and predicts RTE's test split and both diagnostics (4,460 rows)
 def test_make_submission_gathers_a_tables_runs(tmp_path, data_root, capsys):
     sweep = tmp_path / "table" / "superglue_cpu" / "2026-01-01_00-00-00"

@@ -5,6 +5,7 @@ import pytest
 import torch
 from helpers import QUIET, compose_config
 
+from hypermoe.errors import ConfigError
 from hypermoe.evaluate import run_eval
 from hypermoe.train import run
 
@@ -53,6 +54,10 @@ def test_eval_on_another_data_config_and_data_root(tmp_path, data_root):
     cb = ["data=superglue", "data.task=cb", f"paths.data_dir={data_root}", f"ckpt_path={checkpoint}"]
     with pytest.raises(ValueError, match=r"trained on superglue/rte .*superglue/cb needs .*cannot score that task"):
         run_eval(compose_config("eval", cb, tmp_path / "eval_cb"))
+    # the data sizes train.py checks, eval.py checks too (resolved against the checkpoint's backbone)
+    bad = [*glue, "data.max_length=0", "data.eval_batch_size=abc"]
+    with pytest.raises(ConfigError, match=r"data.eval_batch_size='abc' must be an integer >= 1\n.*data.max_length=0"):
+        run_eval(compose_config("eval", bad, tmp_path / "eval_bad"))
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from hypermoe.errors import ConfigError
 from hypermoe.moe.hyper import GeneratedAdapter, generate_every_set
 
 # transformers' activation names -> the layer library's
@@ -111,16 +112,26 @@ def choose_layers(spec: str | Sequence[int], num_layers: int | None) -> list[int
     layers) or an explicit list of block indices. ``num_layers=None`` checks the form only."""
     every = re.fullmatch(r"every_([1-9][0-9]*)", spec) if isinstance(spec, str) else None
     if isinstance(spec, str) and spec != "all" and every is None:
-        raise ValueError(f"model.moe_layers={spec!r} is not 'all', 'every_<n>' (n >= 1) or a list of block indices")
-    if not isinstance(spec, str) and not all(isinstance(i, int) and not isinstance(i, bool) for i in spec):
-        raise ValueError(f"model.moe_layers={list(spec)} must be 'all', 'every_<n>' or a list of integer block indices")
+        switch_only = " ('sparse': Switch backbones only)" if spec == "sparse" else ""
+        raise ConfigError(
+            f"model.moe_layers={spec!r} is not 'all', 'every_<n>' (n >= 1) or a list of block indices{switch_only}"
+        )
+    if not isinstance(spec, str):
+        integers = all(isinstance(i, int) and not isinstance(i, bool) for i in spec)
+        if not spec or not integers or len(set(spec)) < len(spec):
+            raise ConfigError(
+                f"model.moe_layers={list(spec)} must be 'all', 'every_<n>' or a list of distinct integer block indices"
+            )
     if num_layers is None:
         return []
     if spec == "all":
         return list(range(num_layers))
     if every is not None:
         return list(range(int(every.group(1)) - 1, num_layers, int(every.group(1))))
-    layers = sorted(set(spec))
-    if not layers or layers[0] < 0 or layers[-1] >= num_layers:
-        raise ValueError(f"model.moe_layers={list(spec)} must be block indices in [0, {num_layers})")
+    layers = sorted(spec)
+    if layers[0] < 0 or layers[-1] >= num_layers:
+        raise ConfigError(
+            f"model.moe_layers={list(spec)} must be block indices in [0, {num_layers}): the backbone has "
+            f"{num_layers} blocks"
+        )
     return layers

@@ -8,6 +8,7 @@ the files were looked for and how to provide them.
 
 import dataclasses
 import logging
+from collections import Counter
 from pathlib import Path
 
 from hypermoe.data.examples import Example, Span
@@ -46,6 +47,10 @@ def load_split(task: Task, split: str, data_dir: Path) -> list[Example]:
     expected = task.rows.get(split)
     if expected is not None and len(examples) != expected:
         raise DataError(f"{source}: read {len(examples)} rows for {task.name} {split}, expected {expected}")
+    repeated = [(idx, n) for idx, n in Counter(e.idx for e in examples if e.idx is not None).items() if n > 1]
+    if repeated:  # a submission names each row once, by its id
+        idx, n = repeated[0]
+        raise DataError(f"{source}: row id {idx!r} appears {n} times in {task.name} {split}; each row's id is unique")
     log.info("%s %s: %d rows from %s", task.name, split, len(examples), source)
     return examples
 
