@@ -192,6 +192,16 @@ def _check_trainer(trainer: Any, problems: _Problems) -> None:
     )
     clip = trainer.get("gradient_clip_val")
     problems.check(clip is None or _finite(clip, 0), "trainer.gradient_clip_val", clip, "must be a number >= 0 or null")
+    for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches"):
+        limit = trainer.get(key)
+        batches = _is_int(limit) and limit >= 0
+        share = isinstance(limit, float) and 0 <= limit <= 1
+        problems.check(
+            limit is None or batches or share,
+            f"trainer.{key}",
+            limit,
+            "must be an integer >= 0 (batches), a fraction in [0, 1] of them, or null (all)",
+        )
 
 
 # the data keys that count something: (allowed, the message); each only where the data config has it

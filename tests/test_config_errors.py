@@ -77,6 +77,11 @@ def _refused(tmp_path: Path, overrides: list[str], message: str) -> None:
         ),
         (["trainer.val_check_interval=1.5"], re.escape("trainer.val_check_interval=1.5 must be null (every epoch)")),
         (["trainer.gradient_clip_val=-1"], re.escape("trainer.gradient_clip_val=-1 must be a number >= 0 or null")),
+        (["+trainer.limit_train_batches=abc"], re.escape("trainer.limit_train_batches='abc' must be an integer >= 0")),
+        (
+            ["+trainer.limit_val_batches=1.5"],
+            re.escape("trainer.limit_val_batches=1.5 must be an integer >= 0 (batches)"),
+        ),
         (["optimizer.lr=0"], re.escape("optimizer.lr=0 must be a finite number > 0")),
         (["optimizer.lr=nan"], re.escape("optimizer.lr=nan must be a finite number > 0")),
         (["optimizer.betas=[0.9,1.0]"], re.escape("optimizer.betas=[0.9, 1.0] must be two numbers in [0, 1)")),
