@@ -6,9 +6,9 @@ split, with the task's own metrics: the floor a table's cells must clear to show
 
 Tasks are ``<benchmark>/<task>``, read from the data root as training reads them (``--data-dir``,
 default HYPERMOE_DATA). A regression task (STS-B) has no such floor: a constant prediction has no
-correlation, so it is listed without scores. The scores are the metrics as training computes them
-(torchmetrics), edge cases included: a constant prediction's Matthews correlation, undefined, comes
-out as torchmetrics gives it (2.56 on CoLA), which is what a run that predicts one class scores.
+correlation, so it is listed without scores. The scores are the metrics as training computes them,
+edge cases included: a constant prediction's Matthews correlation, undefined, is 0, as the official
+scorers give it (``hypermoe.data.metrics.matthews_from_confusion``).
 """
 
 import argparse

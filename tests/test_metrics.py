@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from hypermoe.data.metrics import build_metrics, predictions
+from hypermoe.data.metrics import MatthewsCorrCoef, binary_matthews, build_metrics, predictions
 from hypermoe.data.tasks import get_task
 
 
@@ -31,6 +31,30 @@ def test_cola_matthews():
     tp, tn, fp, fn = 2, 2, 1, 0
     expected = (tp * tn - fp * fn) / math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
     assert _compute("glue", "cola", preds, target)["matthews"] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("constant", [0, 1])
+def test_matthews_of_a_constant_prediction_is_zero_as_the_official_scorers_give_it(constant):
+    """Undefined (one predicted class): scikit-learn, which GLUE's and SuperGLUE's scorers call, gives 0."""
+    target = [1, 0, 0, 1, 1, 1, 0]
+    assert _compute("glue", "cola", [constant] * 7, target)["matthews"] == 0.0
+    assert float(binary_matthews(torch.full((7,), constant), torch.tensor(target))) == 0.0
+
+
+def test_matthews_matches_scikit_learn_over_batches():
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    generator = torch.Generator().manual_seed(0)
+    for classes in (2, 3):
+        target = torch.randint(classes, (200,), generator=generator)
+        preds = torch.where(torch.rand(200, generator=generator) < 0.6, target, torch.randint(classes, (200,)))
+        metric = MatthewsCorrCoef(num_classes=classes)
+        for batch_preds, batch_target in zip(preds.split(37), target.split(37), strict=True):  # uneven batches
+            metric.update(batch_preds, batch_target)
+        expected = sklearn_metrics.matthews_corrcoef(target, preds)
+        assert float(metric.compute()) == pytest.approx(expected, abs=1e-6), classes
+    target = torch.randint(2, (50,), generator=generator)
+    preds = torch.randint(2, (50,), generator=generator)
+    assert float(binary_matthews(preds, target)) == pytest.approx(sklearn_metrics.matthews_corrcoef(target, preds))
 
 
 def test_stsb_pearson_and_spearman():

@@ -30,9 +30,9 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torchmetrics.functional.classification import binary_matthews_corrcoef
 
 from hypermoe.data.examples import Example
+from hypermoe.data.metrics import binary_matthews
 from hypermoe.data.readers import DataError, glue_columns, read_diagnostic
 from hypermoe.data.sources import DataUnavailable
 from hypermoe.data.tasks import NLI2, Task, get_task
@@ -48,12 +48,12 @@ def matthews_by(rows: Rows, predicted: Tensor, key: str) -> dict[str, float]:
     scores = {}
     for category in sorted({name for names in named for name in names.split(";") if name}):
         chosen = torch.tensor([category in names.split(";") for names in named])
-        scores[category] = float(binary_matthews_corrcoef(predicted[chosen], labels[chosen]))
+        scores[category] = float(binary_matthews(predicted[chosen], labels[chosen]))
     return scores
 
 
 def matthews(rows: Rows, predicted: Tensor) -> float:
-    return float(binary_matthews_corrcoef(predicted, torch.tensor([example.label for example, _ in rows])))
+    return float(binary_matthews(predicted, torch.tensor([example.label for example, _ in rows])))
 
 
 def axb_scores(rows: Rows, predicted: Tensor) -> dict[str, Any]:

@@ -32,6 +32,32 @@ class GroupExactMatch(Metric):
         return (wrong_per_group == 0).float().mean()
 
 
+def matthews_from_confusion(confusion: Tensor) -> Tensor:
+    """Matthews correlation (Gorodkin's multiclass form) of a confusion matrix (rows: labels,
+    columns: predictions), 0 where it is undefined: all labels or all predictions in one class.
+    That is the official scorers' value (GLUE's and SuperGLUE's call scikit-learn's). torchmetrics
+    instead fills the empty cells with a small epsilon, so a constant prediction scores about
+    +-0.026 on CoLA, with the sign of the class it predicts."""
+    confusion = confusion.double()
+    labels, predicted, total = confusion.sum(1), confusion.sum(0), confusion.sum()
+    covariance = confusion.trace() * total - labels @ predicted
+    spread = (total**2 - predicted @ predicted) * (total**2 - labels @ labels)
+    return (covariance / spread.sqrt() if spread > 0 else torch.zeros_like(covariance)).float()
+
+
+def binary_matthews(predicted: Tensor, labels: Tensor) -> Tensor:
+    """``matthews_from_confusion`` of 0/1 predictions against 0/1 labels."""
+    confusion = torch.bincount(labels.long() * 2 + predicted.long(), minlength=4).view(2, 2)
+    return matthews_from_confusion(confusion)
+
+
+class MatthewsCorrCoef(MulticlassMatthewsCorrCoef):
+    """torchmetrics' metric (its states, its reduction across processes) scored by ``matthews_from_confusion``."""
+
+    def compute(self) -> Tensor:
+        return matthews_from_confusion(self.confmat)
+
+
 def _metric(name: str, num_labels: int) -> Metric:
     classes = max(num_labels, 2)
     factories = {
@@ -39,7 +65,7 @@ def _metric(name: str, num_labels: int) -> Metric:
         "f1_macro": lambda: MulticlassF1Score(num_classes=classes, average="macro"),
         "f1": BinaryF1Score,
         "f1a": BinaryF1Score,  # MultiRC: F1 over all answer options
-        "matthews": lambda: MulticlassMatthewsCorrCoef(num_classes=classes),
+        "matthews": lambda: MatthewsCorrCoef(num_classes=classes),
         "pearson": PearsonCorrCoef,
         "spearman": SpearmanCorrCoef,
         "exact_match": GroupExactMatch,
