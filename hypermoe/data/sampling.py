@@ -9,8 +9,9 @@ from torch.utils.data import DataLoader, Sampler
 
 
 class EpochShuffleSampler(Sampler[int]):
-    """A permutation drawn from its own generator seeded with ``seed + epoch``; Lightning
-    calls ``set_epoch`` before every epoch, as for DistributedSampler."""
+    """A permutation drawn from its own generator seeded from (seed, epoch); Lightning calls
+    ``set_epoch`` before every epoch, as for DistributedSampler. (Not ``seed + epoch``: seed s's
+    second epoch would be seed s + 1's first, and consecutive seeds would share their orders.)"""
 
     def __init__(self, data: Sized, seed: int):
         self.size, self.seed, self.epoch = len(data), seed, 0
@@ -19,7 +20,7 @@ class EpochShuffleSampler(Sampler[int]):
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)  # as BatchReseed mixes them
         return iter(torch.randperm(self.size, generator=generator).tolist())
 
     def __len__(self) -> int:
