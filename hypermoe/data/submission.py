@@ -4,12 +4,14 @@ SuperGLUE (super.gluebenchmark.com): ``<Task>.jsonl`` named as the site names th
 CB, COPA, MultiRC, RTE, WiC, WSC; AX-b, AX-g for the diagnostics), one JSON object per test row,
 ``{"idx": <row id>, "label": <label>}``, in the test file's order. Labels are spelled as the task's
 own files spell them (CB and RTE: the label strings), but booleans as the strings ``"true"`` /
-``"false"`` (BoolQ, WiC, WSC) and COPA as the index 0 / 1 of the chosen alternative. MultiRC has
+``"false"`` (BoolQ, WiC) or ``"True"`` / ``"False"`` (WSC) and COPA as the index 0 / 1 of the chosen
+alternative. MultiRC has
 one line per passage, its questions and their answer options nested as in its data:
 ``{"idx": p, "passage": {"questions": [{"idx": q, "answers": [{"idx": a, "label": 0|1}]}]}}``.
 This follows jiant's SuperGLUE submission formatter (nyu-mll/jiant,
 ``jiant/scripts/benchmarks/benchmark_submission_formatter.py``, and each task's
-``super_glue_format_preds``: ``str(label).lower()`` for BoolQ and WiC, the choice index for COPA).
+``super_glue_format_preds``: ``str(label).lower()`` for BoolQ and WiC, ``str(label)`` for WSC, as
+jiant v1's ``_write_winograd_preds`` spells it too, the choice index for COPA).
 
 GLUE (gluebenchmark.com): ``<Task>.tsv`` (CoLA, SST-2, MRPC, STS-B, QNLI, QQP, RTE, WNLI;
 ``MNLI-m.tsv`` for MNLI matched), a header ``index<TAB>prediction`` and one row per test row with
@@ -33,6 +35,7 @@ from hypermoe.data.tasks import Task
 
 STSB_SCALE = (0.0, 5.0)
 _GLUE_NAMES = {"mnli": "MNLI-m"}  # the matched test set; the task folder's name otherwise
+_CAPITALISED_BOOLEANS = {"superglue/wsc"}  # "True" / "False"; the other boolean tasks' are lower-case
 
 
 def submission_name(task: Task) -> str:
@@ -47,7 +50,9 @@ def spelled(task: Task, prediction: float) -> Any:
     if task.kind == "regression":
         return min(max(float(prediction), STSB_SCALE[0]), STSB_SCALE[1])
     label = task.labels[int(prediction)]
-    return str(label).lower() if isinstance(label, bool) else label
+    if isinstance(label, bool):
+        return str(label) if task.qualified_name in _CAPITALISED_BOOLEANS else str(label).lower()
+    return label
 
 
 def submission_records(task: Task, examples: Sequence[Example], predictions: Sequence[float]) -> list[dict]:
