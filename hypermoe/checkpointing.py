@@ -57,13 +57,17 @@ class LastCheckpoint(Checkpoint):
     steps (0: never inside an epoch), at the end of every training epoch, after its
     validation, and when a SIGTERM stops a single-process run inside an epoch. (Lightning's
     ModelCheckpoint takes a step or an epoch frequency, not both; as a ``Checkpoint`` this
-    runs where ModelCheckpoint does, after the epoch is counted as done.)
-    A model whose weights are no longer finite is not saved: last.ckpt stays the last good one."""
+    runs where ModelCheckpoint does, after the epoch is counted as done.) A periodic save
+    comes before a validation due at the same step; it is saved again once that validation
+    has run, so a run resumed from it does not skip it (a kill during the validation still
+    leaves the earlier save). A model whose weights are no longer finite is not saved:
+    last.ckpt stays the last good one."""
 
     def __init__(self, dirpath: str, every_n_train_steps: int = 0):
         check_integer("checkpoint_every_n_steps", every_n_train_steps, lowest=0)
         self.dirpath, self.every_n_train_steps = Path(dirpath), every_n_train_steps
         self.last_model_path = ""
+        self._periodic_step: int | None = None  # the step of the last periodic save
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -77,6 +81,12 @@ class LastCheckpoint(Checkpoint):
             and trainer.global_step % self.every_n_train_steps == 0
         ):
             self._save(trainer, pl_module)
+            self._periodic_step = trainer.global_step
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._periodic_step == trainer.global_step:  # with its results, and its loop's record that it ran
+            self._save(trainer, pl_module)
+        self._periodic_step = None
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._save(trainer, pl_module)

@@ -1,6 +1,7 @@
 """Compose the project's Hydra configs in tests, the way train.py would, or run train.py itself."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -65,6 +66,18 @@ class SavedSteps(pl.Callback):
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         validated = bool(torch.isfinite(checkpoint["state_dict"]["val_best.accuracy.max_value"]))
         SavedSteps.saved.append((checkpoint["global_step"], validated))
+
+
+class CopyLastCheckpoint(pl.Callback):
+    """Copies last.ckpt as it is when step ``step`` + 1 starts (what a kill then would leave) to ``copy``."""
+
+    def __init__(self, dirpath: str, step: int, copy: str):
+        self.last, self.step, self.copy = Path(dirpath) / "last.ckpt", step, Path(copy)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int) -> None:
+        if trainer.global_step == self.step:
+            self.copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(self.last, self.copy)
 
 
 def train_cli(output_dir: Path, *overrides: str) -> subprocess.CompletedProcess:

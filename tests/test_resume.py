@@ -33,6 +33,20 @@ def test_resume_at_an_epoch_boundary_equals_an_uninterrupted_run(tmp_path):
     assert resumed["final"] == pytest.approx(straight["final"])
 
 
+def test_a_resume_from_a_save_at_a_validation_step_keeps_that_validation(tmp_path):
+    """The periodic last.ckpt comes before the validation due at its step, and is saved again after
+    it: resumed from there, the run neither skips nor repeats that validation."""
+    every_8 = ["trainer.max_epochs=1", "+trainer.val_check_interval=8", "trainer.check_val_every_n_epoch=null",
+               "checkpoint_every_n_steps=8"]  # fmt: skip
+    copy, last = tmp_path / "killed" / "last.ckpt", tmp_path / "straight" / "checkpoints"
+    keep = ["+callbacks.copy._target_=helpers.CopyLastCheckpoint", "+callbacks.copy.step=24",
+            f"+callbacks.copy.dirpath={last}", f"+callbacks.copy.copy={copy}"]  # fmt: skip
+    straight = run(compose_config("train", [*TINY, *every_8, *keep], tmp_path / "straight"))
+    resumed = run(compose_config("train", [*TINY, *every_8, f"ckpt_path={copy}"], tmp_path / "resumed"))
+    assert [entry["step"] for entry in straight["history"]] == [8, 16, 24, 32]
+    assert resumed["history"] == straight["history"] and resumed["best"] == straight["best"]
+
+
 def test_eval_reproduces_the_validation_metrics(tmp_path):
     trained = run(compose_config("train", [*TINY, "trainer.max_epochs=2", "callbacks.model_checkpoint.save_top_k=0"],
                                  tmp_path / "train"))  # fmt: skip
