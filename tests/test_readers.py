@@ -61,6 +61,14 @@ def test_unknown_task_names_the_choices():
         get_task("superglue", "rtee")
 
 
+def test_qqp_test_rows_take_their_id_from_its_id_column(tmp_path):
+    """QQP's test.tsv names its row ids ``id``; the other GLUE test files name them ``index``."""
+    path = tmp_path / "test.tsv"
+    path.write_text("id\tquestion1\tquestion2\n0\tWhat is X?\tWhat's X?\n1\tIs Y?\tIs Z?\n", encoding="utf-8")
+    examples = get_task("glue", "qqp").readers["test"](path)
+    assert [(example.idx, example.text_a) for example in examples] == [(0, "What is X?"), (1, "Is Y?")]
+
+
 @needs_data
 def test_wrong_row_count_is_an_error(tmp_path):
     folder = tmp_path / "superglue" / "CB"

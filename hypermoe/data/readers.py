@@ -355,37 +355,38 @@ def glue_columns(
     label: str | None,
     labels: Sequence[str] | Score,
     field_names: tuple[str, str] | None = None,
+    test_id: str = "index",
 ) -> Callable[..., list[Example]]:
     """GLUE tsv whose header names the text column(s) and the label column: a label from
     ``labels``, or a number within a ``Score`` range (STS-B). ``field_names``: the hub's names of
     the two text columns (Example.fields), where the file names them otherwise. A test file has
-    an ``index`` column instead of the label (and may have others: STS-B's genre, year, ...);
-    ``label`` None: a reader of test files only (MRPC's, whose labelled splits come from elsewhere)."""
+    a row-id column ``test_id`` instead of the label (``index``; QQP's is ``id``), and may have
+    others (STS-B's genre, year, ...); ``label`` None: a reader of test files only (MRPC's, whose
+    labelled splits come from elsewhere)."""
 
     names = field_names or (text_a, text_b)
     texts = tuple(column for column in (text_a, text_b) if column is not None)
 
     def read(path: Path, labeled: bool = True) -> list[Example]:
         examples = []
-        for where, row in iter_tsv(path, (*texts, label) if labeled else ("index", *texts), header=True):
+        for where, row in iter_tsv(path, (*texts, label) if labeled else (test_id, *texts), header=True):
             a = row[text_a]
             b = None if text_b is None else row[text_b]
             fields = ((names[0], a),) if b is None else ((names[0], a), (names[1], b))
-            examples.append(
-                Example(
-                    text_a=a, text_b=b, fields=fields, **_glue_target(row, label if labeled else None, labels, where)
-                )
-            )
+            target = _glue_target(row, label if labeled else None, labels, where, test_id)
+            examples.append(Example(text_a=a, text_b=b, fields=fields, **target))
         return examples
 
     return read
 
 
-def _glue_target(row: dict[str, str], label: str | None, labels: Sequence[str] | Score, where: str) -> dict:
+def _glue_target(
+    row: dict[str, str], label: str | None, labels: Sequence[str] | Score, where: str, test_id: str = "index"
+) -> dict:
     """The label (or score) in column ``label`` of a labelled row, or with ``label`` None a test
-    row's ``index``: the Example's ``label`` or ``idx``."""
+    row's id in column ``test_id``: the Example's ``label`` or ``idx``."""
     if label is None:
-        return {"idx": row_id(row["index"], where, "index")}
+        return {"idx": row_id(row[test_id], where, test_id)}
     value = row[label]
     return {"label": _score(value, labels, where) if isinstance(labels, Score) else _label_index(value, labels, where)}
 

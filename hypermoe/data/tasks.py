@@ -228,7 +228,7 @@ TASKS: dict[str, dict[str, Task]] = {
             _glue(
                 "qqp",
                 "QQP",
-                readers.glue_columns("question1", "question2", "is_duplicate", ("0", "1")),
+                readers.glue_columns("question1", "question2", "is_duplicate", ("0", "1"), test_id="id"),
                 ("0", "1"),
                 ("f1", "accuracy"),
                 {"train": 363846, "validation": 40430, "test": 390965},
