@@ -8,6 +8,7 @@ validation history, the optimizer, the run record in checkpoints); ``ClassifierL
 statistics, expert load, per-batch reseeding, mid-epoch resumes) is in ``hypermoe.callbacks``.
 """
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -92,7 +93,16 @@ class MoELitModule(pl.LightningModule):
         self.val_history.append(entry)
 
     def best_metrics(self) -> dict[str, float]:
-        return {name: float(best.compute()) for name, best in self.val_best.items()}
+        """The task's metrics at the validation where its main metric was best (the first of equals),
+        so a task's two numbers come from one model; before any validation, each tracker's value.
+        (The logged ``val/<metric>_best`` is each metric's own running best.)"""
+        main = f"val/{self.task.main_metric}"
+        scored = [entry for entry in self.val_history if math.isfinite(entry.get(main, math.nan))]
+        if not scored:
+            return {name: float(best.compute()) for name, best in self.val_best.items()}
+        sign = 1 if metric_mode(self.task.main_metric) == "max" else -1
+        best = max(scored, key=lambda entry: sign * entry[main])  # max keeps the first of equals
+        return {name: best[f"val/{name}"] for name in self.task.metrics}
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer_factory(params=parameter_groups(self))

@@ -4,17 +4,22 @@ data order and steps, metrics.json is strict JSON, a run without a result does n
 Ctrl-C saves the step it stopped at like SIGTERM. One tiny run's checkpoint serves the checks."""
 
 import json
+import math
 import re
 import shutil
 import zipfile
+from types import SimpleNamespace
 
 import pytest
 import torch
 from helpers import QUIET, compose_config, train_cli
 from torchmetrics.classification import MulticlassAccuracy
 
+from hypermoe.data.lm import get_corpus
+from hypermoe.data.tasks import get_task
 from hypermoe.errors import ConfigError, NoResultError
 from hypermoe.evaluate import run_eval
+from hypermoe.lit_module import MoELitModule
 from hypermoe.train import run
 from hypermoe.validation import load_checkpoint
 
@@ -90,6 +95,21 @@ def test_a_run_that_never_validated_says_so_in_strict_json(tmp_path):
     saved = _strict_json(tmp_path / "metrics.json")
     assert saved == metrics and saved["validated"] is False
     assert saved["final"] == {} and saved["best"] == {"accuracy": None}  # not -Infinity
+
+
+@pytest.mark.parametrize(
+    "task, history, best",
+    [  # CB: macro-F1 then accuracy; the accuracy of the best-F1 validation, not the best accuracy
+        (get_task("superglue", "cb"), [(0.5, 0.8), (0.6, 0.7), (0.6, 0.75), (math.nan, 0.9)],
+         {"f1_macro": 0.6, "accuracy": 0.7}),
+        (get_corpus("shakespeare_char"), [(1.9, 6.7), (1.8, 6.0), (1.85, 6.4)], {"loss": 1.8, "perplexity": 6.0}),
+    ],
+)  # fmt: skip
+def test_the_best_metrics_come_from_the_validation_where_the_main_metric_was_best(task, history, best):
+    module = SimpleNamespace(task=task, val_best={}, val_history=[
+        {"step": step, **{f"val/{name}": value for name, value in zip(task.metrics, values, strict=True)}}
+        for step, values in enumerate(history)])  # fmt: skip
+    assert MoELitModule.best_metrics(module) == best
 
 
 def test_a_run_whose_metric_is_nan_has_no_result_and_does_not_pass(tmp_path, monkeypatch):
