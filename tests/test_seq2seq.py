@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from hypermoe.backbones.sources import load_tokenizer
-from hypermoe.data.seq2seq import IGNORE_INDEX, Seq2SeqDataModule
+from hypermoe.data.seq2seq import IGNORE_INDEX, Seq2SeqDataModule, sources_without_their_last_field
 from hypermoe.data.sources import load_split
 from hypermoe.data.tasks import get_task
+from hypermoe.data.text2text import to_text_pair
 from hypermoe.lit_module import Seq2SeqLitModule, wrong_answer
 
 
@@ -39,6 +40,23 @@ def test_rte_pairs_are_tokenized_and_padded(t5, data_root):
         real = labels[labels != IGNORE_INDEX]  # padding only after the target, which ends in </s>
         assert real[-1] == t5.eos_token_id and mask.sum() == len(real) and (labels[len(real) :] == IGNORE_INDEX).all()
     assert batch["class_label"].shape == (64,) and set(batch["class_label"].tolist()) <= {0, 1}
+
+
+def test_sources_that_keep_none_of_their_last_field_are_counted_and_warned_of(t5, data_root, caplog):
+    """Cut at their end, as the reference cuts them, long RTE sources lose their hypothesis."""
+    data = Seq2SeqDataModule("superglue", "rte", str(data_root), max_length=128, batch_size=4, eval_batch_size=64)
+    data.set_tokenizer(t5)
+    texts = [to_text_pair(data.task, example).source for example in load_split(data.task, "validation", data_root)]
+    sources = t5(texts, truncation=True, max_length=128, return_offsets_mapping=True)
+    lost = sources_without_their_last_field(sources, texts, "hypothesis")
+    for row in range(len(texts)):  # what survives the cut after "hypothesis:", read back as text
+        kept = t5.decode(sources["input_ids"][row], skip_special_tokens=True)
+        hypothesis = kept.split(" hypothesis:")[-1] if " hypothesis:" in kept else ""
+        assert (row in lost) == (not hypothesis.strip()), (row, kept[-80:])
+    assert 0 < len(lost) < len(texts)
+    with caplog.at_level("WARNING", logger="hypermoe.data.seq2seq"):
+        data.setup("validate")
+    assert f"{len(lost)} of 277 rte validation sources keep none of their last field 'hypothesis'" in caplog.text
 
 
 class _Answers(torch.nn.Module):

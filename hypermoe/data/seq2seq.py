@@ -6,6 +6,7 @@ Batches carry, beside the token tensors, what generation-based evaluation scores
 acceptable answer) for the free-text tasks.
 """
 
+import logging
 from typing import Any
 
 import torch
@@ -17,8 +18,10 @@ from hypermoe.data.encoding import log_truncated
 from hypermoe.data.examples import Example
 from hypermoe.data.generative import GenerativeTask, get_generative_task, load_pairs
 from hypermoe.data.tasks import Task, get_task
-from hypermoe.data.text2text import label_targets, to_text_pair
+from hypermoe.data.text2text import SOURCE_FIELDS, label_targets, to_text_pair
 from hypermoe.data.text_pairs import TextPair
+
+log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100  # label positions the loss skips (padding)
 
@@ -74,11 +77,13 @@ class Seq2SeqDataModule(TaskDataModule):
             self.features[split] = self._encode(split, split_pairs)
 
     def _encode(self, split: str, pairs: list[TextPair]) -> list[dict[str, Any]]:
-        sources = self.tokenizer([pair.source for pair in pairs], truncation=True, max_length=self.max_length)
+        texts = [pair.source for pair in pairs]
+        sources = self.tokenizer(texts, truncation=True, max_length=self.max_length, return_offsets_mapping=True)
         targets = self.tokenizer(
             text_target=[pair.target for pair in pairs], truncation=True, max_length=self.max_target_length
         )
         log_truncated(sources, f"{self.task.name} {split} sources", f"max_length={self.max_length}")
+        self._warn_of_lost_fields(split, sources, texts)
         log_truncated(targets, f"{self.task.name} {split} targets", f"max_target_length={self.max_target_length}")
         return [
             {
@@ -90,6 +95,34 @@ class Seq2SeqDataModule(TaskDataModule):
             }
             for source, target, pair in zip(sources["input_ids"], targets["input_ids"], pairs, strict=True)
         ]
+
+    def _warn_of_lost_fields(self, split: str, sources: Any, texts: list[str]) -> None:
+        """Sources are cut at their end, as the reference cuts them: where that leaves none of the
+        last field (RTE's hypothesis, BoolQ's passage), the model is asked without it. Counted, with
+        the first such row, as a warning."""
+        fields = SOURCE_FIELDS.get(getattr(self.task, "qualified_name", ""), ())
+        if len(fields) < 2:
+            return
+        lost = sources_without_their_last_field(sources, texts, fields[-1])
+        if lost:
+            log.warning(
+                "%d of %d %s %s sources keep none of their last field %r within max_length=%d (first: row %d)",
+                len(lost), len(texts), self.task.name, split, fields[-1], self.max_length, lost[0],
+            )  # fmt: skip
+
+
+def sources_without_their_last_field(sources: Any, texts: list[str], field: str) -> list[int]:
+    """The rows of ``texts`` (``<prefix> ... <field>: <value>``) whose truncated encoding ``sources``
+    (with ``offset_mapping``) keeps no character of ``field``'s value."""
+    marker = f" {field}: "
+    lost = []
+    for row, text in enumerate(texts):
+        if sources.encodings[row].overflowing:
+            value_start = text.rfind(marker) + len(marker)
+            kept_end = max(end for _, end in sources["offset_mapping"][row])  # special tokens: (0, 0)
+            if kept_end <= value_start:
+                lost.append(row)
+    return lost
 
 
 def _pad(rows: list[list[int]], value: int) -> Tensor:
