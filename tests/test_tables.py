@@ -50,3 +50,12 @@ def test_ablation_tables_run_each_setting_once_with_the_topk_row(table):
         row: OmegaConf.to_container(_compose([f"table={table}", f"ablation={row}"]).model, resolve=True) for row in rows
     }
     assert "topk" in rows and len({str(model) for model in models.values()}) == len(rows)  # no setting twice
+
+
+def test_the_qa_and_summarization_table_trains_each_dataset_at_the_papers_lr():
+    """SQuAD at 5e-5, XSum and CNN/DailyMail at 3e-5 (docs/METHOD.md), in one grid."""
+    lrs = {
+        data: _compose(["table=qa_summarization", f"data={data}"]).optimizer.lr
+        for data in ("squad", "xsum", "cnn_dailymail")
+    }
+    assert lrs == {"squad": 5e-5, "xsum": 3e-5, "cnn_dailymail": 3e-5}
