@@ -59,3 +59,12 @@ def test_the_qa_and_summarization_table_trains_each_dataset_at_the_papers_lr():
         for data in ("squad", "xsum", "cnn_dailymail")
     }
     assert lrs == {"squad": 5e-5, "xsum": 3e-5, "cnn_dailymail": 3e-5}
+
+
+@pytest.mark.parametrize("table", ["superglue_cpu", "glue_cpu", "lm_cpu"])
+def test_the_cpu_tables_pin_the_gating_their_results_ran_with(table):
+    """The committed *_cpu tables ran under noisy gating, before the backbones' default became renorm;
+    their *_renorm_cpu twins repeat them under renorm."""
+    for name, gating in ((table, "noisy"), (table.replace("_cpu", "_renorm_cpu"), "renorm")):
+        cfg = _compose([f"table={name}", "model=hypermoe"])
+        assert cfg.model.gating == gating and f"gating_{gating}" in cfg.tags, name
