@@ -78,7 +78,7 @@ class Seq2SeqDataModule(TaskDataModule):
 
     def _encode(self, split: str, pairs: list[TextPair]) -> list[dict[str, Any]]:
         texts = [pair.source for pair in pairs]
-        sources = self.tokenizer(texts, truncation=True, max_length=self.max_length, return_offsets_mapping=True)
+        sources = self.tokenizer(texts, truncation=True, max_length=self.max_length)
         targets = self.tokenizer(
             text_target=[pair.target for pair in pairs], truncation=True, max_length=self.max_target_length
         )
@@ -113,13 +113,14 @@ class Seq2SeqDataModule(TaskDataModule):
 
 def sources_without_their_last_field(sources: Any, texts: list[str], field: str) -> list[int]:
     """The rows of ``texts`` (``<prefix> ... <field>: <value>``) whose truncated encoding ``sources``
-    (with ``offset_mapping``) keeps no character of ``field``'s value."""
+    (a fast tokenizer's, whose encodings keep each token's character offsets) keeps no character of
+    ``field``'s value."""
     marker = f" {field}: "
     lost = []
-    for row, text in enumerate(texts):
-        if sources.encodings[row].overflowing:
+    for row, (text, encoding) in enumerate(zip(texts, sources.encodings, strict=True)):
+        if encoding.overflowing:
             value_start = text.rfind(marker) + len(marker)
-            kept_end = max(end for _, end in sources["offset_mapping"][row])  # special tokens: (0, 0)
+            kept_end = max(end for _, end in encoding.offsets)  # special tokens: (0, 0)
             if kept_end <= value_start:
                 lost.append(row)
     return lost
