@@ -3,9 +3,13 @@ a manifest.
 
     python experiments/make_submission.py superglue_cpu                    # hypermoe's runs
     python experiments/make_submission.py glue_cpu --model topk --seed 1 -- trainer=gpu
+    python experiments/make_submission.py hyper_ablation_cpu --only ablation=agg_mean
 
 The runs are those under ``<log_dir>/table/<table>/`` (as ``run_grid.py`` finds them: each folder
-with a ``metrics.json``) whose variant is ``--model`` (and seed ``--seed``, where given). Each file
+with a ``metrics.json``) whose variant is ``--model`` (and seed ``--seed``, and each override
+``--only KEY=VALUE`` as the run's ``.hydra/overrides.yaml`` writes it, where given). The runs a file
+may come from must share one configuration, all but their seed: an ablation table's rows, or runs
+trained again with another override, are told apart with ``--only``, never picked by age. Each file
 the benchmark's leaderboard grades (SuperGLUE: ``<Task>.jsonl``, ``AX-b.jsonl``, ``AX-g.jsonl``;
 GLUE: ``<Task>.tsv``, ``AX.tsv``) comes from the latest such run of its task (the diagnostics: of
 the task that predicts them, ``hypermoe.data.diagnostics``) that can give it: predictions it already
@@ -15,7 +19,7 @@ every such eval. A table's runs delete their checkpoints unless trained with
 ``keep_checkpoints=true``, so a file with neither predictions nor a checkpoint is listed as
 missing, with why; nothing is ever filled in for it.
 
-It writes ``<out>/`` (default ``<log_dir>/submission/<table>_<model>[_seed<N>]``) with the files,
+It writes ``<out>/`` (default ``<log_dir>/submission/<table>_<model>[_seed<N>][_<KEY>-<VALUE>...]``) with the files,
 ``<out>.zip`` with the files alone (what the site takes), and ``<out>/manifest.yaml``: per file
 its task, split, run, checkpoint, the run's overrides (less ``paths.*``), git commit and row count
 (the diagnostics: their scores too), and the missing files with the reason.
@@ -26,6 +30,7 @@ import json
 import logging
 import sys
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +48,14 @@ from hypermoe.evaluate import run_eval
 from hypermoe.moe.build import VARIANTS
 
 log = logging.getLogger("make_submission")
+
+# files the leaderboards grade that no task of this project predicts, with why
+NOT_PREDICTED = {
+    "superglue": {"ReCoRD.jsonl": "ReCoRD (cloze-style span selection) is not a task of this project"},
+    "glue": {"MNLI-mm.tsv": "the mnli task here is the matched set only"},
+}
+# overrides in which the runs a file may come from can differ: the seed, and keeping checkpoints
+SAME_MODEL_KEYS = ("seed", "keep_checkpoints")
 
 
 @dataclass(frozen=True)
@@ -81,6 +94,10 @@ class Run:
         overrides = yaml.safe_load(path.read_text()) if path.is_file() else []
         return [override for override in overrides or [] if not names_machine_paths(override)]
 
+    def configuration(self) -> frozenset[str]:
+        """Its overrides less those that leave the trained model as it is (``SAME_MODEL_KEYS``)."""
+        return frozenset(o for o in self.overrides() if o.split("=", 1)[0].lstrip("+~") not in SAME_MODEL_KEYS)
+
 
 def wanted_files(benchmark: str) -> list[Wanted]:
     """Every file the benchmark's leaderboard grades, in the order it lists them."""
@@ -98,14 +115,28 @@ def table_benchmark(table: str) -> str:
     return data[0]
 
 
-def table_runs(runs_dir: Path, model: str, seed: int | None) -> list[Run]:
-    """The runs of variant ``model`` (and ``seed``) under ``runs_dir``, oldest first."""
+def table_runs(runs_dir: Path, model: str, seed: int | None, only: Sequence[str] = ()) -> list[Run]:
+    """The runs of variant ``model`` (and ``seed``, and with every override in ``only``) under
+    ``runs_dir``, oldest first."""
     runs = []
     for metrics in sorted(runs_dir.glob("**/metrics.json"), key=lambda path: (path.stat().st_mtime, path)):
-        record = json.loads(metrics.read_text())
-        if record.get("model") == model and seed in (None, record.get("seed")):
-            runs.append(Run(metrics.parent, record))
+        run = Run(metrics.parent, json.loads(metrics.read_text()))
+        chosen = run.record.get("model") == model and seed in (None, run.record.get("seed"))
+        if chosen and set(only) <= set(run.overrides()):
+            runs.append(run)
     return runs
+
+
+def check_one_configuration(task: str, runs: list[Run]) -> None:
+    """Refuses runs of ``task`` that differ in more than ``SAME_MODEL_KEYS``: which of them the
+    submission holds would otherwise depend on which ran last."""
+    configurations = [run.configuration() for run in runs]
+    differing = sorted(frozenset.union(*configurations) - frozenset.intersection(*configurations))
+    if differing:
+        raise ConfigError(
+            f"the runs of {task} that can give its file differ in {differing}: choose the configuration to "
+            f"submit with --only KEY=VALUE (e.g. --only {differing[0]})"
+        )
 
 
 def choose_run(wanted: Wanted, runs: list[Run]) -> tuple[Run | None, str]:
@@ -113,6 +144,7 @@ def choose_run(wanted: Wanted, runs: list[Run]) -> tuple[Run | None, str]:
     for task in wanted.tasks:
         usable = [run for run in runs if run.task == task and run.can_give(wanted.split)]
         if usable:
+            check_one_configuration(task, usable)
             return usable[-1], ""
     trained = [run for run in runs if run.task in wanted.tasks]
     if not trained:
@@ -151,18 +183,18 @@ def manifest_entry(run: Run, wanted: Wanted, evaluated: dict[str, Any], runs_dir
 
 
 def make_submission(
-    table: str, model: str, seed: int | None, log_dir: Path, out: Path, extra: list[str]
+    table: str, model: str, seed: int | None, log_dir: Path, out: Path, extra: list[str], only: Sequence[str] = ()
 ) -> dict[str, Any]:
     """Writes the submission folder, its zip and its manifest; returns the manifest."""
     benchmark = table_benchmark(table)
     runs_dir = (log_dir / "table" / table).resolve()
-    runs = table_runs(runs_dir, model, seed) if runs_dir.is_dir() else []
+    runs = table_runs(runs_dir, model, seed, only) if runs_dir.is_dir() else []
     if not runs:  # a zip without a file is no submission
-        of_seed = f" seed={seed}" if seed is not None else ""
+        chosen = "".join(f" {item}" for item in [*([f"seed={seed}"] if seed is not None else []), *only])
         raise ConfigError(
-            f"no finished run of model={model}{of_seed} under {runs_dir}: run the table first (make grid T={table})"
+            f"no finished run of model={model}{chosen} under {runs_dir}: run the table first (make grid T={table})"
         )
-    files, missing = {}, {}
+    files, missing = {}, dict(NOT_PREDICTED[benchmark])
     out.mkdir(parents=True, exist_ok=True)
     for wanted in wanted_files(benchmark):
         (out / wanted.file).unlink(missing_ok=True)  # nothing left from an earlier submission
@@ -181,6 +213,7 @@ def make_submission(
         "benchmark": benchmark,
         "model": model,
         "seed": seed,
+        "only": list(only),
         "files": files,
         "missing": missing,
     }
@@ -193,17 +226,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("table", help="a GLUE or SuperGLUE conf/table/ option, e.g. superglue_cpu")
     parser.add_argument("--model", default="hypermoe", help="the variant whose runs are submitted")
     parser.add_argument("--seed", type=int, help="only this seed's runs (default: the latest run of any seed)")
+    parser.add_argument(
+        "--only", action="append", default=[], metavar="KEY=VALUE", help="only runs with this override (repeat)"
+    )
     parser.add_argument("--log-dir", type=Path, default=PROJECT_ROOT / "outputs", help="paths.log_dir")
-    parser.add_argument("--out", type=Path, help="default: <log-dir>/submission/<table>_<model>[_seed<N>]")
+    parser.add_argument(
+        "--out", type=Path, help="default: <log-dir>/submission/<table>_<model>[_seed<N>][_<KEY>-<VALUE>...]"
+    )
     args, extra = parser.parse_known_args(argv)
     extra = [item for item in extra if item != "--"]
     if args.model not in VARIANTS:
         parser.error(f"--model {args.model}: not one of the variants {sorted(VARIANTS)}")
-    name = f"{args.table}_{args.model}" + (f"_seed{args.seed}" if args.seed is not None else "")
+    malformed = [item for item in args.only if "=" not in item]
+    if malformed:
+        parser.error(f"--only {malformed[0]}: write it KEY=VALUE, as the run's .hydra/overrides.yaml does")
+    name = "_".join(
+        [args.table, args.model, *([f"seed{args.seed}"] if args.seed is not None else []), *args.only]
+    ).replace("=", "-")
     out = args.out or args.log_dir / "submission" / name
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     with exit_on_expected_errors():
-        manifest = make_submission(args.table, args.model, args.seed, args.log_dir, out, extra)
+        manifest = make_submission(args.table, args.model, args.seed, args.log_dir, out, extra, args.only)
     total = len(manifest["files"]) + len(manifest["missing"])
     print(
         f"{name}: {len(manifest['files'])} of {total} files in {out.with_suffix('.zip')}; manifest {out}/manifest.yaml"

@@ -61,6 +61,35 @@ def test_the_latest_run_that_can_give_the_file_is_chosen(tmp_path):
     assert "2 run(s) of superglue/rte kept no checkpoint" in choose_run(axb, runs)[1]
 
 
+def test_runs_of_a_task_in_two_configurations_are_told_apart_with_only(tmp_path):
+    """An ablation table's rows share a variant: the submission names the override that differs
+    instead of taking whichever row ran last; seeds and keep_checkpoints may differ."""
+    cb = next(w for w in wanted_files("superglue") if w.file == "CB.jsonl")
+    for number, (row, seed, keep) in enumerate([("agg_sum", 1, []), ("agg_sum", 2, ["keep_checkpoints=true"]),
+                                               ("agg_mean", 1, [])]):  # fmt: skip
+        run = _record(
+            tmp_path / str(number), "superglue/cb", "hypermoe", seed, [f"ablation={row}", f"seed={seed}", *keep]
+        )
+        (run / "checkpoints").mkdir()
+        (run / "checkpoints" / "epoch01.ckpt").write_bytes(b"")
+    with pytest.raises(ConfigError, match=r"superglue/cb .* differ in \['ablation=agg_mean', 'ablation=agg_sum'\]"):
+        choose_run(cb, table_runs(tmp_path, "hypermoe", None))
+    assert choose_run(cb, table_runs(tmp_path, "hypermoe", None, ["ablation=agg_sum"]))[0].folder == tmp_path / "1"
+    assert choose_run(cb, table_runs(tmp_path, "hypermoe", None, ["ablation=agg_mean"]))[0].folder == tmp_path / "2"
+    assert table_runs(tmp_path, "hypermoe", None, ["ablation=agg_all"]) == []
+
+
+def test_the_files_no_task_here_predicts_are_listed_missing(tmp_path):
+    run = _record(tmp_path / "table" / "superglue_cpu" / "sweep" / "0", "superglue/cb", "hypermoe", 1, ["seed=1"])
+    (run / "submission" / "test").mkdir(parents=True)
+    (run / "submission" / "test" / "CB.jsonl").write_text('{"idx": 0, "label": "entailment"}\n')
+    evaluated = {"ckpt_path": str(run / "checkpoints" / "epoch01.ckpt"), "test": {"rows": 1}}
+    (run / "submission" / "test" / "eval_metrics.json").write_text(json.dumps(evaluated))
+    manifest = make_submission("superglue_cpu", "hypermoe", None, tmp_path, tmp_path / "out", [])
+    assert list(manifest["files"]) == ["CB.jsonl"]
+    assert "ReCoRD.jsonl" in manifest["missing"] and len(manifest["missing"]) == len(SUPERGLUE_FILES)
+
+
 def test_glues_diagnostic_comes_from_an_mnli_run_else_from_an_rte_run(tmp_path):
     ax = next(wanted for wanted in wanted_files("glue") if wanted.file == "AX.tsv")
     assert (ax.split, ax.tasks) == ("ax", ("glue/mnli", "glue/rte"))
@@ -86,6 +115,8 @@ def test_a_misspelt_table_or_model_or_a_table_without_runs_ends_with_its_message
         (["superglu_cpu", *log_dir], 2, "invalid configuration: table='superglu_cpu' is not a table of conf/table/"),
         (["superglue_cpu", "--model", "hypermo", *log_dir], 2, "--model hypermo: not one of the variants"),
         (["superglue_cpu", "--seed", "3", *log_dir], 2, "no finished run of model=hypermoe seed=3 under"),
+        (["superglue_cpu", "--only", "ablation", *log_dir], 2, "--only ablation: write it KEY=VALUE"),
+        (["superglue_cpu", "--only", "ablation=agg_sum", *log_dir], 2, "model=hypermoe ablation=agg_sum under"),
     ]:
         with pytest.raises(SystemExit) as stop:
             main(argv)
