@@ -379,6 +379,9 @@ class HeadToHead:
         self.sign_test_p = binomtest(self.wins, untied).pvalue if untied else math.nan
 
 
+DEFAULT_PAIRS = "hypermoe:topk,hypermoe:topk_adapter"
+
+
 def parse_pairs(text: str) -> list[tuple[str, str]]:
     """``a:b,c:d`` -> [(a, b), (c, d)]."""
     pairs = []
@@ -388,6 +391,15 @@ def parse_pairs(text: str) -> list[tuple[str, str]]:
             raise RunsError(f"--compare {text!r}: {item!r} is not LABEL:LABEL")
         pairs.append((first.strip(), second.strip()))
     return pairs
+
+
+def check_pair_labels(pairs: Sequence[tuple[str, str]], labels: Sequence[str]) -> None:
+    """Refuses a pair naming a label no run has: a misspelt ``--compare`` would drop its table."""
+    unknown = sorted({label for pair in pairs for label in pair} - set(labels))
+    if unknown:
+        raise RunsError(
+            f"--compare names {', '.join(map(repr, unknown))}: no run has that label (labels: {', '.join(labels)})"
+        )
 
 
 def head_to_head(runs: pd.DataFrame, first: str, second: str) -> HeadToHead | None:
@@ -741,8 +753,10 @@ def _task_axes(plt, count: int):
 def _label_colors(plt, runs: pd.DataFrame) -> dict[str, str]:
     """One color per label, the same in every panel and plot (a task without some label's runs
     must not shift the others' colors)."""
-    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    return {label: cycle[i % len(cycle)] for i, label in enumerate(label_order(runs))}
+    labels = label_order(runs)
+    # beyond the default cycle's 10 colors, tab20's 20, so no two labels of a legend share one
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"] if len(labels) <= 10 else plt.get_cmap("tab20").colors
+    return {label: cycle[i % len(cycle)] for i, label in enumerate(labels)}
 
 
 def _save(plt, fig, path: Path, **options) -> Path:
@@ -937,8 +951,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--paper", type=Path, default=PAPER_NUMBERS, help="the paper's reported numbers (YAML)")
     parser.add_argument(
         "--compare",
-        default="hypermoe:topk,hypermoe:topk_adapter",
-        help="comma-separated LABEL:LABEL pairs for the head-to-head table ('' for none)",
+        help=f"comma-separated LABEL:LABEL pairs for the head-to-head table ('' for none; default {DEFAULT_PAIRS}, "
+        "each where both labels have runs)",
     )
     return parser.parse_args(argv)
 
@@ -954,7 +968,9 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
         )
         runs = group_runs(records, by, args.metric)
         paper = load_paper_numbers(args.paper)
-        pairs = parse_pairs(args.compare)
+        pairs = parse_pairs(DEFAULT_PAIRS if args.compare is None else args.compare)
+        if args.compare is not None:
+            check_pair_labels(pairs, label_order(runs))
     except RunsError as error:
         raise SystemExit(f"make_table: {error}") from error
     if cell_table(runs)["delta"].isna().all():

@@ -401,10 +401,14 @@ def test_head_to_head_pairs_runs_by_task_and_seed(runs, tmp_path):
     assert make_table.head_to_head(cells, "hypermoe", "topk_adapter") is None
 
     (extra / "metrics.json").unlink()
-    make_table.main([str(runs), "--out", str(tmp_path / "t"), "--compare", "hypermoe:topk, hypermoe:dense_moe"])
+    make_table.main(
+        [str(runs), "--out", str(tmp_path / "t")]
+    )  # the default pairs: hypermoe vs topk_adapter has no runs
     md = (tmp_path / "t.md").read_text()
     assert "| hypermoe vs topk | 2 / 0 | 4 / 1 / 1 | +4.50 ± 2.03 | 0.375 |" in md
-    assert "hypermoe vs dense_moe" not in md  # no dense_moe runs: no row
+    assert "hypermoe vs topk_adapter" not in md  # no row
+    with pytest.raises(SystemExit, match="--compare names 'dense_moe', 'topk_adaptr': no run has that label"):
+        make_table.main([str(runs), "--out", str(tmp_path / "t"), "--compare", "hypermoe:topk_adaptr,dense_moe:topk"])
 
 
 def test_head_to_head_pairs_each_seed_once(tmp_path):
@@ -462,6 +466,18 @@ def test_a_label_keeps_its_bar_color_in_every_panel(tmp_path, monkeypatch):
     )
     assert rte["hypermoe"] == wic["hypermoe"] and rte["topk"] == wic["topk"]
     assert len(set(wic.values())) == 4
+
+
+def test_up_to_twenty_labels_get_a_color_each(tmp_path):
+    """A curves plot's legend is its only key: an ablation table's 14 rows must not share colors."""
+    plt = pytest.importorskip("matplotlib.pyplot")
+    root = tmp_path / "r"
+    for count in (3, 14):
+        for i in range(count):
+            write_run(root / str(count) / str(i), "superglue/rte", f"label{i:02d}", 1, {"accuracy": 0.5})
+        runs = make_table.group_runs(make_table.collect([root / str(count)]), ["model"], "best")
+        colors = make_table._label_colors(plt, runs)
+        assert len(colors) == count and len(set(colors.values())) == count
 
 
 def test_plots_without_their_data_are_skipped_with_a_note(tmp_path, caplog):
