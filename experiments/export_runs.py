@@ -31,8 +31,9 @@ def export_runs(runs_dir: Path, out_dir: Path) -> int:
         if (run / ".hydra/overrides.yaml").is_file():
             overrides = yaml.safe_load((run / ".hydra/overrides.yaml").read_text()) or []
             (target / ".hydra/overrides.yaml").write_text(yaml.safe_dump(_portable(overrides)))
-        if (run.parent / "multirun.yaml").is_file():  # the sweep's command, in the layout make_table reads
-            overrides = yaml.safe_load((run.parent / "multirun.yaml").read_text())["hydra"]["overrides"]["task"]
+        sweep = run.parent  # its multirun.yaml is copied when the sweep folder is among those exported
+        if sweep.is_relative_to(runs_dir) and (sweep / "multirun.yaml").is_file():  # in make_table's layout
+            overrides = yaml.safe_load((sweep / "multirun.yaml").read_text())["hydra"]["overrides"]["task"]
             command = {"hydra": {"overrides": {"task": _portable(overrides)}}}
             (target.parent / "multirun.yaml").write_text(yaml.safe_dump(command))
         count += 1

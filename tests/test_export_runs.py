@@ -52,3 +52,16 @@ def test_records_are_copied_and_nothing_of_the_machine(tmp_path):
     # copied back, the runs count as done for run_grid
     grid = {"model": ["topk", "hypermoe"], "seed": ["1"]}
     assert finished_jobs(out, grid) == {(("model", "topk"), ("seed", "1")), (("model", "hypermoe"), ("seed", "1"))}
+
+
+def test_one_run_exported_on_its_own_writes_nothing_beside_its_copy(tmp_path):
+    """Its sweep's multirun.yaml is outside what was asked for: a second export would overwrite it."""
+    runs, out = tmp_path / "outputs", tmp_path / "records" / "one"
+    _sweep(runs, "sweep", {"0": ["model=topk", "seed=1"]})
+    assert export_runs(runs / "sweep" / "0", out) == 1
+    assert sorted(
+        str(p.relative_to(tmp_path / "records")) for p in (tmp_path / "records").rglob("*") if p.is_file()
+    ) == [
+        "one/.hydra/overrides.yaml",
+        "one/metrics.json",
+    ]
