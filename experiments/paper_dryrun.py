@@ -45,7 +45,6 @@ import dataclasses
 import gc
 import json
 import math
-import multiprocessing
 import os
 import shlex
 import sys
@@ -75,7 +74,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # bench_train is a script beside this one (see bench_train.py)
     sys.path.insert(0, str(HERE))
 from bench_moe import machine_name  # noqa: E402
-from bench_train import PRELOAD, memory_mark, memory_peak, pretrained_or_random  # noqa: E402
+from bench_train import fresh_workers, memory_mark, memory_peak, pretrained_or_random  # noqa: E402
 
 RESULTS = HERE / "results" / "paper_dryrun_cpu"
 MB = 2**20
@@ -416,6 +415,11 @@ def projection(result: dict[str, Any], paper_batch: int) -> dict[str, Any]:
     training steps; and the largest batch that fits each GPU by the same fit."""
     (small, large) = result["steps"][:2]
     slope = (large["activations_mb"] - small["activations_mb"]) / (large["batch"] - small["batch"]) * MB
+    if slope <= 0:
+        raise ValueError(
+            f"no projection: the saved activations did not grow with the batch ({small['activations_mb']:.0f} MB at "
+            f"batch {small['batch']}, {large['activations_mb']:.0f} MB at batch {large['batch']})"
+        )
     intercept = small["activations_mb"] * MB - slope * small["batch"]
     static = STATIC_BYTES_PER_PARAMETER * result["params"]["total"]
     peak = static + intercept + slope * paper_batch
@@ -433,28 +437,23 @@ def projection(result: dict[str, Any], paper_batch: int) -> dict[str, Any]:
     }
 
 
-def run_all(jobs: list[Job], in_process: bool, finished: Callable[[dict], None]) -> None:
-    """Every job, one model at a time, each model's result handed to ``finished`` as it comes: in
-    this process (CUDA: the allocator's counters are per model once it is freed) or each in a fresh
-    worker forked from a server that has imported the libraries (CPU: peak RSS is per process)."""
-    if in_process:
+def run_all(jobs: list[Job], in_process: bool, finished: Callable[[Job, dict | Exception], None]) -> None:
+    """Every job, one model at a time, each model's result (or the exception it raised: one model
+    that fails does not cost the others) handed to ``finished`` as it comes: in this process (CUDA:
+    the allocator's counters are per model once it is freed) or each in a fresh worker forked from
+    a server that has imported the libraries (CPU: peak RSS is per process)."""
+    with contextlib.ExitStack() as stack:
+        pool = None if in_process else stack.enter_context(fresh_workers())
         for job in jobs:
-            finished(run_model(job))
-        return
-    # glibc serves allocations under its (growing) mmap threshold from heaps it keeps after free,
-    # so a process's RSS stays at the memory of tensors long gone (the pretrained experts a patched
-    # model replaces: 1.8 GB on switch-base-8). A fixed 1 MiB threshold (mallopt(3)) maps every
-    # tensor of 1 MiB or more on its own and returns it on free: the workers' RSS is live memory.
-    os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(MB))
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(PRELOAD)
-    with context.Pool(processes=1, maxtasksperchild=1) as pool:
-        for job in jobs:
-            finished(pool.apply(run_model, (job,)))
+            try:
+                result = run_model(job) if pool is None else pool.apply(run_model, (job,))
+            except Exception as error:  # recorded in the report; the exit status says so
+                result = error
+            finished(job, result)
 
 
 def markdown(report: dict[str, Any]) -> str:
-    loads = [row["load_average"] for row in report["models"]]
+    loads = [row["load_average"] for row in report["models"]] or [math.nan]
     lines = [
         f"# Paper settings dry run ({report['device']}, {report['dtype']}, batches {report['batches']})",
         "",
@@ -466,6 +465,8 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     if not report["complete"]:
         lines += [f"**Incomplete**: {len(report['models'])} of {report['models_planned']} models ran.", ""]
+    lines += [f"**Failed**: {f['family']} {f['variant']}: {f['error']}" for f in report["failures"]]
+    lines += [""] if report["failures"] else []
     lines += [
         "| model | weights | params total / active / hypernetwork (M) | reference | step s (batch) "
         "| peak MB (second step) | activations MB per sample | val s | projected GB at paper batch "
@@ -525,6 +526,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="torch threads; default: torch's (one per core)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for paper_dryrun.json and paper_dryrun.md")
     args = parser.parse_args(argv)
+    if args.batches and (min(args.batches) < 1 or args.batches[0] == args.batches[1]):
+        parser.error(f"--batches {args.batches[0]} {args.batches[1]}: two different batch sizes of at least 1")
     args.optimizer = args.optimizer or ("step" if args.device == "cuda" else "in_backward")
     args.in_process = args.in_process or args.device == "cuda"
     return args
@@ -548,6 +551,7 @@ def build_report(
     command: str,
     wall_seconds: float,
     models: list[dict[str, Any]],
+    failures: list[dict[str, str]],
     planned: int,
 ) -> dict[str, Any]:
     return {
@@ -576,6 +580,7 @@ def build_report(
             for row in models
         ),
         "models": models,
+        "failures": failures,
     }
 
 
@@ -611,24 +616,39 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     start = time.perf_counter()
     command = shlex.join(["python", "experiments/paper_dryrun.py", *(sys.argv[1:] if argv is None else argv)])
     models: list[dict[str, Any]] = []
+    failures: list[dict[str, str]] = []
 
     def report_now() -> dict[str, Any]:
-        report = build_report(args, families, threads, command, time.perf_counter() - start, models, len(jobs))
+        wall_seconds = time.perf_counter() - start
+        report = build_report(args, families, threads, command, wall_seconds, models, failures, len(jobs))
         write_report(args.out, report)
         return report
 
-    def finished(row: dict[str, Any]) -> None:
-        """Print a model's row and rewrite the report: a run cut short keeps the models it finished."""
-        row["projection"] = projection(row, family_of(jobs[len(models)]).paper_batch)
-        models.append(row)
-        steps = ", ".join(f"batch {s['batch']}: {s['seconds']:.1f} s, {s['peak_mem_mb']:.0f} MB" for s in row["steps"])
-        params = f"{row['params']['total'] / 1e6:.1f} M params"
-        print(f"{row['family']} {row['variant']}: {params}, {row['weights']}; {steps}", flush=True)
+    def finished(job: Job, row: dict[str, Any] | Exception) -> None:
+        """Print a model's row (or why it failed) and rewrite the report: a run cut short keeps the
+        models it finished."""
+        if not isinstance(row, Exception):
+            try:
+                row["projection"] = projection(row, family_of(job).paper_batch)
+            except ValueError as error:
+                row = error
+        if isinstance(row, Exception):
+            failures.append({"family": job.family, "variant": job.variant, "error": f"{type(row).__name__}: {row}"})
+            print(f"{job.family} {job.variant}: FAILED: {failures[-1]['error']}", flush=True)
+        else:
+            models.append(row)
+            steps = ", ".join(
+                f"batch {s['batch']}: {s['seconds']:.1f} s, {s['peak_mem_mb']:.0f} MB" for s in row["steps"]
+            )
+            params = f"{row['params']['total'] / 1e6:.1f} M params"
+            print(f"{row['family']} {row['variant']}: {params}, {row['weights']}; {steps}", flush=True)
         report_now()
 
     run_all(jobs, args.in_process, finished)
     report = report_now()
     print(f"wrote {args.out / 'paper_dryrun.json'} and {args.out / 'paper_dryrun.md'}")
+    if failures:
+        raise SystemExit(f"{len(failures)} of {len(jobs)} models failed (their errors are in the report)")
     return report
 
 

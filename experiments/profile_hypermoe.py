@@ -80,11 +80,21 @@ def generation_visit(layer: HyperMoE) -> Callable[[], dict[str, float]]:
     return run
 
 
+def equal_groups(rows: int, groups: int) -> list[int]:
+    counts = [rows // groups] * groups
+    counts[-1] += rows - sum(counts)
+    return counts
+
+
 def bottleneck_visits(layer: HyperMoE, tokens: int) -> dict[str, Callable[[], dict[str, float]]]:
-    """Forward of the experts' grouped FFN and of the HyperExperts' grouped bottleneck, equal groups."""
-    counts = [tokens // layer.num_experts] * layer.num_experts
-    counts[-1] += tokens - sum(counts)
-    rows = torch.randn(tokens, layer.d_model)
+    """Forward of the experts' grouped FFN on the top_k * tokens routed rows, split equally among
+    the experts, and of the HyperExperts' grouped bottleneck on the tokens, split equally among the
+    possible sets (C(N, k) of them)."""
+    routed, rows = torch.randn(layer.top_k * tokens, layer.d_model), torch.randn(tokens, layer.d_model)
+    expert_counts, set_counts = (
+        equal_groups(len(routed), layer.num_experts),
+        equal_groups(tokens, len(layer.set_experts)),
+    )
     with torch.no_grad():
         adapters = layer.hypernetwork(layer.every_set_selection(), layer.layer_index)
     ffns = layer.experts.ffns
@@ -100,8 +110,8 @@ def bottleneck_visits(layer: HyperMoE, tokens: int) -> dict[str, Callable[[], di
         return run
 
     return {
-        "experts": timed(lambda: grouped_ffn(rows, counts, w_in, None, w_out, None, "relu")),
-        "bottleneck": timed(lambda: adapters.apply_grouped(rows, counts)),
+        "experts": timed(lambda: grouped_ffn(routed, expert_counts, w_in, None, w_out, None, "relu")),
+        "bottleneck": timed(lambda: adapters.apply_grouped(rows, set_counts)),
     }
 
 

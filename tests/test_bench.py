@@ -186,8 +186,9 @@ def test_pregenerated_hypermoe_computes_the_layer_with_one_generation():
     assert all(t.grad is None for t in vars(pregenerated.every_set).values())  # cleared, as zero_grad does
 
 
-def test_profile_splits_hypermoe_into_its_hyper_expert_and_its_generation(tmp_path):
-    report = profile_hypermoe.main(["--quick", "--out", str(tmp_path / "p.json")])
+@pytest.mark.parametrize("top_k", ["1", "2"])  # top-2: C(N, 2) HyperExperts, two routed rows per token
+def test_profile_splits_hypermoe_into_its_hyper_expert_and_its_generation(tmp_path, top_k):
+    report = profile_hypermoe.main(["--quick", "--top-k", top_k, "--out", str(tmp_path / "p.json")])
     assert json.loads((tmp_path / "p.json").read_text()) == report
     for mode in ("fwd", "fwd_bwd"):
         assert set(report["layer_ms"][mode]) == set(profile_hypermoe.LAYERS)

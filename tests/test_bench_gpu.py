@@ -37,6 +37,24 @@ def test_without_a_gpu_it_stops_at_once_and_says_why(tmp_path):
     assert not (tmp_path / "gpu" / "stages.tsv").exists()
 
 
+def test_without_the_tokenizers_it_stops_before_any_stage_and_names_them(tmp_path, monkeypatch):
+    """The GPU machine has no hub: a copy without the tokenizers folder would fail in every stage."""
+    monkeypatch.setenv("HYPERMOE_TOKENIZERS", str(tmp_path / "no_tokenizers"))
+    result = run_script("--smoke", str(tmp_path / "gpu"))
+    assert result.returncode == 1
+    for backbone, folder in [("switch_base_8", "t5"), ("gpt2_moe", "gpt2"), ("gpt2_tiny", "gpt2")]:
+        assert f"tokenizer missing for {backbone}: " in result.stdout + result.stderr
+        assert str(tmp_path / "no_tokenizers" / folder) in result.stdout + result.stderr
+    assert not (tmp_path / "gpu" / "stages.tsv").exists()
+
+
+def test_the_tokenizers_every_stage_loads_are_found(tokenizers_root):
+    sys.path.insert(0, str(ROOT / "experiments"))
+    from check_tokenizers import missing_tokenizers
+
+    assert missing_tokenizers(["switch_base_8", "gpt2_moe", "minilm", "gpt2_tiny", "switch_tiny"]) == []
+
+
 @pytest.mark.slow
 @pytest.mark.usefixtures("tokenizers_root")  # gpt2_tiny and switch_tiny need the real tokenizer files
 def test_a_failed_stage_does_not_stop_the_next_ones(tmp_path):

@@ -30,6 +30,40 @@ def test_projection_is_the_static_bytes_plus_the_fitted_activations():
     assert projected["gpus"]["141GB"] == {"fits": True, "max_batch": 62}
 
 
+def test_a_projection_needs_activations_that_grow_with_the_batch():
+    row = {
+        "params": {"total": 10**9},
+        "steps": [{"batch": 2, "activations_mb": 10.0}, {"batch": 1, "activations_mb": 10.0}],
+    }
+    with pytest.raises(ValueError, match="did not grow with the batch"):
+        paper_dryrun.projection(row, paper_batch=8)
+
+
+@pytest.mark.parametrize("batches", [["2", "2"], ["0", "1"]])
+def test_the_two_steps_need_two_batch_sizes(batches, capsys):
+    with pytest.raises(SystemExit):
+        paper_dryrun.parse_args(["--batches", *batches])
+    assert "two different batch sizes of at least 1" in capsys.readouterr().err
+
+
+def test_a_model_that_fails_costs_only_its_own_row(monkeypatch):
+    """On a GPU run, a model that cannot be built (say, a tokenizer missing) must not lose the others."""
+    jobs = [
+        paper_dryrun.Job(family, "topk", True, "cpu", "fp32", (2, 1), "step", True, 1) for family in ("a", "b", "c")
+    ]
+
+    def run_model(job):
+        if job.family == "b":
+            raise FileNotFoundError("no tokenizer")
+        return {"family": job.family}
+
+    monkeypatch.setattr(paper_dryrun, "run_model", run_model)
+    seen = []
+    paper_dryrun.run_all(jobs, in_process=True, finished=lambda job, result: seen.append((job.family, result)))
+    assert [family for family, _ in seen] == ["a", "b", "c"]
+    assert seen[0][1] == {"family": "a"} and isinstance(seen[1][1], FileNotFoundError) and seen[2][1] == {"family": "c"}
+
+
 def _expected_counts(models: list[dict], family: str, d: int, d_ff: int, layers: int, bias: bool) -> None:
     """Each variant's counts from the layer shapes alone: N experts of (d -> d_ff -> d) and a
     router of N x d per MoE layer where ffn has one FFN; HyperMoE adds its hypernetwork."""
@@ -52,11 +86,13 @@ def test_tiny_dry_run_reports_every_model(tmp_path):
     report = paper_dryrun.main(["--tiny", "--in-process", "--threads", "1", "--out", str(tmp_path)])
     written = json.loads((tmp_path / "paper_dryrun.json").read_text())
     assert written["models"] == json.loads(json.dumps(report["models"], default=str))
-    assert written["complete"] is True and written["models_planned"] == 8
+    assert written["complete"] is True and written["models_planned"] == 8 and written["failures"] == []
     table = (tmp_path / "paper_dryrun.md").read_text()
-    assert "Incomplete" not in table
+    assert "Incomplete" not in table and "Failed" not in table
     cut_short = {**report, "models": report["models"][:3], "complete": False}  # as rewritten after the third model
     assert "**Incomplete**: 3 of 8 models ran." in paper_dryrun.markdown(cut_short)
+    failed = {**cut_short, "failures": [{"family": "gpt2_moe", "variant": "ffn", "error": "OSError: no tokenizer"}]}
+    assert "**Failed**: gpt2_moe ffn: OSError: no tokenizer" in paper_dryrun.markdown(failed)
     models = report["models"]
     assert [(m["family"], m["variant"]) for m in models] == [
         (family, variant) for family in paper_dryrun.FAMILIES for variant in paper_dryrun.VARIANTS
