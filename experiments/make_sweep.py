@@ -7,7 +7,7 @@ defined once, in its table (conf/table/<table>.yaml):
 A spec sweeps the table's grid (``hydra.sweeper.params``, read by ``run_grid.grid_of``) and passes,
 as fixed values, what the table sets otherwise and a ``train.py`` run needs: the backbone and data
 options, the grid's single values, the tags (so make_table reads agent runs and table runs alike),
-``logger=wandb``; overrides in SPECS replace those. The metric is the task's selection metric,
+the table's ``keep_checkpoints``, ``logger=wandb``; overrides in SPECS replace those. The metric is the task's selection metric,
 best over the validations, in its direction.
 """
 
@@ -62,6 +62,9 @@ def sweep_spec(name: str) -> str:
         **{key: {"value": yaml.safe_load(value)} for key, value in single.items()},
         "logger": {"value": "wandb"},
         "tags": {"value": list(cfg.tags)},
+        # as in the table's grid: a run's metrics.json and W&B hold its results, its checkpoints
+        # (~0.5-3 GB each) would fill the disk over a sweep
+        "keep_checkpoints": {"value": cfg.keep_checkpoints},
     }
     spec = {
         "name": name,

@@ -144,6 +144,7 @@ def test_every_grid_run_composes(tmp_path, name):
         cfg = _compose(spec, run, tmp_path)
         assert cfg.model.variant == run.config["model"]["value"]
         assert list(cfg.tags) == spec["parameters"]["tags"]["value"]
+        assert cfg.keep_checkpoints is False  # as in the table: 36 runs' checkpoints would fill a disk
 
 
 def test_sampled_bayes_runs_compose(tmp_path):
@@ -152,6 +153,7 @@ def test_sampled_bayes_runs_compose(tmp_path):
     for run in _runs("hypermoe_width"):
         cfg = _compose(spec, run, tmp_path)
         assert cfg.model.variant == "hypermoe" and lr["min"] <= cfg.optimizer.lr <= lr["max"]
+        assert cfg.keep_checkpoints is False
 
 
 @pytest.mark.parametrize(
