@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from run_grid import grid_of
+from run_grid import SAME_RESULTS_KEYS, grid_of, override_key
 
 from hypermoe.cli import exit_on_expected_errors
 from hypermoe.config import PROJECT_ROOT, compose_config, names_machine_paths
@@ -54,8 +54,8 @@ NOT_PREDICTED = {
     "superglue": {"ReCoRD.jsonl": "ReCoRD (cloze-style span selection) is not a task of this project"},
     "glue": {"MNLI-mm.tsv": "the mnli task here is the matched set only"},
 }
-# overrides in which the runs a file may come from can differ: the seed, and keeping checkpoints
-SAME_MODEL_KEYS = ("seed", "keep_checkpoints")
+# overrides in which the runs a file may come from can differ: the seed, and those that leave results alone
+SAME_MODEL_KEYS = ("seed", *SAME_RESULTS_KEYS)
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class Run:
 
     def configuration(self) -> frozenset[str]:
         """Its overrides less those that leave the trained model as it is (``SAME_MODEL_KEYS``)."""
-        return frozenset(o for o in self.overrides() if o.split("=", 1)[0].lstrip("+~") not in SAME_MODEL_KEYS)
+        return frozenset(o for o in self.overrides() if override_key(o) not in SAME_MODEL_KEYS)
 
 
 def wanted_files(benchmark: str) -> list[Wanted]:

@@ -7,8 +7,8 @@ defined once, in its table (conf/table/<table>.yaml):
 A spec sweeps the table's grid (``hydra.sweeper.params``, read by ``run_grid.grid_of``) and passes,
 as fixed values, what the table sets otherwise and a ``train.py`` run needs: the backbone and data
 options, the grid's single values, the tags (so make_table reads agent runs and table runs alike),
-the table's ``keep_checkpoints``, ``logger=wandb``; overrides in SPECS replace those. The metric is the task's selection metric,
-best over the validations, in its direction.
+the table's ``keep_checkpoints``, ``logger=wandb``; overrides in SPECS replace those. The metric is
+the task's selection metric, best over the validations, in its direction.
 """
 
 import argparse

@@ -7,11 +7,14 @@
 The grid is the table's ``hydra.sweeper.params`` (conf/table/<table>.yaml), expanded by Hydra's
 own override parser as its basic sweeper expands it. A job is done when a ``metrics.json`` under
 ``<log_dir>/table/<table>/`` comes from a job whose overrides (``.hydra/overrides.yaml``) hold the
-same value for every grid key; a run that was killed left none, so it is run again, and nothing
-that finished is run twice. Each missing job runs as ``python train.py table=<table> key=value ...``
-(a one-job multirun: command-line values take precedence over the table's sweep) in a sweep folder
-of its own, with one thread pinned to one core, so N jobs share N cores without contending; its
-log goes to ``<log_dir>/table_logs/<table>/``. Extra arguments after ``--`` are passed to every job.
+same value for every grid key and, beyond the grid's keys, the table, ``paths.*`` and
+``keep_checkpoints``, the same settings as the arguments after ``--`` (a short trial run does not
+count for the grid); a run that was killed left none, so it is run again, and nothing that finished
+is run twice. Each missing job runs as ``python train.py table=<table> key=value ...`` (a one-job
+multirun: command-line values take precedence over the table's sweep) in a sweep folder of its own,
+with one thread pinned to one core, so N jobs share N cores without contending; its log goes to
+``<log_dir>/table_logs/<table>/``. Extra arguments after ``--`` are passed to every job;
+a grid key is not one of them (``--only`` chooses its values).
 """
 
 import argparse
@@ -29,10 +32,12 @@ import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from hypermoe.config import CONF_DIR, PROJECT_ROOT
+from hypermoe.config import CONF_DIR, PROJECT_ROOT, names_machine_paths
 from hypermoe.errors import ConfigError
 
 Job = tuple[tuple[str, str], ...]  # ((grid key, value), ...) in the sweep's key order
+# overrides that leave a run's results as they are: runs with and without them count alike
+SAME_RESULTS_KEYS = ("keep_checkpoints",)
 
 
 def grid_of(table: str) -> dict[str, list[str]]:
@@ -62,8 +67,9 @@ def jobs_of(grid: dict[str, list[str]]) -> list[Job]:
 
 
 def select_jobs(jobs: list[Job], grid: dict[str, list[str]], only: list[str]) -> list[Job]:
-    """The jobs whose value of each ``KEY=V1,V2`` in ``only`` is one of those listed, in grid order."""
-    wanted = {}
+    """The jobs whose value of each ``KEY=V1,V2`` in ``only`` is one of those listed (a key given
+    twice: the values of both), in grid order."""
+    wanted: dict[str, set[str]] = {}
     for item in only:
         key, _, values = item.partition("=")
         if key not in grid:
@@ -71,22 +77,49 @@ def select_jobs(jobs: list[Job], grid: dict[str, list[str]], only: list[str]) ->
         unknown = [value for value in values.split(",") if value not in grid[key]]
         if unknown or not values:
             raise ValueError(f"--only {item}: {unknown or values!r} not among {key}'s values {grid[key]}")
-        wanted[key] = set(values.split(","))
+        wanted.setdefault(key, set()).update(values.split(","))
     return [job for job in jobs if all(dict(job)[key] in values for key, values in wanted.items())]
 
 
-def finished_jobs(runs_dir: Path, keys: Iterable[str]) -> set[Job]:
-    """The grid jobs that have a metrics.json under ``runs_dir``, read from each run's overrides."""
+def override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def other_settings(overrides: Iterable[str], keys: Iterable[str]) -> frozenset[str]:
+    """The overrides that set more than the grid's values: not its keys, the table, Hydra's own
+    settings, the machine's folders (``paths.*``) or ``SAME_RESULTS_KEYS``."""
+    named = {*keys, "table", *SAME_RESULTS_KEYS}
+    return frozenset(
+        override
+        for override in overrides
+        if override_key(override) not in named
+        and not override_key(override).startswith("hydra.")
+        and not names_machine_paths(override)
+    )
+
+
+def grid_runs(runs_dir: Path, keys: Iterable[str]) -> list[tuple[Job, frozenset[str]]]:
+    """Each run under ``runs_dir`` that finished (a metrics.json) a job of the grid: the job, read
+    from the run's overrides, and the run's ``other_settings``."""
     keys = list(keys)
-    done = set()
+    runs = []
     for metrics in runs_dir.glob("**/metrics.json"):
         overrides_file = metrics.parent / ".hydra" / "overrides.yaml"
         if not overrides_file.is_file():
             continue
-        values = dict(override.split("=", 1) for override in yaml.safe_load(overrides_file.read_text()) or [])
+        overrides = yaml.safe_load(overrides_file.read_text()) or []
+        values = dict(override.split("=", 1) for override in overrides)
         if all(key in values for key in keys):
-            done.add(tuple((key, values[key]) for key in keys))
-    return done
+            runs.append((tuple((key, values[key]) for key in keys), other_settings(overrides, keys)))
+    return runs
+
+
+def finished_jobs(runs_dir: Path, keys: Iterable[str], extra: Iterable[str] = ()) -> set[Job]:
+    """The grid jobs that a run under ``runs_dir`` finished with the settings ``extra`` give, no
+    more and no fewer: a short trial run (``trainer.max_steps=4``) does not count for the grid."""
+    keys = list(keys)
+    settings = other_settings(extra, keys)
+    return {job for job, other in grid_runs(runs_dir, keys) if other == settings}
 
 
 def job_name(job: Job) -> str:
@@ -133,10 +166,20 @@ def main(argv: list[str] | None = None) -> int:
         jobs = select_jobs(jobs_of(grid), grid, args.only)
     except ValueError as error:
         parser.error(str(error))
-    done = finished_jobs(args.log_dir / "table" / args.table, grid)
+    in_grid = [item for item in extra if override_key(item) in grid]
+    if in_grid:  # it would replace every job's own value, under the job's name
+        parser.error(f"{in_grid[0]} after --: {override_key(in_grid[0])} is a key of the grid; choose with --only")
+    runs_dir = args.log_dir / "table" / args.table
+    done = finished_jobs(runs_dir, grid, extra)
+    others = [other for _, other in grid_runs(runs_dir, grid) if other != other_settings(extra, grid)]
     missing = [job for job in jobs if job not in done]
     chosen = " chosen" if args.only else ""
     print(f"{args.table}: {len(jobs)} jobs{chosen} in the grid, {len(jobs) - len(missing)} done, {len(missing)} to run")
+    if others:
+        print(
+            f"  ({len(others)} finished run(s) with other settings do not count, e.g. {sorted(others[0]) or 'none'}; "
+            "the grid's runs are those with the settings after --)"
+        )
     for job in missing:
         print("  " + " ".join(f"{key}={value}" for key, value in job))
     if args.dry_run or not missing:

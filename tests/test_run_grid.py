@@ -31,24 +31,47 @@ def _run(folder, overrides: list[str], finished: bool) -> None:
         (folder / "metrics.json").write_text("{}")
 
 
-def test_a_job_is_done_only_with_a_metrics_json_of_the_same_values(tmp_path):
+def test_a_job_is_done_only_with_a_metrics_json_of_the_same_values_and_settings(tmp_path):
     grid = {"model": ["topk", "hypermoe"], "seed": ["1", "2"]}
-    _run(tmp_path / "a" / "0", ["model=topk", "seed=1", "trainer.max_steps=5"], finished=True)
+    _run(tmp_path / "a" / "0", ["model=topk", "seed=1", "table=t", "paths.data_dir=/data"], finished=True)
     _run(tmp_path / "a" / "1", ["model=topk", "seed=2"], finished=False)  # killed: no metrics.json
-    _run(tmp_path / "b" / "0", ["model=hypermoe", "seed=2"], finished=True)
+    _run(tmp_path / "b" / "0", ["model=hypermoe", "seed=2", "keep_checkpoints=true"], finished=True)
     _run(tmp_path / "c" / "0", ["model=hypermoe"], finished=True)  # not a job of this grid
+    _run(tmp_path / "d" / "0", ["model=hypermoe", "seed=1", "trainer.max_steps=4"], finished=True)  # a trial
     done = finished_jobs(tmp_path, grid)
     assert done == {(("model", "topk"), ("seed", "1")), (("model", "hypermoe"), ("seed", "2"))}
     assert [job for job in jobs_of(grid) if job not in done] == [
         (("model", "hypermoe"), ("seed", "1")),
         (("model", "topk"), ("seed", "2")),
     ]
+    assert finished_jobs(tmp_path, grid, ["trainer.max_steps=4"]) == {(("model", "hypermoe"), ("seed", "1"))}
+
+
+def test_a_grid_key_after_the_double_dash_is_refused(tmp_path, capsys):
+    """It would replace every job's own value under the job's name: five runs of seed 1 named seed 1-5."""
+    with pytest.raises(SystemExit):
+        main(["char_lm_cpu", "--dry-run", "--log-dir", str(tmp_path), "--", "seed=1"])
+    assert "seed=1 after --: seed is a key of the grid; choose with --only" in capsys.readouterr().err
+
+
+def test_runs_with_other_settings_are_named_and_not_counted(tmp_path, capsys):
+    runs = tmp_path / "table" / "char_lm_cpu"
+    _run(runs / "s" / "0", ["data.task=shakespeare_char", "model=ffn", "seed=1", "trainer.max_steps=4"], True)
+    main(["char_lm_cpu", "--dry-run", "--log-dir", str(tmp_path), "--only", "model=ffn", "--only", "seed=1"])
+    out = capsys.readouterr().out
+    assert "1 jobs chosen in the grid, 0 done, 1 to run" in out
+    assert "1 finished run(s) with other settings do not count, e.g. ['trainer.max_steps=4']" in out
+    main(["char_lm_cpu", "--dry-run", "--log-dir", str(tmp_path), "--only", "model=ffn", "--only", "seed=1",
+          "--", "trainer.max_steps=4"])  # fmt: skip
+    assert "1 jobs chosen in the grid, 1 done, 0 to run" in capsys.readouterr().out
 
 
 def test_only_selects_part_of_the_grid_in_its_order(capsys):
     grid = grid_of("char_lm_cpu")
     jobs = select_jobs(jobs_of(grid), grid, ["model=hypermoe,ffn", "seed=2"])
     assert [(dict(job)["model"], dict(job)["seed"]) for job in jobs] == [("ffn", "2"), ("hypermoe", "2")]
+    twice = select_jobs(jobs_of(grid), grid, ["model=ffn", "seed=1", "seed=2"])  # a key given twice: both
+    assert [dict(job)["seed"] for job in twice] == ["1", "2"]
     with pytest.raises(ValueError, match=r"--only model=switch: \['switch'\] not among model's values"):
         select_jobs(jobs_of(grid), grid, ["model=switch"])
     with pytest.raises(ValueError, match="--only top_k=1: 'top_k' is not a key of the grid"):
