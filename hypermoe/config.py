@@ -20,8 +20,17 @@ def names_machine_paths(override: str) -> bool:
     return override.lstrip("+~").startswith("paths.")
 
 
+def moe_shape(num_experts: int | None, top_k: int | None) -> str:
+    """``-N8k2`` for a routed variant's experts and top-k (``-N8`` for a dense MoE), "" for ffn:
+    what tells the runs of an experts x top-k grid apart in a run name."""
+    if num_experts is None:
+        return ""
+    return f"-N{num_experts}" + (f"k{top_k}" if top_k is not None else "")
+
+
 if not OmegaConf.has_resolver("project_root"):
     OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
+    OmegaConf.register_new_resolver("moe_shape", moe_shape)
 register_model_schemas()
 
 

@@ -113,16 +113,33 @@ def _callbacks(cfg: DictConfig, main_metric: str, has_logger: bool) -> list[pl.C
 
 
 def _loggers(cfg: DictConfig, resumed_wandb_id: str | None) -> list:
-    """The configured loggers; a resumed run logs into the W&B run it started."""
+    """The configured loggers; a W&B run is tagged with the run's ``tags`` too (a table's or a
+    sweep's name), and a resumed run logs into the W&B run it started."""
     loggers = []
     for logger_cfg in (cfg.get("logger") or {}).values():
         if logger_cfg is None:
             continue
         overrides = {}
-        if resumed_wandb_id and logger_cfg.get("_target_", "").endswith("WandbLogger") and not logger_cfg.get("id"):
-            overrides = {"id": resumed_wandb_id, "resume": "must"}
+        if logger_cfg.get("_target_", "").endswith("WandbLogger"):
+            overrides["tags"] = list(dict.fromkeys([*(logger_cfg.get("tags") or []), *(cfg.get("tags") or [])]))
+            if resumed_wandb_id and not logger_cfg.get("id"):
+                overrides |= {"id": resumed_wandb_id, "resume": "must"}
         loggers.append(instantiate(logger_cfg, **overrides))
     return loggers
+
+
+def _start_wandb_run(logger: WandbLogger) -> Any:
+    """The logger's W&B run, started; no API key (online, not logged in), or another setting W&B
+    refuses, is a configuration error, not a traceback."""
+    from wandb.errors import UsageError
+
+    try:
+        return logger.experiment
+    except UsageError as error:
+        raise ConfigError(
+            f"logger=wandb: {str(error).rstrip('.')}; or keep the run local with WANDB_MODE=offline, "
+            "or log elsewhere (logger=csv)"
+        ) from None
 
 
 def finite_or_null(value: Any) -> Any:
@@ -164,7 +181,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         loggers = _loggers(cfg, resumed.get("wandb_id"))
         for logger in loggers:
             if isinstance(logger, WandbLogger):
-                module.run_info["wandb_id"] = logger.experiment.id  # checkpoints carry it for resuming
+                module.run_info["wandb_id"] = _start_wandb_run(logger).id  # checkpoints carry it for resuming
         callbacks = _callbacks(cfg, data.task.main_metric, bool(loggers))
         trainer: pl.Trainer = instantiate(
             cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]

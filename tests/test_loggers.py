@@ -1,9 +1,11 @@
 """W&B logging offline: one run per job, finished, and resumed into the same run."""
 
 import os
+import subprocess
+import sys
 
 import pytest
-from helpers import compose_config
+from helpers import PROJECT, compose_config
 
 from hypermoe.train import run
 
@@ -47,3 +49,32 @@ def test_a_failing_job_still_finishes_its_wandb_run(tmp_path, wandb_offline):
     with pytest.raises(Exception, match="gpu"):
         run(compose_config("train", failing, tmp_path))
     assert wandb.run is None
+
+
+def test_wandb_runs_of_a_grid_have_names_of_their_own_and_carry_the_runs_tags(tmp_path):
+    """An experts x top-k grid would otherwise give six W&B runs one name; a table's or a sweep's
+    tag (the run's ``tags``) would be in the config only."""
+    from hypermoe.train import _loggers
+
+    names = set()
+    for experts, top_k in [(4, 1), (4, 2), (8, 1)]:
+        overrides = ["logger=wandb", "model=hypermoe", f"model.num_experts={experts}", f"model.top_k={top_k}"]
+        cfg = compose_config("train", [*overrides, "tags=[experts_topk]"], tmp_path)
+        (logger,) = _loggers(cfg, resumed_wandb_id=None)
+        names.add(logger._wandb_init["name"])  # what wandb.init gets, without starting a run
+        assert logger._wandb_init["tags"] == ["hypermoe", "superglue", "cb", "experts_topk"]
+    assert names == {"hypermoe-N4k1-cb-seed42", "hypermoe-N4k2-cb-seed42", "hypermoe-N8k1-cb-seed42"}
+    ffn = compose_config("train", ["logger=wandb", "model=ffn"], tmp_path)
+    assert _loggers(ffn, resumed_wandb_id=None)[0]._wandb_init["name"] == "ffn-cb-seed42"
+
+
+@pytest.mark.slow  # a train.py process: W&B online without a key must not start a service in this one
+def test_wandb_online_without_an_api_key_is_a_configuration_error(tmp_path):
+    env = {key: value for key, value in os.environ.items() if key not in ("WANDB_MODE", "WANDB_API_KEY", "NETRC")}
+    env |= {"HOME": str(tmp_path), "WANDB_CONFIG_DIR": str(tmp_path / "wandb_config"), "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, str(PROJECT / "train.py"), *TINY, "logger=wandb", f"hydra.run.dir={tmp_path / 'run'}"]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    output = result.stdout + result.stderr
+    assert "invalid configuration: logger=wandb: No API key configured" in output
+    assert "WANDB_MODE=offline" in output and "Traceback" not in output
