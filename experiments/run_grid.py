@@ -14,7 +14,8 @@ is run twice. Each missing job runs as ``python train.py table=<table> key=value
 multirun: command-line values take precedence over the table's sweep) in a sweep folder of its own,
 with one thread pinned to one core, so N jobs share N cores without contending; its log goes to
 ``<log_dir>/table_logs/<table>/``. Extra arguments after ``--`` are passed to every job;
-a grid key is not one of them (``--only`` chooses its values).
+a grid key is not one of them (``--only`` chooses its values). A SIGTERM to this process is passed
+on to the running jobs, which stop resumably; no more start, and it exits with 143.
 """
 
 import argparse
@@ -34,6 +35,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from hypermoe.config import CONF_DIR, PROJECT_ROOT, names_machine_paths
 from hypermoe.errors import ConfigError
+from hypermoe.job_processes import SIGTERM_EXIT_CODE, ForwardSigterm
 
 Job = tuple[tuple[str, str], ...]  # ((grid key, value), ...) in the sweep's key order
 # overrides that leave a run's results as they are: runs with and without them count alike
@@ -126,7 +128,7 @@ def job_name(job: Job) -> str:
     return "_".join(f"{key.split('.')[-1]}-{value}" for key, value in job).replace("/", "-")
 
 
-def run_job(table: str, job: Job, core: int, log_dir: Path, extra: list[str]) -> int:
+def run_job(table: str, job: Job, core: int, log_dir: Path, extra: list[str], stop: ForwardSigterm) -> int:
     name = job_name(job)
     sweep_dir = log_dir / "table" / table / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{name}"
     command = [sys.executable, str(PROJECT_ROOT / "train.py"), f"table={table}"]
@@ -142,7 +144,9 @@ def run_job(table: str, job: Job, core: int, log_dir: Path, extra: list[str]) ->
             command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
             preexec_fn=lambda: os.sched_setaffinity(0, {core}),
         )  # fmt: skip
+        stop.started(process)
         code = process.wait()
+        stop.ended(process)
     print(f"{name}: exit {code} after {time.perf_counter() - start:.0f} s", flush=True)
     return code
 
@@ -188,17 +192,22 @@ def main(argv: list[str] | None = None) -> int:
     for core in cores[: args.jobs]:
         free_cores.put(core)
 
-    def on_a_free_core(job: Job) -> int:
+    def on_a_free_core(job: Job) -> int | None:
+        """The job's exit code; None when a SIGTERM came before it started."""
         core = free_cores.get()
         try:
-            return run_job(args.table, job, core, args.log_dir, extra)
+            return None if stop.stopped else run_job(args.table, job, core, args.log_dir, extra, stop)
         finally:
             free_cores.put(core)
 
-    with ThreadPoolExecutor(args.jobs) as pool:
+    with ForwardSigterm() as stop, ThreadPoolExecutor(args.jobs) as pool:
         codes = list(pool.map(on_a_free_core, missing))
-    failed = sum(code != 0 for code in codes)
-    print(f"{args.table}: {len(codes) - failed} jobs finished, {failed} failed")
+    ran = [code for code in codes if code is not None]
+    failed = sum(code != 0 for code in ran)
+    print(f"{args.table}: {len(ran) - failed} jobs finished, {failed} failed")
+    if stop.stopped:  # the running jobs were passed the SIGTERM and have stopped
+        print(f"{args.table}: stopped by SIGTERM, {len(codes) - len(ran)} jobs not started; run it again to go on")
+        return SIGTERM_EXIT_CODE
     return 1 if failed else 0
 
 

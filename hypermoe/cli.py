@@ -17,6 +17,7 @@ from hydra_plugins.hypermoe_launcher._report import JobTerminatedError
 from hypermoe.data.readers import DataError
 from hypermoe.data.sources import DataUnavailable
 from hypermoe.errors import ConfigError, NonFiniteLossError, NoResultError
+from hypermoe.job_processes import SIGTERM_EXIT_CODE
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,6 @@ log = logging.getLogger(__name__)
 EXIT_CODES = {ConfigError: 2, DataError: 3, DataUnavailable: 3, NonFiniteLossError: 4, NoResultError: 5}
 _KINDS = {ConfigError: "invalid configuration", DataError: "bad data", DataUnavailable: "data not found",
           NonFiniteLossError: "training diverged", NoResultError: "no result"}  # fmt: skip
-SIGTERM_EXIT_CODE = 128 + signal.SIGTERM  # what a shell or a scheduler reads as "killed by SIGTERM"
 SIGINT_EXIT_CODE = 128 + signal.SIGINT  # and as "stopped by Ctrl-C"
 
 

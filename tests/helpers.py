@@ -57,6 +57,14 @@ class SigtermAtStep(pl.Callback):
             os.kill(os.getpid(), signal.SIGTERM)
 
 
+class SigtermParentAtStep(SigtermAtStep):
+    """Sends the process that started this one (``run_grid.py``, an isolated sweep) SIGTERM at a training step."""
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getppid(), signal.SIGTERM)
+
+
 class SavedSteps(pl.Callback):
     """Records, for every checkpoint the trainer writes, its global step and whether it holds a
     validation result (class-level: the run builds its own instance from the config)."""

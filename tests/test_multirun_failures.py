@@ -107,6 +107,17 @@ def test_isolated_launcher_survives_a_job_killed_by_sigkill(tmp_path, max_parall
     assert list(OmegaConf.load(sweep / "2" / ".hydra" / "overrides.yaml")) == ["action=return"]
 
 
+def test_sigterm_to_an_isolated_sweep_stops_its_running_job_and_starts_no_more(tmp_path):
+    """The job's process must not outlive the sweep's: it gets the SIGTERM too, and stops as it would."""
+    sweep = tmp_path / "sweep"
+    result = _multirun(APP, ["hydra/launcher=isolated", "action=sigterm_sweep,return"], sweep, timeout=120)
+    assert result.returncode == 143, result.stderr[-3000:]
+    assert (sweep / "0" / "stopped.txt").is_file() and not (sweep / "1").exists()
+    (failure,) = _failures(sweep)["failures"]
+    assert (failure["job"], failure["type"], failure["message"]) == (0, "JobExitError", "exit code 143")
+    assert "SIGTERM: the sweep stops; its running jobs were stopped, jobs not started: #1" in result.stdout
+
+
 def test_the_callback_alone_records_failures_with_hydras_basic_launcher(tmp_path):
     """hydra.callbacks.failed_jobs does the recording: with Hydra's own launcher, only the table and the
     compact last words of hydra/launcher=inprocess are missing."""

@@ -1,5 +1,8 @@
 """experiments/run_grid.py: a table's grid as Hydra expands it, and only the jobs without a result."""
 
+import os
+import re
+import subprocess
 import sys
 
 import pytest
@@ -79,3 +82,18 @@ def test_only_selects_part_of_the_grid_in_its_order(capsys):
     with pytest.raises(SystemExit):
         main(["char_lm_cpu", "--dry-run", "--only", "seed=9"])
     assert "--only seed=9: ['9'] not among seed's values" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # one char_lm_cpu job, stopped at its first step
+def test_sigterm_to_the_grid_stops_its_running_job_resumably_and_starts_no_more(tmp_path, data_root, capsys):
+    """The job's process must not outlive the grid's (a rerun would start the same job beside it)."""
+    env = {"HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(PROJECT / "tests")}
+    sigterm = ["+callbacks.sigterm._target_=helpers.SigtermParentAtStep", "+callbacks.sigterm.step=1"]
+    command = [sys.executable, str(PROJECT / "experiments" / "run_grid.py"), "char_lm_cpu", "--log-dir", str(tmp_path),
+               "--only", "model=ffn", "--only", "seed=1,2", "--", *sigterm]  # fmt: skip
+    result = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 143, result.stdout + result.stderr[-3000:]
+    assert re.search(r"model-ffn_seed-1: exit 143 after", result.stdout)
+    assert "stopped by SIGTERM, 1 jobs not started" in result.stdout
+    (job,) = (tmp_path / "table" / "char_lm_cpu").iterdir()  # seed 2 never started
+    assert (job / "0" / "checkpoints" / "last.ckpt").is_file()  # stopped as a job stops on SIGTERM: resumably

@@ -155,7 +155,7 @@ class FailedJobs(Callback):
         self.report.job_ended(job_return.overrides, failure, error)
         if isinstance(error, JobTerminatedError):
             log.error("SIGTERM during job #%d: the sweep stops; the jobs after it did not run", num)
-            raise SystemExit(128 + signal.SIGTERM)  # = hypermoe.cli.SIGTERM_EXIT_CODE, as a process killed by it
+            raise SystemExit(128 + signal.SIGTERM)  # = hypermoe.job_processes.SIGTERM_EXIT_CODE
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.report is not None and self.report.failures:

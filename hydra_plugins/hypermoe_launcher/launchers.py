@@ -9,7 +9,8 @@ sweep's failed jobs:
 - ``IsolatedLauncher`` (``hydra/launcher=isolated``): each job is ``python <app> <its overrides>`` in a
   process of its own, a single run writing into the job's sweep folder; a job killed by a signal (the
   OOM killer) or exiting non-zero fails that job only, and a completed job's return value reaches the
-  sweeper through ``callbacks.JobReturnWriter``.
+  sweeper through ``callbacks.JobReturnWriter``. A SIGTERM to the sweep's process is passed on to the
+  running jobs, which stop resumably; the sweep starts no more and exits with 143.
 """
 
 import json
@@ -34,6 +35,8 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrid
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from hypermoe.job_processes import SIGTERM_EXIT_CODE, ForwardSigterm
 
 from ._report import Failure, FailureReport, JobExitError, JobKilledError, report_of
 from .callbacks import return_file
@@ -108,21 +111,29 @@ class IsolatedLauncher(Launcher):
         pending = deque(job for job in jobs if job.error is None)
         running: list[_Job] = []
         try:
-            while pending or running:
-                while pending and len(running) < self.max_parallel:
-                    running.append(self._start(pending.popleft()))
-                done = [job for job in running if job.process.poll() is not None]
-                for job in done:
-                    running.remove(job)
-                    ended[job.num] = self._end(job)
-                if not done:
-                    time.sleep(0.1)
+            with ForwardSigterm() as stop:  # a SIGTERM stops the running jobs (resumably) and starts no more
+                while (pending and not stop.stopped) or running:
+                    while pending and len(running) < self.max_parallel and not stop.stopped:
+                        running.append(self._start(pending.popleft()))
+                        stop.started(running[-1].process)
+                    done = [job for job in running if job.process.poll() is not None]
+                    for job in done:
+                        running.remove(job)
+                        stop.ended(job.process)
+                        ended[job.num] = self._end(job)
+                    if not done:
+                        time.sleep(0.1)
         finally:  # interrupted (Ctrl-C): no job outlives the sweep
             for job in running:
                 job.process.kill()
                 job.process.wait()
-        returns = [ended[job.num][0] for job in jobs]
-        self.report.batch_ended(returns, [job.num for job in jobs])
+        ran = [job for job in jobs if job.num in ended]
+        returns = [ended[job.num][0] for job in ran]
+        self.report.batch_ended(returns, [job.num for job in ran])
+        if stop.stopped:
+            not_run = " ".join(f"#{job.num}" for job in pending) or "none"
+            log.error(f"SIGTERM: the sweep stops; its running jobs were stopped, jobs not started: {not_run}")
+            raise SystemExit(SIGTERM_EXIT_CODE)
         return returns
 
     def _job(self, num: int, overrides: list[str], command: list[str]) -> _Job:
