@@ -166,6 +166,26 @@ def test_optuna_gets_the_return_values_and_carries_on_past_failed_trials(tmp_pat
     assert result.stderr.rstrip().splitlines()[-len(summary) :] == summary
 
 
+@pytest.mark.parametrize("action", ["raise", "choice(return,raise)"])
+def test_the_projects_optuna_sweeper_ends_a_search_without_a_completed_trial_with_the_failures(tmp_path, action):
+    """Optuna's own asks its study for the best trial at the end, which raises when no trial completed;
+    hparams_search=hypermoe_optuna uses this one. With some completed trials it is Optuna's."""
+    sweep = tmp_path / "sweep"
+    args = ["hydra/sweeper=optuna", "hydra.sweeper._target_=hydra_plugins.hypermoe_launcher.sweepers.OptunaSweeper",
+            "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=7", "hydra.sweeper.n_trials=4",
+            "hydra.sweeper.max_failure_rate=1.0", f"action={action}", "value=interval(0,10)"]  # fmt: skip
+    result = _multirun(APP, args, sweep, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    failures = _failures(sweep)
+    if action == "raise":
+        assert failures["failed"] == failures["jobs"] == 4
+        assert "No trial of the search completed, so it has no best parameters." in result.stdout + result.stderr
+        assert f"4 of 4 jobs failed; they are listed in {sweep / 'failures.yaml'}:" in result.stderr
+        assert not (sweep / "optimization_results.yaml").exists()
+    else:
+        assert 0 < failures["failed"] < 4 and (sweep / "optimization_results.yaml").is_file()
+
+
 @pytest.mark.slow  # two train.py processes, each importing torch and Lightning: 60-100 s on 2 busy cores
 def test_isolated_launcher_on_train_py(tmp_path):
     sweep = tmp_path / "sweep"

@@ -107,6 +107,11 @@ class FailureReport:
             error.__cause__ = cause
             ret.return_value = error
 
+    def last_words(self) -> str:
+        """What a sweep with failed jobs ends with: how many failed, where they are listed, and a line each."""
+        lines = [f"  #{f.job}  {f.type}: {f.message}".splitlines()[0] + f"  ({f.dir})" for f in self.failures]
+        return "\n".join([f"{self.headline}:", *lines])
+
     def table(self) -> str:
         """One row per failed job: number, the overrides not all jobs share, error, folder."""
         shared = set.intersection(*(set(o) for o in self.overrides)) if len(self.overrides) > 1 else set()
@@ -159,9 +164,7 @@ class FailedJobs(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.report is not None and self.report.failures:
-            failures = self.report.failures
-            lines = [f"  #{f.job}  {f.type}: {f.message}".splitlines()[0] + f"  ({f.dir})" for f in failures]
-            sys.exit("\n".join([f"{self.report.headline}:", *lines]))
+            sys.exit(self.report.last_words())
 
 
 def report_of(hydra_context: HydraContext) -> FailureReport | None:
