@@ -71,13 +71,21 @@ PRECISIONS = (
     32,
     16,
 )
-# what changes the order of the training data or the number of steps: a resumed run must keep them
+# what changes the order of the training data, the number of steps or the learning-rate schedule
+# (rebuilt over the run's steps on a resume, from the step it stopped at): a resumed run keeps them
 RESUME_KEYS = (
     "seed",
     "data.batch_size",
     "data.max_train_examples",
     "data.max_train_blocks",
     "trainer.accumulate_grad_batches",
+    "trainer.max_epochs",
+    "trainer.max_steps",
+    "trainer.limit_train_batches",
+    "optimizer.lr",
+    "scheduler.schedule",
+    "scheduler.warmup_ratio",
+    "scheduler.min_lr_ratio",
 )
 
 
@@ -246,11 +254,14 @@ def check_resume_settings(checkpoint: dict[str, Any], cfg: DictConfig) -> None:
         return
     if cfg.get("resume_strict", True):
         raise ConfigError(
-            f"ckpt_path={cfg.ckpt_path!r} was trained with other settings that decide the data order or the "
-            "steps: " + "; ".join(differences) + ". Resume with the checkpoint's values, or pass "
-            "resume_strict=false to go on with the new ones."
+            f"ckpt_path={cfg.ckpt_path!r} was trained with other settings that decide the data order, the "
+            "steps or the learning-rate schedule: " + "; ".join(differences) + ". Resume with the checkpoint's "
+            "values, or pass resume_strict=false to go on with the new ones."
         )
-    log.warning("resume_strict=false: resuming with changed data order or steps: %s", "; ".join(differences))
+    log.warning(
+        "resume_strict=false: resuming with changed data order, steps or learning-rate schedule: %s",
+        "; ".join(differences),
+    )
 
 
 def instantiate_data(data: DictConfig) -> Any:

@@ -1,6 +1,7 @@
 """Every option of every config group composes and instantiates; the CLI forms of README.md and
 docs/running.md (single run, multirun, DDP) work as typed."""
 
+import csv
 import json
 import os
 import subprocess
@@ -126,6 +127,42 @@ def test_multirun_as_typed_in_the_readme(tmp_path, data_root):
     records = [json.loads(p.read_text()) for p in tmp_path.glob("train/multiruns/*/*/metrics.json")]
     runs = {(r["model"], r["task"], r["seed"]) for r in records}
     assert runs == {(m, f"superglue/{t}", s) for m in ("topk", "hypermoe") for t in ("cb", "rte") for s in (1, 2)}
+
+
+def _expert_changes(run_dir: Path) -> dict[int, dict[str, float]]:
+    """step -> {layer: expert_change} from the run's CSV log."""
+    rows = csv.DictReader((run_dir / "csv" / "version_0" / "metrics.csv").open())
+    changes: dict[int, dict[str, float]] = {}
+    for row in rows:
+        for key, value in row.items():
+            if key.endswith("/expert_change") and value:
+                changes.setdefault(int(row["step"]), {})[key] = float(value)
+    return changes
+
+
+@pytest.mark.slow  # three 2-process DDP runs of a tiny BERT
+def test_a_ddp_run_resumed_compares_each_processs_tokens_with_its_own_last_validation(tmp_path, data_root):
+    """WNLI's 71 validation rows split 36 / 35 over two processes. Each process's first choices of
+    the validation before the stop are in the checkpoint, so the resumed run's expert_change is the
+    straight run's; with process 0's alone, process 1 skipped the reduction process 0 waited in."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(Path(__file__).parent)}
+    common = ["trainer=ddp", "backbone=bert_tiny", "data=glue", "data.task=wnli", "trainer.max_epochs=3",
+              "+trainer.limit_train_batches=3", "logger=csv", f"paths.data_dir={data_root}",
+              "optimizer.lr=1e-3"]  # fmt: skip
+    stop = ["+callbacks.stop._target_=helpers.StopAfterEpochs", "+callbacks.stop.epochs=2"]
+
+    def train(name: str, *overrides: str) -> Path:
+        command = [sys.executable, "train.py", *common, *overrides, f"hydra.run.dir={tmp_path / name}"]
+        result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return tmp_path / name
+
+    straight = _expert_changes(train("straight"))
+    stopped = train("stopped", *stop)
+    resumed = _expert_changes(train("resumed", f"ckpt_path={stopped / 'checkpoints' / 'last.ckpt'}"))
+    assert len(straight) == 2 and set(resumed) == {max(straight)}  # validations 2 and 3; the resumed run's 3rd
+    for layer, change in straight[max(straight)].items():
+        assert resumed[max(straight)][layer] == pytest.approx(change, abs=1e-6)
 
 
 @pytest.mark.slow

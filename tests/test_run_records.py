@@ -69,7 +69,7 @@ def test_an_unwritable_checkpoint_folder_is_refused_before_training(tmp_path):
 
 
 def test_a_resume_that_changes_the_data_order_is_refused_unless_asked(last_ckpt, tmp_path, caplog):
-    overrides = [*TINY, f"ckpt_path={last_ckpt}", "seed=7", "data.batch_size=8"]
+    overrides = [*TINY, f"ckpt_path={last_ckpt}", "seed=7", "data.batch_size=8", "+trainer.limit_train_batches=4"]
     message = "seed=7 (checkpoint: 42); data.batch_size=8 (checkpoint: 16). Resume with the checkpoint's values"
     with pytest.raises(ConfigError, match=re.escape(message)):
         run(compose_config("train", overrides, tmp_path / "strict"))
@@ -79,7 +79,18 @@ def test_a_resume_that_changes_the_data_order_is_refused_unless_asked(last_ckpt,
     overrides = [*TINY, f"ckpt_path={copy}", "seed=7", "resume_strict=false", "+trainer.limit_train_batches=4"]
     with caplog.at_level("WARNING", logger="hypermoe.validation"):
         run(compose_config("train", [*overrides, "trainer.max_epochs=2"], tmp_path / "lenient"))
-    assert "resume_strict=false: resuming with changed data order or steps: seed=7 (checkpoint: 42)" in caplog.text
+    assert (
+        "resume_strict=false: resuming with changed data order, steps or learning-rate schedule: seed=7 " in caplog.text
+    )
+
+
+def test_a_resume_that_changes_the_learning_rate_schedule_is_refused(last_ckpt, tmp_path):
+    """The schedule is rebuilt over the new step count: two more epochs would restart a decayed
+    learning rate near its peak."""
+    overrides = [*TINY, f"ckpt_path={last_ckpt}", "trainer.max_epochs=9", "optimizer.lr=0.5"]
+    message = "trainer.max_epochs=9 (checkpoint: 1); trainer.limit_train_batches=None (checkpoint: 4); optimizer.lr=0.5"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        run(compose_config("train", overrides, tmp_path / "longer"))
 
 
 def _strict_json(path):

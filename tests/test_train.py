@@ -139,7 +139,8 @@ def test_expert_change_is_the_share_of_tokens_whose_first_choice_moved(tmp_path)
     [0, 2, -1, 2 | 3, 1]: 2 of the 5 routed tokens changed expert."""
     cfg = compose_config("train", [*TINY, "experiment=synthetic_tiny", "model=topk"], tmp_path)
     _, module = build(cfg)
-    trainer = SimpleNamespace(strategy=SimpleNamespace(reduce=lambda counts, reduce_op: counts))
+    strategy = SimpleNamespace(reduce=lambda counts, reduce_op: counts)
+    trainer = SimpleNamespace(strategy=strategy, world_size=1, global_rank=0)
     expert_load = ExpertLoad()
     for validation in ([[0, 1, -1, 2], [3, 3]], [[0, 2, -1, 2], [3, 1]]):
         expert_load.on_validation_epoch_start(trainer, module)
@@ -147,6 +148,6 @@ def test_expert_change_is_the_share_of_tokens_whose_first_choice_moved(tmp_path)
             module.net.moe[0].top_expert = torch.tensor(batch)
             module.net.moe[1].top_expert = torch.tensor(batch[::-1])  # layer1: the same tokens reversed per batch
             expert_load.on_validation_batch_end(trainer, module, None, batch, 0)
-        changes = expert_load._expert_changes(trainer)
+        changes = expert_load._expert_changes(trainer, module)
     assert changes == {"layer0": pytest.approx(2 / 5), "layer1": pytest.approx(2 / 5)}
     assert expert_load._previous_top_experts["layer0"].tolist() == [0, 2, -1, 2, 3, 1]
