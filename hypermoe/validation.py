@@ -198,6 +198,15 @@ def _check_trainer(trainer: Any, problems: _Problems) -> None:
         interval,
         "must be null (every epoch), an integer >= 1 (training steps) or a fraction in (0, 1] of an epoch",
     )
+    strategy = trainer.get("strategy", "auto")
+    spawned = isinstance(strategy, str) and strategy.startswith(("ddp_spawn", "ddp_fork", "ddp_notebook"))
+    problems.check(
+        not spawned,
+        "trainer.strategy",
+        strategy,
+        "trains in processes started from this one, which keep the run's results (its validations, expert "
+        "load, data) to themselves: use trainer=ddp (strategy ddp), whose process 0 is this one",
+    )
     clip = trainer.get("gradient_clip_val")
     problems.check(clip is None or _finite(clip, 0), "trainer.gradient_clip_val", clip, "must be a number >= 0 or null")
     for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches"):

@@ -77,6 +77,7 @@ def _refused(tmp_path: Path, overrides: list[str], message: str) -> None:
         ),
         (["trainer.val_check_interval=1.5"], re.escape("trainer.val_check_interval=1.5 must be null (every epoch)")),
         (["trainer.gradient_clip_val=-1"], re.escape("trainer.gradient_clip_val=-1 must be a number >= 0 or null")),
+        (["trainer=ddp", "trainer.strategy=ddp_spawn"], re.escape("trainer.strategy='ddp_spawn' trains in processes")),
         (["+trainer.limit_train_batches=abc"], re.escape("trainer.limit_train_batches='abc' must be an integer >= 0")),
         (
             ["+trainer.limit_val_batches=1.5"],
