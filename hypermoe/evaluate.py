@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from hypermoe.callbacks.expert_load import ExpertLoad
+from hypermoe.config import to_container
 from hypermoe.data.diagnostics import DIAGNOSTICS
 from hypermoe.errors import ConfigError
 from hypermoe.predict import predict_diagnostic, predict_test_split
@@ -32,8 +33,10 @@ def rebuild(cfg: DictConfig) -> tuple[dict[str, Any], Any, Any]:
     checkpoint = load_checkpoint(cfg.ckpt_path)
     trained = OmegaConf.create(checkpoint["hypermoe"]["config"])
     if cfg.get("data") is not None:  # re-test on another data config
+        trained_data = to_container(trained.data)
         trained.data = cfg.data
         check_data_sizes(trained.data)  # resolved against the checkpoint's config (its backbone's recipe)
+        _warn_of_changes(trained_data, to_container(trained.data))
     trained.paths = cfg.paths
     trained.data.data_dir = cfg.paths.data_dir  # the checkpoint froze the training machine's paths
     if trained.backbone.get("tokenizer_fallback"):
@@ -50,6 +53,18 @@ def rebuild(cfg: DictConfig) -> tuple[dict[str, Any], Any, Any]:
     return checkpoint, data, module
 
 
+def _warn_of_changes(trained: dict[str, Any], given: dict[str, Any]) -> None:
+    """Names each data setting that differs from the checkpoint's: ``data=`` brings its group's whole
+    config (its recipe's max_length, batch sizes, ...), not only the keys typed after it."""
+    changed = [
+        f"data.{key}={given.get(key)!r} (trained with {trained.get(key)!r})"
+        for key in sorted(set(trained) | set(given))
+        if key != "data_dir" and trained.get(key) != given.get(key)
+    ]
+    if changed:
+        log.warning("evaluating with data settings other than the checkpoint's: %s", "; ".join(changed))
+
+
 def run_eval(cfg: DictConfig) -> dict[str, Any]:
     split = cfg.get("split", "validation")
     if split not in SPLITS:
@@ -60,6 +75,8 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[expert_load])
     output_dir = Path(cfg.paths.output_dir)
     metrics = {"ckpt_path": str(cfg.ckpt_path), "task": data.task.qualified_name, "trained_on": trained_on["name"]}
+    used = module.run_info["config"]["data"]  # the config the model was rebuilt with, this data included
+    metrics["data"] = {key: value for key, value in used.items() if key != "data_dir"}
     if split == "validation":
         results = trainer.validate(module, datamodule=data)[0]
         metrics["validation"] = {k: float(v) for k, v in results.items() if not k.endswith("_best")}
@@ -69,7 +86,8 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
     else:
         metrics[split] = predict_diagnostic(trainer, module, data, split, output_dir)
     out = output_dir / "eval_metrics.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(finite_or_null(metrics), indent=2, allow_nan=False) + "\n")  # strict JSON
-    log.info("%s: %s; wrote %s", split, metrics[split], out)
+    if trainer.is_global_zero:  # under DDP every process holds the same (synced) metrics: one writes them
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(finite_or_null(metrics), indent=2, allow_nan=False) + "\n")  # strict JSON
+        log.info("%s: %s; wrote %s", split, metrics[split], out)
     return metrics

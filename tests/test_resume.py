@@ -54,6 +54,20 @@ def test_eval_reproduces_the_validation_metrics(tmp_path):
     evaluated = run_eval(compose_config("eval", [f"ckpt_path={checkpoint}"], tmp_path / "eval"))
     assert evaluated["validation"]["val/accuracy"] == pytest.approx(trained["final"]["val/accuracy"])
     assert evaluated["validation"]["val/loss"] == pytest.approx(trained["final"]["val/loss"], rel=1e-5)
+    assert evaluated["data"]["max_length"] == compose_config("train", TINY, tmp_path).data.max_length  # recorded
+
+
+def test_eval_on_a_data_group_names_each_setting_that_is_not_the_checkpoints(tmp_path, caplog):
+    """data=<group> brings that group's whole config: a max_length the model was not trained with
+    changes the scores, so eval says so and records what it used."""
+    run(compose_config("train", [*TINY, "trainer.max_epochs=1", "data.max_length=12"], tmp_path / "train"))
+    checkpoint = tmp_path / "train" / "checkpoints" / "last.ckpt"
+    given = ["data=synthetic", "data.eval_batch_size=32", f"ckpt_path={checkpoint}"]
+    with caplog.at_level("WARNING", logger="hypermoe.evaluate"):
+        evaluated = run_eval(compose_config("eval", given, tmp_path / "eval"))
+    assert "evaluating with data settings other than the checkpoint's: " in caplog.text
+    assert "data.max_length=" in caplog.text and "(trained with 12)" in caplog.text
+    assert evaluated["data"]["eval_batch_size"] == 32 and evaluated["data"]["max_length"] != 12
 
 
 def test_eval_on_another_data_config_and_data_root(tmp_path, data_root):
