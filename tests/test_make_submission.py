@@ -143,7 +143,8 @@ def test_make_submission_gathers_a_tables_runs(tmp_path, data_root, capsys):
     manifest = yaml.safe_load((out / "manifest.yaml").read_text())
     assert list(manifest["files"]) == ["RTE.jsonl", "AX-b.jsonl", "AX-g.jsonl"]
     assert manifest["missing"]["CB.jsonl"].startswith("its 1 run(s) of superglue/cb kept no checkpoint")
-    assert manifest["missing"]["WiC.jsonl"] == "no run of superglue/wic" and len(manifest["missing"]) == 6
+    assert manifest["missing"]["WiC.jsonl"] == "no run of superglue/wic" and len(manifest["missing"]) == 7
+    assert "not a task of this project" in manifest["missing"]["ReCoRD.jsonl"]
     for file, split, rows in [("RTE.jsonl", "test", 3000), ("AX-b.jsonl", "ax_b", 1104), ("AX-g.jsonl", "ax_g", 356)]:
         entry = manifest["files"][file]
         assert entry["task"] == "superglue/rte" and entry["split"] == split and entry["rows"] == rows
@@ -156,7 +157,7 @@ def test_make_submission_gathers_a_tables_runs(tmp_path, data_root, capsys):
         assert archive.namelist() == ["RTE.jsonl", "AX-b.jsonl", "AX-g.jsonl"]  # the files alone, at the top
         lines = archive.read("RTE.jsonl").decode().splitlines()
     assert [json.loads(line)["idx"] for line in lines] == list(range(3000))
-    assert "superglue_cpu_topk: 3 of 9 files" in capsys.readouterr().out
+    assert "superglue_cpu_topk: 3 of 10 files" in capsys.readouterr().out
     # predictions kept in the run are gathered again once its checkpoint is gone
     shutil.rmtree(rte / "checkpoints")
     again = make_submission("superglue_cpu", "topk", None, tmp_path, tmp_path / "again", [])
