@@ -6,10 +6,12 @@ a manifest.
     python experiments/make_submission.py hyper_ablation_cpu --only ablation=agg_mean
 
 The runs are those under ``<log_dir>/table/<table>/`` (as ``run_grid.py`` finds them: each folder
-with a ``metrics.json``) whose variant is ``--model`` (and seed ``--seed``, and each override
-``--only KEY=VALUE`` as the run's ``.hydra/overrides.yaml`` writes it, where given). The runs a file
-may come from must share one configuration, all but their seed: an ablation table's rows, or runs
-trained again with another override, are told apart with ``--only``, never picked by age. Each file
+with a ``metrics.json``) whose variant is ``--model`` (and seed ``--seed``) and that ran the table's
+grid as ``run_grid.py`` counts its jobs: no settings beyond the grid's keys (a short trial run with
+``trainer.max_steps=4`` is not one), or exactly those named with ``--only KEY=VALUE``, which also
+chooses grid values (``--only ablation=agg_mean``). They must share one configuration, all but their
+task and seed: an ablation table's rows, which share a variant, are told apart with ``--only``,
+never picked by age. Each file
 the benchmark's leaderboard grades (SuperGLUE: ``<Task>.jsonl``, ``AX-b.jsonl``, ``AX-g.jsonl``;
 GLUE: ``<Task>.tsv``, ``AX.tsv``) comes from the latest such run of its task (the diagnostics: of
 the task that predicts them, ``hypermoe.data.diagnostics``) that can give it: predictions it already
@@ -36,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from run_grid import SAME_RESULTS_KEYS, grid_of, override_key
+from run_grid import as_recorded, grid_of, other_settings, override_key
 
 from hypermoe.cli import exit_on_expected_errors
 from hypermoe.config import PROJECT_ROOT, compose_config, names_machine_paths
@@ -54,8 +56,8 @@ NOT_PREDICTED = {
     "superglue": {"ReCoRD.jsonl": "ReCoRD (cloze-style span selection) is not a task of this project"},
     "glue": {"MNLI-mm.tsv": "the mnli task here is the matched set only"},
 }
-# overrides in which the runs a file may come from can differ: the seed, and those that leave results alone
-SAME_MODEL_KEYS = ("seed", *SAME_RESULTS_KEYS)
+# the grid keys whose values the runs of one submission may differ in: which task, and the seed
+PER_RUN_KEYS = ("data", "data.task", "seed")
 
 
 @dataclass(frozen=True)
@@ -94,10 +96,6 @@ class Run:
         overrides = yaml.safe_load(path.read_text()) if path.is_file() else []
         return [override for override in overrides or [] if not names_machine_paths(override)]
 
-    def configuration(self) -> frozenset[str]:
-        """Its overrides less those that leave the trained model as it is (``SAME_MODEL_KEYS``)."""
-        return frozenset(o for o in self.overrides() if override_key(o) not in SAME_MODEL_KEYS)
-
 
 def wanted_files(benchmark: str) -> list[Wanted]:
     """Every file the benchmark's leaderboard grades, in the order it lists them."""
@@ -107,35 +105,45 @@ def wanted_files(benchmark: str) -> list[Wanted]:
     ]
 
 
-def table_benchmark(table: str) -> str:
+def table_benchmark(grid: dict[str, list[str]], table: str) -> str:
     """The benchmark the table's grid trains on (its ``data`` key)."""
-    data = grid_of(table).get("data", [])
+    data = grid.get("data", [])
     if len(data) != 1 or data[0] not in TASKS:
         raise ConfigError(f"table={table} sweeps data={data}: a submission needs one of {sorted(TASKS)}")
     return data[0]
 
 
-def table_runs(runs_dir: Path, model: str, seed: int | None, only: Sequence[str] = ()) -> list[Run]:
-    """The runs of variant ``model`` (and ``seed``, and with every override in ``only``) under
-    ``runs_dir``, oldest first."""
+def table_runs(
+    runs_dir: Path, grid: dict[str, list[str]], model: str, seed: int | None, only: Sequence[str] = ()
+) -> list[Run]:
+    """The runs of variant ``model`` (and ``seed``) under ``runs_dir``, oldest first, that ran the
+    table's grid as ``run_grid.py`` counts its jobs: with the grid values ``only`` names and no
+    settings beyond the grid (``run_grid.other_settings``) but those ``only`` names, so a short trial
+    run is not submitted for the grid's."""
+    values = {item for item in as_recorded(only) if override_key(item) in grid}
+    settings = other_settings(only, grid)
     runs = []
     for metrics in sorted(runs_dir.glob("**/metrics.json"), key=lambda path: (path.stat().st_mtime, path)):
         run = Run(metrics.parent, json.loads(metrics.read_text()))
+        recorded = as_recorded(run.overrides())
         chosen = run.record.get("model") == model and seed in (None, run.record.get("seed"))
-        if chosen and set(only) <= set(run.overrides()):
+        if chosen and values <= set(recorded) and other_settings(recorded, grid) == settings:
             runs.append(run)
     return runs
 
 
-def check_one_configuration(task: str, runs: list[Run]) -> None:
-    """Refuses runs of ``task`` that differ in more than ``SAME_MODEL_KEYS``: which of them the
-    submission holds would otherwise depend on which ran last."""
-    configurations = [run.configuration() for run in runs]
+def check_one_configuration(runs: list[Run], grid: dict[str, list[str]]) -> None:
+    """Refuses runs that differ in a grid value other than ``PER_RUN_KEYS`` (an ablation table's
+    rows share a variant): the submission would mix them, each file from whichever ran last."""
+    configurations = [
+        frozenset(o for o in as_recorded(run.overrides()) if override_key(o) in set(grid) - set(PER_RUN_KEYS))
+        for run in runs
+    ]
     differing = sorted(frozenset.union(*configurations) - frozenset.intersection(*configurations))
     if differing:
         raise ConfigError(
-            f"the runs of {task} that can give its file differ in {differing}: choose the configuration to "
-            f"submit with --only KEY=VALUE (e.g. --only {differing[0]})"
+            f"the runs to submit differ in {differing}: choose the configuration to submit with "
+            f"--only KEY=VALUE (e.g. --only {differing[0]})"
         )
 
 
@@ -144,7 +152,6 @@ def choose_run(wanted: Wanted, runs: list[Run]) -> tuple[Run | None, str]:
     for task in wanted.tasks:
         usable = [run for run in runs if run.task == task and run.can_give(wanted.split)]
         if usable:
-            check_one_configuration(task, usable)
             return usable[-1], ""
     trained = [run for run in runs if run.task in wanted.tasks]
     if not trained:
@@ -186,14 +193,17 @@ def make_submission(
     table: str, model: str, seed: int | None, log_dir: Path, out: Path, extra: list[str], only: Sequence[str] = ()
 ) -> dict[str, Any]:
     """Writes the submission folder, its zip and its manifest; returns the manifest."""
-    benchmark = table_benchmark(table)
+    grid = grid_of(table)
+    benchmark = table_benchmark(grid, table)
     runs_dir = (log_dir / "table" / table).resolve()
-    runs = table_runs(runs_dir, model, seed, only) if runs_dir.is_dir() else []
+    runs = table_runs(runs_dir, grid, model, seed, only) if runs_dir.is_dir() else []
     if not runs:  # a zip without a file is no submission
         chosen = "".join(f" {item}" for item in [*([f"seed={seed}"] if seed is not None else []), *only])
         raise ConfigError(
-            f"no finished run of model={model}{chosen} under {runs_dir}: run the table first (make grid T={table})"
+            f"no finished run of model={model}{chosen} (and no other settings beyond the grid's) under {runs_dir}: "
+            f"run the table first (make grid T={table}), or name a run's other settings with --only"
         )
+    check_one_configuration(runs, grid)
     files, missing = {}, dict(NOT_PREDICTED[benchmark])
     out.mkdir(parents=True, exist_ok=True)
     for wanted in wanted_files(benchmark):

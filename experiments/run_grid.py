@@ -32,6 +32,7 @@ from pathlib import Path
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import OverrideParseException
 
 from hypermoe.config import CONF_DIR, PROJECT_ROOT, names_machine_paths
 from hypermoe.errors import ConfigError
@@ -87,15 +88,22 @@ def override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+def as_recorded(overrides: Iterable[str]) -> list[str]:
+    """Overrides as a multirun job's ``.hydra/overrides.yaml`` records them: Hydra's basic sweeper
+    writes each one again from its parsed form (``1e-3`` as ``0.001``, ``~key`` as ``~key=null``)."""
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    return [f"{override.get_key_element()}={override.get_value_element_as_str()}" for override in parsed]
+
+
 def other_settings(overrides: Iterable[str], keys: Iterable[str]) -> frozenset[str]:
-    """The overrides that set more than the grid's values: not its keys, the table, Hydra's own
-    settings, the machine's folders (``paths.*``) or ``SAME_RESULTS_KEYS``."""
+    """The overrides that set more than the grid's values, as recorded: not its keys, the table,
+    Hydra's own settings, the machine's folders (``paths.*``) or ``SAME_RESULTS_KEYS``."""
     named = {*keys, "table", *SAME_RESULTS_KEYS}
     return frozenset(
         override
-        for override in overrides
+        for override in as_recorded(overrides)
         if override_key(override) not in named
-        and not override_key(override).startswith("hydra.")
+        and not override_key(override).startswith(("hydra.", "hydra/"))
         and not names_machine_paths(override)
     )
 
@@ -173,9 +181,13 @@ def main(argv: list[str] | None = None) -> int:
     in_grid = [item for item in extra if override_key(item) in grid]
     if in_grid:  # it would replace every job's own value, under the job's name
         parser.error(f"{in_grid[0]} after --: {override_key(in_grid[0])} is a key of the grid; choose with --only")
+    try:
+        settings = other_settings(extra, grid)
+    except OverrideParseException as error:
+        parser.error(f"after --: {error}")
     runs_dir = args.log_dir / "table" / args.table
     done = finished_jobs(runs_dir, grid, extra)
-    others = [other for _, other in grid_runs(runs_dir, grid) if other != other_settings(extra, grid)]
+    others = [other for _, other in grid_runs(runs_dir, grid) if other != settings]
     missing = [job for job in jobs if job not in done]
     chosen = " chosen" if args.only else ""
     print(f"{args.table}: {len(jobs)} jobs{chosen} in the grid, {len(jobs) - len(missing)} done, {len(missing)} to run")

@@ -15,8 +15,16 @@ from hypermoe.errors import ConfigError
 from hypermoe.train import run
 
 sys.path.insert(0, str(PROJECT / "experiments"))
-from make_submission import choose_run, main, make_submission, table_runs, wanted_files
+from make_submission import check_one_configuration, choose_run, main, make_submission, table_runs, wanted_files
 
+GRID = {"data": ["superglue"], "data.task": ["cb", "rte"], "model": ["topk", "hypermoe"], "seed": ["1", "2"]}
+GLUE_GRID = {"data": ["glue"], "data.task": ["rte", "mnli"], "model": ["hypermoe"], "seed": ["1"]}
+ABLATION_GRID = {
+    "data": ["superglue"],
+    "data.task": ["cb", "rte"],
+    "ablation": ["agg_sum", "agg_mean"],
+    "seed": ["1", "2"],
+}
 SUPERGLUE_FILES = ["BoolQ.jsonl", "CB.jsonl", "COPA.jsonl", "MultiRC.jsonl", "RTE.jsonl", "WiC.jsonl", "WSC.jsonl",
                    "AX-b.jsonl", "AX-g.jsonl"]  # fmt: skip
 
@@ -47,36 +55,51 @@ def test_the_latest_run_that_can_give_the_file_is_chosen(tmp_path):
     newer = _record(tmp_path / "sweep2" / "0", "superglue/rte", "hypermoe", 2, ["seed=2"])  # checkpoint deleted
     _record(tmp_path / "sweep2" / "1", "superglue/rte", "topk", 2, ["seed=2"])  # another variant
     rte, axb = (w for w in wanted_files("superglue") if w.file in ("RTE.jsonl", "AX-b.jsonl"))
-    runs = table_runs(tmp_path, "hypermoe", None)
+    runs = table_runs(tmp_path, GRID, "hypermoe", None)
     assert [r.folder for r in runs] == [old, newer]
     assert choose_run(rte, runs)[0].folder == old
     (newer / "submission" / "test").mkdir(parents=True)
     (newer / "submission" / "test" / "eval_metrics.json").write_text("{}")  # predictions made before
     assert choose_run(rte, runs)[0].folder == newer
     assert choose_run(axb, runs)[0].folder == old  # newer holds no AX-b predictions
-    assert choose_run(rte, table_runs(tmp_path, "hypermoe", 1))[0].folder == old
+    assert choose_run(rte, table_runs(tmp_path, GRID, "hypermoe", 1))[0].folder == old
     wic = next(w for w in wanted_files("superglue") if w.file == "WiC.jsonl")
     assert choose_run(wic, runs) == (None, "no run of superglue/wic")
     shutil.rmtree(old / "checkpoints")
     assert "2 run(s) of superglue/rte kept no checkpoint" in choose_run(axb, runs)[1]
 
 
-def test_runs_of_a_task_in_two_configurations_are_told_apart_with_only(tmp_path):
-    """An ablation table's rows share a variant: the submission names the override that differs
-    instead of taking whichever row ran last; seeds and keep_checkpoints may differ."""
-    cb = next(w for w in wanted_files("superglue") if w.file == "CB.jsonl")
-    for number, (row, seed, keep) in enumerate([("agg_sum", 1, []), ("agg_sum", 2, ["keep_checkpoints=true"]),
-                                               ("agg_mean", 1, [])]):  # fmt: skip
-        run = _record(
-            tmp_path / str(number), "superglue/cb", "hypermoe", seed, [f"ablation={row}", f"seed={seed}", *keep]
-        )
+def test_runs_in_two_configurations_are_told_apart_with_only(tmp_path):
+    """An ablation table's rows share a variant: the submission names the grid value that differs
+    instead of taking whichever row ran last, for a task and across tasks (CB's agg_sum runs and
+    RTE's agg_mean would make one mixed submission); seeds and keep_checkpoints may differ."""
+    rows = [("cb", "agg_sum", 1, []), ("cb", "agg_sum", 2, ["keep_checkpoints=true"]), ("rte", "agg_mean", 1, [])]
+    for number, (task, row, seed, keep) in enumerate(rows):
+        overrides = [f"data.task={task}", f"ablation={row}", f"seed={seed}", *keep]
+        run = _record(tmp_path / str(number), f"superglue/{task}", "hypermoe", seed, overrides)
         (run / "checkpoints").mkdir()
         (run / "checkpoints" / "epoch01.ckpt").write_bytes(b"")
-    with pytest.raises(ConfigError, match=r"superglue/cb .* differ in \['ablation=agg_mean', 'ablation=agg_sum'\]"):
-        choose_run(cb, table_runs(tmp_path, "hypermoe", None))
-    assert choose_run(cb, table_runs(tmp_path, "hypermoe", None, ["ablation=agg_sum"]))[0].folder == tmp_path / "1"
-    assert choose_run(cb, table_runs(tmp_path, "hypermoe", None, ["ablation=agg_mean"]))[0].folder == tmp_path / "2"
-    assert table_runs(tmp_path, "hypermoe", None, ["ablation=agg_all"]) == []
+    with pytest.raises(ConfigError, match=r"differ in \['ablation=agg_mean', 'ablation=agg_sum'\]: .*--only ablation"):
+        check_one_configuration(table_runs(tmp_path, ABLATION_GRID, "hypermoe", None), ABLATION_GRID)
+    agg_sum = table_runs(tmp_path, ABLATION_GRID, "hypermoe", None, ["ablation=agg_sum"])
+    check_one_configuration(agg_sum, ABLATION_GRID)  # CB's two seeds: one configuration
+    cb = next(w for w in wanted_files("superglue") if w.file == "CB.jsonl")
+    assert choose_run(cb, agg_sum)[0].folder == tmp_path / "1"
+    assert table_runs(tmp_path, ABLATION_GRID, "hypermoe", None, ["ablation=agg_all"]) == []
+
+
+def test_a_trial_run_is_not_submitted_for_the_grids(tmp_path):
+    """run_grid counts only runs without settings beyond the grid as the grid's: a 4-step trial of
+    the same job is left out, unless --only names its settings (as recorded: 1e-3 is 0.001)."""
+    rte = next(w for w in wanted_files("superglue") if w.file == "RTE.jsonl")
+    grid_run = ["data.task=rte", "model=hypermoe", "seed=1"]
+    for name, extra in [("trial", ["trainer.max_steps=4", "optimizer.lr=0.001"]), ("grid", [])]:
+        run = _record(tmp_path / name, "superglue/rte", "hypermoe", 1, [*grid_run, *extra])
+        (run / "checkpoints").mkdir()
+        (run / "checkpoints" / "epoch01.ckpt").write_bytes(b"")
+    assert [r.folder.name for r in table_runs(tmp_path, GRID, "hypermoe", None)] == ["grid"]
+    trial = table_runs(tmp_path, GRID, "hypermoe", None, ["trainer.max_steps=4", "optimizer.lr=1e-3"])
+    assert [r.folder.name for r in trial] == ["trial"] and choose_run(rte, trial)[0].folder.name == "trial"
 
 
 def test_the_files_no_task_here_predicts_are_listed_missing(tmp_path):
@@ -97,9 +120,9 @@ def test_glues_diagnostic_comes_from_an_mnli_run_else_from_an_rte_run(tmp_path):
         run = _record(tmp_path / str(number), task, "hypermoe", 1, [f"data.task={task[5:]}"])
         (run / "checkpoints").mkdir()
         (run / "checkpoints" / "epoch01.ckpt").write_bytes(b"")
-    assert choose_run(ax, table_runs(tmp_path, "hypermoe", None))[0].folder == tmp_path / "1"
+    assert choose_run(ax, table_runs(tmp_path, GLUE_GRID, "hypermoe", None))[0].folder == tmp_path / "1"
     shutil.rmtree(tmp_path / "1" / "checkpoints")
-    chosen = choose_run(ax, table_runs(tmp_path, "hypermoe", None))[0]
+    chosen = choose_run(ax, table_runs(tmp_path, GLUE_GRID, "hypermoe", None))[0]
     assert chosen.folder == tmp_path / "2" and chosen.checkpoint() == tmp_path / "2" / "checkpoints" / "epoch01.ckpt"
 
 
@@ -114,9 +137,9 @@ def test_a_misspelt_table_or_model_or_a_table_without_runs_ends_with_its_message
     for argv, code, message in [  # the expected errors are logged (to stderr), argparse's printed
         (["superglu_cpu", *log_dir], 2, "invalid configuration: table='superglu_cpu' is not a table of conf/table/"),
         (["superglue_cpu", "--model", "hypermo", *log_dir], 2, "--model hypermo: not one of the variants"),
-        (["superglue_cpu", "--seed", "3", *log_dir], 2, "no finished run of model=hypermoe seed=3 under"),
+        (["superglue_cpu", "--seed", "3", *log_dir], 2, "no finished run of model=hypermoe seed=3 (and no"),
         (["superglue_cpu", "--only", "ablation", *log_dir], 2, "--only ablation: write it KEY=VALUE"),
-        (["superglue_cpu", "--only", "ablation=agg_sum", *log_dir], 2, "model=hypermoe ablation=agg_sum under"),
+        (["superglue_cpu", "--only", "ablation=agg_sum", *log_dir], 2, "model=hypermoe ablation=agg_sum (and no"),
     ]:
         with pytest.raises(SystemExit) as stop:
             main(argv)

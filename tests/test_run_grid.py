@@ -50,6 +50,14 @@ def test_a_job_is_done_only_with_a_metrics_json_of_the_same_values_and_settings(
     assert finished_jobs(tmp_path, grid, ["trainer.max_steps=4"]) == {(("model", "hypermoe"), ("seed", "1"))}
 
 
+def test_the_settings_after_the_double_dash_are_compared_as_hydra_records_them(tmp_path):
+    """A multirun job's overrides.yaml holds each override as the sweeper renders it again."""
+    grid = {"model": ["topk"], "seed": ["1"]}
+    _run(tmp_path / "a" / "0", ["model=topk", "seed=1", "optimizer.lr=0.001", "~callbacks.progress_bar=null"], True)
+    typed = ["optimizer.lr=1e-3", "~callbacks.progress_bar", "hydra/job_logging=disabled"]
+    assert finished_jobs(tmp_path, grid, typed) == {(("model", "topk"), ("seed", "1"))}
+
+
 def test_a_grid_key_after_the_double_dash_is_refused(tmp_path, capsys):
     """It would replace every job's own value under the job's name: five runs of seed 1 named seed 1-5."""
     with pytest.raises(SystemExit):

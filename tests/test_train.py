@@ -151,3 +151,8 @@ def test_expert_change_is_the_share_of_tokens_whose_first_choice_moved(tmp_path)
         changes = expert_load._expert_changes(trainer, module)
     assert changes == {"layer0": pytest.approx(2 / 5), "layer1": pytest.approx(2 / 5)}
     assert expert_load._previous_top_experts["layer0"].tolist() == [0, 2, -1, 2, 3, 1]
+    # resumed, then saved again before its next validation (a SIGTERM, a periodic save): kept as restored
+    resumed = ExpertLoad()
+    resumed.load_state_dict(expert_load.state_dict())
+    saved_again = resumed.state_dict()["top_experts_by_process"]
+    assert saved_again[0]["layer0"].tolist() == [0, 2, -1, 2, 3, 1] and len(saved_again) == 1

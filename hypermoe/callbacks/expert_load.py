@@ -130,6 +130,7 @@ class ExpertLoad(pl.Callback):
         self.expert_load = state_dict["expert_load"]
         # a checkpoint from before every process's were kept holds process 0's alone
         self._restored = state_dict.get("top_experts_by_process", [state_dict.get("top_experts", {})])
+        self._by_process = self._restored  # what a save before the next validation writes back
 
 
 def _routed_names(pl_module: pl.LightningModule) -> list[str]:
