@@ -121,6 +121,9 @@ def check_run_settings(cfg: DictConfig) -> None:
     problems.check(_is_int(cfg.get("seed")) and cfg.seed >= 0, "seed", cfg.get("seed"), "must be an integer >= 0")
     for key in ("keep_checkpoints", "resume_strict"):
         problems.check(isinstance(cfg.get(key, True), bool), key, cfg.get(key), "must be true or false")
+    tags = cfg.get("tags")
+    tags_ok = tags is None or (isinstance(tags, ListConfig) and all(isinstance(tag, str) for tag in tags))
+    problems.check(tags_ok, "tags", tags, "must be a list of names, e.g. tags=[experts_topk]")
     ckpt_path = cfg.get("ckpt_path")
     ckpt_ok = ckpt_path is None or (isinstance(ckpt_path, str) and ckpt_path.strip() != "")
     problems.check(ckpt_ok, "ckpt_path", ckpt_path, "must be a checkpoint to resume from, or null to start afresh")

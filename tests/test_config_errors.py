@@ -92,6 +92,7 @@ def _refused(tmp_path: Path, overrides: list[str], message: str) -> None:
         (["seed=1.5"], re.escape("seed=1.5 must be an integer >= 0")),
         (["ckpt_path=''"], re.escape("ckpt_path='' must be a checkpoint to resume from, or null to start afresh")),
         (["resume_strict=maybe"], re.escape("resume_strict='maybe' must be true or false")),
+        (["tags=foo"], re.escape("tags='foo' must be a list of names, e.g. tags=[experts_topk]")),
         (["keep_checkpoints=sometimes"], re.escape("keep_checkpoints='sometimes' must be true or false")),
         (["data.batch_size=0"], re.escape("data.batch_size=0 must be an integer >= 1")),
         (["data.eval_batch_size=-8"], re.escape("data.eval_batch_size=-8 must be an integer >= 1")),
