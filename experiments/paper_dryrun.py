@@ -360,7 +360,8 @@ def validation_step(job: Job, built: Model, size: int) -> dict[str, Any]:
 
 
 def run_model(job: Job) -> dict[str, Any]:
-    """Build one model, check its counts, run two training steps and a validation step."""
+    """Build one model, check its counts, run two training steps and a validation step, and project
+    the paper's batch from the two steps."""
     torch.set_num_threads(job.threads)  # a worker process starts with torch's default
     start, cpu_start = time.perf_counter(), time.process_time()
     built = build_model(job)
@@ -384,6 +385,7 @@ def run_model(job: Job) -> dict[str, Any]:
         "steps": steps,
         "validation": validation,
     }
+    result["projection"] = projection(result, family_of(job).paper_batch)
     del built, step
     gc.collect()
     if job.device == "cuda":
@@ -627,11 +629,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def finished(job: Job, row: dict[str, Any] | Exception) -> None:
         """Print a model's row (or why it failed) and rewrite the report: a run cut short keeps the
         models it finished."""
-        if not isinstance(row, Exception):
-            try:
-                row["projection"] = projection(row, family_of(job).paper_batch)
-            except ValueError as error:
-                row = error
         if isinstance(row, Exception):
             failures.append({"family": job.family, "variant": job.variant, "error": f"{type(row).__name__}: {row}"})
             print(f"{job.family} {job.variant}: FAILED: {failures[-1]['error']}", flush=True)
