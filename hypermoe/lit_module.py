@@ -117,7 +117,8 @@ class MoELitModule(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["hypermoe"] = self.run_info
+        # the process count too: a resumed run must keep it (validation.check_resume_world_size)
+        checkpoint["hypermoe"] = {**self.run_info, "world_size": self.trainer.world_size}
         # a run resumed after its last validation (stopped in its last batches) still reports it
         checkpoint["val_history"] = self.val_history
 

@@ -35,6 +35,7 @@ from hypermoe.validation import (
     check_checkpoint_matches,
     check_model,
     check_resume_settings,
+    check_resume_world_size,
     check_run_settings,
     ensure_checkpoint_folders,
     instantiate_data,
@@ -179,13 +180,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     exit_code = 1  # what the W&B run is marked with: failed, until training has finished
     try:  # from the first logger on, so a failing job still finishes its W&B run
         loggers = _loggers(cfg, resumed.get("wandb_id"))
-        for logger in loggers:
-            if isinstance(logger, WandbLogger):
-                module.run_info["wandb_id"] = _start_wandb_run(logger).id  # checkpoints carry it for resuming
         callbacks = _callbacks(cfg, data.task.main_metric, bool(loggers))
         trainer: pl.Trainer = instantiate(
             cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
         )
+        if resumed:
+            check_resume_world_size(resumed, trainer.world_size, cfg)
+        for logger in loggers:  # started once the run is sure to go ahead
+            if isinstance(logger, WandbLogger):
+                module.run_info["wandb_id"] = _start_wandb_run(logger).id  # checkpoints carry it for resuming
         counts = parameter_counts(module.net)
         log.info("parameters: %s", counts)
         for logger in loggers:

@@ -257,11 +257,29 @@ def check_resume_settings(checkpoint: dict[str, Any], cfg: DictConfig) -> None:
     """A resumed run must keep what decides its data order and its steps (``RESUME_KEYS``), or it
     would not continue the run it resumes; ``resume_strict=false`` lets it go on, said in the log."""
     stored, requested = checkpoint["hypermoe"]["config"], to_container(cfg)
-    differences = [
-        f"{key}={_at(requested, key)!r} (checkpoint: {_at(stored, key)!r})"
-        for key in RESUME_KEYS
-        if _at(stored, key) != _at(requested, key)
-    ]
+    _refuse_unless_lenient(
+        [
+            f"{key}={_at(requested, key)!r} (checkpoint: {_at(stored, key)!r})"
+            for key in RESUME_KEYS
+            if _at(stored, key) != _at(requested, key)
+        ],
+        cfg,
+    )
+
+
+def check_resume_world_size(resumed: dict[str, Any], world_size: int, cfg: DictConfig) -> None:
+    """The number of training processes splits each epoch's data among them and multiplies the
+    batch of a step: like ``RESUME_KEYS``, a resumed run keeps it. Told by the trainer, since
+    ``trainer.devices='auto'`` counts the machine's devices (a checkpoint from before the number
+    was stored is not checked)."""
+    stored = resumed.get("world_size", world_size)
+    if stored != world_size:
+        _refuse_unless_lenient(
+            [f"{world_size} training processes, trainer.devices x trainer.num_nodes (checkpoint: {stored})"], cfg
+        )
+
+
+def _refuse_unless_lenient(differences: list[str], cfg: DictConfig) -> None:
     if not differences:
         return
     if cfg.get("resume_strict", True):

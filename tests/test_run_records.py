@@ -10,6 +10,7 @@ import shutil
 import zipfile
 from types import SimpleNamespace
 
+import lightning.pytorch as pl
 import pytest
 import torch
 from helpers import QUIET, compose_config, train_cli
@@ -91,6 +92,23 @@ def test_a_resume_that_changes_the_learning_rate_schedule_is_refused(last_ckpt, 
     message = "trainer.max_epochs=9 (checkpoint: 1); trainer.limit_train_batches=None (checkpoint: 4); optimizer.lr=0.5"
     with pytest.raises(ConfigError, match=re.escape(message)):
         run(compose_config("train", overrides, tmp_path / "longer"))
+
+
+def test_a_resume_on_another_number_of_processes_is_refused_before_training(last_ckpt, tmp_path, monkeypatch):
+    """Two processes halve each one's share of an epoch and double a step's batch. Refused once the
+    trainer has counted its processes, before any of them starts (``fit`` is not reached)."""
+    assert torch.load(last_ckpt, weights_only=True)["hypermoe"]["world_size"] == 1
+
+    def fit(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(pl.Trainer, "fit", fit)
+    overrides = [*TINY, f"ckpt_path={last_ckpt}", "+trainer.limit_train_batches=4", "trainer=ddp"]
+    message = "2 training processes, trainer.devices x trainer.num_nodes (checkpoint: 1). Resume with the checkpoint's"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        run(compose_config("train", overrides, tmp_path / "two"))
+    with pytest.raises(AssertionError, match="training started"):  # resume_strict=false lets it go on
+        run(compose_config("train", [*overrides, "resume_strict=false"], tmp_path / "lenient"))
 
 
 def _strict_json(path):
