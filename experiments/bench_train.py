@@ -46,18 +46,18 @@ busy machine spend most of their time at thread barriers with two.
 """
 
 import argparse
-import contextlib
 import gc
 import json
 import multiprocessing
-import multiprocessing.pool
 import os
 import shlex
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,20 +140,30 @@ MEMORY_STEPS = 3  # the first allocates AdamW's state; later ones hold it beside
 PRELOAD = ["hypermoe.train"]
 
 
-@contextlib.contextmanager
-def fresh_workers() -> Iterator[multiprocessing.pool.Pool]:
-    """A pool that runs each task in a fresh process, forked from a server that has imported
-    ``PRELOAD``, so that a worker's peak RSS is its task's."""
+def in_fresh_process(function: Callable[..., Any], *args: Any) -> Any:
+    """``function(*args)`` in a fresh process forked from a server that has imported ``PRELOAD``,
+    so that the process's peak RSS is its task's. A process killed before it returns (the kernel's
+    out-of-memory killer takes the largest model's) raises ``WorkerDied``, not a wait forever."""
     # glibc serves allocations under its (growing) mmap threshold from heaps it keeps after free,
     # so a process's RSS stays at the memory of tensors long gone (the pretrained weights a patched
     # model replaces: ~0.5 GB on MiniLM, 1.8 GB on switch-base-8). A fixed 1 MiB threshold
     # (mallopt(3)) maps every tensor of 1 MiB or more on its own and returns it on free: the
-    # workers' RSS is live memory. Read when the server starts, so set before the first pool.
+    # workers' RSS is live memory. Read when the server starts, so set before the first task.
     os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(2**20))
-    context = multiprocessing.get_context("forkserver")
+    context = multiprocessing.get_context("forkserver")  # one server per program, started by the first task
     context.set_forkserver_preload(PRELOAD)
-    with context.Pool(processes=1, maxtasksperchild=1) as pool:
-        yield pool
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        try:
+            return pool.submit(function, *args).result()
+        except BrokenProcessPool:
+            raise WorkerDied(
+                f"the process running {function.__name__} died before it returned: killed by a signal, most likely "
+                "the out-of-memory killer (dmesg says)"
+            ) from None
+
+
+class WorkerDied(RuntimeError):
+    """A fresh process ended without a result."""
 
 
 def variant_config(backbone: str, variant: str) -> DictConfig:
@@ -338,15 +348,13 @@ def measure_memory(setup: Setup, variant: str) -> dict[str, float]:
 def measure_all_memory(setup: Setup) -> dict[str, dict[str, float]]:
     """Every variant's memory; on CPU each in a fresh process forked from a server that has only
     imported the libraries (no model, no torch thread pool yet)."""
-    jobs = [(setup, variant) for variant in setup.variants]
-    if setup.device == "cuda":  # the allocator's own counters: in-process, one variant at a time
-        results = []
-        for job in jobs:
-            results.append(measure_memory(*job))  # its model is freed on return
-            torch.cuda.empty_cache()
-        return dict(zip(setup.variants, results, strict=True))
-    with fresh_workers() as pool:
-        return dict(zip(setup.variants, pool.starmap(measure_memory, jobs, chunksize=1), strict=True))
+    if setup.device != "cuda":
+        return {variant: in_fresh_process(measure_memory, setup, variant) for variant in setup.variants}
+    results = {}
+    for variant in setup.variants:  # the allocator's own counters: in-process, one variant at a time
+        results[variant] = measure_memory(setup, variant)  # its model is freed on return
+        torch.cuda.empty_cache()
+    return results
 
 
 def timed(workload: Workload) -> Callable[[], dict[str, float]]:

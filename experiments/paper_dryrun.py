@@ -74,7 +74,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # bench_train is a script beside this one (see bench_train.py)
     sys.path.insert(0, str(HERE))
 from bench_moe import machine_name  # noqa: E402
-from bench_train import fresh_workers, memory_mark, memory_peak, pretrained_or_random  # noqa: E402
+from bench_train import in_fresh_process, memory_mark, memory_peak, pretrained_or_random  # noqa: E402
 
 RESULTS = HERE / "results" / "paper_dryrun_cpu"
 MB = 2**20
@@ -444,14 +444,12 @@ def run_all(jobs: list[Job], in_process: bool, finished: Callable[[Job, dict | E
     that fails does not cost the others) handed to ``finished`` as it comes: in this process (CUDA:
     the allocator's counters are per model once it is freed) or each in a fresh worker forked from
     a server that has imported the libraries (CPU: peak RSS is per process)."""
-    with contextlib.ExitStack() as stack:
-        pool = None if in_process else stack.enter_context(fresh_workers())
-        for job in jobs:
-            try:
-                result = run_model(job) if pool is None else pool.apply(run_model, (job,))
-            except Exception as error:  # recorded in the report; the exit status says so
-                result = error
-            finished(job, result)
+    for job in jobs:
+        try:
+            result = run_model(job) if in_process else in_fresh_process(run_model, job)
+        except Exception as error:  # recorded in the report; the exit status says so
+            result = error
+        finished(job, result)
 
 
 def markdown(report: dict[str, Any]) -> str:

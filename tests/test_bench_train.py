@@ -3,9 +3,12 @@ ratio consistently (timings are not asserted)."""
 
 import importlib.util
 import json
+import operator
+import signal
 import statistics
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -132,3 +135,13 @@ def test_a_pretrained_backbone_falls_back_to_its_published_architecture_with_ran
     with pytest.raises(FileNotFoundError, match="cannot load pretrained 'nobody/no-such-model'"):
         bench_train.pretrained_or_random({"pretrained": "nobody/no-such-model", "config": None}, None, False)
     assert bench_train.pretrained_or_random({"pretrained": None}, None, False) == "random (its configuration)"
+
+
+def test_a_fresh_process_killed_before_it_returns_is_an_error_not_a_wait():
+    """The out-of-memory killer ends the worker of the largest model (SIGKILL): the dry run must
+    record that model as failed and go on, where a multiprocessing.Pool waits forever."""
+    with ThreadPoolExecutor(1) as waiting:
+        killed = waiting.submit(bench_train.in_fresh_process, signal.raise_signal, signal.SIGKILL)
+        with pytest.raises(bench_train.WorkerDied, match="the process running raise_signal died before it returned"):
+            killed.result(timeout=120)
+    assert bench_train.in_fresh_process(operator.add, 2, 3) == 5  # the next task gets a process of its own
