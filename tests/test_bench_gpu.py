@@ -55,6 +55,16 @@ def test_the_tokenizers_every_stage_loads_are_found(tokenizers_root):
     assert missing_tokenizers(["switch_base_8", "gpt2_moe", "minilm", "gpt2_tiny", "switch_tiny"]) == []
 
 
+def test_a_backbone_that_is_not_a_config_option_is_named_with_the_options(capsys):
+    sys.path.insert(0, str(ROOT / "experiments"))
+    from check_tokenizers import main
+
+    with pytest.raises(SystemExit) as exit_status:
+        main(["switch_base8"])
+    assert exit_status.value.code == 2
+    assert "invalid choice: 'switch_base8' (choose from 'bert_tiny', 'gpt2_moe'" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 @pytest.mark.usefixtures("tokenizers_root")  # gpt2_tiny and switch_tiny need the real tokenizer files
 def test_a_failed_stage_does_not_stop_the_next_ones(tmp_path):
