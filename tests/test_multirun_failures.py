@@ -186,6 +186,27 @@ def test_the_projects_optuna_sweeper_ends_a_search_without_a_completed_trial_wit
         assert 0 < failures["failed"] < 4 and (sweep / "optimization_results.yaml").is_file()
 
 
+def test_a_search_kept_in_a_storage_runs_only_its_remaining_trials_when_started_again(tmp_path):
+    """A search stopped after 3 of its 5 trials (here: asked for 3) and started again runs 2 more,
+    not 5, and its seeded random sampler does not draw the first start's settings again."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    args = ["hydra/sweeper=optuna", "hydra.sweeper._target_=hydra_plugins.hypermoe_launcher.sweepers.OptunaSweeper",
+            "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=7", f"hydra.sweeper.storage={storage}",
+            "hydra.sweeper.study_name=kept", "hydra.sweeper.direction=maximize", "action=return",
+            "value=interval(0,10)"]  # fmt: skip
+
+    def values(sweep: Path) -> list[float]:
+        return [float(path.read_text()) for path in sorted(sweep.glob("*/done.txt"))]
+
+    for sweep, n_trials in [(tmp_path / "first", 3), (tmp_path / "again", 5)]:
+        result = _multirun(APP, [*args, f"hydra.sweeper.n_trials={n_trials}"], sweep)
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert len(values(tmp_path / "first")) == 3 and len(values(tmp_path / "again")) == 2
+    assert not set(values(tmp_path / "first")) & set(values(tmp_path / "again"))
+    best = max(values(tmp_path / "first") + values(tmp_path / "again"))
+    assert OmegaConf.load(tmp_path / "again" / "optimization_results.yaml").best_value == best  # over all five
+
+
 @pytest.mark.slow  # two train.py processes, each importing torch and Lightning: 60-100 s on 2 busy cores
 def test_isolated_launcher_on_train_py(tmp_path):
     sweep = tmp_path / "sweep"

@@ -1,7 +1,9 @@
-"""The Optuna sweeper (hydra-optuna-sweeper), ending a search in which no trial completed as any sweep
-with failed jobs ends: the failed trials listed, exit code 1. Optuna's own sweeper asks its study for the
-best trial after the last one, which raises a ValueError with a traceback when there is none, before the
-``FailedJobs`` callback's last words. ``conf/hparams_search/*.yaml`` select it (``hydra.sweeper._target_``)."""
+"""The Optuna sweeper (hydra-optuna-sweeper), with two changes. A search in which no trial completed
+ends as any sweep with failed jobs ends: the failed trials listed, exit code 1. Optuna's own sweeper
+asks its study for the best trial after the last one, which raises a ValueError with a traceback when
+there is none, before the ``FailedJobs`` callback's last words. And a search whose study is kept in a
+``storage`` goes on where it stopped when started again. ``conf/hparams_search/*.yaml`` select it
+(``hydra.sweeper._target_``)."""
 
 import logging
 import sys
@@ -31,6 +33,7 @@ class OptunaSweeper(Sweeper):
         self.optuna.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> None:
+        self._continue_stored_study()
         try:
             return self.optuna.sweep(arguments)
         except ValueError:  # optuna's "No trials are completed yet", from study.best_trial
@@ -39,3 +42,29 @@ class OptunaSweeper(Sweeper):
                 raise
             log.error("No trial of the search completed, so it has no best parameters.")
             sys.exit(report.last_words())
+
+    def _continue_stored_study(self) -> None:
+        """With a ``storage``, ``n_trials`` counts the study's finished trials, not this start's: a
+        search started again after a stop (a preemption, a time limit) runs the trials it has left,
+        where Optuna's sweeper would run ``n_trials`` more. The sampler's generator is reseeded, or
+        the seeded random trials that start a search would repeat the first start's settings."""
+        import optuna
+
+        search = self.optuna.sweeper
+        if search.storage is None or search.study_name is None:  # an unnamed study is a new one each start
+            return
+        try:
+            study = optuna.load_study(study_name=search.study_name, storage=search.storage)
+        except KeyError:  # not in the storage yet: the first start
+            return
+        finished = sum(trial.state.is_finished() for trial in study.get_trials(deepcopy=False))
+        if not finished:
+            return
+        left = max(search.n_trials - finished, 0)
+        log.info(
+            "Study %r has %d finished trials of n_trials=%d: running %d more", search.study_name, finished,
+            search.n_trials, left,
+        )  # fmt: skip
+        search.n_trials = left
+        if hasattr(search.sampler, "reseed_rng"):  # a grid sampler draws nothing at random
+            search.sampler.reseed_rng()
