@@ -35,7 +35,7 @@ weight for few rows, as the hypernetwork's heads do).
 
 Memory: on CPU each variant runs in a fresh process (the RSS of a process holding six models says
 nothing about one), forked from a server that has imported the libraries, with glibc told to
-return large blocks on free (``fresh_workers``): ``peak_mem_mb`` is the peak RSS (VmHWM) over a
+return large blocks on free (``in_fresh_process``): ``peak_mem_mb`` is the peak RSS (VmHWM) over a
 few training steps, the whole process included; ``step_mem_mb`` is that
 peak minus the RSS once the model is built (gradients, optimizer state, activations). On CUDA:
 ``torch.cuda.max_memory_allocated`` over the same steps, in-process, and the same difference.
