@@ -41,6 +41,7 @@ from torch import Tensor
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from hypermoe.errors import ConfigError
 from hypermoe.moe import HyperMoE
 from hypermoe.moe.layers import flatten_tokens
 from hypermoe.moe.router import Routing
@@ -154,7 +155,9 @@ def analyse(ckpt_path: str, batches: int, permutations: int, seed: int) -> dict[
         for index, batch in enumerate(data.val_dataloader()):
             if index >= batches:
                 break
-            module.validation_step(batch, index)
+            # the teacher-forced forward: a text-to-text validation step also generates, which runs
+            # the encoder a second time and the decoder once per generated token
+            module(batch)
     results = {}
     for name, layer in layers:
         xs = [x.reshape(-1, x.shape[-1]) for x, _ in inputs[name]]  # (tokens of the batch, d)
@@ -200,7 +203,12 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     args = parser.parse_args(argv)
     if args.permutations == 1 or args.permutations < 0:
         parser.error(f"--permutations {args.permutations}: 0 (no null) or at least 2")
-    results = analyse(args.ckpt_path, args.batches, args.permutations, args.seed)
+    if args.batches < 1:
+        parser.error(f"--batches {args.batches}: at least 1")
+    try:
+        results = analyse(args.ckpt_path, args.batches, args.permutations, args.seed)
+    except ConfigError as error:  # no such checkpoint, or not one of train.py's
+        raise SystemExit(f"analysis_selection: {error}") from None
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     command = shlex.join(["python", "experiments/analysis_selection.py", *(sys.argv[1:] if argv is None else argv)])

@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 
 import analysis_selection
 
-from hypermoe.train import run
+from hypermoe.train import build, run
 
 
 def test_relatedness_of_a_hyperexpert_that_copies_the_selected_expert():
@@ -67,6 +67,51 @@ def test_script_writes_json_and_plot_for_a_trained_checkpoint(tmp_path):
     layer = written["layers"]["layer0"]
     assert len(layer["matrix"]) == 8 and layer["tokens"] > 0 and out.with_suffix(".png").stat().st_size > 0
     assert layer["permutations"] == 20 and 1 / 21 <= layer["p_value"] <= 1
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("tokenizers_root")  # the real T5 tokenizer
+def test_a_text_to_text_checkpoint_counts_each_token_once(tmp_path, data_root):
+    """Switch's validation step also generates (the encoder again, the decoder token by token):
+    the analysis reads the teacher-forced forward, one row per real token of each stack."""
+    args = ["backbone=switch_tiny", "data=superglue", "data.task=cb", f"paths.data_dir={data_root}", "model=hypermoe",
+            "debug=limit", "trainer.max_epochs=1", *TINY[1:]]  # fmt: skip
+    cfg = compose_config("train", args, tmp_path)
+    run(cfg)
+    results = analysis_selection.main(
+        [
+            str(tmp_path / "checkpoints" / "last.ckpt"),
+            "--out",
+            str(tmp_path / "s"),
+            "--batches",
+            "1",
+            "--permutations",
+            "2",
+        ]
+    )
+    data, _ = build(cfg)
+    data.setup("validate")
+    batch = next(iter(data.val_dataloader()))
+    tokens = {name.rstrip("0123456789"): result["tokens"] for name, result in results.items()}
+    assert tokens == {
+        "encoder": int(batch["attention_mask"].sum()),
+        "decoder": int(batch["decoder_attention_mask"].sum()),
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--batches", "0"], "--batches 0: at least 1"),
+        ([], "analysis_selection: ckpt_path='{missing}': no such file"),
+    ],
+)
+def test_bad_arguments_are_one_line(tmp_path, capsys, args, message):
+    missing = tmp_path / "missing.ckpt"
+    with pytest.raises(SystemExit) as stop:
+        analysis_selection.main([str(missing), "--out", str(tmp_path / "x"), *args])
+    said = str(stop.value.code) + capsys.readouterr().err
+    assert message.format(missing=missing) in said
 
 
 def test_a_checkpoint_without_hypermoe_is_refused(tmp_path):
