@@ -118,7 +118,8 @@ def check_run_settings(cfg: DictConfig) -> None:
     for key, lowest in (("checkpoint_every_n_steps", 0), ("routing_log_every", 1)):
         value = cfg.get(key)
         problems.check(_is_int(value) and value >= lowest, key, value, f"must be an integer >= {lowest}")
-    problems.check(_is_int(cfg.get("seed")) and cfg.seed >= 0, "seed", cfg.get("seed"), "must be an integer >= 0")
+    seed_ok = _is_int(cfg.get("seed")) and 0 <= cfg.seed < 2**32  # Lightning's seed_everything, numpy: 32 bits
+    problems.check(seed_ok, "seed", cfg.get("seed"), f"must be an integer in [0, {2**32 - 1}]")
     for key in ("keep_checkpoints", "resume_strict"):
         problems.check(isinstance(cfg.get(key, True), bool), key, cfg.get(key), "must be true or false")
     tags = cfg.get("tags")

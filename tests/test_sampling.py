@@ -1,7 +1,12 @@
-"""The training order depends on (seed, epoch) only, and no two (seed, epoch) share one."""
+"""The training order depends on (seed, epoch) only, and no two (seed, epoch) share one; each
+training batch's random stream on (seed, epoch, batch)."""
 
 import itertools
+from types import SimpleNamespace
 
+import torch
+
+from hypermoe.callbacks.batch_seed import BatchReseed
 from hypermoe.data.sampling import EpochShuffleSampler
 
 
@@ -19,3 +24,19 @@ def test_consecutive_seeds_do_not_replay_each_others_epochs():
     """With seed + epoch, seed 1's second epoch was seed 2's first: seeds 1-3 over 10 epochs shared 9 of 10 orders."""
     orders = {(seed, epoch): tuple(_order(seed, epoch)) for seed, epoch in itertools.product(range(1, 4), range(10))}
     assert len(set(orders.values())) == len(orders)
+
+
+def _reseeded_draw(seed: int, epoch: int, batch: int) -> float:
+    trainer = SimpleNamespace(current_epoch=epoch)
+    BatchReseed(seed).on_train_batch_start(trainer, None, None, batch)
+    return torch.rand(()).item()
+
+
+def test_every_seed_a_run_takes_reseeds_its_batches():
+    """The batch stream mixes (seed, epoch, batch) beyond 64 bits from seed 1.8e8 on; torch's seed
+    is that value modulo 2**64, which leaves the streams of smaller seeds as they were."""
+    largest = 2**32 - 1  # what check_run_settings lets through
+    assert _reseeded_draw(largest, 3, 7) == _reseeded_draw(largest, 3, 7) != _reseeded_draw(largest, 3, 8)
+    torch.manual_seed((42 * 100_003 + 3) * 1_000_003 + 7)
+    unreduced = torch.rand(()).item()
+    assert _reseeded_draw(42, 3, 7) == unreduced
