@@ -1,5 +1,6 @@
-"""W&B logging offline: one run per job, finished, and resumed into the same run."""
+"""Logging: W&B offline (one run per job, finished, and resumed into the same run), and routing statistics under their own step."""
 
+import csv
 import os
 import subprocess
 import sys
@@ -40,6 +41,30 @@ def test_csv_logger_writes_metrics(tmp_path):
     metrics = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"train/loss", "val/accuracy", "val/accuracy_best", "train/aux/balance"} <= set(metrics)
     assert any(name.startswith("moe/layer0/") for name in metrics)
+
+
+def _routing_entropies(run_dir) -> dict[int, float]:
+    rows = csv.DictReader((run_dir / "csv" / "version_0" / "metrics.csv").open())
+    return {
+        int(row["step"]): float(row["moe/layer0/router_entropy"]) for row in rows if row["moe/layer0/router_entropy"]
+    }
+
+
+def test_routing_statistics_are_written_under_their_own_step(tmp_path):
+    """Every 10 steps of a 21-step epoch while Lightning writes every 10th step (steps 9 and 19):
+    the values of steps 0, 10 and 20, as a run writing every step has them, none held back or lost."""
+    common = [
+        *TINY,
+        "logger=csv",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=21",
+        "+trainer.limit_val_batches=1",
+    ]
+    run(compose_config("train", [*common, "routing_log_every=10", "trainer.log_every_n_steps=10"], tmp_path / "tenth"))
+    run(compose_config("train", [*common, "routing_log_every=1", "trainer.log_every_n_steps=1"], tmp_path / "every"))
+    every = _routing_entropies(tmp_path / "every")
+    assert sorted(every) == list(range(21))
+    assert _routing_entropies(tmp_path / "tenth") == {step: every[step] for step in (0, 10, 20)}
 
 
 def test_a_failing_job_still_finishes_its_wandb_run(tmp_path, wandb_offline):
