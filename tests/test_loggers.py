@@ -1,4 +1,5 @@
-"""Logging: W&B offline (one run per job, finished, and resumed into the same run), and routing statistics under their own step."""
+"""Logging: W&B offline (one run per job, finished, and resumed into the same run), and routing
+statistics under their own step."""
 
 import csv
 import os
