@@ -17,6 +17,7 @@ from hypermoe.backbones.patching import RoutingContext
 from hypermoe.backbones.seq2seq import build_seq2seq
 from hypermoe.backbones.switch import _copy_sparse, patch_stack
 from hypermoe.moe import TopKMoE, TopKSettings
+from hypermoe.moe.losses import load_balancing_loss
 
 # 4 blocks per stack, blocks 1 and 3 sparse (switch-base-8's every-other placement); capacity
 # of 64 per sequence never binds on 10 tokens, so transformers drops nothing, as our dropless layer
@@ -110,6 +111,14 @@ def test_balance_loss_per_sequence_on_padded_batches_is_transformers_on_each_seq
     torch.testing.assert_close(layer.aux_losses["balance"], torch.stack(alone).mean())
     padded = load_balancing_loss_func(logits.softmax(-1), logits.argmax(-1))
     assert not torch.isclose(layer.aux_losses["balance"], padded)
+
+
+def test_at_top_2_transformers_balance_loss_is_twice_ours():
+    """transformers' function sums the fraction f over the k choices; ours divides it by k (docs/method.md)."""
+    probs = torch.randn(3, 7, 8).softmax(-1)
+    chosen = probs.topk(2, dim=-1).indices
+    ours = load_balancing_loss(probs.reshape(-1, 8), chosen.reshape(-1, 2), torch.ones(21, dtype=torch.bool), 3)
+    torch.testing.assert_close(load_balancing_loss_func(probs, chosen), 2 * ours)
 
 
 def test_capacity_drops_as_transformers_sparse_mlp():
