@@ -3,6 +3,7 @@ generates it: from a start text, one token at a time over the last ``block_size`
 temperature and top-k sampling. Works for any causal-LM checkpoint (characters or GPT-2 tokens)."""
 
 import logging
+import math
 from pathlib import Path
 
 import torch
@@ -30,7 +31,10 @@ def generate(
     """ids (b, t) -> (b, t + max_new_tokens): each new token drawn from the model's next-token
     distribution at ``temperature``, among the ``top_k`` most likely (None: all)."""
     for _ in range(max_new_tokens):
-        logits = net(ids[:, -block_size:])[:, -1, :].float() / temperature  # (b, vocab)
+        logits = net(ids[:, -block_size:])[:, -1, :].float()  # (b, vocab)
+        # shifted to a maximum of 0 before scaling: a tiny temperature then sharpens towards the most
+        # likely token instead of overflowing to inf (which softmax turns into NaN)
+        logits = (logits - logits.max(dim=-1, keepdim=True).values) / temperature
         if top_k is not None:
             kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]  # (b, 1)
             logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -39,15 +43,26 @@ def generate(
     return ids
 
 
+def _is_int(value: object, lowest: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= lowest
+
+
 def check_sampling(cfg: DictConfig) -> None:
-    if not (isinstance(cfg.num_samples, int) and cfg.num_samples >= 1):
-        raise ConfigError(f"num_samples={cfg.num_samples!r} must be an integer >= 1")
-    if not (isinstance(cfg.max_new_tokens, int) and cfg.max_new_tokens >= 1):
-        raise ConfigError(f"max_new_tokens={cfg.max_new_tokens!r} must be an integer >= 1")
-    if not (isinstance(cfg.temperature, int | float) and cfg.temperature > 0):
-        raise ConfigError(f"temperature={cfg.temperature!r} must be a number > 0")
-    if cfg.top_k is not None and not (isinstance(cfg.top_k, int) and cfg.top_k >= 1):
+    for key in ("num_samples", "max_new_tokens"):
+        if not _is_int(cfg[key], 1):
+            raise ConfigError(f"{key}={cfg[key]!r} must be an integer >= 1")
+    temperature = cfg.temperature
+    if isinstance(temperature, bool) or not (isinstance(temperature, int | float) and 0 < temperature < math.inf):
+        raise ConfigError(f"temperature={temperature!r} must be a finite number > 0")
+    if cfg.top_k is not None and not _is_int(cfg.top_k, 1):
         raise ConfigError(f"top_k={cfg.top_k!r} must be an integer >= 1, or null for the whole vocabulary")
+    if not (_is_int(cfg.seed, 0) and cfg.seed < 2**64):
+        raise ConfigError(f"seed={cfg.seed!r} must be an integer in [0, 2**64)")
+    if not isinstance(cfg.start, str):  # Hydra reads start=1984 as a number, start=true as a bool
+        raise ConfigError(
+            f"start={cfg.start!r} is not text: Hydra reads an unquoted number, true/false or null as a value; "
+            f"quote it as start=\"'{cfg.start}'\""
+        )
     if not cfg.start:
         raise ConfigError("start='' gives the model nothing to continue: start from at least one character")
 

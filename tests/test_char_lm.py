@@ -3,6 +3,7 @@ model's size against nanoGPT's own definition, a short run that learns, and the 
 that checkpoints, eval and resumed runs read instead of the text."""
 
 import json
+import re
 import shutil
 
 import pandas as pd
@@ -152,9 +153,32 @@ def test_samples_continue_the_start_in_the_saved_vocabulary(short_run, tmp_path)
     for sample in first:
         assert sample.startswith("ROMEO:") and len(sample) == len("ROMEO:") + 40 and set(sample) <= vocabulary
     assert (tmp_path / "a" / "samples.txt").read_text(encoding="utf-8").startswith(first[0])
-    with pytest.raises(ConfigError, match=r"temperature=0 must be a number > 0"):
+    with pytest.raises(ConfigError, match=r"temperature=0 must be a finite number > 0"):
         run_sample(compose_config("sample", [*overrides, "temperature=0"], tmp_path / "c"))
     with pytest.raises(
         ConfigError, match=r"start='ROMEO: é': character 'é' \(U\+00E9\) at character 7 .*not in the voc"
     ):
         run_sample(compose_config("sample", [*overrides, "start='ROMEO: é'"], tmp_path / "d"))
+    # near 0 the draw is the most likely token whatever the seed, where dividing first overflowed to NaN
+    greedy = [*overrides, "temperature=1e-40", "top_k=null", "num_samples=1"]
+    assert run_sample(compose_config("sample", greedy, tmp_path / "e")) == run_sample(
+        compose_config("sample", [*greedy, "seed=8"], tmp_path / "f")
+    )
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("start=1984", "start=1984 is not text: Hydra reads an unquoted number, true/false or null as a value; "
+         "quote it as start=\"'1984'\""),
+        ("start=0", "start=0 is not text"),
+        ("seed=null", "seed=None must be an integer in [0, 2**64)"),
+        ("seed=1.5", "seed=1.5 must be an integer in [0, 2**64)"),
+        ("top_k=true", "top_k=True must be an integer >= 1, or null"),
+        ("num_samples=true", "num_samples=True must be an integer >= 1"),
+        ("temperature=inf", "temperature=inf must be a finite number > 0"),
+    ],
+)  # fmt: skip
+def test_sampling_settings_are_checked_before_the_checkpoint_is_read(tmp_path, override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        run_sample(compose_config("sample", [f"ckpt_path={tmp_path / 'none.ckpt'}", override], tmp_path))
