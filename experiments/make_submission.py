@@ -24,7 +24,9 @@ missing, with why; nothing is ever filled in for it.
 It writes ``<out>/`` (default ``<log_dir>/submission/<table>_<model>[_seed<N>][_<KEY>-<VALUE>...]``) with the files,
 ``<out>.zip`` with the files alone (what the site takes), and ``<out>/manifest.yaml``: per file
 its task, split, run, checkpoint, the run's overrides (less ``paths.*``), git commit and row count
-(the diagnostics: their scores too), and the missing files with the reason.
+(the diagnostics: their scores too), and the missing files with the reason. A file whose prediction
+fails (a damaged checkpoint, a data file absent) is listed under ``failed`` with the error, the
+others are still written, and the exit status is 1.
 """
 
 import argparse
@@ -40,7 +42,7 @@ from typing import Any
 import yaml
 from run_grid import as_recorded, grid_of, other_settings, override_key
 
-from hypermoe.cli import exit_on_expected_errors
+from hypermoe.cli import EXIT_CODES, exit_on_expected_errors
 from hypermoe.config import PROJECT_ROOT, compose_config, names_machine_paths
 from hypermoe.data.diagnostics import DIAGNOSTICS
 from hypermoe.data.submission import submission_name
@@ -204,7 +206,7 @@ def make_submission(
             f"run the table first (make grid T={table}), or name a run's other settings with --only"
         )
     check_one_configuration(runs, grid)
-    files, missing = {}, dict(NOT_PREDICTED[benchmark])
+    files, missing, failed = {}, dict(NOT_PREDICTED[benchmark]), {}
     out.mkdir(parents=True, exist_ok=True)
     for wanted in wanted_files(benchmark):
         (out / wanted.file).unlink(missing_ok=True)  # nothing left from an earlier submission
@@ -212,10 +214,15 @@ def make_submission(
         if run is None:
             missing[wanted.file] = why
             continue
-        evaluated = predict(run, wanted.split, extra)
+        try:
+            evaluated = predict(run, wanted.split, extra)
+        except tuple(EXIT_CODES) as error:  # a checkpoint or data file that fails costs its own file only
+            failed[wanted.file] = f"predicting it with {run.folder} failed: {type(error).__name__}: {error}"
+            log.error("%s: %s", wanted.file, failed[wanted.file])
+            continue
         (out / wanted.file).write_bytes((run.predictions(wanted.split) / wanted.file).read_bytes())
         files[wanted.file] = manifest_entry(run, wanted, evaluated, runs_dir)
-    with zipfile.ZipFile(out.with_suffix(".zip"), "w", zipfile.ZIP_DEFLATED) as archive:
+    with zipfile.ZipFile(zip_of(out), "w", zipfile.ZIP_DEFLATED) as archive:
         for name in files:  # at the archive's top level, as the leaderboards read it
             archive.write(out / name, name)
     manifest = {
@@ -226,9 +233,16 @@ def make_submission(
         "only": list(only),
         "files": files,
         "missing": missing,
+        "failed": failed,
     }
     (out / "manifest.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
     return manifest
+
+
+def zip_of(out: Path) -> Path:
+    """The zip beside the submission folder, named after all of it: ``with_suffix`` would cut a
+    dotted name (``..._trainer.max_steps-4``) at its last dot, and two submissions would share a zip."""
+    return out.with_name(out.name + ".zip")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,13 +271,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     with exit_on_expected_errors():
         manifest = make_submission(args.table, args.model, args.seed, args.log_dir, out, extra, args.only)
-    total = len(manifest["files"]) + len(manifest["missing"])
-    print(
-        f"{name}: {len(manifest['files'])} of {total} files in {out.with_suffix('.zip')}; manifest {out}/manifest.yaml"
-    )
-    for file, why in manifest["missing"].items():
+    total = len(manifest["files"]) + len(manifest["missing"]) + len(manifest["failed"])
+    print(f"{name}: {len(manifest['files'])} of {total} files in {zip_of(out)}; manifest {out}/manifest.yaml")
+    for file, why in [*manifest["missing"].items(), *manifest["failed"].items()]:
         print(f"  missing {file}: {why}")
-    return 0
+    return 1 if manifest["failed"] else 0
 
 
 if __name__ == "__main__":

@@ -113,6 +113,29 @@ def test_the_files_no_task_here_predicts_are_listed_missing(tmp_path):
     assert "ReCoRD.jsonl" in manifest["missing"] and len(manifest["missing"]) == len(SUPERGLUE_FILES)
 
 
+def test_a_file_whose_prediction_fails_is_listed_and_the_others_are_submitted(tmp_path, capsys):
+    """The RTE run's checkpoint is no checkpoint (empty): its files' error is recorded, CB's predictions still go
+    into the zip, which is named after the whole dotted folder name, and the exit status says so."""
+    sweep = tmp_path / "table" / "superglue_cpu" / "sweep"
+    cb = _record(sweep / "0", "superglue/cb", "hypermoe", 1, ["seed=1", "data.task=cb"])
+    (cb / "submission" / "test").mkdir(parents=True)
+    (cb / "submission" / "test" / "CB.jsonl").write_text('{"idx": 0, "label": "entailment"}\n')
+    evaluated = {"ckpt_path": str(cb / "checkpoints" / "epoch01.ckpt"), "test": {"rows": 1}}
+    (cb / "submission" / "test" / "eval_metrics.json").write_text(json.dumps(evaluated))
+    rte = _record(sweep / "1", "superglue/rte", "hypermoe", 1, ["seed=1", "data.task=rte"])
+    (rte / "checkpoints").mkdir()
+    (rte / "checkpoints" / "epoch01.ckpt").write_bytes(b"")
+    out = tmp_path / "submission_v1.0"
+    assert main(["superglue_cpu", "--log-dir", str(tmp_path), "--out", str(out)]) == 1
+    manifest = yaml.safe_load((out / "manifest.yaml").read_text())
+    assert list(manifest["files"]) == ["CB.jsonl"]
+    assert list(manifest["failed"]) == ["RTE.jsonl", "AX-b.jsonl", "AX-g.jsonl"]  # all three from that run
+    assert f"predicting it with {rte} failed: ConfigError: ckpt_path=" in manifest["failed"]["RTE.jsonl"]
+    assert "cannot be read as a checkpoint" in capsys.readouterr().out
+    with zipfile.ZipFile(tmp_path / "submission_v1.0.zip") as archive:
+        assert archive.namelist() == ["CB.jsonl"]
+
+
 def test_glues_diagnostic_comes_from_an_mnli_run_else_from_an_rte_run(tmp_path):
     ax = next(wanted for wanted in wanted_files("glue") if wanted.file == "AX.tsv")
     assert (ax.split, ax.tasks) == ("ax", ("glue/mnli", "glue/rte"))
@@ -176,7 +199,7 @@ def test_make_submission_gathers_a_tables_runs(tmp_path, data_root, capsys):
         assert (rte / "submission" / split / file).is_file()  # kept in the run for the next submission
     assert -1 <= manifest["files"]["AX-b.jsonl"]["scores"]["matthews"] <= 1
     assert "gender_parity" in manifest["files"]["AX-g.jsonl"]["scores"]
-    with zipfile.ZipFile(out.with_suffix(".zip")) as archive:
+    with zipfile.ZipFile(out.with_name(out.name + ".zip")) as archive:
         assert archive.namelist() == ["RTE.jsonl", "AX-b.jsonl", "AX-g.jsonl"]  # the files alone, at the top
         lines = archive.read("RTE.jsonl").decode().splitlines()
     assert [json.loads(line)["idx"] for line in lines] == list(range(3000))
