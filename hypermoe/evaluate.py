@@ -32,9 +32,10 @@ def rebuild(cfg: DictConfig) -> tuple[dict[str, Any], Any, Any]:
         )
     checkpoint = load_checkpoint(cfg.ckpt_path)
     trained = OmegaConf.create(checkpoint["hypermoe"]["config"])
-    if cfg.get("data") is not None:  # re-test on another data config
+    if cfg.get("data"):  # re-test on another data config
         trained_data = to_container(trained.data)
-        trained.data = cfg.data
+        # data=<group> brings a whole config (with its _target_); +data.KEY=VALUE alone changes that key
+        trained.data = cfg.data if "_target_" in cfg.data else OmegaConf.merge(trained.data, cfg.data)
         check_data_sizes(trained.data)  # resolved against the checkpoint's config (its backbone's recipe)
         _warn_of_changes(trained_data, to_container(trained.data))
     trained.paths = cfg.paths

@@ -68,6 +68,11 @@ def test_eval_on_a_data_group_names_each_setting_that_is_not_the_checkpoints(tmp
     assert "evaluating with data settings other than the checkpoint's: " in caplog.text
     assert "data.max_length=" in caplog.text and "(trained with 12)" in caplog.text
     assert evaluated["data"]["eval_batch_size"] == 32 and evaluated["data"]["max_length"] != 12
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="hypermoe.evaluate"):  # one key alone: the checkpoint's config with it
+        evaluated = run_eval(compose_config("eval", [f"ckpt_path={checkpoint}", "+data.eval_batch_size=8"], tmp_path))
+    assert evaluated["data"]["eval_batch_size"] == 8 and evaluated["data"]["max_length"] == 12
+    assert "data.eval_batch_size=8 (trained with 64)" in caplog.text and "max_length" not in caplog.text
 
 
 def test_eval_on_another_data_config_and_data_root(tmp_path, data_root):
