@@ -51,6 +51,8 @@ def rebuild(cfg: DictConfig) -> tuple[dict[str, Any], Any, Any]:
             f"{data.task.qualified_name} needs {data.task.signature()}: it cannot score that task"
         )
     module.load_state_dict(checkpoint["state_dict"])
+    if "majority_target" in checkpoint["hypermoe"]:  # what a text-to-text prediction naming no label is written as
+        module.run_info["majority_target"] = checkpoint["hypermoe"]["majority_target"]
     return checkpoint, data, module
 
 

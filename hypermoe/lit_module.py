@@ -213,6 +213,10 @@ class Seq2SeqLitModule(MoELitModule):
     def forward(self, batch: dict[str, Any]) -> Tensor:
         return self.net(batch["input_ids"], batch["attention_mask"], batch["labels"], batch["decoder_attention_mask"])
 
+    def on_fit_start(self) -> None:
+        if self.classifies:  # checkpoints carry it: test predictions need no training file for it
+            self.run_info["majority_target"] = self.trainer.datamodule.majority_target
+
     def _loss(self, batch: dict[str, Any]) -> Tensor:
         return target_loss(self(batch), batch["labels"])
 

@@ -6,7 +6,6 @@ file (``hypermoe.data.submission``).
 (``hypermoe.data.diagnostics``)."""
 
 import logging
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from hypermoe.data.metrics import predictions
 from hypermoe.data.sources import load_split
 from hypermoe.data.submission import write_submission
 from hypermoe.data.tasks import get_task
-from hypermoe.data.text2text import as_pair_of, parse_label, to_text_pair
+from hypermoe.data.text2text import as_pair_of, most_frequent_target, parse_label, to_text_pair
 from hypermoe.errors import ConfigError
 from hypermoe.lit_module import ClassifierLitModule, Seq2SeqLitModule
 
@@ -51,18 +50,21 @@ def predict(trainer: pl.Trainer, module: Any, data: TaskDataModule, examples: li
         module.prediction_generation = data.generation_kwargs
     outputs = trainer.predict(module, dataloaders=data.prediction_dataloader(examples))
     if isinstance(module, Seq2SeqLitModule):
-        return named_labels(data, [label for batch in outputs for label in batch])
+        labels = [label for batch in outputs for label in batch]
+        return named_labels(data, labels, module.run_info.get("majority_target"))
     return torch.cat([predictions(logits, module.task.kind).cpu() for logits in outputs])
 
 
-def named_labels(data: TaskDataModule, labels: list[int | float | None]) -> Tensor:
+def named_labels(data: TaskDataModule, labels: list[int | float | None], majority_target: str | None) -> Tensor:
     """Generated labels with each output that names none (None) replaced by the most frequent label
-    of the task's whole training split (its target, as the model is trained on it), their count logged."""
+    of the training examples (``majority_target``, recorded in the checkpoint; a checkpoint from
+    before it was: of the task's training file), their count logged."""
     unnamed = sum(label is None for label in labels)
     if unnamed:
-        train = load_split(data.task, "train", data.data_dir)
-        targets = [to_text_pair(data.task, example).target for example in train]
-        fallback = parse_label(data.task, Counter(targets).most_common(1)[0][0])
+        if majority_target is None:
+            train = load_split(data.task, "train", data.data_dir)
+            majority_target = most_frequent_target(to_text_pair(data.task, example) for example in train)
+        fallback = parse_label(data.task, majority_target)
         log.warning(
             "%s: %d of %d generated outputs name no label; written as the most frequent training label %r",
             data.task.qualified_name, unnamed, len(labels), fallback,

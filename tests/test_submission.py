@@ -3,6 +3,7 @@ its benchmark id; submission files in the benchmarks' formats; ``eval.py split=t
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -330,11 +331,19 @@ def test_a_text_to_text_model_writes_the_submission_file_from_its_generated_labe
     rows = _read_submission(tmp_path / "CB.jsonl")
     assert predicted["test"]["rows"] == 250 and [idx for idx, _ in rows] == list(range(250))
     assert {label for _, label in rows} <= {"entailment", "contradiction", "neutral"}
-    # a random model names few labels (here none)
-    # CB's training split: 119 contradiction (1), 115 entailment, 16 neutral
+    # a random model names few labels; the others are written as the label its 8 training examples
+    # had most often, which the checkpoint records (CB: 0 entailment, 1 contradiction, 2 neutral)
+    majority = torch.load(text_to_text, weights_only=True)["hypermoe"]["majority_target"]
     (unnamed,) = [record.getMessage() for record in caplog.records if "name no label" in record.getMessage()]
-    count = re.fullmatch(r"superglue/cb: (\d+) of 250 generated outputs name no label; .* training label 1", unnamed)
-    assert count and sum(label == "contradiction" for _, label in rows) >= int(count[1]) > 0
+    count = re.fullmatch(rf"superglue/cb: (\d+) of 250 generated outputs name no label; .* label {majority}", unnamed)
+    named = ["entailment", "contradiction", "neutral"][int(majority)]
+    assert count and sum(label == named for _, label in rows) >= int(count[1]) > 0
+    # so predicting needs the test file alone, where the training file is absent
+    test_only = tmp_path / "test_only" / "superglue" / "CB"
+    test_only.mkdir(parents=True)
+    shutil.copy(data_root / "superglue" / "CB" / "test.jsonl", test_only)
+    run_eval(compose_config("eval", _eval(text_to_text, tmp_path / "test_only", "split=test"), tmp_path / "again"))
+    assert (tmp_path / "again" / "CB.jsonl").read_bytes() == (tmp_path / "CB.jsonl").read_bytes()
 
 
 def test_a_diagnostic_pair_is_read_by_a_text_to_text_model_as_its_tasks_fields(data_root):
@@ -353,9 +362,12 @@ def test_an_output_that_names_no_label_is_the_most_frequent_training_label(data_
         return Seq2SeqDataModule(benchmark, task, str(data_root), max_length=32, batch_size=8, eval_batch_size=8)
 
     # SuperGLUE RTE's training split: 1,249 entailment (0), 1,241 not_entailment (1)
-    assert named_labels(data("superglue", "rte"), [1, None, 0, None]).tolist() == [1, 0, 0, 0]
+    # a checkpoint from before the majority was recorded: the training file's
+    assert named_labels(data("superglue", "rte"), [1, None, 0, None], None).tolist() == [1, 0, 0, 0]
     assert "superglue/rte: 2 of 4 generated outputs name no label" in caplog.text
     # STS-B's training split's scores, rounded to fifths as the targets are: 0.0 368 times, 4.0 366, 3.8 349
-    scores = named_labels(data("glue", "stsb"), [2.4, None])
+    scores = named_labels(data("glue", "stsb"), [2.4, None], None)
     assert scores.dtype == torch.float and scores.tolist() == pytest.approx([2.4, 0.0])
-    assert named_labels(data("superglue", "cb"), [2, 1]).tolist() == [2, 1]  # all named: no training set read
+    assert named_labels(data("superglue", "cb"), [2, 1], None).tolist() == [2, 1]  # all named: no training set read
+    recorded = Seq2SeqDataModule("superglue", "rte", "/nonexistent", max_length=32, batch_size=8, eval_batch_size=8)
+    assert named_labels(recorded, [None, 0], "1").tolist() == [1, 0]  # the checkpoint's: no file read

@@ -18,7 +18,7 @@ from hypermoe.data.encoding import log_truncated
 from hypermoe.data.examples import Example
 from hypermoe.data.generative import GenerativeTask, get_generative_task, load_pairs
 from hypermoe.data.tasks import Task, get_task
-from hypermoe.data.text2text import SOURCE_FIELDS, label_targets, to_text_pair
+from hypermoe.data.text2text import SOURCE_FIELDS, label_targets, most_frequent_target, to_text_pair
 from hypermoe.data.text_pairs import TextPair
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ class Seq2SeqDataModule(TaskDataModule):
         super().__init__(*args, **kwargs)
         self.max_target_length = max_target_length or getattr(self.task, "max_target_length", None)
         self.num_beams = num_beams
+        self.majority_target: str | None = None  # a labelled task's, once its training pairs are read
 
     @staticmethod
     def resolve_task(benchmark: str, name: str) -> Task | GenerativeTask:
@@ -73,6 +74,8 @@ class Seq2SeqDataModule(TaskDataModule):
         if self.max_target_length is None:
             targets = [pair.target for split_pairs in pairs.values() for pair in split_pairs]
             self.max_target_length = max(len(ids) for ids in self.tokenizer(text_target=targets)["input_ids"])
+        if "train" in pairs and isinstance(self.task, Task):
+            self.majority_target = most_frequent_target(pairs["train"])
         for split, split_pairs in pairs.items():
             self.features[split] = self._encode(split, split_pairs)
 

@@ -12,6 +12,8 @@ reference writes "hypothesis" without the colon.
 """
 
 import re
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import replace
 
 from hypermoe.data.examples import Example
@@ -75,6 +77,12 @@ def label_targets(task: Task) -> list[str]:
     if task.kind == "regression":
         return [_target(task, step / 5) for step in range(26)]
     return [_target(task, index) for index in range(task.num_labels)]
+
+
+def most_frequent_target(pairs: Iterable[TextPair]) -> str:
+    """The target text the most training pairs have: what a prediction whose output names no label
+    is written as (``hypermoe.predict``)."""
+    return Counter(pair.target for pair in pairs).most_common(1)[0][0]
 
 
 def as_pair_of(task: Task, example: Example) -> Example:
