@@ -207,6 +207,18 @@ def test_a_search_kept_in_a_storage_runs_only_its_remaining_trials_when_started_
     assert OmegaConf.load(tmp_path / "again" / "optimization_results.yaml").best_value == best  # over all five
 
 
+def test_a_stored_search_whose_trials_all_failed_runs_them_again_when_started_again(tmp_path):
+    """Failed trials (the bug since fixed, out of memory) do not use up n_trials."""
+    args = ["hydra/sweeper=optuna", "hydra.sweeper._target_=hydra_plugins.hypermoe_launcher.sweepers.OptunaSweeper",
+            "hydra/sweeper/sampler=random", f"hydra.sweeper.storage=sqlite:///{tmp_path / 'study.db'}",
+            "hydra.sweeper.study_name=kept", "hydra.sweeper.max_failure_rate=1.0", "hydra.sweeper.n_trials=2",
+            "value=interval(0,10)"]  # fmt: skip
+    assert _multirun(APP, [*args, "action=raise"], tmp_path / "failed").returncode == 1
+    result = _multirun(APP, [*args, "action=return"], tmp_path / "fixed")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(list((tmp_path / "fixed").glob("*/done.txt"))) == 2
+
+
 @pytest.mark.slow  # two train.py processes, each importing torch and Lightning: 60-100 s on 2 busy cores
 def test_isolated_launcher_on_train_py(tmp_path):
     sweep = tmp_path / "sweep"

@@ -44,10 +44,11 @@ class OptunaSweeper(Sweeper):
             sys.exit(report.last_words())
 
     def _continue_stored_study(self) -> None:
-        """With a ``storage``, ``n_trials`` counts the study's finished trials, not this start's: a
+        """With a ``storage``, ``n_trials`` counts the study's completed trials, not this start's: a
         search started again after a stop (a preemption, a time limit) runs the trials it has left,
-        where Optuna's sweeper would run ``n_trials`` more. The sampler's generator is reseeded, or
-        the seeded random trials that start a search would repeat the first start's settings."""
+        where Optuna's sweeper would run ``n_trials`` more; a trial that failed (an error, out of
+        memory) is run again. The sampler's generator is reseeded, or the seeded random trials that
+        start a search would repeat the first start's settings."""
         import optuna
 
         search = self.optuna.sweeper
@@ -57,12 +58,13 @@ class OptunaSweeper(Sweeper):
             study = optuna.load_study(study_name=search.study_name, storage=search.storage)
         except KeyError:  # not in the storage yet: the first start
             return
-        finished = sum(trial.state.is_finished() for trial in study.get_trials(deepcopy=False))
-        if not finished:
+        trials = study.get_trials(deepcopy=False)
+        if not trials:
             return
-        left = max(search.n_trials - finished, 0)
+        completed = sum(trial.state == optuna.trial.TrialState.COMPLETE for trial in trials)
+        left = max(search.n_trials - completed, 0)
         log.info(
-            "Study %r has %d finished trials of n_trials=%d: running %d more", search.study_name, finished,
+            "Study %r has %d completed trials of n_trials=%d: running %d more", search.study_name, completed,
             search.n_trials, left,
         )  # fmt: skip
         search.n_trials = left
