@@ -155,11 +155,11 @@ def in_fresh_process(function: Callable[..., Any], *args: Any) -> Any:
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
         try:
             return pool.submit(function, *args).result()
-        except BrokenProcessPool:
+        except BrokenProcessPool as error:
             raise WorkerDied(
-                f"the process running {function.__name__} died before it returned: killed by a signal, most likely "
-                "the out-of-memory killer (dmesg says)"
-            ) from None
+                f"the process running {function.__name__} died before it returned (killed by a signal, most likely "
+                "the out-of-memory killer: dmesg says), or returned what this process cannot read back"
+            ) from error
 
 
 class WorkerDied(RuntimeError):
@@ -510,6 +510,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     command = shlex.join(["python", "experiments/bench_train.py", *(sys.argv[1:] if argv is None else argv)])
+    revision = git_revision()  # before the first write: the report in the tree would make it +dirty
     console = Console()
     results = {}
     for backbone in args.backbones:
@@ -526,14 +527,14 @@ def main(argv: list[str] | None = None) -> dict:
         )
         results[backbone] = bench_backbone(setup, args.rounds)
         print_backbone(console, backbone, results[backbone])
-        report = build_report(args, command, results)
+        report = build_report(args, command, revision, results)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")  # after every backbone: a cut run keeps them
     console.print(f"wrote {args.out}")
     return report
 
 
-def build_report(args: argparse.Namespace, command: str, results: dict[str, dict]) -> dict:
+def build_report(args: argparse.Namespace, command: str, revision: str, results: dict[str, dict]) -> dict:
     return {
         "benchmark": (
             "whole-model training step (forward, loss + aux losses, backward, clipping, fused AdamW); "
@@ -546,7 +547,7 @@ def build_report(args: argparse.Namespace, command: str, results: dict[str, dict
         "device": args.device,
         "dtype": args.dtype,
         "machine": machine_name(args.device),
-        "git": git_revision(),
+        "git": revision,
         "command": command,
         "rounds": args.rounds,
         "complete": len(results) == len(args.backbones),

@@ -273,8 +273,9 @@ def main(argv: list[str] | None = None) -> int:
         manifest = make_submission(args.table, args.model, args.seed, args.log_dir, out, extra, args.only)
     total = len(manifest["files"]) + len(manifest["missing"]) + len(manifest["failed"])
     print(f"{name}: {len(manifest['files'])} of {total} files in {zip_of(out)}; manifest {out}/manifest.yaml")
-    for file, why in [*manifest["missing"].items(), *manifest["failed"].items()]:
-        print(f"  missing {file}: {why}")
+    for status in ("missing", "failed"):
+        for file, why in manifest[status].items():
+            print(f"  {status} {file}: {why}")
     return 1 if manifest["failed"] else 0
 
 

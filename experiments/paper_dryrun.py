@@ -549,6 +549,7 @@ def build_report(
     families: dict[str, Family],
     threads: int,
     command: str,
+    revision: str,
     wall_seconds: float,
     models: list[dict[str, Any]],
     failures: list[dict[str, str]],
@@ -572,7 +573,7 @@ def build_report(
         "machine": machine_name(args.device),
         "torch": torch.__version__,
         "threads": threads,
-        "git": git_revision(),
+        "git": revision,
         "command": command,
         "wall_seconds": wall_seconds,
         "cpu_seconds": sum(
@@ -615,12 +616,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ]
     start = time.perf_counter()
     command = shlex.join(["python", "experiments/paper_dryrun.py", *(sys.argv[1:] if argv is None else argv)])
+    revision = git_revision()  # before the first write: the report in the tree would make it +dirty
     models: list[dict[str, Any]] = []
     failures: list[dict[str, str]] = []
 
     def report_now() -> dict[str, Any]:
         wall_seconds = time.perf_counter() - start
-        report = build_report(args, families, threads, command, wall_seconds, models, failures, len(jobs))
+        report = build_report(args, families, threads, command, revision, wall_seconds, models, failures, len(jobs))
         write_report(args.out, report)
         return report
 

@@ -31,9 +31,10 @@ def generate(
     """ids (b, t) -> (b, t + max_new_tokens): each new token drawn from the model's next-token
     distribution at ``temperature``, among the ``top_k`` most likely (None: all)."""
     for _ in range(max_new_tokens):
-        logits = net(ids[:, -block_size:])[:, -1, :].float()  # (b, vocab)
-        # shifted to a maximum of 0 before scaling: a tiny temperature then sharpens towards the most
-        # likely token instead of overflowing to inf (which softmax turns into NaN)
+        logits = net(ids[:, -block_size:])[:, -1, :].double()  # (b, vocab)
+        # shifted to a maximum of 0 before scaling, in float64: any temperature a Python float holds
+        # then sharpens towards the most likely token, where float32 overflowed to inf or (below
+        # 1e-45, its smallest number) divided by 0, both NaN after softmax
         logits = (logits - logits.max(dim=-1, keepdim=True).values) / temperature
         if top_k is not None:
             kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]  # (b, 1)

@@ -3,16 +3,16 @@ ratio consistently (timings are not asserted)."""
 
 import importlib.util
 import json
-import operator
-import signal
+import os
 import statistics
+import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import PROJECT
 
 from hypermoe.moe.grouped import grouped_ffn
 
@@ -31,7 +31,9 @@ def test_bench_train_reports_every_variant(tmp_path):
     assert report["complete"] is True and report["backbones_planned"] == ["bert_tiny", "gpt2_tiny"]
     assert all(result["weights"] == "random (its configuration)" for result in report["backbones"].values())
     args = bench_train.parse_args(["--quick"])
-    partial = bench_train.build_report(args, report["command"], {"bert_tiny": report["backbones"]["bert_tiny"]})
+    partial = bench_train.build_report(
+        args, report["command"], report["git"], {"bert_tiny": report["backbones"]["bert_tiny"]}
+    )
     assert partial["complete"] is False  # what a run cut after its first backbone has written
     targets = {"topk_over_ffn_throughput", "hypermoe_over_topk_throughput", "hypermoe_over_topk_memory"}
     assert set(report["targets"]) == targets
@@ -137,11 +139,20 @@ def test_a_pretrained_backbone_falls_back_to_its_published_architecture_with_ran
     assert bench_train.pretrained_or_random({"pretrained": None}, None, False) == "random (its configuration)"
 
 
-def test_a_fresh_process_killed_before_it_returns_is_an_error_not_a_wait():
+def test_a_fresh_process_killed_before_it_returns_is_an_error_not_a_wait(tmp_path):
     """The out-of-memory killer ends the worker of the largest model (SIGKILL): the dry run must
-    record that model as failed and go on, where a multiprocessing.Pool waits forever."""
-    with ThreadPoolExecutor(1) as waiting:
-        killed = waiting.submit(bench_train.in_fresh_process, signal.raise_signal, signal.SIGKILL)
-        with pytest.raises(bench_train.WorkerDied, match="the process running raise_signal died before it returned"):
-            killed.result(timeout=120)
-    assert bench_train.in_fresh_process(operator.add, 2, 3) == 5  # the next task gets a process of its own
+    record that model as failed and go on, where a multiprocessing.Pool waits forever. Run in a
+    process of its own, so that a wait fails the test at the timeout instead of hanging it."""
+    probe = (
+        "import operator, signal, bench_train\n"
+        "try:\n"
+        "    bench_train.in_fresh_process(signal.raise_signal, signal.SIGKILL)\n"
+        "except bench_train.WorkerDied as error:\n"
+        "    print(error)\n"
+        "print(bench_train.in_fresh_process(operator.add, 2, 3))\n"  # the next task gets a process of its own
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT), str(PROJECT / "experiments")])}
+    result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    said = result.stdout.splitlines()
+    assert said[0].startswith("the process running raise_signal died before it returned") and said[1] == "5"

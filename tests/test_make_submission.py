@@ -131,7 +131,7 @@ def test_a_file_whose_prediction_fails_is_listed_and_the_others_are_submitted(tm
     assert list(manifest["files"]) == ["CB.jsonl"]
     assert list(manifest["failed"]) == ["RTE.jsonl", "AX-b.jsonl", "AX-g.jsonl"]  # all three from that run
     assert f"predicting it with {rte} failed: ConfigError: ckpt_path=" in manifest["failed"]["RTE.jsonl"]
-    assert "cannot be read as a checkpoint" in capsys.readouterr().out
+    assert "  failed RTE.jsonl: predicting it with " in capsys.readouterr().out
     with zipfile.ZipFile(tmp_path / "submission_v1.0.zip") as archive:
         assert archive.namelist() == ["CB.jsonl"]
 
