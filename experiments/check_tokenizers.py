@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from hypermoe.backbones.sources import resolve_pretrained
-from hypermoe.config import CONF_DIR, compose_config
+from hypermoe.config import compose_config, config_options
 
 
 def missing_tokenizers(backbones: list[str]) -> list[str]:
@@ -27,7 +27,7 @@ def missing_tokenizers(backbones: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    options = sorted(path.stem for path in (CONF_DIR / "backbone").glob("*.yaml"))
+    options = config_options("backbone")
     parser.add_argument("backbones", nargs="+", choices=options, metavar="BACKBONE", help=f"of {', '.join(options)}")
     missing = missing_tokenizers(parser.parse_args(argv).backbones)
     for line in missing:

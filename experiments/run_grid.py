@@ -34,7 +34,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import OverrideParseException
 
-from hypermoe.config import CONF_DIR, PROJECT_ROOT, names_machine_paths
+from hypermoe.config import CONF_DIR, PROJECT_ROOT, config_options, names_machine_paths
 from hypermoe.errors import ConfigError
 from hypermoe.job_processes import SIGTERM_EXIT_CODE, ForwardSigterm
 
@@ -45,7 +45,7 @@ SAME_RESULTS_KEYS = ("keep_checkpoints",)
 
 def grid_of(table: str) -> dict[str, list[str]]:
     """The table's sweep: each key with its values, as override strings."""
-    tables = sorted(path.stem for path in (CONF_DIR / "table").glob("*.yaml"))
+    tables = config_options("table")
     if table not in tables:
         raise ConfigError(f"table={table!r} is not a table of conf/table/: {tables}")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -34,6 +34,11 @@ if not OmegaConf.has_resolver("project_root"):
 register_model_schemas()
 
 
+def config_options(group: str) -> list[str]:
+    """The options of the config group ``conf/<group>/`` (its YAML files' names), sorted."""
+    return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
+
+
 def git_revision() -> str:
     """The commit the code ran from (``+dirty`` when the tree had changes), or ``unknown``."""
     try:

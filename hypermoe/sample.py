@@ -3,7 +3,6 @@ generates it: from a start text, one token at a time over the last ``block_size`
 temperature and top-k sampling. Works for any causal-LM checkpoint (characters or GPT-2 tokens)."""
 
 import logging
-import math
 from pathlib import Path
 
 import torch
@@ -13,6 +12,7 @@ from torch import Tensor, nn
 from hypermoe.data.characters import UnknownCharacter
 from hypermoe.errors import ConfigError
 from hypermoe.evaluate import rebuild
+from hypermoe.validation import is_count, is_finite, is_int
 
 log = logging.getLogger(__name__)
 SEPARATOR = "\n---------------\n"  # between samples, as nanoGPT prints them
@@ -44,20 +44,15 @@ def generate(
     return ids
 
 
-def _is_int(value: object, lowest: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= lowest
-
-
 def check_sampling(cfg: DictConfig) -> None:
     for key in ("num_samples", "max_new_tokens"):
-        if not _is_int(cfg[key], 1):
+        if not is_count(cfg[key]):
             raise ConfigError(f"{key}={cfg[key]!r} must be an integer >= 1")
-    temperature = cfg.temperature
-    if isinstance(temperature, bool) or not (isinstance(temperature, int | float) and 0 < temperature < math.inf):
-        raise ConfigError(f"temperature={temperature!r} must be a finite number > 0")
-    if cfg.top_k is not None and not _is_int(cfg.top_k, 1):
+    if not is_finite(cfg.temperature, 0, strict=True):
+        raise ConfigError(f"temperature={cfg.temperature!r} must be a finite number > 0")
+    if cfg.top_k is not None and not is_count(cfg.top_k):
         raise ConfigError(f"top_k={cfg.top_k!r} must be an integer >= 1, or null for the whole vocabulary")
-    if not (_is_int(cfg.seed, 0) and cfg.seed < 2**64):
+    if not (is_int(cfg.seed) and 0 <= cfg.seed < 2**64):
         raise ConfigError(f"seed={cfg.seed!r} must be an integer in [0, 2**64)")
     if not isinstance(cfg.start, str):  # Hydra reads start=1984 as a number, start=true as a bool
         raise ConfigError(

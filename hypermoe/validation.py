@@ -93,7 +93,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -117,8 +117,8 @@ def check_run_settings(cfg: DictConfig) -> None:
     problems = _Problems()
     for key, lowest in (("checkpoint_every_n_steps", 0), ("routing_log_every", 1)):
         value = cfg.get(key)
-        problems.check(_is_int(value) and value >= lowest, key, value, f"must be an integer >= {lowest}")
-    seed_ok = _is_int(cfg.get("seed")) and 0 <= cfg.seed < 2**32  # Lightning's seed_everything, numpy: 32 bits
+        problems.check(is_int(value) and value >= lowest, key, value, f"must be an integer >= {lowest}")
+    seed_ok = is_int(cfg.get("seed")) and 0 <= cfg.seed < 2**32  # Lightning's seed_everything, numpy: 32 bits
     problems.check(seed_ok, "seed", cfg.get("seed"), f"must be an integer in [0, {2**32 - 1}]")
     for key in ("keep_checkpoints", "resume_strict"):
         problems.check(isinstance(cfg.get(key, True), bool), key, cfg.get(key), "must be true or false")
@@ -140,14 +140,14 @@ def check_run_settings(cfg: DictConfig) -> None:
     problems.raise_if_any()
 
 
-def _finite(value: Any, lowest: float, strict: bool = False) -> bool:
+def is_finite(value: Any, lowest: float, strict: bool = False) -> bool:
     """A finite number >= lowest (> lowest when strict)."""
     return _is_number(value) and math.isfinite(value) and (value > lowest if strict else value >= lowest)
 
 
-def _count(value: Any, unbounded: bool = False) -> bool:
+def is_count(value: Any, unbounded: bool = False) -> bool:
     """An integer >= 1 (or -1, where that means "no bound")."""
-    return _is_int(value) and (value >= 1 or (unbounded and value == -1))
+    return is_int(value) and (value >= 1 or (unbounded and value == -1))
 
 
 def _check_coefficients(coefficients: Any, problems: _Problems) -> None:
@@ -155,22 +155,24 @@ def _check_coefficients(coefficients: Any, problems: _Problems) -> None:
         problems.append(f"model.aux_loss_coefficients={coefficients!r} must map aux loss names to numbers")
         return
     for name, value in coefficients.items():
-        problems.check(_finite(value, 0), f"model.aux_loss_coefficients.{name}", value, "must be a finite number >= 0")
+        problems.check(
+            is_finite(value, 0), f"model.aux_loss_coefficients.{name}", value, "must be a finite number >= 0"
+        )
 
 
 def _check_optimizer(optimizer: Any, scheduler: Any, problems: _Problems) -> None:
     lr, decay = optimizer.get("lr"), optimizer.get("weight_decay", 0.0)
-    problems.check(_finite(lr, 0, strict=True), "optimizer.lr", lr, "must be a finite number > 0")
-    problems.check(_finite(decay, 0), "optimizer.weight_decay", decay, "must be a finite number >= 0")
+    problems.check(is_finite(lr, 0, strict=True), "optimizer.lr", lr, "must be a finite number > 0")
+    problems.check(is_finite(decay, 0), "optimizer.weight_decay", decay, "must be a finite number >= 0")
     betas = optimizer.get("betas")
     betas = list(betas) if isinstance(betas, ListConfig) else betas
     betas_ok = betas is None or (
-        isinstance(betas, list) and len(betas) == 2 and all(_finite(b, 0) and b < 1 for b in betas)
+        isinstance(betas, list) and len(betas) == 2 and all(is_finite(b, 0) and b < 1 for b in betas)
     )
     problems.check(betas_ok, "optimizer.betas", betas, "must be two numbers in [0, 1)")
     warmup, floor = scheduler.get("warmup_ratio"), scheduler.get("min_lr_ratio", 0.0)
-    problems.check(_finite(warmup, 0) and warmup < 1, "scheduler.warmup_ratio", warmup, "must be a number in [0, 1)")
-    problems.check(_finite(floor, 0) and floor <= 1, "scheduler.min_lr_ratio", floor, "must be a number in [0, 1]")
+    problems.check(is_finite(warmup, 0) and warmup < 1, "scheduler.warmup_ratio", warmup, "must be a number in [0, 1)")
+    problems.check(is_finite(floor, 0) and floor <= 1, "scheduler.min_lr_ratio", floor, "must be a number in [0, 1]")
     schedule = scheduler.get("schedule", "linear")
     problems.check(schedule in SCHEDULES, "scheduler.schedule", schedule, f"must be one of {list(SCHEDULES)}")
 
@@ -178,26 +180,26 @@ def _check_optimizer(optimizer: Any, scheduler: Any, problems: _Problems) -> Non
 def _check_trainer(trainer: Any, problems: _Problems) -> None:
     """The Trainer's settings this project's runs depend on, before the Trainer exists."""
     epochs, steps = trainer.get("max_epochs"), trainer.get("max_steps", -1)
-    epochs_ok = epochs is None or _count(epochs, unbounded=True)
+    epochs_ok = epochs is None or is_count(epochs, unbounded=True)
     problems.check(epochs_ok, "trainer.max_epochs", epochs, "must be an integer >= 1, or -1 to let max_steps decide")
-    problems.check(_count(steps, unbounded=True), "trainer.max_steps", steps, "must be an integer >= 1, or -1")
+    problems.check(is_count(steps, unbounded=True), "trainer.max_steps", steps, "must be an integer >= 1, or -1")
     if epochs == -1 and steps == -1:
         problems.append("trainer.max_epochs=-1 and trainer.max_steps=-1: one of them must bound the run")
     precision = trainer.get("precision", "32-true")
     problems.check(precision in PRECISIONS, "trainer.precision", precision, f"must be one of {list(PRECISIONS)}")
     devices = trainer.get("devices", "auto")
     devices = list(devices) if isinstance(devices, ListConfig) else devices
-    indices = isinstance(devices, list) and bool(devices) and all(_is_int(d) and d >= 0 for d in devices)
-    devices_ok = devices == "auto" or _count(devices, unbounded=True) or indices
+    indices = isinstance(devices, list) and bool(devices) and all(is_int(d) and d >= 0 for d in devices)
+    devices_ok = devices == "auto" or is_count(devices, unbounded=True) or indices
     problems.check(devices_ok, "trainer.devices", devices, "must be an integer >= 1, -1 (all), 'auto' or a list")
     for key in ("accumulate_grad_batches", "log_every_n_steps"):
-        problems.check(_count(trainer.get(key, 1)), f"trainer.{key}", trainer.get(key), "must be an integer >= 1")
+        problems.check(is_count(trainer.get(key, 1)), f"trainer.{key}", trainer.get(key), "must be an integer >= 1")
     every = trainer.get("check_val_every_n_epoch", 1)
-    problems.check(every is None or _count(every), "trainer.check_val_every_n_epoch", every, "must be >= 1 or null")
+    problems.check(every is None or is_count(every), "trainer.check_val_every_n_epoch", every, "must be >= 1 or null")
     interval = trainer.get("val_check_interval")
     fraction = isinstance(interval, float) and 0 < interval <= 1
     problems.check(
-        interval is None or _count(interval) or fraction,
+        interval is None or is_count(interval) or fraction,
         "trainer.val_check_interval",
         interval,
         "must be null (every epoch), an integer >= 1 (training steps) or a fraction in (0, 1] of an epoch",
@@ -212,10 +214,12 @@ def _check_trainer(trainer: Any, problems: _Problems) -> None:
         "load, data) to themselves: use trainer=ddp (strategy ddp), whose process 0 is this one",
     )
     clip = trainer.get("gradient_clip_val")
-    problems.check(clip is None or _finite(clip, 0), "trainer.gradient_clip_val", clip, "must be a number >= 0 or null")
+    problems.check(
+        clip is None or is_finite(clip, 0), "trainer.gradient_clip_val", clip, "must be a number >= 0 or null"
+    )
     for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches"):
         limit = trainer.get(key)
-        batches = _is_int(limit) and limit >= 0
+        batches = is_int(limit) and limit >= 0
         share = isinstance(limit, float) and 0 <= limit <= 1
         problems.check(
             limit is None or batches or share,
@@ -227,15 +231,15 @@ def _check_trainer(trainer: Any, problems: _Problems) -> None:
 
 # the data keys that count something: (allowed, the message); each only where the data config has it
 _DATA_SIZES = {
-    "batch_size": (_count, "must be an integer >= 1"),
-    "eval_batch_size": (_count, "must be an integer >= 1"),
-    "max_length": (_count, "must be an integer >= 1"),
-    "block_size": (lambda value: _is_int(value) and value >= 2, "must be an integer >= 2"),
-    "num_beams": (_count, "must be an integer >= 1"),
-    "num_workers": (lambda value: _is_int(value) and value >= 0, "must be an integer >= 0"),
-    "max_target_length": (lambda value: value is None or _count(value), "must be an integer >= 1, or null"),
-    "max_train_examples": (lambda value: value is None or _count(value), "must be an integer >= 1, or null for all"),
-    "max_train_blocks": (lambda value: value is None or _count(value), "must be an integer >= 1, or null for all"),
+    "batch_size": (is_count, "must be an integer >= 1"),
+    "eval_batch_size": (is_count, "must be an integer >= 1"),
+    "max_length": (is_count, "must be an integer >= 1"),
+    "block_size": (lambda value: is_int(value) and value >= 2, "must be an integer >= 2"),
+    "num_beams": (is_count, "must be an integer >= 1"),
+    "num_workers": (lambda value: is_int(value) and value >= 0, "must be an integer >= 0"),
+    "max_target_length": (lambda value: value is None or is_count(value), "must be an integer >= 1, or null"),
+    "max_train_examples": (lambda value: value is None or is_count(value), "must be an integer >= 1, or null for all"),
+    "max_train_blocks": (lambda value: value is None or is_count(value), "must be an integer >= 1, or null for all"),
 }
 
 
