@@ -30,6 +30,7 @@ others are still written, and the exit status is 1.
 """
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -98,6 +99,11 @@ class Run:
         overrides = yaml.safe_load(path.read_text()) if path.is_file() else []
         return [override for override in overrides or [] if not names_machine_paths(override)]
 
+    @functools.cached_property
+    def recorded(self) -> list[str]:
+        """Its overrides as Hydra records them (``run_grid.as_recorded``), parsed once per run."""
+        return as_recorded(self.overrides())
+
 
 def wanted_files(benchmark: str) -> list[Wanted]:
     """Every file the benchmark's leaderboard grades, in the order it lists them."""
@@ -127,9 +133,8 @@ def table_runs(
     runs = []
     for metrics in sorted(runs_dir.glob("**/metrics.json"), key=lambda path: (path.stat().st_mtime, path)):
         run = Run(metrics.parent, json.loads(metrics.read_text()))
-        recorded = as_recorded(run.overrides())
         chosen = run.record.get("model") == model and seed in (None, run.record.get("seed"))
-        if chosen and values <= set(recorded) and other_settings(recorded, grid) == settings:
+        if chosen and values <= set(run.recorded) and other_settings(run.recorded, grid) == settings:
             runs.append(run)
     return runs
 
@@ -138,8 +143,7 @@ def check_one_configuration(runs: list[Run], grid: dict[str, list[str]]) -> None
     """Refuses runs that differ in a grid value other than ``PER_RUN_KEYS`` (an ablation table's
     rows share a variant): the submission would mix them, each file from whichever ran last."""
     configurations = [
-        frozenset(o for o in as_recorded(run.overrides()) if override_key(o) in set(grid) - set(PER_RUN_KEYS))
-        for run in runs
+        frozenset(o for o in run.recorded if override_key(o) in set(grid) - set(PER_RUN_KEYS)) for run in runs
     ]
     differing = sorted(frozenset.union(*configurations) - frozenset.intersection(*configurations))
     if differing:
