@@ -155,11 +155,14 @@ class ClassifierLitModule(MoELitModule):
 
 
 def parameter_groups(module: nn.Module) -> list[dict[str, Any]]:
-    """Weight decay on matrices only: biases and LayerNorm weights are not decayed (the BERT recipe)."""
+    """Weight decay on matrices only: biases and LayerNorm weights are not decayed (the BERT recipe),
+    nor T5's relative position bias tables, which transformers' Trainer (the Switch recipe's)
+    leaves undecayed with every parameter named bias."""
     decay, no_decay = [], []
-    for parameter in module.parameters():
+    for name, parameter in module.named_parameters():
         if parameter.requires_grad:
-            (decay if parameter.dim() >= 2 else no_decay).append(parameter)
+            decayed = parameter.dim() >= 2 and not name.endswith("relative_attention_bias.weight")
+            (decay if decayed else no_decay).append(parameter)
     return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 

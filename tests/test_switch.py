@@ -16,6 +16,7 @@ from transformers.models.switch_transformers.modeling_switch_transformers import
 from hypermoe.backbones.patching import RoutingContext
 from hypermoe.backbones.seq2seq import build_seq2seq
 from hypermoe.backbones.switch import _copy_sparse, patch_stack
+from hypermoe.lit_module import parameter_groups
 from hypermoe.moe import TopKMoE, TopKSettings
 from hypermoe.moe.losses import load_balancing_loss
 
@@ -147,6 +148,20 @@ def test_hypermoe_has_one_hypernetwork_per_stack(tokenizers_root):
     assert net.moe_names == ["encoder1", "encoder3", "decoder1", "decoder3"]
     encoder, decoder = ({id(layer.hypernetwork) for layer in net.moe[i : i + 2]} for i in (0, 2))
     assert len(encoder) == len(decoder) == 1 and encoder != decoder  # shared within a stack, not across
+
+
+def test_weight_decay_leaves_biases_norms_and_relative_position_tables_alone(tokenizers_root):
+    """As transformers' Trainer, which the Switch recipe (weight decay 0.1) comes from."""
+    backbone = {"pretrained": None, "tokenizer": "google/switch-base-8", "config": CONFIG,
+                "tokenizer_fallback": str(tokenizers_root / "t5")}  # fmt: skip
+    net, _ = build_seq2seq(backbone, {**TOPK, "variant": "hypermoe", "share_hypernetwork": True})
+    names = {id(parameter): name for name, parameter in net.named_parameters()}
+    decayed, undecayed = ({names[id(p)] for p in group["params"]} for group in parameter_groups(net))
+    tables = {name for name in names.values() if name.endswith("relative_attention_bias.weight")}
+    assert len(tables) == 2 and tables <= undecayed  # the encoder's and the decoder's
+    vectors = {name for name, parameter in net.named_parameters() if parameter.dim() == 1}  # biases, norms
+    assert undecayed == vectors | tables and decayed == set(names.values()) - undecayed
+    assert "model.shared.weight" in decayed  # embeddings are decayed, as transformers' Trainer does
 
 
 @pytest.mark.parametrize(

@@ -53,12 +53,12 @@ def test_ablation_tables_run_each_setting_once_with_the_topk_row(table):
 
 
 def test_the_qa_and_summarization_table_trains_each_dataset_at_the_papers_lr():
-    """SQuAD at 5e-5, XSum and CNN/DailyMail at 3e-5 (docs/METHOD.md), in one grid."""
-    lrs = {
-        data: _compose(["table=qa_summarization", f"data={data}"]).optimizer.lr
-        for data in ("squad", "xsum", "cnn_dailymail")
-    }
-    assert lrs == {"squad": 5e-5, "xsum": 3e-5, "cnn_dailymail": 3e-5}
+    """SQuAD at 5e-5, XSum and CNN/DailyMail at 3e-5 (docs/METHOD.md), ReCoRD at SuperGLUE's 1e-5,
+    in one grid."""
+    table = _compose(["table=qa_summarization"])
+    lrs = {data: _compose(["table=qa_summarization", f"data={data}"]).optimizer.lr for data in table.lr_by_task}
+    assert set(str(table.hydra.sweeper.params.data).split(",")) == set(lrs)  # every dataset of the grid has its lr
+    assert lrs == {"squad": 5e-5, "record": 1e-5, "xsum": 3e-5, "cnn_dailymail": 3e-5}
 
 
 @pytest.mark.parametrize("table", ["superglue_cpu", "glue_cpu", "lm_cpu"])
