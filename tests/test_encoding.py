@@ -43,6 +43,25 @@ def test_batches_of_each_shape(tokenizer, data_root):
     assert torch.all((batch["input_ids"] == tokenizer.pad_token_id) == (batch["attention_mask"] == 0))
 
 
+def test_multiple_choice_rows_hold_each_example_own_choices_in_order(tokenizer, data_root):
+    """The label indexes the choices: row i of an example must be its premise with its choice i."""
+    examples = load_split(get_task("superglue", "copa"), "validation", data_root)[:3]
+    for example, feature in zip(examples, encode_all(examples, tokenizer, 64), strict=True):
+        expected = [tokenizer(example.text_a, choice)["input_ids"] for choice in example.choices]
+        assert [row["input_ids"] for row in feature["rows"]] == expected
+
+
+def test_multirc_batches_group_the_answers_by_question(tokenizer, data_root):
+    """Exact match is scored per question: the batch carries each answer's question."""
+    examples = load_split(get_task("superglue", "multirc"), "validation", data_root)[:8]
+    features = encode_all(examples, tokenizer, 64)
+    ids: dict[str, int] = {}
+    for feature in features:  # as TaskDataModule numbers them
+        feature["group"] = ids.setdefault(feature["group"], len(ids))
+    groups = collate(features, 0)["groups"].tolist()
+    assert groups == [ids[example.group] for example in examples] and len(set(groups)) < len(groups)
+
+
 def test_truncation_keeps_max_length(tokenizer, data_root):
     examples = load_split(get_task("superglue", "multirc"), "validation", data_root)[:5]
     features = encode_all(examples, tokenizer, 48)

@@ -184,6 +184,9 @@ def test_rouge_f_measures_by_hand():
     # Unigrams: the, cat, on, mat shared (4 of 6 each way) -> 2/3. Bigrams: only "the cat" (1 of 5) -> 1/5.
     # Longest common subsequence: the cat on mat (4 of 6) -> 2/3.
     assert _values(metrics) == {"val/rouge1": round(2 / 3, 4), "val/rouge2": 0.2, "val/rougeL": round(2 / 3, 4)}
+    shorter = build_text_metrics(("rouge1",), prefix="val/")
+    shorter.update(["the cat"], [("the cat sat on the mat",)])  # precision 1, recall 2/6: the F-measure is 1/2
+    assert _values(shorter) == {"val/rouge1": 0.5}
 
 
 @pytest.mark.parametrize("name", sorted(GENERATIVE_TASKS))

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from hypermoe.data.metrics import MatthewsCorrCoef, binary_matthews, build_metrics, predictions
+from hypermoe.data.metrics import MatthewsCorrCoef, binary_matthews, build_metrics, metric_mode, predictions
 from hypermoe.data.tasks import get_task
 
 
@@ -22,8 +22,9 @@ def test_cb_macro_f1_and_accuracy():
 
 
 def test_mrpc_binary_f1():
-    values = _compute("glue", "mrpc", [1, 1, 0, 0], [1, 0, 1, 0])  # tp 1 fp 1 fn 1
-    assert values["f1"] == pytest.approx(0.5) and values["accuracy"] == pytest.approx(0.5)
+    """F1 of the positive class, as GLUE scores it: here 2/3, where the macro average would be 0.76."""
+    values = _compute("glue", "mrpc", [1, 1, 0, 0, 0], [1, 0, 0, 0, 0])  # tp 1 fp 1 fn 0
+    assert values["f1"] == pytest.approx(2 / 3) and values["accuracy"] == pytest.approx(4 / 5)
 
 
 def test_cola_matthews():
@@ -68,11 +69,19 @@ def test_stsb_pearson_and_spearman():
 
 
 def test_multirc_f1a_and_exact_match_per_question():
-    # question 0: both answers right; question 1: one of two wrong; question 2: right
-    preds, target, groups = [1, 0, 1, 1, 0], [1, 0, 0, 1, 0], torch.tensor([0, 0, 1, 1, 2])
+    # question 0: both answers right; question 1: one of two wrong; question 2: both right
+    preds, target, groups = [1, 0, 1, 1, 0, 0], [1, 0, 0, 1, 0, 0], torch.tensor([0, 0, 1, 1, 2, 2])
     values = _compute("superglue", "multirc", preds, target, groups)
     assert values["exact_match"] == pytest.approx(2 / 3)
-    assert values["f1a"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 0))  # tp 2 fp 1 fn 0
+    # F1 over all answers of the positive class (tp 2 fp 1 fn 0); the negative class's would be 6/7
+    assert values["f1a"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 0))
+
+
+def test_lower_is_better_for_perplexity_and_loss_only():
+    """What val/<metric>_best keeps and which way a sweep optimises."""
+    assert [metric_mode(name) for name in ("perplexity", "loss", "accuracy", "f1", "matthews")] == [
+        "min", "min", "max", "max", "max"
+    ]  # fmt: skip
 
 
 def test_predictions_per_head_kind():
