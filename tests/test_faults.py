@@ -9,12 +9,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from helpers import QUIET, SavedSteps, compose_config, train_cli
 
-from hypermoe.checkpointing import AtomicCheckpointIO
+from hypermoe.checkpointing import AtomicCheckpointIO, LastCheckpoint
 from hypermoe.errors import NonFiniteLossError
 from hypermoe.train import run
 
@@ -43,7 +44,7 @@ def test_an_interrupted_save_keeps_the_previous_checkpoint(tmp_path):
 
 _SAVE_FOREVER = """
 import sys, torch
-from hypermoe.checkpointing import AtomicCheckpointIO
+from hypermoe.checkpointing import AtomicCheckpointIO, LastCheckpoint
 io, step = AtomicCheckpointIO(), 0
 while True:
     step += 1
@@ -85,6 +86,20 @@ def test_last_checkpoint_every_n_steps_and_after_each_epoch(tmp_path, settings, 
     assert SavedSteps.saved == expected
     assert _checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == expected[-1][0]
     assert [path.name for path in (tmp_path / "checkpoints").iterdir()] == ["last.ckpt"]
+
+
+def test_weights_that_are_not_finite_are_not_saved_over_the_last_good_checkpoint(tmp_path):
+    saved = []
+    trainer = SimpleNamespace(fast_dev_run=False, sanity_checking=False, global_step=7)
+    trainer.save_checkpoint = lambda path, weights_only: saved.append(path)
+    module, checkpoint = torch.nn.Linear(2, 2), LastCheckpoint(str(tmp_path))
+    checkpoint.on_train_epoch_end(trainer, module)
+    assert saved == [tmp_path / "last.ckpt"]
+    with torch.no_grad():
+        module.weight[0, 0] = float("nan")
+    with pytest.warns(UserWarning, match=r"not saving step 7: 1 parameters are not finite \(weight, "):
+        checkpoint.on_train_epoch_end(trainer, module)
+    assert len(saved) == 1
 
 
 def test_a_nan_loss_stops_the_run_naming_the_step_and_the_routing(tmp_path):

@@ -68,3 +68,13 @@ def test_the_schedule_warms_up_then_decays_as_configured(tmp_path, schedule, at_
     rates = _learning_rates(module, total=100)
     assert rates[0] == 0.0 and rates[5] == pytest.approx(LR / 2) and rates[10] == pytest.approx(LR)  # 10 warm-up steps
     assert rates[55] == pytest.approx(at_middle) and rates[100] == pytest.approx(at_end, abs=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore:The ``compute`` method")  # a loaded state counts no update of its own
+def test_a_resumed_run_keeps_its_best_so_far(tmp_path):
+    """The best-so-far trackers are in the state dict, so a checkpoint carries them."""
+    _, module = _tiny(tmp_path, "model=topk")
+    module.val_best["accuracy"].update(torch.tensor(0.9))
+    _, resumed = _tiny(tmp_path, "model=topk")
+    resumed.load_state_dict(module.state_dict())
+    assert resumed.val_best["accuracy"].compute().item() == pytest.approx(0.9)

@@ -44,6 +44,17 @@ def test_csv_logger_writes_metrics(tmp_path):
     assert any(name.startswith("moe/layer0/") for name in metrics)
 
 
+def test_each_metric_of_the_task_logs_its_own_best(tmp_path, data_root):
+    """MRPC scores F1 and accuracy: both keep a best-so-far, not only the main metric."""
+    overrides = ["backbone=bert_tiny", "data=glue", "data.task=mrpc", f"paths.data_dir={data_root}", "debug=limit"]
+    run(compose_config("train", [*overrides, *TINY[2:], "logger=csv"], tmp_path))
+    rows = list(csv.DictReader((tmp_path / "csv" / "version_0" / "metrics.csv").open()))
+    for name in ("f1", "accuracy"):
+        logged = [float(row[f"val/{name}"]) for row in rows if row.get(f"val/{name}")]
+        best = [float(row[f"val/{name}_best"]) for row in rows if row.get(f"val/{name}_best")]
+        assert logged and best == [max(logged[: i + 1]) for i in range(len(logged))], name
+
+
 def _routing_entropies(run_dir) -> dict[int, float]:
     rows = csv.DictReader((run_dir / "csv" / "version_0" / "metrics.csv").open())
     return {

@@ -183,13 +183,20 @@ def test_hypermoe_matches_the_reference(shape, batch, aggregation, generation, t
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-@pytest.mark.parametrize("generation", GENERATIONS)
-def test_hypermoe_training_with_router_noise_and_drops_matches_the_reference(shape, batch, generation, kernel):
-    """The HyperExpert also runs on the tokens their experts dropped."""
+@pytest.mark.parametrize(
+    ("aggregation", "generation"),
+    [("sum", generation) for generation in GENERATIONS] + [("gate_weighted", "per_token")],
+)
+def test_hypermoe_training_with_router_noise_and_drops_matches_the_reference(
+    shape, batch, aggregation, generation, kernel
+):
+    """The HyperExpert also runs on the tokens their experts dropped; gate_weighted weighs the
+    embeddings by the clean probabilities, not the noisy ones."""
     layer = _hyper_layer(
         shape,
         2,
         kernel,
+        aggregation=aggregation,
         generation=generation,
         gating="noisy",
         capacity_factor_train=0.5,

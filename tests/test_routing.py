@@ -1,6 +1,7 @@
 """Routing behaviour: padding, capacity, train-only noise, recorded stats."""
 
 import copy
+import math
 import pickle
 
 import pytest
@@ -8,6 +9,7 @@ import torch
 from conftest import D_MODEL
 
 from hypermoe.moe import (
+    FFN,
     DenseMoE,
     DenseMoESettings,
     HyperMoE,
@@ -18,6 +20,7 @@ from hypermoe.moe import (
     TopKMoE,
     TopKSettings,
 )
+from hypermoe.moe.stats import routing_stats
 
 
 def _all_variants(shape):
@@ -56,6 +59,8 @@ ROUTING_STATS = {
 )
 def test_padding_is_never_routed_nor_counted(shape, variant):
     layer = _all_variants(shape)[variant].eval()
+    if variant == "topk_adapter":  # its up-projection starts at zero: weights as after training
+        torch.nn.init.normal_(layer.adapter.up.weight)
     x = torch.randn(2, 6, D_MODEL)
     mask = torch.ones(2, 6, dtype=torch.bool)
     mask[0, 4:] = False
@@ -74,6 +79,22 @@ def test_padding_is_never_routed_nor_counted(shape, variant):
     torch.testing.assert_close(layer(x[mask].unsqueeze(0))[0], y[mask])
     for name, value in aux.items():
         torch.testing.assert_close(layer.aux_losses[name], value, msg=name)
+
+
+def test_the_plain_ffn_outputs_zero_on_padding_too(shape):
+    x, mask = torch.randn(2, 6, D_MODEL), torch.ones(2, 6, dtype=torch.bool)
+    mask[0, 4:] = False
+    y = FFN(**shape)(x, mask)
+    assert torch.all(y[~mask] == 0) and torch.all(y[mask].abs().sum(-1) > 0)
+
+
+def test_the_adapter_control_starts_as_the_plain_moe(shape):
+    """Its up-projection starts at zero, as HyperMoE's HyperExpert starts near zero."""
+    layer = _all_variants(shape)["topk_adapter"].eval()
+    plain = TopKMoE(TopKSettings(num_experts=4, top_k=1), **shape).eval()
+    assert not plain.load_state_dict(layer.state_dict(), strict=False).missing_keys
+    x = torch.randn(2, 6, D_MODEL)
+    torch.testing.assert_close(layer(x), plain(x))
 
 
 def test_padding_does_not_use_capacity(shape):
@@ -203,6 +224,26 @@ def test_routing_stats_are_recorded_and_detached(shape):
     assert 0 <= stats["router_entropy"].item() <= torch.log(torch.tensor(4.0)).item()
     assert stats["router_logit_max_abs"].item() == pytest.approx(10.0)  # |10 * x_0| with x_0 = +-1
     assert layer.aux_losses["balance"].requires_grad
+
+
+def test_routing_stats_by_hand():
+    """Top-2 of 3 experts: 3 valid tokens (6 assignments: 3, 2 and 1 per expert, one of expert 1's
+    dropped by capacity) and one padded token, which counts for nothing."""
+    logits = torch.tensor([[1.0, 1.0, -2.0], [2.0, 0.0, -3.0], [0.0, 0.0, 0.0], [9.0, 9.0, -9.0]])
+    expert_index = torch.tensor([[0, 1], [0, 1], [0, 2], [1, 0]])
+    valid = torch.tensor([True, True, True, False])
+    stats = routing_stats(logits, logits.softmax(-1), expert_index, torch.tensor([3, 1, 1]), valid)
+    entropies = [-sum(p * math.log(p) for p in row.tolist()) for row in logits[:3].softmax(-1)]  # nats
+    assert stats.pop("load").tolist() == pytest.approx([3 / 6, 2 / 6, 1 / 6])  # shares of the assignments
+    expected = {
+        "load_max_min_ratio": 3.0,
+        "dead_experts": 0.0,
+        "router_entropy": sum(entropies) / 3,
+        "router_logit_max_abs": 3.0,
+        "dropped_fraction": 1 / 6,
+        "tokens": 3.0,
+    }
+    assert {name: value.item() for name, value in stats.items()} == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("variant", ["topk", "topk_noisy", "dense_moe", "topk_adapter", "hypermoe"])
