@@ -10,6 +10,7 @@ from transformers import BertModel
 
 from hypermoe.backbones import sources
 from hypermoe.backbones.bert import load_bert, patch_ffns
+from hypermoe.backbones.heads import TaskHead
 from hypermoe.backbones.patching import RoutingContext, choose_layers
 from hypermoe.backbones.sources import resolve_pretrained
 from hypermoe.errors import ConfigError
@@ -154,3 +155,12 @@ def test_without_the_hub_or_the_pip_package_the_tokenizer_comes_from_the_fallbac
     encoder, tokenizer = load_bert(None, tiny, MINILM, str(tokenizers_root / "all-MiniLM-L6-v2"))
     assert tokenizer.vocab_size == encoder.config.vocab_size == 30522
     assert tokenizer("A man is playing a guitar.")["input_ids"][:3] == [101, 1037, 2158]  # [CLS] a man
+
+
+def test_the_head_reads_the_mean_of_the_real_tokens_and_of_each_span():
+    """all-MiniLM-L6-v2 was trained with mean pooling: padding must not count, nor the first token alone."""
+    head = TaskHead(1, "regression", 1, num_spans=1, dropout=0.0)
+    hidden = torch.tensor([[[1.0], [3.0], [5.0], [100.0]]])  # the last position is padding
+    spans = torch.tensor([[[False, True, True, False]]])
+    expected = head.out(torch.tensor([[3.0, 4.0]]))  # mean of 1, 3, 5; mean of the span's 3, 5
+    torch.testing.assert_close(head(hidden, torch.tensor([[1, 1, 1, 0]]), span_masks=spans), expected)

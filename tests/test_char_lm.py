@@ -8,6 +8,7 @@ import shutil
 
 import pandas as pd
 import pytest
+import torch
 from helpers import QUIET, compose_config
 
 from hypermoe.data.characters import CharVocabulary, UnknownCharacter
@@ -15,7 +16,7 @@ from hypermoe.data.lm import CORPORA, LMDataModule, read_text
 from hypermoe.data.readers import DataError
 from hypermoe.errors import ConfigError
 from hypermoe.evaluate import run_eval
-from hypermoe.sample import run_sample
+from hypermoe.sample import generate, run_sample
 from hypermoe.train import build, run
 
 CHAR = ["backbone=nanogpt_char", "data=lm", "data.task=shakespeare_char"]
@@ -182,3 +183,16 @@ def test_samples_continue_the_start_in_the_saved_vocabulary(short_run, tmp_path)
 def test_sampling_settings_are_checked_before_the_checkpoint_is_read(tmp_path, override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         run_sample(compose_config("sample", [f"ckpt_path={tmp_path / 'none.ckpt'}", override], tmp_path))
+
+
+def test_sampling_conditions_on_the_last_block_size_tokens():
+    """A context longer than the model's block keeps its most recent tokens."""
+    windows = []
+
+    def net(ids):
+        windows.append(ids.tolist())
+        return torch.zeros(ids.shape[0], ids.shape[1], 5)
+
+    out = generate(net, torch.tensor([[0, 1, 2, 3]]), 3, 2, temperature=1.0, top_k=None,
+                   generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert windows == [out[:, i + 2 : i + 4].tolist() for i in range(3)]

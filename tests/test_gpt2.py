@@ -43,6 +43,17 @@ def test_upcycled_gpt2_equals_dense_gpt2(model):
         torch.testing.assert_close(gate.sum(-1), torch.ones(gate.shape[0]))
 
 
+def test_the_patched_blocks_keep_gpt2s_residual_dropout_in_training():
+    dense = GPT2LMHeadModel(CONFIG).train()  # resid_pdrop 0.1
+    upcycled = copy.deepcopy(dense)
+    patch_mlps(upcycled, {"variant": "ffn", "moe_layers": "all"}, RoutingContext.attach(upcycled.transformer))
+    ids = torch.randint(0, 64, (2, 12))
+    torch.manual_seed(1)
+    expected = dense(ids).logits
+    torch.manual_seed(1)  # the same dropout masks, drawn in the same order
+    torch.testing.assert_close(upcycled.train()(ids).logits, expected)
+
+
 def test_hypermoe_starts_near_the_dense_model():
     dense = GPT2LMHeadModel(CONFIG).eval()
     upcycled = copy.deepcopy(dense)

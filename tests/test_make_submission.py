@@ -15,7 +15,7 @@ from hypermoe.errors import ConfigError
 from hypermoe.train import run
 
 sys.path.insert(0, str(PROJECT / "experiments"))
-from make_submission import check_one_configuration, choose_run, main, make_submission, table_runs, wanted_files
+from make_submission import Run, check_one_configuration, choose_run, main, make_submission, table_runs, wanted_files
 
 GRID = {"data": ["superglue"], "data.task": ["cb", "rte"], "model": ["topk", "hypermoe"], "seed": ["1", "2"]}
 GLUE_GRID = {"data": ["glue"], "data.task": ["rte", "mnli"], "model": ["hypermoe"], "seed": ["1"]}
@@ -147,6 +147,17 @@ def test_glues_diagnostic_comes_from_an_mnli_run_else_from_an_rte_run(tmp_path):
     shutil.rmtree(tmp_path / "1" / "checkpoints")
     chosen = choose_run(ax, table_runs(tmp_path, GLUE_GRID, "hypermoe", None))[0]
     assert chosen.folder == tmp_path / "2" and chosen.checkpoint() == tmp_path / "2" / "checkpoints" / "epoch01.ckpt"
+
+
+def test_predictions_come_from_the_best_checkpoint_before_the_last(tmp_path):
+    """The model selection chose the best epoch: a run that kept both predicts with it."""
+    run = Run(tmp_path, {})
+    assert run.checkpoint() is None
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
+    assert run.checkpoint() == tmp_path / "checkpoints" / "last.ckpt"
+    (tmp_path / "checkpoints" / "epoch01.ckpt").write_bytes(b"")
+    assert run.checkpoint() == tmp_path / "checkpoints" / "epoch01.ckpt"
 
 
 def test_a_table_of_another_benchmark_is_refused(tmp_path):

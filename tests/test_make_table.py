@@ -272,6 +272,16 @@ def test_avg_leaves_perplexity_out_when_tasks_mix_directions(runs):
     assert avg["topk"] == pytest.approx(0.70)
 
 
+def test_a_label_without_every_averaged_task_gets_no_avg(runs):
+    """An average over fewer tasks would not compare with the other labels'."""
+    for seed in SEEDS:
+        write_run(runs / "ffn" / str(seed), "superglue/rte", "ffn", seed, {"accuracy": 0.99})
+    cells = make_table.group_runs(make_table.collect([runs]), ["model"], "best")
+    avg, averaged = make_table.averages(cells)
+    assert averaged == ["superglue/cb", "superglue/rte"]
+    assert "ffn" not in avg and avg["topk"] == pytest.approx(0.70)
+
+
 def test_paper_numbers_are_shown_and_converted(runs, tmp_path):
     paper = tmp_path / "paper.yaml"
     paper.write_text("superglue/rte: {hypermoe: 70.5}\nsuperglue/cb: {topk: [81.0, 86.0]}\n")

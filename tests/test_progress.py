@@ -4,6 +4,7 @@ and after each validation, instead of the rich bar, which prints nothing there u
 import logging
 import re
 import sys
+from types import SimpleNamespace
 
 from helpers import compose_config
 from lightning.pytorch.callbacks import RichProgressBar
@@ -40,3 +41,16 @@ def test_the_rich_bar_on_a_terminal_and_the_lines_elsewhere(monkeypatch):
     monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
     lines = progress_bar(every_n_steps=10)
     assert isinstance(lines, ProgressLines) and lines.every_n_steps == 10
+
+
+def test_the_rate_counts_the_steps_since_the_last_line_of_a_resumed_run(monkeypatch, caplog):
+    clock = iter([100.0, 101.0])
+    monkeypatch.setattr("hypermoe.callbacks.progress.time", SimpleNamespace(perf_counter=lambda: next(clock)))
+    lines = ProgressLines(every_n_steps=2)
+    monkeypatch.setattr(lines, "get_metrics", lambda trainer, module: {})
+    trainer = SimpleNamespace(global_step=10, estimated_stepping_batches=20, max_epochs=1, current_epoch=0)
+    lines.on_train_start(trainer, None)  # resumed at step 10
+    trainer.global_step = 12
+    with caplog.at_level(logging.INFO, logger="hypermoe.callbacks.progress"):
+        lines.on_train_batch_end(trainer, None)  # 2 steps in 1 s
+    assert re.search(r"  2\.00 steps/s", caplog.text), caplog.text

@@ -105,3 +105,13 @@ def test_sigterm_to_the_grid_stops_its_running_job_resumably_and_starts_no_more(
     assert "stopped by SIGTERM, 1 jobs not started" in result.stdout
     (job,) = (tmp_path / "table" / "char_lm_cpu").iterdir()  # seed 2 never started
     assert (job / "0" / "checkpoints" / "last.ckpt").is_file()  # stopped as a job stops on SIGTERM: resumably
+
+
+def test_a_grid_with_a_failed_job_runs_the_rest_and_exits_1(tmp_path, monkeypatch, capsys):
+    import run_grid
+
+    ran = []
+    monkeypatch.setattr(run_grid, "run_job", lambda table, job, *rest: ran.append(job) or int(("seed", "1") in job))
+    only = ["--only", "model=ffn", "--only", "seed=1,2"]
+    assert main(["char_lm_cpu", "--log-dir", str(tmp_path), *only]) == 1
+    assert len(ran) == 2 and "char_lm_cpu: 1 jobs finished, 1 failed" in capsys.readouterr().out

@@ -150,6 +150,17 @@ def test_hypermoe_has_one_hypernetwork_per_stack(tokenizers_root):
     assert len(encoder) == len(decoder) == 1 and encoder != decoder  # shared within a stack, not across
 
 
+def test_an_unrouted_variant_starts_a_sparse_block_from_its_expert_0():
+    reference = SwitchTransformersForConditionalGeneration(SwitchTransformersConfig(**CONFIG))
+    ours = copy.deepcopy(reference)
+    layers, blocks = patch_stack(
+        ours.encoder, {"variant": "ffn", "moe_layers": "sparse"}, RoutingContext.attach(ours.encoder)
+    )
+    for block, layer in zip(blocks, layers, strict=True):
+        expert = reference.encoder.block[block].layer[-1].mlp.experts["expert_0"]
+        assert torch.equal(layer.fc_in.weight, expert.wi.weight) and torch.equal(layer.fc_out.weight, expert.wo.weight)
+
+
 def test_weight_decay_leaves_biases_norms_and_relative_position_tables_alone(tokenizers_root):
     """As transformers' Trainer, which the Switch recipe (weight decay 0.1) comes from."""
     backbone = {"pretrained": None, "tokenizer": "google/switch-base-8", "config": CONFIG,
