@@ -15,6 +15,7 @@ import pytest
 import torch
 from helpers import QUIET, SavedSteps, compose_config, train_cli
 
+from hypermoe.callbacks.nonfinite_loss import NonFiniteLossGuard
 from hypermoe.checkpointing import AtomicCheckpointIO, LastCheckpoint
 from hypermoe.errors import NonFiniteLossError
 from hypermoe.train import run
@@ -44,6 +45,7 @@ def test_an_interrupted_save_keeps_the_previous_checkpoint(tmp_path):
 
 _SAVE_FOREVER = """
 import sys, torch
+from hypermoe.callbacks.nonfinite_loss import NonFiniteLossGuard
 from hypermoe.checkpointing import AtomicCheckpointIO, LastCheckpoint
 io, step = AtomicCheckpointIO(), 0
 while True:
@@ -100,6 +102,15 @@ def test_weights_that_are_not_finite_are_not_saved_over_the_last_good_checkpoint
     with pytest.warns(UserWarning, match=r"not saving step 7: 1 parameters are not finite \(weight, "):
         checkpoint.on_train_epoch_end(trainer, module)
     assert len(saved) == 1
+
+
+@pytest.mark.parametrize("loss", [float("nan"), float("inf"), float("-inf")])
+def test_every_loss_that_is_not_finite_stops_the_step(monkeypatch, loss):
+    monkeypatch.setattr("hypermoe.callbacks.nonfinite_loss._report", lambda trainer, module: "the report")
+    guard = NonFiniteLossGuard()
+    guard.on_before_backward(None, None, torch.tensor(1e30))  # large, but a number
+    with pytest.raises(NonFiniteLossError, match="the report"):
+        guard.on_before_backward(None, None, torch.tensor(loss))
 
 
 def test_a_nan_loss_stops_the_run_naming_the_step_and_the_routing(tmp_path):

@@ -5,10 +5,13 @@ import csv
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
+import torch
 from helpers import PROJECT, compose_config
 
+from hypermoe.callbacks.routing_stats import RoutingStatsLogger
 from hypermoe.train import run
 
 TINY = ["experiment=synthetic_tiny", "model=topk", "~callbacks.progress_bar", "+trainer.enable_progress_bar=false"]
@@ -115,3 +118,18 @@ def test_wandb_online_without_an_api_key_is_a_configuration_error(tmp_path):
     output = result.stdout + result.stderr
     assert "invalid configuration: logger=wandb: No API key configured" in output
     assert "WANDB_MODE=offline" in output and "Traceback" not in output
+
+
+def test_routing_stats_are_written_once_per_logged_step_with_each_loads_extremes():
+    """Under gradient accumulation a step runs several forwards: the first one's statistics are written."""
+    written = []
+    logger = SimpleNamespace(log_metrics=lambda metrics, step: written.append((step, metrics)))
+    trainer = SimpleNamespace(global_step=0, loggers=[logger], is_global_zero=True)
+    layer = SimpleNamespace(routing_stats={"load": torch.tensor([0.5, 0.2, 0.3]), "tokens": torch.tensor(10.0)})
+    module = SimpleNamespace(net=SimpleNamespace(moe_names=["layer0"], moe=[layer]))
+    callback = RoutingStatsLogger(every_n_steps=2)
+    for step in (0, 0, 1, 1, 2, 2):  # two micro-batches per step
+        trainer.global_step = step
+        callback.on_before_backward(trainer, module, torch.tensor(1.0))
+    expected = {"moe/layer0/load_max": 0.5, "moe/layer0/load_min": 0.2, "moe/layer0/tokens": 10.0}
+    assert [step for step, _ in written] == [0, 2] and written[0][1] == pytest.approx(expected)

@@ -14,6 +14,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from helpers import QUIET, compose_config, train_cli
+from omegaconf import OmegaConf
 from torchmetrics.classification import MulticlassAccuracy
 
 from hypermoe.data.lm import get_corpus
@@ -22,7 +23,7 @@ from hypermoe.errors import ConfigError, NoResultError
 from hypermoe.evaluate import run_eval
 from hypermoe.lit_module import MoELitModule
 from hypermoe.train import run
-from hypermoe.validation import load_checkpoint
+from hypermoe.validation import check_resume_settings, load_checkpoint
 
 TINY = ["experiment=synthetic_tiny", "model=topk", *QUIET, "trainer.max_epochs=1"]
 
@@ -67,6 +68,23 @@ def test_an_unwritable_checkpoint_folder_is_refused_before_training(tmp_path):
     with pytest.raises(ConfigError, match=re.escape(f"callbacks.last_checkpoint.dirpath='{folder}': checkpoints")):
         run(compose_config("train", overrides, tmp_path / "run"))
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+# what decides a run's data order, its steps and its learning-rate schedule (docs/reliability.md)
+DATA_ORDER_STEPS_AND_SCHEDULE = ["seed", "data.batch_size", "data.max_train_examples", "data.max_train_blocks",
+                                 "trainer.accumulate_grad_batches", "trainer.max_epochs", "trainer.max_steps",
+                                 "trainer.limit_train_batches", "optimizer.lr", "scheduler.schedule",
+                                 "scheduler.warmup_ratio", "scheduler.min_lr_ratio"]  # fmt: skip
+
+
+@pytest.mark.parametrize("key", DATA_ORDER_STEPS_AND_SCHEDULE)
+def test_a_resume_that_changes_any_key_of_the_data_order_or_the_schedule_is_refused(key):
+    stored = OmegaConf.create({"ckpt_path": "last.ckpt"})
+    OmegaConf.update(stored, key, 1)
+    requested = stored.copy()
+    OmegaConf.update(requested, key, 2)
+    with pytest.raises(ConfigError, match=re.escape(f"{key}=2 (checkpoint: 1)")):
+        check_resume_settings({"hypermoe": {"config": OmegaConf.to_container(stored)}}, requested)
 
 
 def test_a_resume_that_changes_the_data_order_is_refused_unless_asked(last_ckpt, tmp_path, caplog):

@@ -110,6 +110,9 @@ def test_expert_load_pools_the_last_validation_by_tokens_routed(tmp_path):
     assert not torch.equal(stats[0]["layer0"]["load"], stats[1]["layer0"]["load"])  # pooled, not the last batch's
     # kept for a run resumed after its last validation
     assert last["callbacks"]["ExpertLoad"]["expert_load"] == metrics["expert_load"]
+    # the change is reported from the second validation on: the sanity check is not one to compare with
+    reported = ["moe/layer0/expert_change" in entry for entry in last["val_history"]]
+    assert len(reported) > 1 and reported == [False] + [True] * (len(reported) - 1)
 
 
 def test_keep_checkpoints_false_removes_the_runs_checkpoints_once_recorded(tmp_path):
