@@ -8,9 +8,11 @@ import pytest
 import torch
 from helpers import QUIET, compose_config, train_cli
 from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 
 from hypermoe.errors import ConfigError
 from hypermoe.train import run
+from hypermoe.validation import check_checkpoint_matches
 
 TINY = ["experiment=synthetic_tiny", *QUIET, "trainer.max_epochs=1"]
 
@@ -176,6 +178,25 @@ def test_a_checkpoint_of_another_model_is_refused_naming_the_differences(tmp_pat
         ["model=hypermoe", f"ckpt_path={last}"],
         message + ".*model.variant='hypermoe' \\(checkpoint: 'topk'\\)",
     )
+
+
+@pytest.mark.parametrize(
+    ("key", "structural"),
+    [("model.top_k", True), ("backbone.d_model", True), ("data.task", True), ("data.benchmark", True),
+     ("backbone.recipe.lr", False), ("data.batch_size", False)],
+)  # fmt: skip
+def test_a_resume_is_refused_for_any_change_of_the_network_or_task_and_for_no_other(key, structural):
+    stored = OmegaConf.create({"ckpt_path": "last.ckpt", "model": {"top_k": 1},
+                               "backbone": {"d_model": 8, "recipe": {"lr": 1}},
+                               "data": {"benchmark": "superglue", "task": "cb", "batch_size": 8}})  # fmt: skip
+    requested = stored.copy()
+    OmegaConf.update(requested, key, 2)
+    checkpoint = {"hypermoe": {"config": OmegaConf.to_container(stored)}}
+    if structural:
+        with pytest.raises(ConfigError, match=re.escape(f"{key}=2 (checkpoint: ")):
+            check_checkpoint_matches(checkpoint, requested)
+    else:
+        check_checkpoint_matches(checkpoint, requested)
 
 
 @pytest.mark.parametrize(
