@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from hypermoe.errors import ConfigError
 from hypermoe.train import run
-from hypermoe.validation import check_checkpoint_matches
+from hypermoe.validation import check_checkpoint_matches, check_run_settings
 
 TINY = ["experiment=synthetic_tiny", *QUIET, "trainer.max_epochs=1"]
 
@@ -114,6 +114,12 @@ def _refused(tmp_path: Path, overrides: list[str], message: str) -> None:
 )
 def test_bad_values_are_refused_naming_the_key(tmp_path, overrides, message):
     _refused(tmp_path, overrides, message)
+
+
+@pytest.mark.parametrize("limit", ["0", "0.0", "1.0", "0.25", "3", "null"])
+def test_every_batch_limit_lightning_takes_is_let_through(tmp_path, limit):
+    """An integer count, a fraction in [0, 1] (0 and 0.0: none) or null (all)."""
+    check_run_settings(compose_config("train", [*TINY, f"+trainer.limit_val_batches={limit}"], tmp_path))
 
 
 def test_every_bad_key_is_named_in_one_message(tmp_path):
