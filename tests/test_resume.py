@@ -54,6 +54,7 @@ def test_eval_reproduces_the_validation_metrics(tmp_path):
     evaluated = run_eval(compose_config("eval", [f"ckpt_path={checkpoint}"], tmp_path / "eval"))
     assert evaluated["validation"]["val/accuracy"] == pytest.approx(trained["final"]["val/accuracy"])
     assert evaluated["validation"]["val/loss"] == pytest.approx(trained["final"]["val/loss"], rel=1e-5)
+    assert not [key for key in evaluated["validation"] if key.endswith("_best")]  # no best of one validation
     assert evaluated["data"]["max_length"] == compose_config("train", TINY, tmp_path).data.max_length  # recorded
 
 
