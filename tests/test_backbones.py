@@ -1,6 +1,7 @@
 """The patched MiniLM: the dense variant is the pretrained model, upcycled MoE starts as it."""
 
 import fnmatch
+import math
 import sys
 
 import pytest
@@ -10,7 +11,7 @@ from transformers import BertModel
 
 from hypermoe.backbones import sources
 from hypermoe.backbones.bert import load_bert, patch_ffns
-from hypermoe.backbones.heads import TaskHead
+from hypermoe.backbones.heads import TaskHead, task_loss
 from hypermoe.backbones.patching import RoutingContext, choose_layers
 from hypermoe.backbones.sources import resolve_pretrained
 from hypermoe.errors import ConfigError
@@ -164,3 +165,10 @@ def test_the_head_reads_the_mean_of_the_real_tokens_and_of_each_span():
     spans = torch.tensor([[[False, True, True, False]]])
     expected = head.out(torch.tensor([[3.0, 4.0]]))  # mean of 1, 3, 5; mean of the span's 3, 5
     torch.testing.assert_close(head(hidden, torch.tensor([[1, 1, 1, 0]]), span_masks=spans), expected)
+
+
+def test_the_task_losses_are_mean_squared_error_and_cross_entropy():
+    scores, targets = torch.tensor([[1.0], [4.0]]), torch.tensor([2.0, 1.0])
+    assert task_loss(scores, targets, "regression").item() == pytest.approx((1 + 9) / 2)  # STS-B
+    logits = torch.tensor([[0.0, math.log(3.0)]])  # probabilities 1/4, 3/4
+    assert task_loss(logits, torch.tensor([1]), "classification").item() == pytest.approx(-math.log(0.75))

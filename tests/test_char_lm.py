@@ -196,3 +196,12 @@ def test_sampling_conditions_on_the_last_block_size_tokens():
     out = generate(net, torch.tensor([[0, 1, 2, 3]]), 3, 2, temperature=1.0, top_k=None,
                    generator=torch.Generator().manual_seed(0))  # fmt: skip
     assert windows == [out[:, i + 2 : i + 4].tolist() for i in range(3)]
+
+
+def test_top_k_sampling_draws_among_the_k_most_likely_tokens_only():
+    def net(ids):
+        return torch.tensor([0.0, 0.5, 3.0, 2.9]).expand(ids.shape[0], ids.shape[1], 4)
+
+    drawn = generate(net, torch.zeros(64, 1, dtype=torch.long), 1, 8, temperature=1.0, top_k=1,
+                     generator=torch.Generator().manual_seed(0))[:, -1]  # fmt: skip
+    assert drawn.tolist() == [2] * 64  # token 3, nearly as likely, is never drawn

@@ -209,7 +209,7 @@ def test_a_resume_is_refused_for_any_change_of_the_network_or_task_and_for_no_ot
     "overrides, message",
     [
         (["model.top_k=9"], "model (variant='topk'): top_k=9 must be <= num_experts=8"),
-        (["model.moe_layers=[0,99]"], "model.moe_layers=[0, 99] must be block indices in [0, 2)"),  # once it is built
+        (["model.moe_layers=[0,2]"], "model.moe_layers=[0, 2] must be block indices in [0, 2)"),  # once it is built
     ],
 )
 def test_the_command_line_prints_one_message_and_exits_2(tmp_path, overrides, message):

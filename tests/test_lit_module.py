@@ -78,3 +78,14 @@ def test_a_resumed_run_keeps_its_best_so_far(tmp_path):
     _, resumed = _tiny(tmp_path, "model=topk")
     resumed.load_state_dict(module.state_dict())
     assert resumed.val_best["accuracy"].compute().item() == pytest.approx(0.9)
+
+
+def test_token_type_ids_reach_the_encoder(tmp_path):
+    """BERT-style pairs mark their second segment with token type 1."""
+    _, module = _tiny(tmp_path, "model=topk")
+    net = module.net.eval()
+    ids, mask = torch.randint(5, 100, (2, 6)), torch.ones(2, 6, dtype=torch.long)
+    with torch.no_grad():
+        first = net(ids, mask, token_type_ids=torch.zeros_like(ids))
+        second = net(ids, mask, token_type_ids=torch.ones_like(ids))
+    assert not torch.allclose(first, second)

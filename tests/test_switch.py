@@ -194,3 +194,16 @@ def test_all_blocks_placement_upcycles_the_dense_blocks():
     sparse = reference.encoder.block[1].layer[-1].mlp
     torch.testing.assert_close(layers[1].experts.ffns[2].fc_out.weight, sparse.experts["expert_2"].wo.weight)
     torch.testing.assert_close(layers[1].router.weight, sparse.router.classifier.weight)  # pretrained, copied
+
+
+def test_the_decoder_attention_mask_reaches_the_decoder(tokenizers_root):
+    backbone = {"pretrained": None, "tokenizer": "google/switch-base-8", "config": CONFIG,
+                "tokenizer_fallback": str(tokenizers_root / "t5")}  # fmt: skip
+    net = build_seq2seq(backbone, TOPK)[0].eval()
+    inputs = {"input_ids": torch.randint(2, 100, (1, 5)), "attention_mask": torch.ones(1, 5, dtype=torch.long),
+              "labels": torch.randint(2, 100, (1, 4))}  # fmt: skip
+    with torch.no_grad():
+        whole = net(**inputs, decoder_attention_mask=torch.ones(1, 4, dtype=torch.long))
+        masked = net(**inputs, decoder_attention_mask=torch.tensor([[1, 0, 1, 1]]))
+    torch.testing.assert_close(masked[:, :1], whole[:, :1])  # before the masked position: causal anyway
+    assert not torch.allclose(masked[:, 2:], whole[:, 2:])  # after it: it is not attended to
