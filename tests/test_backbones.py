@@ -11,6 +11,7 @@ from transformers import BertModel
 
 from hypermoe.backbones import sources
 from hypermoe.backbones.bert import load_bert, patch_ffns
+from hypermoe.backbones.classifier import build_classifier
 from hypermoe.backbones.heads import TaskHead, task_loss
 from hypermoe.backbones.patching import RoutingContext, choose_layers
 from hypermoe.backbones.sources import resolve_pretrained
@@ -172,3 +173,11 @@ def test_the_task_losses_are_mean_squared_error_and_cross_entropy():
     assert task_loss(scores, targets, "regression").item() == pytest.approx((1 + 9) / 2)  # STS-B
     logits = torch.tensor([[0.0, math.log(3.0)]])  # probabilities 1/4, 3/4
     assert task_loss(logits, torch.tensor([1]), "classification").item() == pytest.approx(-math.log(0.75))
+
+
+def test_a_pretrained_classifier_is_built_in_training_mode():
+    """from_pretrained returns its model in eval mode, and Lightning keeps each module's mode: a
+    classifier left so would train without dropout."""
+    net, _ = build_classifier({"pretrained": MINILM, "tokenizer": MINILM}, {"variant": "ffn", "moe_layers": "all"},
+                              "classification", 2, 0)  # fmt: skip
+    assert all(module.training for module in net.modules())

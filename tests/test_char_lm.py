@@ -62,6 +62,14 @@ def nanogpt_parameters(vocab_size: int, block_size: int, n_layer: int, n_embd: i
     return vocab_size * d + block_size * d + n_layer * block + layer_norm  # wte, wpe, h, ln_f
 
 
+@pytest.mark.parametrize(("expert_init", "copies"), [("independent", False), ("upcycle", True)])
+def test_the_backbones_expert_init_decides_whether_experts_start_as_copies(tmp_path, data_root, expert_init, copies):
+    overrides = [*CHAR, "model=topk", *QUIET, f"paths.data_dir={data_root}", f"backbone.expert_init={expert_init}"]
+    _, module = build(compose_config("train", overrides, tmp_path))
+    first, second = (ffn.fc_in.weight for ffn in module.net.moe[0].experts.ffns[:2])
+    assert torch.equal(first, second) == copies
+
+
 def test_ffn_model_has_the_parameters_of_nanogpt_at_the_same_size(tmp_path, data_root):
     cfg = compose_config("train", [*CHAR, "model=ffn", *QUIET, f"paths.data_dir={data_root}"], tmp_path)
     _, module = build(cfg)
