@@ -24,6 +24,16 @@ from hypermoe.data.submission import write_submission
 from hypermoe.data.tasks import get_task
 
 
+@pytest.fixture(scope="module")
+def minilm_tokenizer():
+    return AutoTokenizer.from_pretrained(resolve_pretrained("sentence-transformers/all-MiniLM-L6-v2"))
+
+
+@pytest.fixture(scope="module")
+def t5_tokenizer(tokenizers_root):
+    return load_tokenizer("google/switch-base-8", str(tokenizers_root / "t5"), "T5Tokenizer")
+
+
 # WSC: the span is the occurrence at the official word index, not just any occurrence of its text
 @pytest.mark.parametrize("split", ["train", "validation"])
 def test_wsc_span_sits_at_its_official_word_index(split, data_root):
@@ -59,9 +69,9 @@ def test_mnli_uses_the_matched_sets():
 
 
 # Predictions come back in the examples' order (each submission row gets its own prediction)
-def test_prediction_dataloader_keeps_the_examples_order(data_root):
+def test_prediction_dataloader_keeps_the_examples_order(data_root, minilm_tokenizer):
     data = TaskDataModule("superglue", "rte", str(data_root), max_length=32, batch_size=4, eval_batch_size=4)
-    data.set_tokenizer(AutoTokenizer.from_pretrained(resolve_pretrained("sentence-transformers/all-MiniLM-L6-v2")))
+    data.set_tokenizer(minilm_tokenizer)
     examples = [Example(f"premise {i}", "h", fields=(("premise", f"premise {i}"), ("hypothesis", "h")), idx=i)
                 for i in range(10)]  # fmt: skip
     tokens = [row for batch in data.prediction_dataloader(examples) for row in batch["input_ids"]]
@@ -78,7 +88,7 @@ def test_multirc_hub_row_group_and_idx_name_paragraph_question_answer():
 
 
 # Text-to-text: the majority target comes from the training split
-def test_seq2seq_majority_target_is_the_training_splits(tmp_path, tokenizers_root):
+def test_seq2seq_majority_target_is_the_training_splits(tmp_path, t5_tokenizer):
     folder = tmp_path / "superglue" / "RTE"
     folder.mkdir(parents=True)
 
@@ -90,7 +100,7 @@ def test_seq2seq_majority_target_is_the_training_splits(tmp_path, tokenizers_roo
     (folder / "val.jsonl").write_text(rows(["entailment"] * 3 + ["not_entailment"]))
     data = Seq2SeqDataModule("superglue", "rte", str(tmp_path), max_length=32, batch_size=2, eval_batch_size=2)
     data.task = dataclasses.replace(data.task, rows={})
-    data.set_tokenizer(load_tokenizer("google/switch-base-8", str(tokenizers_root / "t5"), "T5Tokenizer"))
+    data.set_tokenizer(t5_tokenizer)
     data.setup("fit")
     assert data.majority_target == "1"
 
@@ -103,14 +113,14 @@ def test_squad_answers_with_punctuation_are_padded():
 
 
 # Free-text tasks: validation is whole, targets are cut at max_target_length
-def test_generative_validation_is_whole_and_targets_are_cut(tmp_path, tokenizers_root):
+def test_generative_validation_is_whole_and_targets_are_cut(tmp_path, t5_tokenizer):
     (tmp_path / "xsum").mkdir()
     rows = [{"document": f"document {i}", "summary": "word " * 20 + str(i), "id": str(i)} for i in range(6)]
     for split in ("train", "validation"):
         (tmp_path / "xsum" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     data = Seq2SeqDataModule("generative", "xsum", str(tmp_path), max_length=32, batch_size=2, eval_batch_size=2,
                              max_target_length=5, max_train_examples=2)  # fmt: skip
-    data.set_tokenizer(load_tokenizer("google/switch-base-8", str(tokenizers_root / "t5"), "T5Tokenizer"))
+    data.set_tokenizer(t5_tokenizer)
     data.setup("fit")
     assert len(data.features["train"]) == 2 and len(data.features["validation"]) == 6
     assert max(len(feature["labels"]) for feature in data.features["train"]) == 5
@@ -163,9 +173,9 @@ def test_a_negative_test_row_id_is_refused(tmp_path):
 
 
 # MultiRC exact match: answers of one question share a group id, other questions get their own
-def test_group_ids_follow_the_question_groups(data_root):
+def test_group_ids_follow_the_question_groups(data_root, minilm_tokenizer):
     data = TaskDataModule("superglue", "multirc", str(data_root), max_length=32, batch_size=4, eval_batch_size=4)
-    data.set_tokenizer(AutoTokenizer.from_pretrained(resolve_pretrained("sentence-transformers/all-MiniLM-L6-v2")))
+    data.set_tokenizer(minilm_tokenizer)
     examples = [Example("p", f"q {g}", label=0, group=g) for g in ("0-0", "0-0", "0-1", "1-0", "1-0", "1-1")]
     assert [feature["group"] for feature in data._encode(examples)] == [0, 0, 1, 2, 2, 3]
 
@@ -185,13 +195,12 @@ def test_hub_rows_are_the_local_files_seeded_draw(tmp_path, monkeypatch):
 
 
 # Prediction without a training set: generation may go as long as the longest label target
-def test_prediction_generates_up_to_the_longest_label(tokenizers_root):
+def test_prediction_generates_up_to_the_longest_label(t5_tokenizer):
     data = Seq2SeqDataModule("glue", "stsb", "/nonexistent", max_length=32, batch_size=2, eval_batch_size=2)
-    t5 = load_tokenizer("google/switch-base-8", str(tokenizers_root / "t5"), "T5Tokenizer")
-    data.set_tokenizer(t5)
+    data.set_tokenizer(t5_tokenizer)
     data.prediction_dataloader([Example("a", "b", fields=(("sentence1", "a"), ("sentence2", "b")), idx=0)])
     targets = [f"{step / 5:.1f}" for step in range(26)]
-    assert data.max_target_length == max(len(ids) for ids in t5(text_target=targets)["input_ids"])
+    assert data.max_target_length == max(len(ids) for ids in t5_tokenizer(text_target=targets)["input_ids"])
 
 
 # WikiText-2 from the hub: its empty rows are the files' " \n" lines

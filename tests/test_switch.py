@@ -141,9 +141,14 @@ def test_capacity_drops_as_transformers_sparse_mlp():
     )
 
 
+def _tiny_switch(tokenizers_root) -> dict:
+    """The backbone config of a random Switch of CONFIG's size, with the T5 tokenizer from the tokenizers folder."""
+    return {"pretrained": None, "tokenizer": "google/switch-base-8", "config": CONFIG,
+            "tokenizer_fallback": str(tokenizers_root / "t5")}  # fmt: skip
+
+
 def test_hypermoe_has_one_hypernetwork_per_stack(tokenizers_root):
-    backbone = {"pretrained": None, "tokenizer": "google/switch-base-8", "config": CONFIG,
-                "tokenizer_fallback": str(tokenizers_root / "t5")}  # fmt: skip
+    backbone = _tiny_switch(tokenizers_root)
     net, _ = build_seq2seq(backbone, {**TOPK, "variant": "hypermoe", "share_hypernetwork": True})
     assert net.moe_names == ["encoder1", "encoder3", "decoder1", "decoder3"]
     encoder, decoder = ({id(layer.hypernetwork) for layer in net.moe[i : i + 2]} for i in (0, 2))
@@ -163,8 +168,7 @@ def test_an_unrouted_variant_starts_a_sparse_block_from_its_expert_0():
 
 def test_weight_decay_leaves_biases_norms_and_relative_position_tables_alone(tokenizers_root):
     """As transformers' Trainer, which the Switch recipe (weight decay 0.1) comes from."""
-    backbone = {"pretrained": None, "tokenizer": "google/switch-base-8", "config": CONFIG,
-                "tokenizer_fallback": str(tokenizers_root / "t5")}  # fmt: skip
+    backbone = _tiny_switch(tokenizers_root)
     net, _ = build_seq2seq(backbone, {**TOPK, "variant": "hypermoe", "share_hypernetwork": True})
     names = {id(parameter): name for name, parameter in net.named_parameters()}
     decayed, undecayed = ({names[id(p)] for p in group["params"]} for group in parameter_groups(net))
@@ -197,8 +201,7 @@ def test_all_blocks_placement_upcycles_the_dense_blocks():
 
 
 def test_the_decoder_attention_mask_reaches_the_decoder(tokenizers_root):
-    backbone = {"pretrained": None, "tokenizer": "google/switch-base-8", "config": CONFIG,
-                "tokenizer_fallback": str(tokenizers_root / "t5")}  # fmt: skip
+    backbone = _tiny_switch(tokenizers_root)
     net = build_seq2seq(backbone, TOPK)[0].eval()
     inputs = {"input_ids": torch.randint(2, 100, (1, 5)), "attention_mask": torch.ones(1, 5, dtype=torch.long),
               "labels": torch.randint(2, 100, (1, 4))}  # fmt: skip
