@@ -144,3 +144,31 @@ def test_a_deep_copy_generates_its_own_hyper_experts(monkeypatch):
         monkeypatch.setattr("hypermoe.backbones.patching.generate_every_set", lambda layers: {})
         torch.testing.assert_close(after, twin(ids).logits)
     assert (after - before).abs().max() > 1e-3
+
+
+def test_independent_experts_and_routers_are_drawn_as_gpt2_draws_its_mlps():
+    config = GPT2Config(vocab_size=64, n_embd=64, n_layer=8, n_head=2, n_positions=32, initializer_range=0.05)
+    lm = GPT2LMHeadModel(config)
+    model = {"variant": "topk", "moe_layers": "all", "num_experts": 4, "top_k": 1}
+    stack, _ = patch_mlps(lm, model, RoutingContext.attach(lm.transformer), expert_init="independent")
+    for layer in stack:
+        assert layer.router.weight.std().item() == pytest.approx(0.05, rel=0.1)  # near-uniform routing
+        for expert in layer.experts.ffns:  # GPT-2's residual projection scaled by 1 / sqrt(2 n_layer) = 1/4
+            assert expert.fc_in.weight.std().item() == pytest.approx(0.05, rel=0.05)
+            assert expert.fc_out.weight.std().item() == pytest.approx(0.05 / 4, rel=0.05)
+            assert not expert.fc_in.bias.any() and not expert.fc_out.bias.any()
+
+
+def test_cached_decoding_of_a_left_padded_batch_gives_the_logits_of_decoding_without_the_cache():
+    lm = GPT2LMHeadModel(CONFIG)
+    model = {"variant": "hypermoe", "moe_layers": "all", "num_experts": 4, "top_k": 1}
+    patch_mlps(lm, model, RoutingContext.attach(lm.transformer), expert_init="independent")
+    ids = torch.randint(1, 64, (2, 6))
+    mask = torch.ones_like(ids)
+    mask[0, :3] = 0  # with the cache, each new token comes with the mask of every position so far
+    settings = {"max_new_tokens": 3, "do_sample": False, "pad_token_id": 0}
+    settings |= {"output_logits": True, "return_dict_in_generate": True}
+    cached = lm.eval().generate(ids, attention_mask=mask, use_cache=True, **settings)
+    uncached = lm.generate(ids, attention_mask=mask, use_cache=False, **settings)
+    for step, expected in zip(cached.logits, uncached.logits, strict=True):
+        torch.testing.assert_close(step, expected)

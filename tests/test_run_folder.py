@@ -43,10 +43,11 @@ def test_a_run_given_a_folder_that_holds_a_run_stops_before_writing_anything(tmp
     assert sorted(path.name for path in earlier.iterdir()) == [".hydra", "metrics.json"]
 
 
-def test_a_given_folder_without_a_run_and_a_ddp_rank_process_are_left_alone(tmp_path):
+@pytest.mark.parametrize("prefix", ["", "++"])  # both spellings Hydra takes for a key it has
+def test_a_given_folder_without_a_run_and_a_ddp_rank_process_are_left_alone(tmp_path, prefix):
     empty = tmp_path / "empty"
     empty.mkdir()
-    config = _hydra_config(empty, f"hydra.run.dir={empty}")
+    config = _hydra_config(empty, f"{prefix}hydra.run.dir={empty}")
     OwnRunFolder().on_run_start(config)
     assert config.hydra.run.dir == str(empty)
     (empty / ".hydra").mkdir()  # the run's rank 0 wrote it; Lightning starts the other ranks without one

@@ -23,7 +23,7 @@ from hypermoe.errors import ConfigError, NoResultError
 from hypermoe.evaluate import run_eval
 from hypermoe.lit_module import MoELitModule
 from hypermoe.train import run
-from hypermoe.validation import check_resume_settings, load_checkpoint
+from hypermoe.validation import check_resume_settings, ensure_checkpoint_folders, load_checkpoint
 
 TINY = ["experiment=synthetic_tiny", "model=topk", *QUIET, "trainer.max_epochs=1"]
 
@@ -68,6 +68,19 @@ def test_an_unwritable_checkpoint_folder_is_refused_before_training(tmp_path):
     with pytest.raises(ConfigError, match=re.escape(f"callbacks.last_checkpoint.dirpath='{folder}': checkpoints")):
         run(compose_config("train", overrides, tmp_path / "run"))
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_a_resumed_run_tries_the_folder_it_will_write_beside_its_checkpoint(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    configured = tmp_path / "a_file" / "checkpoints"  # cannot be made, but a resumed run does not write there
+    resumed = OmegaConf.create(
+        {
+            "ckpt_path": str(tmp_path / "run" / "last.ckpt"),
+            "callbacks": {"last_checkpoint": {"dirpath": str(configured)}},
+        }
+    )
+    ensure_checkpoint_folders(resumed)
+    assert (tmp_path / "run").is_dir()
 
 
 # what decides a run's data order, its steps and its learning-rate schedule (docs/reliability.md)
