@@ -9,9 +9,9 @@ Three measurements on one case (CPU, float32), each alternated in one process:
   faults per step (Linux): the heads' fresh weight gradients that the allocator maps in again;
 - the grouped bottleneck (the HyperExperts' two GEMMs) against the experts' grouped FFN, forward on
   the same sorted rows.
-It also counts the bytes generation must move whatever the number of tokens (the two large heads read
-in the forward, read again for the input gradient, and their weight gradients written), which the
-FLOP limit in ``bench_moe.py`` does not count.
+Each part's FLOP rate (torch's FlopCounterMode over the time) says how well its kernels run: the
+generation's products have as many rows as there are sets (8 at top-1), a shape that GEMM
+kernels run far below the experts' rate.
 
     python experiments/profile_hypermoe.py --threads 1        # d384, top-1, 2,048 tokens
     python experiments/profile_hypermoe.py --quick           # tiny shapes: checks the code paths
@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
+from torch.utils.flop_counter import FlopCounterMode
 
 from hypermoe.moe.grouped import grouped_ffn
 from hypermoe.moe.hyper import HyperMoE
@@ -119,10 +120,28 @@ def median_ratio(numerator: list[float], denominator: list[float]) -> float:
     return statistics.median(a / b for a, b in zip(numerator, denominator, strict=True))
 
 
-def heads_traffic_mb(layer: HyperMoE) -> float:
-    """MB generation moves per step through the two large heads: weights read twice, gradient written."""
-    heads = (layer.hypernetwork.w_down_head, layer.hypernetwork.w_up_head)
-    return sum(3 * head.weight.numel() * head.weight.element_size() for head in heads) / 1e6
+def counted_flops(run: Callable[[], object]) -> int:
+    with FlopCounterMode(display=False) as counter:
+        run()
+    return counter.get_total_flops()
+
+
+def generation_flops(layer: HyperMoE) -> dict[str, int]:
+    """FLOPs of the every-set generation's forward and of its backward (random cotangents)."""
+    generated = {}
+
+    def forward() -> None:
+        generated.update(vars(layer.hypernetwork(layer.every_set_selection(), layer.layer_index)))
+
+    fwd = counted_flops(forward)
+    outputs = list(generated.values())
+    bwd = counted_flops(lambda: torch.autograd.backward(outputs, [torch.randn_like(t) for t in outputs]))
+    layer.zero_grad(set_to_none=True)
+    return {"fwd": fwd, "bwd": bwd}
+
+
+def gflop_per_s(flops: int, ms: float) -> float:
+    return flops / ms / 1e6
 
 
 def profile(case: Case, rounds: int) -> dict:
@@ -140,6 +159,9 @@ def profile(case: Case, rounds: int) -> dict:
     generation_ms = {
         mode: 1e3 * statistics.median(s["generation"]) for mode, s in generation.items() if mode != "faults"
     }
+    flops = generation_flops(hyper)
+    experts_fwd_flops = counted_flops(bottleneck_visits(hyper, case.tokens)["experts"])
+    bottleneck_ms = {name: 1e3 * statistics.median(s) for name, s in bottleneck["fwd"].items()}
     return {
         "case": vars(case),
         "rounds": rounds,
@@ -152,9 +174,11 @@ def profile(case: Case, rounds: int) -> dict:
         "generation_ms": generation_ms,
         "generation_faults_per_step": statistics.median(generation["faults"]["generation"]),
         "generation_over_topk_fwd_bwd": (generation_ms["fwd"] + generation_ms["bwd"]) / ms["fwd_bwd"]["topk"],
-        "generation_heads_traffic_mb": heads_traffic_mb(hyper),
-        "bottleneck_fwd_ms": 1e3 * statistics.median(bottleneck["fwd"]["bottleneck"]),
-        "experts_fwd_ms": 1e3 * statistics.median(bottleneck["fwd"]["experts"]),
+        "generation_flops": flops,
+        "generation_gflop_per_s": {mode: gflop_per_s(flops[mode], generation_ms[mode]) for mode in flops},
+        "bottleneck_fwd_ms": bottleneck_ms["bottleneck"],
+        "experts_fwd_ms": bottleneck_ms["experts"],
+        "experts_fwd_gflop_per_s": gflop_per_s(experts_fwd_flops, bottleneck_ms["experts"]),
         "bottleneck_over_experts_fwd": median_ratio(bottleneck["fwd"]["bottleneck"], bottleneck["fwd"]["experts"]),
     }
 

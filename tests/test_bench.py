@@ -199,6 +199,13 @@ def test_profile_splits_hypermoe_into_its_hyper_expert_and_its_generation(tmp_pa
     assert report["generation_over_topk_fwd_bwd"] == pytest.approx(
         (generation["fwd"] + generation["bwd"]) / report["layer_ms"]["fwd_bwd"]["topk"]
     )
-    # two heads of h x (d x r) float32 weights (--quick: d 32, h 128, r 64): read twice, gradient written once
-    assert report["generation_heads_traffic_mb"] == pytest.approx(2 * 3 * 128 * 32 * 64 * 4 / 1e6)
+    # the two heads' products dominate (--quick: d 32, h 128, r 64): 2 FLOPs per weight and set forward,
+    # twice that backward (input and weight gradients)
+    heads = 2 * 2 * math.comb(8, int(top_k)) * 128 * 32 * 64
+    flops = report["generation_flops"]
+    assert heads < flops["fwd"] < 1.25 * heads and 2 * heads < flops["bwd"] < 2.5 * heads
+    for mode in ("fwd", "bwd"):
+        assert report["generation_gflop_per_s"][mode] == pytest.approx(flops[mode] / generation[mode] / 1e6)
     assert report["bottleneck_fwd_ms"] > 0 and report["experts_fwd_ms"] > 0
+    experts_flops = 2 * int(top_k) * 64 * 2 * 32 * 128  # each routed row through d -> 4d -> d
+    assert report["experts_fwd_gflop_per_s"] == pytest.approx(experts_flops / report["experts_fwd_ms"] / 1e6)
