@@ -40,6 +40,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from hypermoe.moe import (
     FFN,
@@ -258,6 +259,17 @@ def time_alternately(runs: dict[str, Visit], rounds: int) -> dict[str, dict[str,
             for mode, seconds in runs[name]().items():
                 samples.setdefault(mode, {each: [] for each in names})[name].append(seconds)
     return samples
+
+
+def count_flops(run: Callable[[], object]) -> int:
+    """FLOPs of one call of ``run`` (a forward, a backward, or a model pass of both), as torch's
+    FlopCounterMode counts them: matmuls, convolutions and attention, the ops whose cost grows with
+    the shapes; elementwise ops, gathers and the optimizer count nothing. CPU only: the counter has
+    no formula for ``torch._grouped_mm``, the experts' kernel on CUDA, and would count their GEMMs
+    as nothing."""
+    with FlopCounterMode(display=False) as counter:
+        run()
+    return counter.get_total_flops()
 
 
 def paired_ratio(samples: dict[str, list[float]], numerator: str, denominator: str) -> float:

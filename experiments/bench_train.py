@@ -68,7 +68,6 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from hypermoe.backbones.causal_lm import build_causal_lm
 from hypermoe.backbones.classifier import build_classifier
@@ -87,7 +86,7 @@ from hypermoe.validation import instantiate_data
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
-from bench_moe import machine_name, paired_ratio, time_alternately  # noqa: E402
+from bench_moe import count_flops, machine_name, paired_ratio, time_alternately  # noqa: E402
 
 RESULTS = HERE / "results" / "bench_train.json"
 
@@ -296,16 +295,6 @@ def build_workload(setup: Setup, variant: str) -> Workload:
         finish()
 
     return Workload(model_pass, optimizer_pass, parameter_counts(net)["total"], inference_pass)
-
-
-def count_flops(model_pass: Callable[[], None]) -> int:
-    """FLOPs of one model pass (forward and backward), as torch's FlopCounterMode counts them:
-    matmuls, convolutions and attention, the ops whose cost grows with the shapes; elementwise
-    ops, gathers and the optimizer count nothing. CPU only: the counter has no formula for
-    ``torch._grouped_mm``, the experts' kernel on CUDA, and would count their GEMMs as nothing."""
-    with FlopCounterMode(display=False) as counter:
-        model_pass()
-    return counter.get_total_flops()
 
 
 def _proc_status_mb(field: str) -> float:

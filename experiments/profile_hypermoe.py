@@ -30,7 +30,6 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-from torch.utils.flop_counter import FlopCounterMode
 
 from hypermoe.moe.grouped import grouped_ffn
 from hypermoe.moe.hyper import HyperMoE
@@ -39,7 +38,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # bench_moe is a script beside this one (see bench_train.py)
     sys.path.insert(0, str(HERE))
 
-from bench_moe import Case, build_candidates, time_alternately, torch_threads  # noqa: E402
+from bench_moe import Case, build_candidates, count_flops, time_alternately, torch_threads  # noqa: E402
 
 LAYERS = ("topk", "hypermoe_pregenerated", "hypermoe")
 
@@ -120,12 +119,6 @@ def median_ratio(numerator: list[float], denominator: list[float]) -> float:
     return statistics.median(a / b for a, b in zip(numerator, denominator, strict=True))
 
 
-def counted_flops(run: Callable[[], object]) -> int:
-    with FlopCounterMode(display=False) as counter:
-        run()
-    return counter.get_total_flops()
-
-
 def generation_flops(layer: HyperMoE) -> dict[str, int]:
     """FLOPs of the every-set generation's forward and of its backward (random cotangents)."""
     generated = {}
@@ -133,9 +126,9 @@ def generation_flops(layer: HyperMoE) -> dict[str, int]:
     def forward() -> None:
         generated.update(vars(layer.hypernetwork(layer.every_set_selection(), layer.layer_index)))
 
-    fwd = counted_flops(forward)
+    fwd = count_flops(forward)
     outputs = list(generated.values())
-    bwd = counted_flops(lambda: torch.autograd.backward(outputs, [torch.randn_like(t) for t in outputs]))
+    bwd = count_flops(lambda: torch.autograd.backward(outputs, [torch.randn_like(t) for t in outputs]))
     layer.zero_grad(set_to_none=True)
     return {"fwd": fwd, "bwd": bwd}
 
@@ -152,7 +145,8 @@ def profile(case: Case, rounds: int) -> dict:
     x = torch.randn(case.batch, case.seq_len, case.d_model, requires_grad=True)
     layer_times = time_alternately({name: layer_visit(layer, x) for name, layer in layers.items()}, rounds)
     generation = time_alternately({"generation": generation_visit(hyper)}, rounds)
-    bottleneck = time_alternately(bottleneck_visits(hyper, case.tokens), rounds)
+    bottleneck_runs = bottleneck_visits(hyper, case.tokens)
+    bottleneck = time_alternately(bottleneck_runs, rounds)
     ms = {
         mode: {name: 1e3 * statistics.median(s) for name, s in by_name.items()} for mode, by_name in layer_times.items()
     }
@@ -160,7 +154,7 @@ def profile(case: Case, rounds: int) -> dict:
         mode: 1e3 * statistics.median(s["generation"]) for mode, s in generation.items() if mode != "faults"
     }
     flops = generation_flops(hyper)
-    experts_fwd_flops = counted_flops(bottleneck_visits(hyper, case.tokens)["experts"])
+    experts_fwd_flops = count_flops(bottleneck_runs["experts"])
     bottleneck_ms = {name: 1e3 * statistics.median(s) for name, s in bottleneck["fwd"].items()}
     return {
         "case": vars(case),
