@@ -26,9 +26,7 @@ import argparse
 import dataclasses
 import json
 import logging
-import shlex
 import statistics
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -41,6 +39,7 @@ from torch import Tensor
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from hypermoe.config import script_command
 from hypermoe.errors import ConfigError
 from hypermoe.moe import HyperMoE
 from hypermoe.moe.layers import flatten_tokens
@@ -211,7 +210,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
         raise SystemExit(f"analysis_selection: {error}") from None
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    command = shlex.join(["python", "experiments/analysis_selection.py", *(sys.argv[1:] if argv is None else argv)])
+    command = script_command("experiments/analysis_selection.py", argv)
     record = {"ckpt_path": args.ckpt_path, "command": command}
     out.with_suffix(".json").write_text(json.dumps({**record, "layers": results}, indent=2) + "\n")
     plot(results, out.with_suffix(".png"))

@@ -42,6 +42,7 @@ from rich.table import Table
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from hypermoe.config import git_revision, script_command
 from hypermoe.moe import (
     FFN,
     DenseMoE,
@@ -526,6 +527,8 @@ def markdown(report: dict) -> str:
         f"{report['benchmark']}. torch {report['torch']}, {report['threads']} threads, "
         f"{report['rounds']} rounds ({report['slow_rounds']} for {', '.join(SLOW)}).",
         "",
+        f"`{report['command']}` at `{report['git']}`.",
+        "",
     ]
     if not report["complete"]:
         lines += [f"**Incomplete**: {len(report['cases'])} of {report['cases_planned']} cases ran.", ""]
@@ -598,18 +601,20 @@ def torch_threads(threads: int | None) -> Iterator[None]:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    command = script_command("experiments/bench_moe.py", argv)
+    revision = git_revision()  # before the first write: the report in the tree would make it +dirty
     with torch_threads(args.threads):
-        return run_benchmark(args)
+        return run_benchmark(args, command, revision)
 
 
-def run_benchmark(args: argparse.Namespace) -> dict:
+def run_benchmark(args: argparse.Namespace, command: str, revision: str) -> dict:
     console = Console()
     planned = grid(args)
     cases: list[dict] = []
     for case in planned:
         cases.append(bench_case(case, args.rounds, args.pertoken_max_tokens, args.device, DTYPES[args.dtype]))
         print_case(console, cases[-1])
-        report = build_report(args, cases, len(planned))
+        report = build_report(args, command, revision, cases, len(planned))
         write_report(args.out, report)  # after every case: a run cut short keeps the cases it finished
     print_summary(console, report["summary"])
     console.print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
@@ -621,7 +626,7 @@ def machine_name(device: str) -> str:
     return torch.cuda.get_device_name() if device == "cuda" else platform.processor() or platform.machine()
 
 
-def build_report(args: argparse.Namespace, cases: list[dict], planned: int) -> dict:
+def build_report(args: argparse.Namespace, command: str, revision: str, cases: list[dict], planned: int) -> dict:
     scaled = scaling(cases, args.tokens)
     return {
         "benchmark": (
@@ -635,6 +640,8 @@ def build_report(args: argparse.Namespace, cases: list[dict], planned: int) -> d
         "machine": machine_name(args.device),
         "device": args.device,
         "dtype": args.dtype,
+        "git": revision,
+        "command": command,
         "rounds": args.rounds,
         "slow_rounds": slow_rounds(args.rounds),
         "complete": len(cases) == planned,

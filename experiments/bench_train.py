@@ -50,7 +50,6 @@ import gc
 import json
 import multiprocessing
 import os
-import shlex
 import statistics
 import sys
 import tempfile
@@ -73,7 +72,7 @@ from hypermoe.backbones.causal_lm import build_causal_lm
 from hypermoe.backbones.classifier import build_classifier
 from hypermoe.backbones.heads import task_loss
 from hypermoe.backbones.sources import resolve_pretrained
-from hypermoe.config import compose_config, git_revision, to_container
+from hypermoe.config import compose_config, git_revision, script_command, to_container
 from hypermoe.data.datamodule import TaskDataModule
 from hypermoe.lit_module import next_token_loss, parameter_groups
 from hypermoe.moe import sum_aux_losses, weighted_aux_loss
@@ -498,7 +497,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    command = shlex.join(["python", "experiments/bench_train.py", *(sys.argv[1:] if argv is None else argv)])
+    command = script_command("experiments/bench_train.py", argv)
     revision = git_revision()  # before the first write: the report in the tree would make it +dirty
     console = Console()
     results = {}

@@ -46,7 +46,6 @@ import gc
 import json
 import math
 import os
-import shlex
 import sys
 import tempfile
 import time
@@ -61,7 +60,7 @@ from transformers import GPT2LMHeadModel, SwitchTransformersForConditionalGenera
 
 from hypermoe.backbones.causal_lm import build_causal_lm
 from hypermoe.backbones.seq2seq import build_seq2seq
-from hypermoe.config import compose_config, git_revision, to_container
+from hypermoe.config import compose_config, git_revision, script_command, to_container
 from hypermoe.data.seq2seq import IGNORE_INDEX
 from hypermoe.data.tasks import get_task
 from hypermoe.data.text2text import parse_label
@@ -615,7 +614,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for variant in args.variants
     ]
     start = time.perf_counter()
-    command = shlex.join(["python", "experiments/paper_dryrun.py", *(sys.argv[1:] if argv is None else argv)])
+    command = script_command("experiments/paper_dryrun.py", argv)
     revision = git_revision()  # before the first write: the report in the tree would make it +dirty
     models: list[dict[str, Any]] = []
     failures: list[dict[str, str]] = []

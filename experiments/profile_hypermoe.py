@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
+from hypermoe.config import git_revision, script_command
 from hypermoe.moe.grouped import grouped_ffn
 from hypermoe.moe.hyper import HyperMoE
 
@@ -200,8 +201,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     seq_len = min(args.seq_len, args.tokens)
     case = Case(args.d_model, args.experts, args.top_k, args.tokens // seq_len, seq_len)
+    provenance = {"git": git_revision(), "command": script_command("experiments/profile_hypermoe.py", argv)}
     with torch_threads(args.threads):
-        report = profile(case, args.rounds)
+        report = provenance | profile(case, args.rounds)
     Console().print_json(data=report)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,9 @@
 """Config helpers shared by the entry points: resolvers, the model schema and the run's self-description."""
 
+import shlex
 import subprocess
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -49,6 +52,12 @@ def git_revision() -> str:
         return sha + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def script_command(script: str, argv: Sequence[str] | None) -> str:
+    """The command line that runs ``script`` (its path from the project root) with ``argv``, or
+    with this process's own arguments when argv is None: how a report says it was made."""
+    return shlex.join(["python", script, *(sys.argv[1:] if argv is None else argv)])
 
 
 def config_choice(group: str) -> str | None:

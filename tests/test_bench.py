@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from hypermoe.config import git_revision
 from hypermoe.moe import HyperMoE, HyperMoESettings, HyperNetwork
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
@@ -150,11 +151,20 @@ def test_expert_gemm_efficiency_is_recorded_per_case(quick):
 def test_a_run_cut_short_reports_the_cases_it_finished(quick):
     report, out = quick
     assert report["complete"] is True and report["cases_planned"] == len(report["cases"]) == 4
-    partial = bench_moe.build_report(bench_moe.parse_args(["--quick"]), report["cases"][:1], planned=4)
+    partial = bench_moe.build_report(
+        bench_moe.parse_args(["--quick"]), report["command"], report["git"], report["cases"][:1], planned=4
+    )
     assert partial["complete"] is False and partial["cases"] == report["cases"][:1]
     assert partial["scaling"]["cases"] == []  # its one setting ran at one token count only
     assert "**Incomplete**: 1 of 4 cases ran." in bench_moe.markdown(partial)
     assert "Incomplete" not in out.with_suffix(".md").read_text()
+
+
+def test_the_report_says_which_command_and_commit_made_it(quick):
+    report, out = quick
+    assert report["command"] == f"python experiments/bench_moe.py --quick --out {out}"
+    assert report["git"] == git_revision() != "unknown"
+    assert f"`{report['command']}` at `{report['git']}`." in out.with_suffix(".md").read_text()
 
 
 def test_bf16_autocast_runs(tmp_path):
@@ -190,6 +200,11 @@ def test_pregenerated_hypermoe_computes_the_layer_with_one_generation():
 def test_profile_splits_hypermoe_into_its_hyper_expert_and_its_generation(tmp_path, top_k):
     report = profile_hypermoe.main(["--quick", "--top-k", top_k, "--out", str(tmp_path / "p.json")])
     assert json.loads((tmp_path / "p.json").read_text()) == report
+    assert (
+        report["command"]
+        == f"python experiments/profile_hypermoe.py --quick --top-k {top_k} --out {tmp_path / 'p.json'}"
+    )
+    assert report["git"] == git_revision()
     for mode in ("fwd", "fwd_bwd"):
         assert set(report["layer_ms"][mode]) == set(profile_hypermoe.LAYERS)
         assert set(report["layer_over_topk"][mode]) == {"hypermoe_pregenerated", "hypermoe"}
