@@ -14,6 +14,8 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.plugins.precision import MixedPrecision, Precision
+from lightning.pytorch.utilities import GradClipAlgorithmType
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric, MinMetric
 from transformers import get_cosine_with_min_lr_schedule_with_warmup, get_linear_schedule_with_warmup
@@ -115,6 +117,21 @@ class MoELitModule(pl.LightningModule):
         else:
             scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm=None
+    ) -> None:
+        """Clips as Lightning does, except that bf16-mixed clips a fused optimizer's gradients too.
+        Lightning's mixed-precision plugin refuses to clip for any optimizer that unscales gradients
+        inside its step (fused AdamW), which is right only when a GradScaler scaled the loss: fp16,
+        whose combination with a fused optimizer and clipping is refused before training
+        (``hypermoe.validation``). bf16 scales nothing, so its gradients are clipped as at full precision."""
+        plugin = self.trainer.precision_plugin
+        if isinstance(plugin, MixedPrecision) and plugin.scaler is None:
+            algorithm = GradClipAlgorithmType(gradient_clip_algorithm or GradClipAlgorithmType.NORM)
+            Precision.clip_gradients(plugin, optimizer, gradient_clip_val or 0.0, algorithm)  # without the refusal
+        else:
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # the process count too: a resumed run must keep it (validation.check_resume_world_size)

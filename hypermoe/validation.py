@@ -7,6 +7,7 @@ constructing the DataModule (which reads no file), and ``ckpt_path`` by loading 
 comparing the network it holds with the one the config asks for.
 """
 
+import inspect
 import logging
 import math
 import tempfile
@@ -16,7 +17,7 @@ from typing import Any
 
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, ListConfig
 
 from hypermoe.backbones.patching import choose_layers
@@ -24,6 +25,7 @@ from hypermoe.config import to_container
 from hypermoe.errors import ConfigError
 from hypermoe.lit_module import SCHEDULES
 from hypermoe.moe.build import stack_from_config
+from hypermoe.moe.router import AUX_LOSSES
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,7 @@ PRECISIONS = (
     32,
     16,
 )
+LOSS_SCALED = ("16-mixed", "16", 16)  # fp16 autocast with a GradScaler (bf16 needs none)
 # what changes the order of the training data, the number of steps or the learning-rate schedule
 # (rebuilt over the run's steps on a resume, from the step it stopped at): a resumed run keeps them
 RESUME_KEYS = (
@@ -131,6 +134,7 @@ def check_run_settings(cfg: DictConfig) -> None:
     _check_coefficients(cfg.model.get("aux_loss_coefficients"), problems)
     _check_optimizer(cfg.get("optimizer"), cfg.get("scheduler"), problems)
     _check_trainer(cfg.get("trainer"), problems)
+    _check_loss_scaling(cfg.get("trainer"), cfg.get("optimizer"), problems)
     _check_data_sizes(cfg.get("data"), problems)
     try:  # the form; the block range once the backbone is built. Switch's "sparse" (its own MoE blocks) is its own
         if cfg.model.moe_layers != "sparse":
@@ -155,26 +159,56 @@ def _check_coefficients(coefficients: Any, problems: _Problems) -> None:
         problems.append(f"model.aux_loss_coefficients={coefficients!r} must map aux loss names to numbers")
         return
     for name, value in coefficients.items():
-        problems.check(
-            is_finite(value, 0), f"model.aux_loss_coefficients.{name}", value, "must be a finite number >= 0"
-        )
+        key = f"model.aux_loss_coefficients.{name}"
+        if name not in AUX_LOSSES:  # a misspelt name would weigh nothing, and its loss would keep its default
+            problems.append(f"{key}: no router records an aux loss {name!r}; the aux losses are {list(AUX_LOSSES)}")
+            continue
+        problems.check(is_finite(value, 0), key, value, "must be a finite number >= 0")
 
 
 def _check_optimizer(optimizer: Any, scheduler: Any, problems: _Problems) -> None:
     lr, decay = optimizer.get("lr"), optimizer.get("weight_decay", 0.0)
     problems.check(is_finite(lr, 0, strict=True), "optimizer.lr", lr, "must be a finite number > 0")
     problems.check(is_finite(decay, 0), "optimizer.weight_decay", decay, "must be a finite number >= 0")
-    betas = optimizer.get("betas")
-    betas = list(betas) if isinstance(betas, ListConfig) else betas
-    betas_ok = betas is None or (
-        isinstance(betas, list) and len(betas) == 2 and all(is_finite(b, 0) and b < 1 for b in betas)
-    )
-    problems.check(betas_ok, "optimizer.betas", betas, "must be two numbers in [0, 1)")
+    if "betas" in optimizer:  # an optimizer without betas (SGD) is given without the key: ~optimizer.betas
+        betas = optimizer.betas
+        betas = list(betas) if isinstance(betas, ListConfig) else betas
+        betas_ok = isinstance(betas, list) and len(betas) == 2 and all(is_finite(b, 0) and b < 1 for b in betas)
+        problems.check(betas_ok, "optimizer.betas", betas, "must be two numbers in [0, 1)")
+    fused = optimizer.get("fused")
+    problems.check(fused is None or isinstance(fused, bool), "optimizer.fused", fused, "must be true, false or null")
+    _check_optimizer_arguments(optimizer, problems)
     warmup, floor = scheduler.get("warmup_ratio"), scheduler.get("min_lr_ratio", 0.0)
     problems.check(is_finite(warmup, 0) and warmup < 1, "scheduler.warmup_ratio", warmup, "must be a number in [0, 1)")
     problems.check(is_finite(floor, 0) and floor <= 1, "scheduler.min_lr_ratio", floor, "must be a number in [0, 1]")
     schedule = scheduler.get("schedule", "linear")
     problems.check(schedule in SCHEDULES, "scheduler.schedule", schedule, f"must be one of {list(SCHEDULES)}")
+
+
+def _check_optimizer_arguments(optimizer: Any, problems: _Problems) -> None:
+    """Every optimizer key is an argument of the optimizer's class (torch.optim.SGD takes no betas)."""
+    target = optimizer.get("_target_")
+    try:
+        accepted = inspect.signature(get_class(target)).parameters
+    except (ImportError, ValueError, TypeError) as error:
+        problems.append(f"optimizer._target_={target!r} is not an optimizer class this Python can import: {error}")
+        return
+    for key in optimizer:
+        if not key.startswith("_") and key not in accepted:
+            problems.append(f"optimizer.{key}: {target} takes no argument {key!r} (leave it out: ~optimizer.{key})")
+
+
+def _check_loss_scaling(trainer: Any, optimizer: Any, problems: _Problems) -> None:
+    """fp16 mixed precision scales the loss, and a fused optimizer unscales the gradients only inside its
+    step, so nothing can clip them before it: Lightning refuses at the first step, this before any compute."""
+    precision, clip = trainer.get("precision"), trainer.get("gradient_clip_val")
+    if precision in LOSS_SCALED and optimizer.get("fused") is True and clip:
+        problems.append(
+            f"trainer.precision={precision!r} with optimizer.fused=true and trainer.gradient_clip_val={clip}: fp16 "
+            "scales the loss, and a fused optimizer unscales the gradients only inside its step, so they cannot be "
+            "clipped before it: set optimizer.fused=false, trainer.precision=bf16-mixed (no loss scaling) or "
+            "trainer.gradient_clip_val=null"
+        )
 
 
 def _check_trainer(trainer: Any, problems: _Problems) -> None:

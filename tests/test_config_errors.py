@@ -62,6 +62,10 @@ def _refused(tmp_path: Path, overrides: list[str], message: str) -> None:
             ["model.aux_loss_coefficients.balance=lots"],
             re.escape("aux_loss_coefficients.balance='lots' must be a finite number >= 0"),
         ),
+        (
+            ["+model.aux_loss_coefficients.balanse=0.5"],
+            re.escape("model.aux_loss_coefficients.balanse: no router records an aux loss 'balanse'; the aux losses"),
+        ),
         (["checkpoint_every_n_steps=-1"], re.escape("checkpoint_every_n_steps=-1 must be an integer >= 0")),
         (["routing_log_every=0.5"], re.escape("routing_log_every=0.5 must be an integer >= 1")),
         (["model.aux_loss_coefficients.z=inf"], re.escape("aux_loss_coefficients.z=inf must be a finite number >= 0")),
@@ -88,6 +92,20 @@ def _refused(tmp_path: Path, overrides: list[str], message: str) -> None:
         (["optimizer.lr=0"], re.escape("optimizer.lr=0 must be a finite number > 0")),
         (["optimizer.lr=nan"], re.escape("optimizer.lr=nan must be a finite number > 0")),
         (["optimizer.betas=[0.9,1.0]"], re.escape("optimizer.betas=[0.9, 1.0] must be two numbers in [0, 1)")),
+        (["optimizer.betas=null"], re.escape("optimizer.betas=None must be two numbers in [0, 1)")),
+        (["optimizer.fused=maybe"], re.escape("optimizer.fused='maybe' must be true, false or null")),
+        (
+            ["optimizer._target_=torch.optim.SGD"],
+            re.escape("optimizer.betas: torch.optim.SGD takes no argument 'betas' (leave it out: ~optimizer.betas)"),
+        ),
+        (
+            ["optimizer._target_=torch.optim.Adamw"],
+            re.escape("optimizer._target_='torch.optim.Adamw' is not an optimizer class this Python can import"),
+        ),
+        (
+            ["trainer.precision=16-mixed"],
+            re.escape("trainer.precision='16-mixed' with optimizer.fused=true and trainer.gradient_clip_val=1.0: fp16"),
+        ),
         (["scheduler.warmup_ratio=1.0"], re.escape("scheduler.warmup_ratio=1.0 must be a number in [0, 1)")),
         (["scheduler.min_lr_ratio=1.5"], re.escape("scheduler.min_lr_ratio=1.5 must be a number in [0, 1]")),
         (["scheduler.schedule=step"], re.escape("scheduler.schedule='step' must be one of ['linear', 'cosine']")),
@@ -120,6 +138,20 @@ def test_bad_values_are_refused_naming_the_key(tmp_path, overrides, message):
 def test_every_batch_limit_lightning_takes_is_let_through(tmp_path, limit):
     """An integer count, a fraction in [0, 1] (0 and 0.0: none) or null (all)."""
     check_run_settings(compose_config("train", [*TINY, f"+trainer.limit_val_batches={limit}"], tmp_path))
+
+
+def test_an_optimizer_is_given_the_arguments_its_class_takes(tmp_path):
+    """SGD has no betas: the key is left out, and what is left passes."""
+    check_run_settings(
+        compose_config("train", [*TINY, "optimizer._target_=torch.optim.SGD", "~optimizer.betas"], tmp_path)
+    )
+
+
+@pytest.mark.parametrize("overrides", [["trainer.precision=16-mixed", "optimizer.fused=false"],
+                                       ["trainer.precision=16-mixed", "trainer.gradient_clip_val=null"],
+                                       ["trainer.precision=bf16-mixed"]])  # fmt: skip
+def test_mixed_precision_is_refused_only_where_fp16_would_have_to_clip_a_fused_optimizer(tmp_path, overrides):
+    check_run_settings(compose_config("train", [*TINY, *overrides], tmp_path))
 
 
 def test_every_bad_key_is_named_in_one_message(tmp_path):

@@ -20,6 +20,7 @@ from hypermoe.moe import (
     TopKMoE,
     TopKSettings,
 )
+from hypermoe.moe.router import AUX_LOSSES
 from hypermoe.moe.stats import routing_stats
 
 
@@ -302,3 +303,12 @@ def test_dense_moe_records_every_stat(shape):
     assert set(layer.routing_stats) == ROUTING_STATS
     assert layer.routing_stats["load"].sum().item() == pytest.approx(1.0)
     assert layer.routing_stats["dropped_fraction"].item() == 0.0
+
+
+def test_every_aux_loss_a_layer_records_is_one_the_config_can_weigh(shape):
+    """model.aux_loss_coefficients refuses any other name (hypermoe.validation)."""
+    recorded = set()
+    for layer in _all_variants(shape).values():
+        layer.train()(torch.randn(2, 5, D_MODEL))
+        recorded |= set(layer.aux_losses)
+    assert recorded == set(AUX_LOSSES)

@@ -82,6 +82,21 @@ def test_the_record_names_the_torch_version_and_thread_count_the_run_ran_with(tm
     assert metrics["torch_threads"] == 1 and metrics["torch_version"] == torch.__version__
 
 
+def test_bf16_mixed_precision_clips_the_fused_optimizers_gradients(tmp_path, monkeypatch):
+    """trainer=gpu's precision: Lightning's mixed-precision plugin would refuse to clip fused AdamW's
+    gradients at the first step; bf16 scales no loss, so they are clipped as at full precision."""
+    clipped = []
+    clip_grad_norm = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda params, max_norm, *a, **k: clipped.append(max_norm)
+                        or clip_grad_norm(params, max_norm, *a, **k))  # fmt: skip
+    overrides = [*TINY, "experiment=synthetic_tiny", "trainer.precision=bf16-mixed", "trainer.max_epochs=1",
+                 "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1"]  # fmt: skip
+    cfg = compose_config("train", overrides, tmp_path)
+    assert cfg.optimizer.fused is True and cfg.trainer.gradient_clip_val == 1.0
+    metrics = run(cfg)
+    assert metrics["steps"] == 2 and clipped == [1.0, 1.0]
+
+
 def test_the_synthetic_task_honours_its_subsample_size(tmp_path):
     overrides = [*TINY, "experiment=synthetic_tiny", "debug=fast_dev_run", "data.max_train_examples=100"]
     assert run(compose_config("train", overrides, tmp_path))["train_size"] == 100

@@ -16,6 +16,8 @@ GATINGS = ("switch", "renorm", "noisy")
 # The tokens the Switch balance loss is taken over: each sequence (transformers'
 # load_balancing_loss_func), or the whole batch at once.
 BALANCE_GROUPS = ("sequence", "batch")
+# The aux losses the routers record, by name: what model.aux_loss_coefficients weighs.
+AUX_LOSSES = ("balance", "z", "cv_importance", "cv_load")
 
 
 @dataclass
