@@ -27,6 +27,7 @@ from hypermoe.data.tasks import Task
 from hypermoe.data.text2text import parse_label
 from hypermoe.data.text_metrics import build_text_metrics
 from hypermoe.moe import sum_aux_losses, weighted_aux_loss
+from hypermoe.moe.router import AUX_LOSSES
 
 SCHEDULES = ("linear", "cosine")  # after the warm-up: linear to 0, or cosine to min_lr_ratio * lr
 
@@ -105,6 +106,12 @@ class MoELitModule(pl.LightningModule):
         sign = 1 if metric_mode(self.task.main_metric) == "max" else -1
         best = max(scored, key=lambda entry: sign * entry[main])  # max keeps the first of equals
         return {name: best[f"val/{name}"] for name in self.task.metrics}
+
+    def monitorable(self) -> set[str]:
+        """The logged keys a checkpoint or early-stopping callback can monitor."""
+        validation = {f"val/{name}{best}" for name in self.task.metrics for best in ("", "_best")}
+        training = {"train/loss", "train/task_loss"} | {f"train/aux/{name}" for name in AUX_LOSSES}
+        return {"val/loss"} | validation | training
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer_factory(params=parameter_groups(self))
@@ -232,6 +239,9 @@ class Seq2SeqLitModule(MoELitModule):
 
     def forward(self, batch: dict[str, Any]) -> Tensor:
         return self.net(batch["input_ids"], batch["attention_mask"], batch["labels"], batch["decoder_attention_mask"])
+
+    def monitorable(self) -> set[str]:
+        return super().monitorable() | ({"val/invalid"} if self.classifies else set())
 
     def on_fit_start(self) -> None:
         if self.classifies:  # checkpoints carry it: test predictions need no training file for it

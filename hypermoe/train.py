@@ -34,6 +34,7 @@ from hypermoe.params import parameter_counts
 from hypermoe.validation import (
     check_checkpoint_matches,
     check_model,
+    check_monitors,
     check_resume_settings,
     check_resume_world_size,
     check_run_settings,
@@ -96,14 +97,23 @@ def build(cfg: DictConfig, vocabulary: list[str] | None = None) -> tuple[pl.Ligh
     return data, module
 
 
+def monitor_mode(monitor: str) -> str:
+    """``min`` or ``max``, as a logged key needs: the train/ keys are losses; val/<metric>[_best] as its metric."""
+    return "min" if monitor.startswith("train/") else metric_mode(monitor.removeprefix("val/").removesuffix("_best"))
+
+
 def _callbacks(cfg: DictConfig, main_metric: str, has_logger: bool) -> list[pl.Callback]:
     callbacks = []
     for callback_cfg in (cfg.get("callbacks") or {}).values():
         if callback_cfg is None:
             continue
         overrides = {}
-        if callback_cfg.get("monitor") == "auto":  # the task's selection metric, in its direction
-            overrides = {"monitor": f"val/{main_metric}", "mode": metric_mode(main_metric)}
+        monitor = callback_cfg.get("monitor")
+        if monitor == "auto":  # the task's selection metric, in its direction
+            monitor = overrides["monitor"] = f"val/{main_metric}"
+            overrides["mode"] = monitor_mode(monitor)
+        elif monitor and callback_cfg.get("mode") == "auto":  # a key named: in the direction it needs
+            overrides["mode"] = monitor_mode(monitor)
         if cfg.get("ckpt_path") and "dirpath" in callback_cfg:
             # a resumed run keeps checkpointing where it started, so its best-k record
             # (which Lightning drops when the folder changes) carries on
@@ -173,6 +183,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         resumed = checkpoint["hypermoe"]
         del checkpoint  # Lightning loads it again, into the model
     data, module = build(cfg, resumed.get("vocabulary"))
+    check_monitors(cfg.get("callbacks"), module.monitorable())
     ensure_checkpoint_folders(cfg)
     if "vocabulary" in module.run_info:
         CharVocabulary(module.run_info["vocabulary"]).save(output_dir / "vocabulary.json")

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, ListConfig
 
 from hypermoe.backbones.patching import choose_layers
 from hypermoe.config import to_container
+from hypermoe.data.metrics import metric_mode
 from hypermoe.errors import ConfigError
 from hypermoe.lit_module import SCHEDULES
 from hypermoe.moe.build import stack_from_config
@@ -290,6 +291,52 @@ def _check_data_sizes(data: Any, problems: _Problems) -> None:
     for key, (allowed, message) in _DATA_SIZES.items():
         if key in (data or {}):
             problems.check(allowed(data[key]), f"data.{key}", data[key], message)
+
+
+def check_monitors(callbacks: Any, monitorable: set[str]) -> None:
+    """Each callback's ``monitor`` is ``auto`` or a key the run logs, so a misspelt one stops the run
+    before training rather than after its first epoch; ``auto`` takes the mode with the metric."""
+    problems = _Problems()
+    for name, callback in (callbacks or {}).items():
+        if not callback or "monitor" not in callback:
+            continue
+        monitor, mode = callback.monitor, callback.get("mode", "auto")
+        if mode not in ("auto", "min", "max"):
+            problems.append(f"callbacks.{name}.mode={mode!r} must be auto, min or max")
+        elif monitor == "auto" and mode != "auto":
+            problems.append(
+                f"callbacks.{name}.mode={mode!r}: with monitor: auto the task's metric decides the mode; leave "
+                "mode: auto, or name the key to monitor"
+            )
+        if monitor not in ("auto", None) and monitor not in monitorable:
+            problems.append(
+                f"callbacks.{name}.monitor={monitor!r} is not a key this run logs; it logs {sorted(monitorable)}"
+            )
+    problems.raise_if_any()
+
+
+def check_search_target(cfg: DictConfig) -> None:
+    """An Optuna search (conf/hparams_search) optimises what train.py returns, the task's selection
+    metric best over epochs (val/<metric>_best): its direction must be that metric's, or the search
+    reports the worst trial as the best; ``optimized_metric``, the name the search config gives it,
+    must name it."""
+    metric = instantiate_data(cfg.data).task.main_metric
+    returned, wanted = f"val/{metric}_best", "maximize" if metric_mode(metric) == "max" else "minimize"
+    direction = cfg.hydra.sweeper.get("direction")
+    problems = _Problems()
+    if (list(direction) if isinstance(direction, ListConfig) else [direction]) != [wanted]:
+        problems.append(
+            f"hydra.sweeper.direction={direction!r}: the search optimises {returned}, which is "
+            f"{'higher' if wanted == 'maximize' else 'lower'}-better: set hydra.sweeper.direction={wanted}"
+        )
+    optimized = cfg.get("optimized_metric")
+    problems.check(
+        optimized in (None, returned),
+        "optimized_metric",
+        optimized,
+        f"must be {returned}, what train.py returns for this task",
+    )
+    problems.raise_if_any()
 
 
 def check_resume_settings(checkpoint: dict[str, Any], cfg: DictConfig) -> None:

@@ -106,6 +106,18 @@ def _refused(tmp_path: Path, overrides: list[str], message: str) -> None:
             ["trainer.precision=16-mixed"],
             re.escape("trainer.precision='16-mixed' with optimizer.fused=true and trainer.gradient_clip_val=1.0: fp16"),
         ),
+        (
+            ["callbacks.model_checkpoint.monitor=val/acc"],
+            re.escape("callbacks.model_checkpoint.monitor='val/acc' is not a key this run logs; it logs ["),
+        ),
+        (
+            ["callbacks.model_checkpoint.mode=maximum"],
+            re.escape("callbacks.model_checkpoint.mode='maximum' must be auto, min or max"),
+        ),
+        (
+            ["callbacks.model_checkpoint.mode=min"],
+            re.escape("callbacks.model_checkpoint.mode='min': with monitor: auto the task's metric decides the mode"),
+        ),
         (["scheduler.warmup_ratio=1.0"], re.escape("scheduler.warmup_ratio=1.0 must be a number in [0, 1)")),
         (["scheduler.min_lr_ratio=1.5"], re.escape("scheduler.min_lr_ratio=1.5 must be a number in [0, 1]")),
         (["scheduler.schedule=step"], re.escape("scheduler.schedule='step' must be one of ['linear', 'cosine']")),

@@ -6,10 +6,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 from helpers import QUIET, TINY, compose_config
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from hypermoe.callbacks.expert_load import ExpertLoad
 from hypermoe.moe.build import VARIANTS
-from hypermoe.train import build, run
+from hypermoe.train import _callbacks, build, monitor_mode, run
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -95,6 +96,25 @@ def test_bf16_mixed_precision_clips_the_fused_optimizers_gradients(tmp_path, mon
     assert cfg.optimizer.fused is True and cfg.trainer.gradient_clip_val == 1.0
     metrics = run(cfg)
     assert metrics["steps"] == 2 and clipped == [1.0, 1.0]
+
+
+def test_a_monitored_key_takes_its_own_direction():
+    assert [monitor_mode(key) for key in ("val/loss", "val/perplexity_best", "train/aux/z")] == ["min"] * 3
+    assert [monitor_mode(key) for key in ("val/accuracy", "val/f1_macro_best")] == ["max"] * 2
+
+
+def test_a_checkpoint_monitoring_a_named_key_keeps_its_best_in_that_keys_direction(tmp_path):
+    overrides = [
+        *TINY,
+        "experiment=synthetic_tiny",
+        "debug=fast_dev_run",
+        "callbacks.model_checkpoint.monitor=val/loss",
+    ]
+    cfg = compose_config("train", overrides, tmp_path)
+    assert cfg.callbacks.model_checkpoint.mode == "auto"  # Lightning's ModelCheckpoint takes only min or max
+    (checkpoint,) = [c for c in _callbacks(cfg, "accuracy", has_logger=False) if isinstance(c, ModelCheckpoint)]
+    assert (checkpoint.monitor, checkpoint.mode) == ("val/loss", "min")
+    run(cfg)
 
 
 def test_the_synthetic_task_honours_its_subsample_size(tmp_path):

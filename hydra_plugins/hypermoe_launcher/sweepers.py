@@ -30,6 +30,8 @@ class OptunaSweeper(Sweeper):
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.hydra_context = hydra_context
+        if "data" in config:  # train.py's search: refused before any trial if it would optimise the wrong way
+            _exit_on_a_wrong_target(config)
         self.optuna.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> None:
@@ -70,3 +72,17 @@ class OptunaSweeper(Sweeper):
         search.n_trials = left
         if hasattr(search.sampler, "reseed_rng"):  # a grid sampler draws nothing at random
             search.sampler.reseed_rng()
+
+
+def _exit_on_a_wrong_target(config: DictConfig) -> None:
+    """What ``check_search_target`` refuses ends the search as a single run's configuration error ends.
+    Imported here: they import torch and Lightning, and Hydra imports this module whenever it scans plugins."""
+    from hypermoe.cli import EXIT_CODES
+    from hypermoe.errors import ConfigError
+    from hypermoe.validation import check_search_target
+
+    try:
+        check_search_target(config)
+    except ConfigError as error:
+        log.error("invalid configuration: %s", error)
+        sys.exit(EXIT_CODES[ConfigError])
