@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
+from transformers import PreTrainedModel
 
 from hypermoe.backbones.causal_lm import build_causal_lm
 from hypermoe.backbones.classifier import build_classifier
@@ -40,6 +41,7 @@ from hypermoe.validation import (
     check_run_settings,
     ensure_checkpoint_folders,
     instantiate_data,
+    instantiate_setting,
     load_checkpoint,
     warn_if_router_gets_no_task_gradient,
 )
@@ -80,6 +82,7 @@ def build(cfg: DictConfig, vocabulary: list[str] | None = None) -> tuple[pl.Ligh
     else:
         net, tokenizer = build_seq2seq(backbone, model)
         extra = {"tokenizer": tokenizer}
+    _check_length_fits(cfg.data, "block_size" if kind == "causal_lm" else "max_length", net)
     data.set_tokenizer(tokenizer)
     task = {"name": data.task.qualified_name, "signature": data.task.signature()}
     run_info = {"config": to_container(cfg), "seed": cfg.seed, "git": git_revision(), "task": task}
@@ -97,6 +100,19 @@ def build(cfg: DictConfig, vocabulary: list[str] | None = None) -> tuple[pl.Ligh
     return data, module
 
 
+def _check_length_fits(data: DictConfig, key: str, net: torch.nn.Module) -> None:
+    """data.<key>, the tokens of a sequence, within the backbone's learned positions (BERT's 512,
+    GPT-2's n_positions; T5's relative positions have no limit): a longer one fails in the first
+    batch that long, deep in the model, naming no key."""
+    transformer = next(module for module in net.modules() if isinstance(module, PreTrainedModel))
+    positions = getattr(transformer.config, "max_position_embeddings", None)
+    length = data.get(key)
+    if positions is not None and length is not None and length > positions:
+        raise ConfigError(
+            f"data.{key}={length} is longer than the backbone's {positions} positions: set data.{key}<={positions}"
+        )
+
+
 def monitor_mode(monitor: str) -> str:
     """``min`` or ``max``, as a logged key needs: the train/ keys are losses; val/<metric>[_best] as its metric."""
     return "min" if monitor.startswith("train/") else metric_mode(monitor.removeprefix("val/").removesuffix("_best"))
@@ -104,7 +120,7 @@ def monitor_mode(monitor: str) -> str:
 
 def _callbacks(cfg: DictConfig, main_metric: str, has_logger: bool) -> list[pl.Callback]:
     callbacks = []
-    for callback_cfg in (cfg.get("callbacks") or {}).values():
+    for name, callback_cfg in (cfg.get("callbacks") or {}).items():
         if callback_cfg is None:
             continue
         overrides = {}
@@ -118,7 +134,7 @@ def _callbacks(cfg: DictConfig, main_metric: str, has_logger: bool) -> list[pl.C
             # a resumed run keeps checkpointing where it started, so its best-k record
             # (which Lightning drops when the folder changes) carries on
             overrides["dirpath"] = str(Path(cfg.ckpt_path).resolve().parent)
-        callbacks.append(instantiate(callback_cfg, **overrides))
+        callbacks.append(instantiate_setting(f"callbacks.{name}", callback_cfg, **overrides))
     # the learning-rate monitor has nowhere to write without a logger (logger=none)
     return [c for c in callbacks if has_logger or not isinstance(c, LearningRateMonitor)]
 
@@ -192,8 +208,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     try:  # from the first logger on, so a failing job still finishes its W&B run
         loggers = _loggers(cfg, resumed.get("wandb_id"))
         callbacks = _callbacks(cfg, data.task.main_metric, bool(loggers))
-        trainer: pl.Trainer = instantiate(
-            cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
+        trainer: pl.Trainer = instantiate_setting(
+            "trainer", cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
         )
         if resumed:
             check_resume_world_size(resumed, trainer.world_size, cfg)

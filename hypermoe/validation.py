@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, ListConfig
 
 from hypermoe.backbones.patching import choose_layers
@@ -137,6 +138,7 @@ def check_run_settings(cfg: DictConfig) -> None:
     _check_trainer(cfg.get("trainer"), problems)
     _check_loss_scaling(cfg.get("trainer"), cfg.get("optimizer"), problems)
     _check_data_sizes(cfg.get("data"), problems)
+    _check_dropouts(cfg.get("backbone"), problems)
     try:  # the form; the block range once the backbone is built. Switch's "sparse" (its own MoE blocks) is its own
         if cfg.model.moe_layers != "sparse":
             choose_layers(cfg.model.moe_layers, num_layers=None)
@@ -184,6 +186,16 @@ def _check_optimizer(optimizer: Any, scheduler: Any, problems: _Problems) -> Non
     problems.check(is_finite(floor, 0) and floor <= 1, "scheduler.min_lr_ratio", floor, "must be a number in [0, 1]")
     schedule = scheduler.get("schedule", "linear")
     problems.check(schedule in SCHEDULES, "scheduler.schedule", schedule, f"must be one of {list(SCHEDULES)}")
+
+
+def _check_dropouts(backbone: Any, problems: _Problems) -> None:
+    """The backbone's dropout probabilities: its head's, and its transformer config's (BERT's
+    *_dropout_prob, GPT-2's *_pdrop), which torch would refuse only in the first forward."""
+    config = backbone.get("config") or {}
+    dropouts = {f"backbone.config.{key}": config[key] for key in config if "dropout" in key or "pdrop" in key}
+    for key, value in {"backbone.head_dropout": backbone.get("head_dropout"), **dropouts}.items():
+        if value is not None:
+            problems.check(is_finite(value, 0) and value < 1, key, value, "must be a probability in [0, 1)")
 
 
 def _check_optimizer_arguments(optimizer: Any, problems: _Problems) -> None:
@@ -382,12 +394,18 @@ def _refuse_unless_lenient(differences: list[str], cfg: DictConfig) -> None:
 
 def instantiate_data(data: DictConfig) -> Any:
     """The DataModule of ``data``; its constructor's refusal (unknown task, bad sizes) as a ConfigError."""
+    return instantiate_setting("data", data)
+
+
+def instantiate_setting(key: str, config: DictConfig, **kwargs: Any) -> Any:
+    """The object the config group at ``key`` describes (the DataModule, the Trainer, a callback); a
+    constructor's refusal of a value (Lightning's, torch's, the project's) as a ConfigError naming the group."""
     try:
-        return instantiate(data)
+        return instantiate(config, **kwargs)
     except InstantiationException as error:
         cause = error.__cause__
-        if isinstance(cause, ValueError | TypeError):
-            raise ConfigError(f"data: {cause}") from None
+        if isinstance(cause, ValueError | TypeError | MisconfigurationException):
+            raise ConfigError(f"{key}: {cause}") from None
         raise
 
 

@@ -138,6 +138,19 @@ def _refused(tmp_path: Path, overrides: list[str], message: str) -> None:
         (["data.max_train_examples=-5"], re.escape("data.max_train_examples=-5 must be an integer >= 1, or null")),
         (["data=lm", "data.max_train_blocks=0"], re.escape("data.max_train_blocks=0 must be an integer >= 1, or null")),
         (["data=lm", "data.block_size=1"], re.escape("data.block_size=1 must be an integer >= 2")),
+        (
+            ["data.max_length=513"],
+            re.escape("data.max_length=513 is longer than the backbone's 512 positions: set data.max_length<=512"),
+        ),
+        (
+            ["backbone=gpt2_tiny", "data=lm", "data.block_size=1000"],
+            re.escape("data.block_size=1000 is longer than the backbone's 256 positions: set data.block_size<=256"),
+        ),
+        (["backbone.head_dropout=1.5"], re.escape("backbone.head_dropout=1.5 must be a probability in [0, 1)")),
+        (
+            ["backbone=gpt2_tiny", "data=lm", "+backbone.config.attn_pdrop=-0.1"],
+            re.escape("backbone.config.attn_pdrop=-0.1 must be a probability in [0, 1)"),
+        ),
         (["data.num_workers=-1"], re.escape("data.num_workers=-1 must be an integer >= 0")),
         (["data.task=nope"], re.escape("data: data.task='nope' is not a synthetic task; choose one of ['majority']")),
     ],
@@ -164,6 +177,19 @@ def test_an_optimizer_is_given_the_arguments_its_class_takes(tmp_path):
                                        ["trainer.precision=bf16-mixed"]])  # fmt: skip
 def test_mixed_precision_is_refused_only_where_fp16_would_have_to_clip_a_fused_optimizer(tmp_path, overrides):
     check_run_settings(compose_config("train", [*TINY, *overrides], tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("+trainer.gradient_clip_algorithm=foo", "trainer: `gradient_clip_algorithm` foo is invalid"),
+        ("callbacks.model_checkpoint.save_top_k=-5", "callbacks.model_checkpoint: Invalid value for save_top_k=-5"),
+    ],
+)
+def test_a_value_lightning_refuses_is_a_configuration_error_naming_its_group(tmp_path, override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        run(compose_config("train", [*TINY, override], tmp_path))
+    assert not list(tmp_path.rglob("*.ckpt"))  # nothing trained
 
 
 def test_every_bad_key_is_named_in_one_message(tmp_path):
