@@ -12,6 +12,7 @@ Checkpoints, logs and CSV files stay behind.
 """
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
@@ -20,11 +21,28 @@ import yaml
 from hypermoe.config import names_machine_paths
 
 
+class ExportError(Exception):
+    """Nothing was copied: the reason, naming the folder or file."""
+
+
 def export_runs(runs_dir: Path, out_dir: Path) -> int:
     """Copy every run record under ``runs_dir`` to the same relative place under ``out_dir``;
-    the number of runs copied."""
+    the number of runs copied. Every record is read first: a damaged one stops the export before
+    anything is copied, so the copy never holds a record that its tables would refuse."""
+    if not runs_dir.is_dir():
+        raise ExportError(f"{runs_dir}: no such folder of runs")
+    records = sorted(runs_dir.glob("**/metrics.json"))
+    if not records:
+        raise ExportError(f"{runs_dir}: no run record (metrics.json) under it")
+    for metrics in records:
+        try:
+            record = json.loads(metrics.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ExportError(f"{metrics}: not a readable run record ({error}); nothing copied") from None
+        if not isinstance(record, dict):
+            raise ExportError(f"{metrics}: not a run record (a JSON object); nothing copied")
     count = 0
-    for metrics in sorted(runs_dir.glob("**/metrics.json")):
+    for metrics in records:
         run, target = metrics.parent, out_dir / metrics.parent.relative_to(runs_dir)
         (target / ".hydra").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(metrics, target / "metrics.json")
@@ -44,12 +62,18 @@ def _portable(overrides: list[str]) -> list[str]:
     return [override for override in overrides if not names_machine_paths(override)]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs_dir", type=Path, help="a table's runs, e.g. outputs/table/char_lm_cpu")
     parser.add_argument("out_dir", type=Path, help="where the records go, e.g. experiments/results/runs/char_lm_cpu")
-    args = parser.parse_args()
-    print(f"{export_runs(args.runs_dir, args.out_dir)} run record(s) copied to {args.out_dir}")
+    args = parser.parse_args(argv)
+    try:
+        count = export_runs(args.runs_dir, args.out_dir)
+    except ExportError as error:
+        raise SystemExit(f"export_runs: {error}") from None
+    except OSError as error:  # the destination: under a file, not writable, full
+        raise SystemExit(f"export_runs: cannot write the copy under {args.out_dir}: {error}") from None
+    print(f"{count} run record(s) copied to {args.out_dir}")
 
 
 if __name__ == "__main__":

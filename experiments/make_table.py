@@ -261,6 +261,12 @@ def group_runs(records: Sequence[dict[str, Any]], by: Sequence[str], which: str)
     taken against; every run of a (task, label) cell is read on the metrics of the cell's first run.
     """
     check_by(by)
+    for key in by:  # a key no run has would label every run alike ("all"), silently
+        if key != "ablation" and all(resolve(record, key) is None for record in records):
+            raise RunsError(
+                f"--by {key}: no run record has it (a model setting is model.<name>, e.g. model.num_experts; "
+                f"the records' top-level keys are {sorted(set().union(*records))})"
+            )
     runs = run_table(records)
     parts = [label_parts(record, by) for record in records]
     labels = [join_label(*part) for part in parts]
@@ -423,8 +429,8 @@ def head_to_head(runs: pd.DataFrame, first: str, second: str) -> HeadToHead | No
 
 def load_paper_numbers(path: Path = PAPER_NUMBERS) -> dict[str, dict[str, list[float]]]:
     """``task -> variant -> [main]`` or ``[main, second]``, in the paper's printed units."""
-    if not Path(path).exists():
-        return {}
+    if not Path(path).is_file():
+        raise RunsError(f"{path}: no such file of the paper's numbers (--paper)")
     try:
         data = yaml.safe_load(Path(path).read_text()) or {}
     except yaml.YAMLError as error:

@@ -32,7 +32,7 @@ from pathlib import Path
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import OverrideParseException
+from hydra.errors import ConfigCompositionException, OverrideParseException
 
 from hypermoe.config import CONF_DIR, PROJECT_ROOT, config_options, names_machine_paths
 from hypermoe.errors import ConfigError
@@ -59,6 +59,17 @@ def grid_of(table: str) -> dict[str, list[str]]:
         else [override.get_value_element_as_str()]
         for override in parsed
     }
+
+
+def check_composes(table: str, job: Job, extra: list[str]) -> None:
+    """A job's config composes: Hydra refuses a misspelt key of the table's sweep or after ``--``,
+    which would otherwise fail every job of the grid, one after another."""
+    overrides = [f"table={table}", *(f"{key}={value}" for key, value in job), *extra]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        try:
+            compose(config_name="train", overrides=overrides)
+        except ConfigCompositionException as error:
+            raise ConfigError(f"the grid's job {' '.join(overrides[1:])} does not compose: {error}") from None
 
 
 def jobs_of(grid: dict[str, list[str]]) -> list[Job]:
@@ -142,9 +153,9 @@ def run_job(table: str, job: Job, core: int, log_dir: Path, extra: list[str], st
     command = [sys.executable, str(PROJECT_ROOT / "train.py"), f"table={table}"]
     command += [f"{key}={value}" for key, value in job] + [f"hydra.sweep.dir={sweep_dir}", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    logs = log_dir / "table_logs" / table
-    logs.mkdir(parents=True, exist_ok=True)
-    with open(logs / f"{name}.log", "w") as log:
+    log_path = log_dir / "table_logs" / table / f"{name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as log:
         log.write(" ".join(command) + "\n")
         log.flush()
         start = time.perf_counter()
@@ -155,8 +166,21 @@ def run_job(table: str, job: Job, core: int, log_dir: Path, extra: list[str], st
         stop.started(process)
         code = process.wait()
         stop.ended(process)
-    print(f"{name}: exit {code} after {time.perf_counter() - start:.0f} s", flush=True)
+    seconds = time.perf_counter() - start
+    why = f": {failure_of(sweep_dir, log_path)} (log: {log_path})" if code else ""
+    print(f"{name}: exit {code} after {seconds:.0f} s{why}", flush=True)
     return code
+
+
+def failure_of(sweep_dir: Path, log_path: Path) -> str:
+    """Why a job failed: the error its sweep recorded (failures.yaml), else the last line of its log
+    (a job killed, or one that failed before its sweep began)."""
+    failures = sweep_dir / "failures.yaml"
+    if failures.is_file():
+        (first, *_) = yaml.safe_load(failures.read_text())["failures"]
+        return f"{first['type']}: {first['message']}"
+    lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1] if lines else "no output"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         grid = grid_of(args.table)
         jobs = select_jobs(jobs_of(grid), grid, args.only)
+        check_composes(args.table, jobs[0], extra)  # before the dry run's list, and before any job runs
     except ValueError as error:
         parser.error(str(error))
     in_grid = [item for item in extra if override_key(item) in grid]

@@ -3,11 +3,12 @@
 import json
 import sys
 
+import pytest
 import yaml
 from helpers import PROJECT
 
 sys.path.insert(0, str(PROJECT / "experiments"))
-from export_runs import export_runs
+from export_runs import export_runs, main
 from run_grid import finished_jobs
 
 
@@ -65,3 +66,19 @@ def test_one_run_exported_on_its_own_writes_nothing_beside_its_copy(tmp_path):
         "one/.hydra/overrides.yaml",
         "one/metrics.json",
     ]
+
+
+def test_a_missing_folder_or_a_damaged_record_stops_the_export_before_any_copy(tmp_path):
+    with pytest.raises(SystemExit, match=r"export_runs: .*nope: no such folder of runs"):
+        main([str(tmp_path / "nope"), str(tmp_path / "out")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match=r"export_runs: .*empty: no run record \(metrics.json\) under it"):
+        main([str(tmp_path / "empty"), str(tmp_path / "out")])
+    _sweep(tmp_path / "runs", "grid", {"0": ["model=topk"], "1": ["model=hypermoe"]})
+    (tmp_path / "runs" / "grid" / "1" / "metrics.json").write_text('{"model": "hyper')  # cut off mid-write
+    with pytest.raises(SystemExit, match=r"grid/1/metrics.json: not a readable run record .*; nothing copied"):
+        main([str(tmp_path / "runs"), str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit, match=r"export_runs: cannot write the copy under .*file/sub"):
+        main([str(tmp_path / "runs" / "grid" / "0"), str(tmp_path / "file" / "sub")])

@@ -179,6 +179,11 @@ def test_two_leading_label_keys_are_refused(runs, tmp_path, by):
         tables(runs, tmp_path / "t", "--by", by)
 
 
+def test_a_label_key_no_run_has_is_refused(runs, tmp_path):
+    with pytest.raises(make_table.RunsError, match=r"--by model.nonexistent: no run record has it"):
+        tables(runs, tmp_path / "t", "--by", "model.nonexistent,model")
+
+
 def test_a_delta_of_float_noise_prints_as_zero(tmp_path):
     root = tmp_path / "outputs"
     for job, (model, value) in enumerate((("topk", 0.3), ("hypermoe", 0.1 + 0.2))):  # 0.1 + 0.2 > 0.3 by 5.6e-17
@@ -302,6 +307,11 @@ def test_bad_paper_numbers_name_the_file(tmp_path):
     paper.write_text("superglue/rte: {hypermoe: high}\n")
     with pytest.raises(make_table.RunsError, match=r"paper\.yaml: superglue/rte/hypermoe must be a number"):
         make_table.load_paper_numbers(paper)
+
+
+def test_a_missing_paper_numbers_file_is_named(tmp_path):
+    with pytest.raises(make_table.RunsError, match=r"nope\.yaml: no such file of the paper's numbers"):
+        make_table.load_paper_numbers(tmp_path / "nope.yaml")
 
 
 def test_no_runs_exits_naming_the_folders(tmp_path):

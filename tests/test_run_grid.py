@@ -10,7 +10,9 @@ import yaml
 from helpers import PROJECT
 
 sys.path.insert(0, str(PROJECT / "experiments"))
-from run_grid import finished_jobs, grid_of, job_name, jobs_of, main, select_jobs
+from run_grid import finished_jobs, grid_of, job_name, jobs_of, main, run_job, select_jobs
+
+from hypermoe.job_processes import ForwardSigterm
 
 
 def test_grid_is_the_tables_sweep_expanded():
@@ -56,6 +58,14 @@ def test_the_settings_after_the_double_dash_are_compared_as_hydra_records_them(t
     _run(tmp_path / "a" / "0", ["model=topk", "seed=1", "optimizer.lr=0.001", "~callbacks.progress_bar=null"], True)
     typed = ["optimizer.lr=1e-3", "~callbacks.progress_bar", "hydra/job_logging=disabled"]
     assert finished_jobs(tmp_path, grid, typed) == {(("model", "topk"), ("seed", "1"))}
+
+
+def test_a_misspelt_key_after_the_double_dash_is_refused_before_any_job(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["char_lm_cpu", "--dry-run", "--log-dir", str(tmp_path), "--", "trainer.max_stepz=2"])
+    error = capsys.readouterr().err
+    assert "the grid's job data.task=shakespeare_char model=ffn seed=1 trainer.max_stepz=2 does not compose" in error
+    assert "Could not override 'trainer.max_stepz'" in error
 
 
 def test_a_grid_key_after_the_double_dash_is_refused(tmp_path, capsys):
@@ -115,3 +125,13 @@ def test_a_grid_with_a_failed_job_runs_the_rest_and_exits_1(tmp_path, monkeypatc
     only = ["--only", "model=ffn", "--only", "seed=1,2"]
     assert main(["char_lm_cpu", "--log-dir", str(tmp_path), *only]) == 1
     assert len(ran) == 2 and "char_lm_cpu: 1 jobs finished, 1 failed" in capsys.readouterr().out
+
+
+def test_a_failed_job_is_reported_with_its_last_words_and_its_log(tmp_path, capsys):
+    job = (("model", "ffn"), ("seed", "1"))
+    with ForwardSigterm() as stop:
+        assert run_job("char_lm_cpu", job, 0, tmp_path, ["trainer.max_epochs=0"], stop) == 1  # a failed sweep job
+    log = tmp_path / "table_logs" / "char_lm_cpu" / "model-ffn_seed-1.log"
+    why = "ConfigError: trainer.max_epochs=0 must be an integer >= 1, or -1 to let max_steps decide"
+    assert re.search(rf"model-ffn_seed-1: exit 1 after \d+ s: {why} \(log: {re.escape(str(log))}\)$",
+                     capsys.readouterr().out, re.MULTILINE)  # fmt: skip
