@@ -78,6 +78,8 @@ def predict_test_split(
 ) -> dict:
     """Predicts the task's test split and writes its submission file into ``output_dir``."""
     check_can_predict(trainer, module, "test")
+    if "test" not in data.task.files:
+        raise ConfigError(f"split=test: {data.task.qualified_name} has no test split to submit: use split=validation")
     examples = data.examples("test")
     path = write_submission(data.task, examples, predict(trainer, module, data, examples).tolist(), output_dir)
     log.info("%s test: %d rows predicted; wrote %s", data.task.qualified_name, len(examples), path)

@@ -31,7 +31,9 @@ class OwnRunFolder(Callback):
                     f"hydra.run.dir={folder} already holds a run ({config.hydra.output_subdir}/): every run, "
                     "a resumed one too, needs a folder of its own"
                 )
+            _create(folder, "hydra.run.dir")
             return
+        _create(folder.parent, "hydra.run.dir")
         claimed = _claim(folder)
         if claimed != folder:
             with read_write(config), open_dict(config):
@@ -48,8 +50,8 @@ class OwnRunFolder(Callback):
                     "folder of its own"
                 )
             return
+        _create(folder.parent, "hydra.sweep.dir")
         try:
-            folder.parent.mkdir(parents=True, exist_ok=True)
             folder.mkdir()
         except FileExistsError:
             _refuse(
@@ -63,9 +65,17 @@ def _given(config: DictConfig, key: str) -> bool:
     return any(override.split("=", 1)[0].lstrip("+") == key for override in config.hydra.overrides.hydra)
 
 
+def _create(folder: Path, key: str) -> None:
+    """``folder`` and its parents created, or the run refused: a file in its way, no permission."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        reason = "a file is in its way" if isinstance(error, FileExistsError | NotADirectoryError) else error.strerror
+        _refuse(f"{key}: cannot create the folder {folder}: {reason} ({error.filename})")
+
+
 def _claim(folder: Path) -> Path:
     """``folder``, or the first ``<folder>_<i>`` (i = 2, 3, ...) that did not exist, now created."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
     candidate, i = folder, 1
     while True:
         try:

@@ -73,3 +73,22 @@ def test_multiruns_named_after_the_same_second_do_not_share_a_folder(tmp_path, c
         OwnRunFolder().on_multirun_start(_hydra_config(tmp_path, sweep_dir=default))
     assert stop.value.code == 2
     assert f"another multirun started in the same second writes into {default}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("given", [True, False])
+def test_a_folder_that_cannot_be_created_stops_the_run_naming_the_key(tmp_path, capsys, given):
+    (tmp_path / "file").write_text("")
+    folder = tmp_path / "file" / "run"
+    config = _hydra_config(folder, *([f"hydra.run.dir={folder}"] if given else []))
+    with pytest.raises(SystemExit) as stop:
+        OwnRunFolder().on_run_start(config)
+    assert stop.value.code == 2
+    assert f"invalid configuration: hydra.run.dir: cannot create the folder {folder if given else folder.parent}: a " \
+        f"file is in its way ({tmp_path / 'file'}" in capsys.readouterr().err  # fmt: skip
+    sweep = _hydra_config(tmp_path, f"hydra.sweep.dir={folder}", sweep_dir=folder)
+    with pytest.raises(SystemExit):
+        OwnRunFolder().on_multirun_start(sweep)
+    assert (
+        f"hydra.sweep.dir: cannot create the folder {tmp_path / 'file'}: a file is in its way"
+        in capsys.readouterr().err
+    )

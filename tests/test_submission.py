@@ -206,6 +206,14 @@ def test_eval_split_test_refuses_what_validation_refuses(tmp_path, checkpoints, 
         run_eval(compose_config("eval", not_nli, tmp_path / "wnli_ax"))
 
 
+def test_eval_split_test_refuses_a_task_without_a_test_split(tmp_path):
+    short = ["experiment=synthetic_tiny", "trainer.max_epochs=1", "+trainer.limit_train_batches=1"]
+    run(compose_config("train", [*TINY, *short, "+trainer.limit_val_batches=0"], tmp_path / "train"))
+    evaluate = _eval(tmp_path / "train" / "checkpoints" / "last.ckpt", tmp_path, "split=test")
+    with pytest.raises(ConfigError, match=r"split=test: synthetic/majority has no test split to submit: use split="):
+        run_eval(compose_config("eval", evaluate, tmp_path / "eval"))
+
+
 @pytest.mark.slow  # predicts 2,564 diagnostic rows
 def test_an_rte_model_predicts_and_scores_the_diagnostics(tmp_path, checkpoints, data_root):
     rte = checkpoints["superglue/rte"]
