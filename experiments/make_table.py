@@ -119,11 +119,17 @@ def load_run(path: Path) -> dict[str, Any]:
 
 
 def collect(dirs: Sequence[Path], tags: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """The runs under ``dirs`` that carry every tag in ``tags``."""
+    """The runs under ``dirs`` that carry every tag in ``tags`` and validated at least once."""
     runs = [load_run(path) for path in find_metric_files(dirs)]
     kept = [run for run in runs if set(tags) <= set(run.get("tags") or ())]
     if not kept:
         raise RunsError(f"none of the {len(runs)} runs under {', '.join(map(str, dirs))} has tags {list(tags)}")
+    unvalidated = [run["_file"] for run in kept if run.get("validated") is False]  # older records lack the key
+    if unvalidated:  # a trial shorter than one validation interval (trainer.max_steps=4): it has no metric
+        log.warning("left out %d run(s) that never validated: %s", len(unvalidated), ", ".join(map(str, unvalidated)))
+        kept = [run for run in kept if run.get("validated") is not False]
+    if not kept:
+        raise RunsError(f"none of the runs under {', '.join(map(str, dirs))} ever validated: no metric to table")
     return kept
 
 

@@ -179,6 +179,17 @@ def test_two_leading_label_keys_are_refused(runs, tmp_path, by):
         tables(runs, tmp_path / "t", "--by", by)
 
 
+def test_runs_that_never_validated_are_left_out_by_name(runs, tmp_path, caplog):
+    """A trial shorter than one validation interval records no metric (best: null)."""
+    trial = write_run(runs / "table" / "trial" / "0", "superglue/cb", "topk", 9, {"f1_macro": 0.0, "accuracy": 0.0})
+    record = json.loads((trial / "metrics.json").read_text())
+    nothing = {"final": {}, "best": {"f1_macro": None, "accuracy": None}, "validated": False}
+    (trial / "metrics.json").write_text(json.dumps(record | nothing))
+    _, rows = tables(runs, tmp_path / "t")
+    assert rows["superglue/cb", "topk"]["n"] == str(len(SEEDS))
+    assert f"left out 1 run(s) that never validated: {trial / 'metrics.json'}" in caplog.text
+
+
 def test_a_label_key_no_run_has_is_refused(runs, tmp_path):
     with pytest.raises(make_table.RunsError, match=r"--by model.nonexistent: no run record has it"):
         tables(runs, tmp_path / "t", "--by", "model.nonexistent,model")
