@@ -15,6 +15,7 @@ from hypermoe.backbones.classifier import build_classifier
 from hypermoe.backbones.heads import TaskHead, task_loss
 from hypermoe.backbones.patching import RoutingContext, choose_layers
 from hypermoe.backbones.sources import resolve_pretrained
+from hypermoe.data.sources import DataUnavailable
 from hypermoe.errors import ConfigError
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -157,6 +158,21 @@ def test_every_value_huggingface_hub_reads_as_offline_keeps_the_hub_unasked(monk
     monkeypatch.setattr("huggingface_hub.snapshot_download", snapshot_download)
     with pytest.raises(FileNotFoundError, match="the hub cache \\(HF_HUB_OFFLINE=1"):
         sources.resolve_pretrained("no-such-owner/no-such-model")
+
+
+def test_a_tokenizer_folder_with_damaged_or_missing_files_is_refused_naming_it(tmp_path):
+    """transformers builds a tokenizer of its special tokens alone from a folder without vocabulary
+    files, which would encode every text to nothing; a damaged file raises a bare Exception."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataUnavailable, match=f"{empty} holds no vocabulary for a GPT2Tokenizer"):
+        sources.load_tokenizer(str(empty), tokenizer_class="GPT2Tokenizer")
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "vocab.json").write_text('{"a": 0, "b')  # cut off
+    (damaged / "merges.txt").write_text("#version: 0.2\n")
+    with pytest.raises(DataUnavailable, match=f"the GPT2Tokenizer files in {damaged} do not load: .*EOF"):
+        sources.load_tokenizer(str(damaged), tokenizer_class="GPT2Tokenizer")
 
 
 def test_without_the_hub_or_the_pip_package_the_tokenizer_comes_from_the_fallback_folder(tokenizers_root, monkeypatch):

