@@ -55,7 +55,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     results = {}
     for name in args.tasks:
         benchmark, _, task = name.partition("/")
-        results[name] = majority_scores(get_task(benchmark, task), args.data_dir)
+        try:
+            results[name] = majority_scores(get_task(benchmark, task), args.data_dir)
+        except (ValueError, FileNotFoundError) as error:  # an unknown task; a missing or malformed file (DataError)
+            raise SystemExit(f"majority_baseline: {name}: {error}") from None
         print(name, json.dumps(results[name]))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

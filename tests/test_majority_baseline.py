@@ -23,3 +23,10 @@ def test_majority_class_scores_match_hand_counts(data_root, tmp_path):
     assert results["superglue/wsc"]["accuracy"] == pytest.approx(66 / 104)  # 66 False of 104
     assert results["glue/stsb"] == {}  # a constant score has no correlation
     assert json.loads(out.read_text()) == results
+
+
+def test_an_unknown_task_or_a_missing_file_ends_with_one_line_naming_it(tmp_path):
+    with pytest.raises(SystemExit, match=r"majority_baseline: superglue/nope: .*'nope' is not a superglue task"):
+        majority_baseline.main(["superglue/nope", "--data-dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match=r"majority_baseline: superglue/cb: .*superglue/CB/train\.jsonl"):
+        majority_baseline.main(["superglue/cb", "--data-dir", str(tmp_path)])
