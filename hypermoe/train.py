@@ -191,12 +191,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     check_model(cfg.model)
     warn_if_router_gets_no_task_gradient(cfg.model)
     pl.seed_everything(cfg.seed, workers=True)
-    resumed = {}
+    resumed, resumed_step = {}, None
     if cfg.get("ckpt_path"):
         checkpoint = load_checkpoint(cfg.ckpt_path)
         check_checkpoint_matches(checkpoint, cfg)
         check_resume_settings(checkpoint, cfg)
-        resumed = checkpoint["hypermoe"]
+        resumed, resumed_step = checkpoint["hypermoe"], checkpoint["global_step"]
         del checkpoint  # Lightning loads it again, into the model
     data, module = build(cfg, resumed.get("vocabulary"))
     check_monitors(cfg.get("callbacks"), module.monitorable())
@@ -235,6 +235,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             )
             exit_code = stop.exit_code = SIGINT_EXIT_CODE if ctrl_c.pressed else SIGTERM_EXIT_CODE
             raise
+        validated_now = any(key.startswith("val/") for key in trainer.callback_metrics)
+        if trainer.global_step == resumed_step and not validated_now:
+            log.warning(
+                "ckpt_path=%s is of a run that had finished (step %d): nothing was left to train or validate; "
+                "metrics.json repeats the run's validations, and has no final values of its own",
+                cfg.ckpt_path,
+                resumed_step,
+            )
         metrics = {
             "task": data.task.qualified_name,
             "model": cfg.model.variant,

@@ -1,6 +1,7 @@
 """The training pipeline end to end on the tiny backbone: every variant, every head kind."""
 
 import json
+import logging
 from types import SimpleNamespace
 
 import pytest
@@ -161,15 +162,18 @@ def test_keep_checkpoints_false_removes_the_runs_checkpoints_once_recorded(tmp_p
     assert [path.name for path in (tmp_path / "checkpoints").iterdir()] == ["other.ckpt"]
 
 
-def test_keep_checkpoints_false_also_removes_the_checkpoint_a_finished_run_resumed_from(tmp_path):
+def test_keep_checkpoints_false_also_removes_the_checkpoint_a_finished_run_resumed_from(tmp_path, caplog):
     """Resuming a run that had already finished saves nothing new: the last.ckpt it resumed
     from is the run's, and goes too."""
     overrides = [*TINY, "experiment=synthetic_tiny", "trainer.max_epochs=1"]
-    run(compose_config("train", overrides, tmp_path / "first"))
+    first = run(compose_config("train", overrides, tmp_path / "first"))
     last = tmp_path / "first" / "checkpoints" / "last.ckpt"
     resumed = [*overrides, f"ckpt_path={last}", "keep_checkpoints=false"]
-    run(compose_config("train", resumed, tmp_path / "again"))
+    with caplog.at_level(logging.WARNING, logger="hypermoe.train"):
+        again = run(compose_config("train", resumed, tmp_path / "again"))
     assert list((tmp_path / "first" / "checkpoints").iterdir()) == []
+    finished = f"ckpt_path={last} is of a run that had finished (step {first['steps']}): nothing was left to train"
+    assert finished in caplog.text and again["history"] == first["history"]
 
 
 def test_expert_change_is_the_share_of_tokens_whose_first_choice_moved(tmp_path):
