@@ -200,7 +200,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         grid = grid_of(args.table)
         jobs = select_jobs(jobs_of(grid), grid, args.only)
-        check_composes(args.table, jobs[0], extra)  # before the dry run's list, and before any job runs
     except ValueError as error:
         parser.error(str(error))
     in_grid = [item for item in extra if override_key(item) in grid]
@@ -210,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
         settings = other_settings(extra, grid)
     except OverrideParseException as error:
         parser.error(f"after --: {error}")
+    try:
+        check_composes(args.table, jobs[0], extra)  # before the dry run's list, and before any job runs
+    except ConfigError as error:
+        parser.error(str(error))
     runs_dir = args.log_dir / "table" / args.table
     done = finished_jobs(runs_dir, grid, extra)
     others = [other for _, other in grid_runs(runs_dir, grid) if other != settings]

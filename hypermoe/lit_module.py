@@ -27,7 +27,6 @@ from hypermoe.data.tasks import Task
 from hypermoe.data.text2text import parse_label
 from hypermoe.data.text_metrics import build_text_metrics
 from hypermoe.moe import sum_aux_losses, weighted_aux_loss
-from hypermoe.moe.router import AUX_LOSSES
 
 SCHEDULES = ("linear", "cosine")  # after the warm-up: linear to 0, or cosine to min_lr_ratio * lr
 
@@ -107,11 +106,13 @@ class MoELitModule(pl.LightningModule):
         best = max(scored, key=lambda entry: sign * entry[main])  # max keeps the first of equals
         return {name: best[f"val/{name}"] for name in self.task.metrics}
 
-    def monitorable(self) -> set[str]:
-        """The logged keys a checkpoint or early-stopping callback can monitor."""
-        validation = {f"val/{name}{best}" for name in self.task.metrics for best in ("", "_best")}
-        training = {"train/loss", "train/task_loss"} | {f"train/aux/{name}" for name in AUX_LOSSES}
-        return {"val/loss"} | validation | training
+    def monitor_modes(self) -> dict[str, str]:
+        """The validation keys a checkpoint or early-stopping callback can monitor, each with the
+        direction (``min`` or ``max``) in which it gets better."""
+        modes = {"val/loss": "min"}
+        for name in self.task.metrics:
+            modes[f"val/{name}"] = modes[f"val/{name}_best"] = metric_mode(name)
+        return modes
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer_factory(params=parameter_groups(self))
@@ -126,7 +127,10 @@ class MoELitModule(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def configure_gradient_clipping(
-        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm=None
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
     ) -> None:
         """Clips as Lightning does, except that bf16-mixed clips a fused optimizer's gradients too.
         Lightning's mixed-precision plugin refuses to clip for any optimizer that unscales gradients
@@ -240,8 +244,8 @@ class Seq2SeqLitModule(MoELitModule):
     def forward(self, batch: dict[str, Any]) -> Tensor:
         return self.net(batch["input_ids"], batch["attention_mask"], batch["labels"], batch["decoder_attention_mask"])
 
-    def monitorable(self) -> set[str]:
-        return super().monitorable() | ({"val/invalid"} if self.classifies else set())
+    def monitor_modes(self) -> dict[str, str]:
+        return super().monitor_modes() | ({"val/invalid": "min"} if self.classifies else {})  # a share of errors
 
     def on_fit_start(self) -> None:
         if self.classifies:  # checkpoints carry it: test predictions need no training file for it

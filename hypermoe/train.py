@@ -15,7 +15,6 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
-from transformers import PreTrainedModel
 
 from hypermoe.backbones.causal_lm import build_causal_lm
 from hypermoe.backbones.classifier import build_classifier
@@ -27,13 +26,13 @@ from hypermoe.config import config_choice, git_revision, to_container
 from hypermoe.data.characters import CharVocabulary
 from hypermoe.data.datamodule import TaskDataModule
 from hypermoe.data.lm import LMDataModule
-from hypermoe.data.metrics import metric_mode
 from hypermoe.data.seq2seq import Seq2SeqDataModule
 from hypermoe.errors import ConfigError, NoResultError
 from hypermoe.lit_module import CausalLMLitModule, ClassifierLitModule, MoELitModule, Seq2SeqLitModule
 from hypermoe.params import parameter_counts
 from hypermoe.validation import (
     check_checkpoint_matches,
+    check_length_fits,
     check_model,
     check_monitors,
     check_resume_settings,
@@ -82,7 +81,7 @@ def build(cfg: DictConfig, vocabulary: list[str] | None = None) -> tuple[pl.Ligh
     else:
         net, tokenizer = build_seq2seq(backbone, model)
         extra = {"tokenizer": tokenizer}
-    _check_length_fits(cfg.data, "block_size" if kind == "causal_lm" else "max_length", net)
+    check_length_fits(cfg.data, "block_size" if kind == "causal_lm" else "max_length", net)
     data.set_tokenizer(tokenizer)
     task = {"name": data.task.qualified_name, "signature": data.task.signature()}
     run_info = {"config": to_container(cfg), "seed": cfg.seed, "git": git_revision(), "task": task}
@@ -100,36 +99,20 @@ def build(cfg: DictConfig, vocabulary: list[str] | None = None) -> tuple[pl.Ligh
     return data, module
 
 
-def _check_length_fits(data: DictConfig, key: str, net: torch.nn.Module) -> None:
-    """data.<key>, the tokens of a sequence, within the backbone's learned positions (BERT's 512,
-    GPT-2's n_positions; T5's relative positions have no limit): a longer one fails in the first
-    batch that long, deep in the model, naming no key."""
-    transformer = next(module for module in net.modules() if isinstance(module, PreTrainedModel))
-    positions = getattr(transformer.config, "max_position_embeddings", None)
-    length = data.get(key)
-    if positions is not None and length is not None and length > positions:
-        raise ConfigError(
-            f"data.{key}={length} is longer than the backbone's {positions} positions: set data.{key}<={positions}"
-        )
-
-
-def monitor_mode(monitor: str) -> str:
-    """``min`` or ``max``, as a logged key needs: the train/ keys are losses; val/<metric>[_best] as its metric."""
-    return "min" if monitor.startswith("train/") else metric_mode(monitor.removeprefix("val/").removesuffix("_best"))
-
-
-def _callbacks(cfg: DictConfig, main_metric: str, has_logger: bool) -> list[pl.Callback]:
+def _callbacks(cfg: DictConfig, main_metric: str, modes: dict[str, str], has_logger: bool) -> list[pl.Callback]:
+    """The configured callbacks; ``monitor: auto`` is the task's selection metric, and ``mode: auto``
+    the direction of the monitored key (``modes``; a train/ key is a loss; without a key, either)."""
     callbacks = []
     for name, callback_cfg in (cfg.get("callbacks") or {}).items():
         if callback_cfg is None:
             continue
         overrides = {}
         monitor = callback_cfg.get("monitor")
-        if monitor == "auto":  # the task's selection metric, in its direction
+        if monitor == "auto":
             monitor = overrides["monitor"] = f"val/{main_metric}"
-            overrides["mode"] = monitor_mode(monitor)
-        elif monitor and callback_cfg.get("mode") == "auto":  # a key named: in the direction it needs
-            overrides["mode"] = monitor_mode(monitor)
+            overrides["mode"] = modes[monitor]
+        elif callback_cfg.get("mode") == "auto":
+            overrides["mode"] = modes.get(monitor, "min")
         if cfg.get("ckpt_path") and "dirpath" in callback_cfg:
             # a resumed run keeps checkpointing where it started, so its best-k record
             # (which Lightning drops when the folder changes) carries on
@@ -199,7 +182,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         resumed, resumed_step = checkpoint["hypermoe"], checkpoint["global_step"]
         del checkpoint  # Lightning loads it again, into the model
     data, module = build(cfg, resumed.get("vocabulary"))
-    check_monitors(cfg.get("callbacks"), module.monitorable())
+    check_monitors(cfg.get("callbacks"), module.monitor_modes())
     ensure_checkpoint_folders(cfg)
     if "vocabulary" in module.run_info:
         CharVocabulary(module.run_info["vocabulary"]).save(output_dir / "vocabulary.json")
@@ -207,7 +190,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     exit_code = 1  # what the W&B run is marked with: failed, until training has finished
     try:  # from the first logger on, so a failing job still finishes its W&B run
         loggers = _loggers(cfg, resumed.get("wandb_id"))
-        callbacks = _callbacks(cfg, data.task.main_metric, bool(loggers))
+        callbacks = _callbacks(cfg, data.task.main_metric, module.monitor_modes(), bool(loggers))
         trainer: pl.Trainer = instantiate_setting(
             "trainer", cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
         )

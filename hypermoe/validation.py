@@ -20,6 +20,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, ListConfig
+from transformers import PreTrainedModel
 
 from hypermoe.backbones.patching import choose_layers
 from hypermoe.config import to_container
@@ -203,9 +204,11 @@ def _check_optimizer_arguments(optimizer: Any, problems: _Problems) -> None:
     target = optimizer.get("_target_")
     try:
         accepted = inspect.signature(get_class(target)).parameters
-    except (ImportError, ValueError, TypeError) as error:
+    except (ImportError, ValueError, TypeError, AttributeError) as error:
         problems.append(f"optimizer._target_={target!r} is not an optimizer class this Python can import: {error}")
         return
+    if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in accepted.values()):
+        return  # it takes any keyword
     for key in optimizer:
         if not key.startswith("_") and key not in accepted:
             problems.append(f"optimizer.{key}: {target} takes no argument {key!r} (leave it out: ~optimizer.{key})")
@@ -305,50 +308,65 @@ def _check_data_sizes(data: Any, problems: _Problems) -> None:
             problems.check(allowed(data[key]), f"data.{key}", data[key], message)
 
 
-def check_monitors(callbacks: Any, monitorable: set[str]) -> None:
-    """Each callback's ``monitor`` is ``auto`` or a key the run logs, so a misspelt one stops the run
-    before training rather than after its first epoch; ``auto`` takes the mode with the metric."""
+def check_monitors(callbacks: Any, modes: dict[str, str]) -> None:
+    """Each callback's ``monitor``: ``auto`` (the task's selection metric), a validation key the run
+    logs (``modes``: each with its direction), or another logged key (train/, moe/, lr-); a misspelt
+    one would stop the run after its first epoch. ``mode: auto`` needs a key whose direction is known."""
     problems = _Problems()
     for name, callback in (callbacks or {}).items():
         if not callback or "monitor" not in callback:
             continue
-        monitor, mode = callback.monitor, callback.get("mode", "auto")
-        if mode not in ("auto", "min", "max"):
+        monitor, mode = callback.monitor, callback.get("mode")
+        if mode not in (None, "auto", "min", "max"):
             problems.append(f"callbacks.{name}.mode={mode!r} must be auto, min or max")
-        elif monitor == "auto" and mode != "auto":
+        elif monitor == "auto" and mode not in (None, "auto"):
             problems.append(
                 f"callbacks.{name}.mode={mode!r}: with monitor: auto the task's metric decides the mode; leave "
                 "mode: auto, or name the key to monitor"
             )
-        if monitor not in ("auto", None) and monitor not in monitorable:
+        if monitor in ("auto", None) or monitor in modes:
+            continue
+        if str(monitor).startswith("val/"):
             problems.append(
-                f"callbacks.{name}.monitor={monitor!r} is not a key this run logs; it logs {sorted(monitorable)}"
+                f"callbacks.{name}.monitor={monitor!r} is not a key this run logs; its validation keys are "
+                f"{sorted(modes)}"
             )
+        elif mode == "auto" and not str(monitor).startswith("train/"):  # the train/ keys are losses
+            problems.append(f"callbacks.{name}.mode=auto: the direction of {monitor!r} is not known: set min or max")
     problems.raise_if_any()
+
+
+def check_length_fits(data: DictConfig, key: str, net: torch.nn.Module) -> None:
+    """data.<key>, the tokens of a sequence, within the backbone's learned positions (BERT's 512,
+    GPT-2's n_positions; T5's relative positions have no limit): a longer one fails in the first
+    batch that long, deep in the model, naming no key."""
+    transformer = next(module for module in net.modules() if isinstance(module, PreTrainedModel))
+    positions = getattr(transformer.config, "max_position_embeddings", None)
+    length = data.get(key)
+    if positions is not None and length is not None and length > positions:
+        raise ConfigError(
+            f"data.{key}={length} is longer than the backbone's {positions} positions: set data.{key}<={positions}"
+        )
 
 
 def check_search_target(cfg: DictConfig) -> None:
     """An Optuna search (conf/hparams_search) optimises what train.py returns, the task's selection
     metric best over epochs (val/<metric>_best): its direction must be that metric's, or the search
-    reports the worst trial as the best; ``optimized_metric``, the name the search config gives it,
-    must name it."""
+    reports the worst trial as the best. ``optimized_metric``, the name the search config gives it,
+    is only a label: one that names another metric is warned about."""
     metric = instantiate_data(cfg.data).task.main_metric
     returned, wanted = f"val/{metric}_best", "maximize" if metric_mode(metric) == "max" else "minimize"
     direction = cfg.hydra.sweeper.get("direction")
-    problems = _Problems()
     if (list(direction) if isinstance(direction, ListConfig) else [direction]) != [wanted]:
-        problems.append(
+        raise ConfigError(
             f"hydra.sweeper.direction={direction!r}: the search optimises {returned}, which is "
             f"{'higher' if wanted == 'maximize' else 'lower'}-better: set hydra.sweeper.direction={wanted}"
         )
     optimized = cfg.get("optimized_metric")
-    problems.check(
-        optimized in (None, returned),
-        "optimized_metric",
-        optimized,
-        f"must be {returned}, what train.py returns for this task",
-    )
-    problems.raise_if_any()
+    if optimized not in (None, returned):
+        log.warning(
+            "optimized_metric=%r, but the search optimises %s, the task's selection metric", optimized, returned
+        )
 
 
 def check_resume_settings(checkpoint: dict[str, Any], cfg: DictConfig) -> None:

@@ -103,3 +103,10 @@ class SigintAtStep(SigtermAtStep):
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int) -> None:
         if trainer.global_step == self.step:
             os.kill(os.getpid(), signal.SIGINT)
+
+
+class AnyKeywordOptimizer(torch.optim.SGD):
+    """An optimizer class that takes any keyword (as wrappers of other optimizers do)."""
+
+    def __init__(self, params, lr: float, **settings):
+        super().__init__(params, lr=lr)

@@ -108,8 +108,13 @@ def _refused(tmp_path: Path, overrides: list[str], message: str) -> None:
         ),
         (
             ["callbacks.model_checkpoint.monitor=val/acc"],
-            re.escape("callbacks.model_checkpoint.monitor='val/acc' is not a key this run logs; it logs ["),
+            re.escape("callbacks.model_checkpoint.monitor='val/acc' is not a key this run logs; its validation keys"),
         ),
+        (
+            ["callbacks.model_checkpoint.monitor=lr-AdamW"],
+            re.escape("callbacks.model_checkpoint.mode=auto: the direction of 'lr-AdamW' is not known: set min or max"),
+        ),
+        (["optimizer._target_=null"], re.escape("optimizer._target_=None is not an optimizer class this Python")),
         (
             ["callbacks.model_checkpoint.mode=maximum"],
             re.escape("callbacks.model_checkpoint.mode='maximum' must be auto, min or max"),
@@ -166,10 +171,11 @@ def test_every_batch_limit_lightning_takes_is_let_through(tmp_path, limit):
 
 
 def test_an_optimizer_is_given_the_arguments_its_class_takes(tmp_path):
-    """SGD has no betas: the key is left out, and what is left passes."""
+    """SGD has no betas: the key is left out, and what is left passes; a class taking **kwargs takes any."""
     check_run_settings(
         compose_config("train", [*TINY, "optimizer._target_=torch.optim.SGD", "~optimizer.betas"], tmp_path)
     )
+    check_run_settings(compose_config("train", [*TINY, "optimizer._target_=helpers.AnyKeywordOptimizer"], tmp_path))
 
 
 @pytest.mark.parametrize("overrides", [["trainer.precision=16-mixed", "optimizer.fused=false"],

@@ -68,6 +68,12 @@ def test_a_misspelt_key_after_the_double_dash_is_refused_before_any_job(tmp_path
     assert "Could not override 'trainer.max_stepz'" in error
 
 
+def test_an_override_that_does_not_parse_after_the_double_dash_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["char_lm_cpu", "--dry-run", "--log-dir", str(tmp_path), "--", "trainer.max_epochs=[1"])
+    assert "after --: " in capsys.readouterr().err
+
+
 def test_a_grid_key_after_the_double_dash_is_refused(tmp_path, capsys):
     """It would replace every job's own value under the job's name: five runs of seed 1 named seed 1-5."""
     with pytest.raises(SystemExit):

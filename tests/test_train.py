@@ -10,8 +10,11 @@ from helpers import QUIET, TINY, compose_config
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from hypermoe.callbacks.expert_load import ExpertLoad
+from hypermoe.data.lm import get_corpus
+from hypermoe.data.tasks import get_task
+from hypermoe.lit_module import CausalLMLitModule, Seq2SeqLitModule
 from hypermoe.moe.build import VARIANTS
-from hypermoe.train import _callbacks, build, monitor_mode, run
+from hypermoe.train import _callbacks, build, run
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -99,9 +102,13 @@ def test_bf16_mixed_precision_clips_the_fused_optimizers_gradients(tmp_path, mon
     assert metrics["steps"] == 2 and clipped == [1.0, 1.0]
 
 
-def test_a_monitored_key_takes_its_own_direction():
-    assert [monitor_mode(key) for key in ("val/loss", "val/perplexity_best", "train/aux/z")] == ["min"] * 3
-    assert [monitor_mode(key) for key in ("val/accuracy", "val/f1_macro_best")] == ["max"] * 2
+def test_each_validation_key_comes_with_the_direction_it_gets_better_in(tmp_path):
+    _, module = build(compose_config("train", [*TINY, "experiment=synthetic_tiny"], tmp_path))
+    assert module.monitor_modes() == {"val/loss": "min", "val/accuracy": "max", "val/accuracy_best": "max"}
+    text_to_text = Seq2SeqLitModule(torch.nn.Linear(1, 1), get_task("superglue", "rte"), {}, None, 0.0, tokenizer=None)
+    assert text_to_text.monitor_modes()["val/invalid"] == "min"  # the share of outputs that name no label
+    lm = CausalLMLitModule(torch.nn.Linear(1, 1), get_corpus("wikitext2"), {}, None, 0.0)
+    assert lm.monitor_modes() == {"val/loss": "min", **dict.fromkeys(["val/perplexity", "val/perplexity_best"], "min")}
 
 
 def test_a_checkpoint_monitoring_a_named_key_keeps_its_best_in_that_keys_direction(tmp_path):
@@ -113,9 +120,11 @@ def test_a_checkpoint_monitoring_a_named_key_keeps_its_best_in_that_keys_directi
     ]
     cfg = compose_config("train", overrides, tmp_path)
     assert cfg.callbacks.model_checkpoint.mode == "auto"  # Lightning's ModelCheckpoint takes only min or max
-    (checkpoint,) = [c for c in _callbacks(cfg, "accuracy", has_logger=False) if isinstance(c, ModelCheckpoint)]
+    modes = {"val/loss": "min", "val/accuracy": "max"}
+    (checkpoint,) = [c for c in _callbacks(cfg, "accuracy", modes, has_logger=False) if isinstance(c, ModelCheckpoint)]
     assert (checkpoint.monitor, checkpoint.mode) == ("val/loss", "min")
     run(cfg)
+    run(compose_config("train", [*overrides[:-1], "callbacks.model_checkpoint.monitor=null"], tmp_path / "no_key"))
 
 
 def test_the_synthetic_task_honours_its_subsample_size(tmp_path):

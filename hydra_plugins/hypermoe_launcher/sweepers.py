@@ -30,7 +30,7 @@ class OptunaSweeper(Sweeper):
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.hydra_context = hydra_context
-        if "data" in config:  # train.py's search: refused before any trial if it would optimise the wrong way
+        if config.get("task_name") == "train":  # train.py: a search going the wrong way is refused before its trials
             _exit_on_a_wrong_target(config)
         self.optuna.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
