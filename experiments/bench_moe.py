@@ -553,16 +553,33 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (a size, a count), refused with a usage error otherwise."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 1")
+    return value
+
+
+def check_top_k(parser: argparse.ArgumentParser, top_k: Iterable[int], experts: int) -> None:
+    for k in top_k:
+        if k > experts:
+            parser.error(f"--top-k {k} is more than --experts {experts}")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--d-model", type=int, nargs="+", default=[384, 768], help="d_ff = 4 d_model")
-    parser.add_argument("--tokens", type=int, nargs="+", default=[512, 2048, 8192], help="tokens = batch x seq_len")
-    parser.add_argument("--top-k", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--seq-len", type=int, default=512, help="longest sequence; also hf_switch's capacity")
-    parser.add_argument("--experts", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=10, help=f"{', '.join(SLOW)}: a third of them, at least 2")
+    parser.add_argument("--d-model", type=positive_int, nargs="+", default=[384, 768], help="d_ff = 4 d_model")
+    parser.add_argument("--tokens", type=positive_int, nargs="+", default=[512, 2048, 8192], help="batch x seq_len")
+    parser.add_argument("--top-k", type=positive_int, nargs="+", default=[1, 2])
+    parser.add_argument("--seq-len", type=positive_int, default=512, help="longest sequence; also hf_switch's capacity")
+    parser.add_argument("--experts", type=positive_int, default=8)
+    parser.add_argument("--rounds", type=positive_int, default=10, help=f"{', '.join(SLOW)}: a third, at least 2")
     parser.add_argument("--pertoken-max-tokens", type=int, default=2048, help="skip hypermoe_pertoken above this")
-    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--threads", type=positive_int, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda: the GPU targets apply")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="bf16: autocast, as mixed precision")
     parser.add_argument("--quick", action="store_true", help="tiny shapes and 2 rounds: checks every code path runs")
@@ -575,6 +592,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for tokens in args.tokens:
         if tokens % min(args.seq_len, tokens):
             parser.error(f"--tokens {tokens} is not a multiple of --seq-len {args.seq_len}")
+    check_top_k(parser, args.top_k, args.experts)
     return args
 
 

@@ -39,7 +39,15 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # bench_moe is a script beside this one (see bench_train.py)
     sys.path.insert(0, str(HERE))
 
-from bench_moe import Case, build_candidates, count_flops, time_alternately, torch_threads  # noqa: E402
+from bench_moe import (  # noqa: E402
+    Case,
+    build_candidates,
+    check_top_k,
+    count_flops,
+    positive_int,
+    time_alternately,
+    torch_threads,
+)
 
 LAYERS = ("topk", "hypermoe_pregenerated", "hypermoe")
 
@@ -180,13 +188,13 @@ def profile(case: Case, rounds: int) -> dict:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--d-model", type=int, default=384, help="d_ff = 4 d_model")
-    parser.add_argument("--tokens", type=int, default=2048)
-    parser.add_argument("--seq-len", type=int, default=512)
-    parser.add_argument("--top-k", type=int, default=1)
-    parser.add_argument("--experts", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--d-model", type=positive_int, default=384, help="d_ff = 4 d_model")
+    parser.add_argument("--tokens", type=positive_int, default=2048)
+    parser.add_argument("--seq-len", type=positive_int, default=512)
+    parser.add_argument("--top-k", type=positive_int, default=1)
+    parser.add_argument("--experts", type=positive_int, default=8)
+    parser.add_argument("--rounds", type=positive_int, default=10)
+    parser.add_argument("--threads", type=positive_int, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--quick", action="store_true", help="tiny shapes, 2 rounds, 1 thread")
     parser.add_argument("--out", type=Path, help="also write the report here (JSON)")
     args = parser.parse_args(argv)
@@ -194,6 +202,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.d_model, args.tokens, args.seq_len, args.rounds, args.threads = 32, 64, 32, 2, 1
     if args.tokens % min(args.seq_len, args.tokens):
         parser.error(f"--tokens {args.tokens} is not a multiple of --seq-len {args.seq_len}")
+    check_top_k(parser, [args.top_k], args.experts)
     return args
 
 

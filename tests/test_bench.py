@@ -224,3 +224,18 @@ def test_profile_splits_hypermoe_into_its_hyper_expert_and_its_generation(tmp_pa
     assert report["bottleneck_fwd_ms"] > 0 and report["experts_fwd_ms"] > 0
     experts_flops = 2 * int(top_k) * 64 * 2 * 32 * 128  # each routed row through d -> 4d -> d
     assert report["experts_fwd_gflop_per_s"] == pytest.approx(experts_flops / report["experts_fwd_ms"] / 1e6)
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "message"),
+    [
+        (bench_moe, ["--experts", "0"], "argument --experts: '0' is not an integer >= 1"),
+        (bench_moe, ["--top-k", "1", "4", "--experts", "2"], "--top-k 4 is more than --experts 2"),
+        (profile_hypermoe, ["--top-k", "9"], "--top-k 9 is more than --experts 8"),
+        (profile_hypermoe, ["--rounds", "x"], "argument --rounds: 'x' is not an integer >= 1"),
+    ],
+)
+def test_a_bad_size_is_a_usage_error(script, args, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        script.parse_args(args)
+    assert stop.value.code == 2 and message in capsys.readouterr().err
