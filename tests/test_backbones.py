@@ -1,6 +1,7 @@
 """The patched MiniLM: the dense variant is the pretrained model, upcycled MoE starts as it."""
 
 import fnmatch
+import logging
 import math
 import sys
 
@@ -24,6 +25,17 @@ MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 @pytest.fixture(scope="module")
 def minilm():
     return load_bert(MINILM, None, MINILM)
+
+
+def test_minilm_loads_without_its_pooler_and_without_a_report_of_it(caplog):
+    """The pooler the heads do not use is left out as expected: transformers logged its two weights
+    as unexpected keys at every run."""
+    caplog.set_level(logging.WARNING)
+    encoder, _ = load_bert(MINILM, None, MINILM)
+    assert "LOAD REPORT" not in caplog.text and encoder.pooler is None
+    plain = BertModel.from_pretrained(resolve_pretrained(MINILM), add_pooling_layer=False)
+    assert all(torch.equal(value, plain.state_dict()[key]) for key, value in encoder.state_dict().items())
+    assert encoder.state_dict().keys() == plain.state_dict().keys()
 
 
 def _encode(encoder, tokenizer):

@@ -15,6 +15,14 @@ from hypermoe.moe import FFN
 from hypermoe.moe.build import stack_from_config
 
 
+class BertWithoutPooler(BertModel):
+    """A BertModel built without its pooler (``add_pooling_layer=False``: the task heads pool the token
+    states themselves), whose checkpoint's pooler weights are left out as expected rather than listed
+    in transformers' load report as unexpected keys at every run."""
+
+    _keys_to_ignore_on_load_unexpected = [r"^pooler\."]
+
+
 def load_bert(
     pretrained: str | None, config: dict | None, tokenizer: str, tokenizer_fallback: str | None = None
 ) -> tuple[BertModel, object]:
@@ -22,7 +30,7 @@ def load_bert(
     (from ``tokenizer_fallback``, a folder of the same files, where ``tokenizer`` cannot be reached)."""
     tokenizer = load_tokenizer(tokenizer, tokenizer_fallback)
     if pretrained is not None:
-        encoder = BertModel.from_pretrained(resolve_pretrained(pretrained), add_pooling_layer=False)
+        encoder = BertWithoutPooler.from_pretrained(resolve_pretrained(pretrained), add_pooling_layer=False)
     else:
         encoder = BertModel(BertConfig(vocab_size=tokenizer.vocab_size, **(config or {})), add_pooling_layer=False)
     return encoder, tokenizer
