@@ -46,7 +46,7 @@ test-slow: $(STAMP) ## run only the slow tests (make test + make test-slow = mak
 train: $(STAMP) ## train the default model (HyperMoE, MiniLM, SuperGLUE CB); ARGS="model=topk ..." adds overrides
 	$(BIN)/python train.py $(ARGS)
 
-smoke: $(STAMP) ## a one-minute run that needs no data files or weights (tiny BERT, synthetic task)
+smoke: $(STAMP) ## a run of seconds that needs no data files or weights (tiny BERT, synthetic task)
 	$(BIN)/python train.py experiment=synthetic_tiny $(ARGS)
 
 lm: $(STAMP) ## gpt2_tiny on Tiny Shakespeare with ffn, topk, hypermoe, topk_adapter (CPU; 25-30 min each on 2 busy cores): perplexities

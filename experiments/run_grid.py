@@ -184,7 +184,11 @@ def failure_of(sweep_dir: Path, log_path: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        usage="%(prog)s TABLE [options] [-- KEY=VALUE ...]",
+        epilog="Overrides after -- go to every job (e.g. -- trainer.max_steps=4 for a short trial).",
+    )
     parser.add_argument("table", help="a conf/table/ option, e.g. char_lm_cpu")
     parser.add_argument("--jobs", type=int, default=1, help="jobs at once, one core each")
     parser.add_argument("--log-dir", type=Path, default=PROJECT_ROOT / "outputs", help="paths.log_dir")
