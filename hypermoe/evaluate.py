@@ -7,7 +7,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from hypermoe.callbacks.expert_load import ExpertLoad
@@ -16,7 +15,7 @@ from hypermoe.data.diagnostics import DIAGNOSTICS
 from hypermoe.errors import ConfigError
 from hypermoe.predict import predict_diagnostic, predict_test_split
 from hypermoe.train import build, finite_or_null
-from hypermoe.validation import check_data_sizes, load_checkpoint
+from hypermoe.validation import check_data_sizes, instantiate_setting, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +74,7 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
     checkpoint, data, module = rebuild(cfg)
     trained_on = checkpoint["hypermoe"]["task"]
     expert_load = ExpertLoad()  # eval composes no conf/callbacks: it attaches the one it reports
-    trainer = instantiate(cfg.trainer, logger=False, callbacks=[expert_load])
+    trainer = instantiate_setting("trainer", cfg.trainer, logger=False, callbacks=[expert_load])
     output_dir = Path(cfg.paths.output_dir)
     metrics = {"ckpt_path": str(cfg.ckpt_path), "task": data.task.qualified_name, "trained_on": trained_on["name"]}
     used = module.run_info["config"]["data"]  # the config the model was rebuilt with, this data included

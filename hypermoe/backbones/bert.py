@@ -6,6 +6,8 @@ the MoE layer (d -> d; its experts upcycled from the pretrained FFN) and ``outpu
 an identity, so dropout, residual and LayerNorm stay the pretrained model's own.
 """
 
+from typing import ClassVar
+
 from torch import nn
 from transformers import BertConfig, BertModel
 
@@ -20,7 +22,7 @@ class BertWithoutPooler(BertModel):
     states themselves), whose checkpoint's pooler weights are left out as expected rather than listed
     in transformers' load report as unexpected keys at every run."""
 
-    _keys_to_ignore_on_load_unexpected = [r"^pooler\."]
+    _keys_to_ignore_on_load_unexpected: ClassVar[list[str]] = [r"^pooler\."]
 
 
 def load_bert(
