@@ -86,9 +86,9 @@ def test_every_run_option_instantiates(tmp_path, group, monkeypatch):
         if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
             continue  # composes (above); a Trainer on a GPU needs one
         loggers = _loggers(cfg, None)
-        trainer = instantiate(
-            cfg.trainer, callbacks=_callbacks(cfg, "accuracy", bool(loggers)), logger=loggers or False
-        )
+        modes = {"val/loss": "min", "val/accuracy": "max"}
+        callbacks = _callbacks(cfg, "accuracy", modes, bool(loggers))
+        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
         assert trainer.max_epochs >= 1 or trainer.fast_dev_run
 
 
