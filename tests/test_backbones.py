@@ -177,8 +177,9 @@ def test_a_tokenizer_folder_with_damaged_or_missing_files_is_refused_naming_it(t
     files, which would encode every text to nothing; a damaged file raises a bare Exception."""
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(DataUnavailable, match=f"{empty} holds no vocabulary for a GPT2Tokenizer"):
-        sources.load_tokenizer(str(empty), tokenizer_class="GPT2Tokenizer")
+    for tokenizer_class in ("GPT2Tokenizer", "T5Tokenizer"):  # T5's: its 103 special tokens and one more
+        with pytest.raises(DataUnavailable, match=f"{empty} holds no vocabulary for a {tokenizer_class}"):
+            sources.load_tokenizer(str(empty), tokenizer_class=tokenizer_class)
     damaged = tmp_path / "damaged"
     damaged.mkdir()
     (damaged / "vocab.json").write_text('{"a": 0, "b')  # cut off

@@ -43,16 +43,32 @@ def test_without_the_tokenizers_it_stops_before_any_stage_and_names_them(tmp_pat
     result = run_script("--smoke", str(tmp_path / "gpu"))
     assert result.returncode == 1
     for backbone, folder in [("switch_base_8", "t5"), ("gpt2_moe", "gpt2"), ("gpt2_tiny", "gpt2")]:
-        assert f"tokenizer missing for {backbone}: " in result.stdout + result.stderr
+        assert f"tokenizer unusable for {backbone}: " in result.stdout + result.stderr
         assert str(tmp_path / "no_tokenizers" / folder) in result.stdout + result.stderr
     assert not (tmp_path / "gpu" / "stages.tsv").exists()
 
 
-def test_the_tokenizers_every_stage_loads_are_found(tokenizers_root):
+def test_the_tokenizers_every_stage_loads_load(tokenizers_root):
     sys.path.insert(0, str(ROOT / "experiments"))
-    from check_tokenizers import missing_tokenizers
+    from check_tokenizers import unusable_tokenizers
 
-    assert missing_tokenizers(["switch_base_8", "gpt2_moe", "minilm", "gpt2_tiny", "switch_tiny"]) == []
+    assert unusable_tokenizers(["switch_base_8", "gpt2_moe", "minilm", "gpt2_tiny", "switch_tiny"]) == []
+
+
+def test_a_tokenizer_folder_that_is_there_but_does_not_load_is_named(tokenizers_root, tmp_path, monkeypatch):
+    """A copy made for the GPU machine may carry a folder without its files, or a damaged file:
+    found is not enough, it must load."""
+    sys.path.insert(0, str(ROOT / "experiments"))
+    from check_tokenizers import unusable_tokenizers
+
+    (tmp_path / "t5").mkdir()  # no spiece.model
+    (tmp_path / "gpt2").mkdir()
+    (tmp_path / "gpt2" / "vocab.json").write_text("{not json")
+    (tmp_path / "gpt2" / "merges.txt").write_text((tokenizers_root / "gpt2" / "merges.txt").read_text())
+    monkeypatch.setenv("HYPERMOE_TOKENIZERS", str(tmp_path))
+    switch, gpt2 = unusable_tokenizers(["switch_base_8", "gpt2_tiny"])
+    assert switch.startswith(f"switch_base_8: {tmp_path / 't5'} holds no vocabulary for a T5Tokenizer")
+    assert gpt2.startswith(f"gpt2_tiny: the GPT2Tokenizer files in {tmp_path / 'gpt2'} do not load")
 
 
 def test_a_backbone_that_is_not_a_config_option_is_named_with_the_options(capsys):

@@ -12,7 +12,7 @@ from torch import nn
 from transformers import BertConfig, BertModel
 
 from hypermoe.backbones.patching import MaskedMoE, RoutingContext, choose_layers, layer_activation
-from hypermoe.backbones.sources import load_tokenizer, resolve_pretrained
+from hypermoe.backbones.sources import TOKENIZER_CLASSES, load_tokenizer, resolve_pretrained
 from hypermoe.moe import FFN
 from hypermoe.moe.build import stack_from_config
 
@@ -30,7 +30,7 @@ def load_bert(
 ) -> tuple[BertModel, object]:
     """The encoder (pretrained weights, or a random one built from ``config``) and its tokenizer
     (from ``tokenizer_fallback``, a folder of the same files, where ``tokenizer`` cannot be reached)."""
-    tokenizer = load_tokenizer(tokenizer, tokenizer_fallback)
+    tokenizer = load_tokenizer(tokenizer, tokenizer_fallback, TOKENIZER_CLASSES["encoder"])
     if pretrained is not None:
         encoder = BertWithoutPooler.from_pretrained(resolve_pretrained(pretrained), add_pooling_layer=False)
     else:

@@ -17,7 +17,7 @@ from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from hypermoe.backbones.patching import MaskedMoE, RoutingContext, choose_layers, layer_activation
-from hypermoe.backbones.sources import load_tokenizer, resolve_pretrained
+from hypermoe.backbones.sources import TOKENIZER_CLASSES, load_tokenizer, resolve_pretrained
 from hypermoe.errors import ConfigError
 from hypermoe.moe import FFN
 from hypermoe.moe.build import stack_from_config
@@ -30,7 +30,9 @@ def load_gpt2(backbone: dict[str, Any], vocabulary: Any = None) -> tuple[GPT2LMH
     """GPT-2 with its LM head (pretrained, or random from ``backbone['config']``) and its tokenizer:
     the backbone's, or ``vocabulary`` (a character corpus's) for a random model."""
     if vocabulary is None:
-        tokenizer = load_tokenizer(backbone["tokenizer"], backbone.get("tokenizer_fallback"), "GPT2Tokenizer")
+        tokenizer = load_tokenizer(
+            backbone["tokenizer"], backbone.get("tokenizer_fallback"), TOKENIZER_CLASSES["causal_lm"]
+        )
     elif backbone["pretrained"] is not None:
         raise ConfigError(
             f"backbone.pretrained={backbone['pretrained']!r} reads text with its own tokenizer, but the data is "

@@ -78,10 +78,14 @@ def resolve_pretrained(name_or_path: str, fallback: str | None = None, weights: 
     )
 
 
+# backbone.kind -> the transformers class its tokenizer loads with: the fallback folders hold bare
+# vocabulary files without a tokenizer_config.json, which AutoTokenizer cannot place
+TOKENIZER_CLASSES = {"encoder": "AutoTokenizer", "seq2seq": "T5Tokenizer", "causal_lm": "GPT2Tokenizer"}
+
+
 def load_tokenizer(name_or_path: str, fallback: str | None = None, tokenizer_class: str = "AutoTokenizer") -> Any:
-    """The tokenizer, by ``transformers`` class name: the fallback folders hold bare vocabulary
-    files without a tokenizer_config.json, which AutoTokenizer cannot place, so backbones
-    name their class (GPT2Tokenizer, T5Tokenizer)."""
+    """The tokenizer, by ``transformers`` class name (a backbone's: ``TOKENIZER_CLASSES``), refused
+    with DataUnavailable where it is found nowhere, its files do not load, or it holds no vocabulary."""
     import transformers
 
     folder = resolve_pretrained(name_or_path, fallback, weights=False)
@@ -89,9 +93,12 @@ def load_tokenizer(name_or_path: str, fallback: str | None = None, tokenizer_cla
         tokenizer = getattr(transformers, tokenizer_class).from_pretrained(folder)
     except Exception as error:  # the tokenizers library raises bare Exceptions on a damaged file
         raise DataUnavailable(f"the {tokenizer_class} files in {folder} do not load: {error}") from None
-    if len(tokenizer) <= len(tokenizer.all_special_tokens):  # what from_pretrained builds from a folder without them
+    # From a folder without its vocabulary files from_pretrained builds a tokenizer of special tokens
+    # (T5's: 100 sentinels, pad, eos, unk and one more) that encodes every word to nothing or to unk.
+    known_word = tokenizer("the", add_special_tokens=False)["input_ids"]
+    if not known_word or tokenizer.unk_token_id in known_word:
         raise DataUnavailable(
-            f"{folder} holds no vocabulary for a {tokenizer_class} (only its special tokens): its tokenizer files "
-            f"are missing, e.g. vocab.json and merges.txt for GPT-2, spiece.model for T5, vocab.txt for BERT"
+            f"{folder} holds no vocabulary for a {tokenizer_class} (it cannot encode the word 'the'): its tokenizer "
+            f"files are missing, e.g. vocab.json and merges.txt for GPT-2, spiece.model for T5, vocab.txt for BERT"
         )
     return tokenizer

@@ -21,7 +21,7 @@ from torch import nn
 from transformers import SwitchTransformersConfig, SwitchTransformersForConditionalGeneration
 
 from hypermoe.backbones.patching import MaskedMoE, RoutingContext, choose_layers, layer_activation
-from hypermoe.backbones.sources import load_tokenizer, resolve_pretrained
+from hypermoe.backbones.sources import TOKENIZER_CLASSES, load_tokenizer, resolve_pretrained
 from hypermoe.moe import FFN
 from hypermoe.moe.build import stack_from_config
 
@@ -30,7 +30,7 @@ _ROUTED = ("topk", "hypermoe", "topk_adapter", "dense_moe")
 
 def load_switch(backbone: dict[str, Any]) -> tuple[SwitchTransformersForConditionalGeneration, Any]:
     """The encoder-decoder (pretrained, or random from ``backbone['config']``) and its T5 tokenizer."""
-    tokenizer = load_tokenizer(backbone["tokenizer"], backbone.get("tokenizer_fallback"), "T5Tokenizer")
+    tokenizer = load_tokenizer(backbone["tokenizer"], backbone.get("tokenizer_fallback"), TOKENIZER_CLASSES["seq2seq"])
     if backbone["pretrained"] is not None:
         model = SwitchTransformersForConditionalGeneration.from_pretrained(resolve_pretrained(backbone["pretrained"]))
     else:
