@@ -218,6 +218,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             )
             exit_code = stop.exit_code = SIGINT_EXIT_CODE if ctrl_c.pressed else SIGTERM_EXIT_CODE
             raise
+        except ValueError as error:  # Lightning checks the interval against an epoch's batches once it has them
+            if "`val_check_interval`" not in str(error):
+                raise
+            interval = cfg.trainer.get("val_check_interval")
+            raise ConfigError(f"trainer.val_check_interval={interval}: {' '.join(str(error).split())}") from None
         validated_now = any(key.startswith("val/") for key in trainer.callback_metrics)
         if trainer.global_step == resumed_step and not validated_now:
             log.warning(

@@ -23,6 +23,14 @@ def _refused(tmp_path: Path, overrides: list[str], message: str) -> None:
     assert not (tmp_path / "checkpoints").exists()  # nothing trained
 
 
+def test_a_validation_interval_longer_than_an_epoch_is_refused_before_the_first_step(tmp_path):
+    """Lightning compares it with an epoch's batches once the data is read (exit 1 and a traceback before)."""
+    message = "trainer.val_check_interval=100000: `val_check_interval` (100000) must be less than or equal to the"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        run(compose_config("train", [*TINY, "trainer.val_check_interval=100000"], tmp_path))
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
