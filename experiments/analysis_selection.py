@@ -37,6 +37,7 @@ from omegaconf import OmegaConf
 from torch import Tensor
 
 matplotlib.use("Agg")
+import _this_checkout  # noqa: F401  (first: this checkout's hypermoe, not an installed one)
 import matplotlib.pyplot as plt
 
 from hypermoe.config import script_command

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+import _this_checkout  # noqa: F401  (first: this checkout's hypermoe, not an installed one)
 import torch
 from rich.console import Console
 from rich.table import Table

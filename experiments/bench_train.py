@@ -61,6 +61,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import _this_checkout  # noqa: F401  (first: this checkout's hypermoe, not an installed one)
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig

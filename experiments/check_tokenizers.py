@@ -10,6 +10,8 @@ machine time.
 import argparse
 import sys
 
+import _this_checkout  # noqa: F401  (first: this checkout's hypermoe, not an installed one)
+
 from hypermoe.backbones.sources import TOKENIZER_CLASSES, load_tokenizer
 from hypermoe.config import compose_config, config_options
 from hypermoe.data.sources import DataUnavailable

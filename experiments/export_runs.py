@@ -16,6 +16,7 @@ import json
 import shutil
 from pathlib import Path
 
+import _this_checkout  # noqa: F401  (first: this checkout's hypermoe, not an installed one)
 import yaml
 
 from hypermoe.config import names_machine_paths

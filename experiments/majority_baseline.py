@@ -17,6 +17,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
+import _this_checkout  # noqa: F401  (first: this checkout's hypermoe, not an installed one)
 import torch
 
 from hypermoe.data.metrics import build_metrics

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import _this_checkout  # noqa: F401  (first: this checkout's hypermoe, not an installed one)
 import yaml
 from run_grid import as_recorded, grid_of, other_settings, override_key
 

@@ -16,6 +16,7 @@ import sys
 import textwrap
 from typing import Any
 
+import _this_checkout  # noqa: F401  (first: this checkout's hypermoe, not an installed one)
 import yaml
 from hydra import compose, initialize_config_dir
 from run_grid import grid_of

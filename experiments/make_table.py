@@ -65,6 +65,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import _this_checkout  # noqa: F401  (first: this checkout's hypermoe, not an installed one)
 import numpy as np
 import pandas as pd
 import yaml

@@ -53,6 +53,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import _this_checkout  # noqa: F401  (first: this checkout's hypermoe, not an installed one)
 import torch
 from hydra.utils import instantiate
 from torch import Tensor, nn

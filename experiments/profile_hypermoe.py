@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import _this_checkout  # noqa: F401  (first: this checkout's hypermoe, not an installed one)
 import torch
 from rich.console import Console
 

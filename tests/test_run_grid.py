@@ -2,6 +2,7 @@
 
 import os
 import re
+import runpy
 import subprocess
 import sys
 
@@ -141,3 +142,46 @@ def test_a_failed_job_is_reported_with_its_last_words_and_its_log(tmp_path, caps
     why = "ConfigError: trainer.max_epochs=0 must be an integer >= 1, or -1 to let max_steps decide"
     assert re.search(rf"model-ffn_seed-1: exit 1 after \d+ s: {why} \(log: {re.escape(str(log))}\)$",
                      capsys.readouterr().out, re.MULTILINE)  # fmt: skip
+
+
+@pytest.fixture
+def another_checkouts_hypermoe(tmp_path):
+    """PYTHONPATH holding a hypermoe that fails to import: found before this checkout's, as another
+    checkout's editable install is when a script runs from a frozen worktree with its .venv."""
+    (tmp_path / "hypermoe").mkdir()
+    (tmp_path / "hypermoe" / "__init__.py").write_text('raise ImportError("another checkout\'s hypermoe")\n')
+    return {**os.environ, "PYTHONPATH": str(tmp_path)}
+
+
+def test_a_script_runs_its_own_checkouts_hypermoe(another_checkouts_hypermoe, tmp_path):
+    script = PROJECT / "experiments" / "run_grid.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "char_lm_cpu", "--dry-run", "--log-dir", str(tmp_path / "outputs")],
+        env=another_checkouts_hypermoe, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "char_lm_cpu: 25 jobs in the grid, 0 done, 25 to run" in result.stdout
+
+
+def test_the_processes_a_script_starts_import_its_checkouts_hypermoe(another_checkouts_hypermoe, monkeypatch, tmp_path):
+    """bench_train's and paper_dryrun's workers start from a fresh interpreter and import hypermoe there."""
+    monkeypatch.setenv("PYTHONPATH", another_checkouts_hypermoe["PYTHONPATH"])
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setattr(sys, "argv", [str(PROJECT / "experiments" / "run_grid.py")])  # as that script runs
+    runpy.run_path(str(PROJECT / "experiments" / "_this_checkout.py"))
+    empty = tmp_path / "empty"  # the child's working folder, which -c puts first on its sys.path
+    empty.mkdir()
+    code = "import hypermoe; print(hypermoe.__file__)"
+    child = subprocess.run([sys.executable, "-c", code], cwd=empty, capture_output=True, text=True, timeout=60)
+    assert child.stdout.strip() == str(PROJECT / "hypermoe" / "__init__.py"), child.stderr
+
+
+@pytest.mark.parametrize("script", sorted((PROJECT / "experiments").glob("*.py")), ids=lambda path: path.name)
+def test_every_script_that_imports_hypermoe_imports_this_checkouts_first(script):
+    lines = script.read_text().splitlines()
+    first = next((i for i, line in enumerate(lines) if line.startswith(("from hypermoe", "import hypermoe"))), None)
+    if first is not None:
+        assert (
+            "import _this_checkout  # noqa: F401  (first: this checkout's hypermoe, not an installed one)"
+            in lines[:first]
+        )
