@@ -16,5 +16,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if sys.path[:1] != [str(ROOT)]:
     sys.path.insert(0, str(ROOT))
-if Path(sys.argv[0]).resolve().parent == ROOT / "experiments":
+script = sys.argv[0] if getattr(sys, "argv", None) else ""  # "-c", "" or absent when no script runs
+if script.endswith(".py") and Path(script).resolve().parent == ROOT / "experiments":
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))

@@ -149,6 +149,10 @@ def in_fresh_process(function: Callable[..., Any], *args: Any) -> Any:
     # (mallopt(3)) maps every tensor of 1 MiB or more on its own and returns it on free: the
     # workers' RSS is live memory. Read when the server starts, so set before the first task.
     os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(2**20))
+    # The server starts as `python -c`, whose sys.path begins with the working folder, then PYTHONPATH
+    # (which _this_checkout sets): run from another checkout's folder, the server would preload that
+    # checkout's hypermoe, which every worker inherits. PYTHONSAFEPATH (Python >= 3.11) leaves it out.
+    os.environ.setdefault("PYTHONSAFEPATH", "1")
     context = multiprocessing.get_context("forkserver")  # one server per program, started by the first task
     context.set_forkserver_preload(PRELOAD)
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:

@@ -222,7 +222,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             if "`val_check_interval`" not in str(error):
                 raise
             interval = cfg.trainer.get("val_check_interval")
-            raise ConfigError(f"trainer.val_check_interval={interval}: {' '.join(str(error).split())}") from None
+            raise ConfigError(
+                f"trainer.val_check_interval={interval}: {' '.join(str(error).split())} (Here an epoch's batches "
+                "follow from the data's size, data.batch_size and trainer.limit_train_batches; a backbone's recipe "
+                "sets the interval as backbone.recipe.val_check_interval; check_val_every_n_epoch is under trainer.)"
+            ) from None
         validated_now = any(key.startswith("val/") for key in trainer.callback_metrics)
         if trainer.global_step == resumed_step and not validated_now:
             log.warning(

@@ -178,7 +178,7 @@ def test_a_tokenizer_folder_with_damaged_or_missing_files_is_refused_naming_it(t
     empty = tmp_path / "empty"
     empty.mkdir()
     for tokenizer_class in ("GPT2Tokenizer", "T5Tokenizer"):  # T5's: its 103 special tokens and one more
-        with pytest.raises(DataUnavailable, match=f"{empty} holds no vocabulary for a {tokenizer_class}"):
+        with pytest.raises(DataUnavailable, match=f"{empty} holds no vocabulary for {tokenizer_class}"):
             sources.load_tokenizer(str(empty), tokenizer_class=tokenizer_class)
     damaged = tmp_path / "damaged"
     damaged.mkdir()
@@ -186,6 +186,17 @@ def test_a_tokenizer_folder_with_damaged_or_missing_files_is_refused_naming_it(t
     (damaged / "merges.txt").write_text("#version: 0.2\n")
     with pytest.raises(DataUnavailable, match=f"the GPT2Tokenizer files in {damaged} do not load: .*EOF"):
         sources.load_tokenizer(str(damaged), tokenizer_class="GPT2Tokenizer")
+
+
+def test_a_small_vocabulary_without_english_words_loads(tmp_path):
+    """Only a tokenizer of special tokens alone is refused: a protein vocabulary of 20 amino-acid letters
+    is a vocabulary."""
+    (tmp_path / "vocab.txt").write_text(
+        "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"ACDEFGHIKLMNPQRSTVWY"])
+    )
+    (tmp_path / "tokenizer_config.json").write_text('{"do_lower_case": false}')
+    tokenizer = sources.load_tokenizer(str(tmp_path), tokenizer_class="BertTokenizer")
+    assert tokenizer.tokenize("M K T") == ["M", "K", "T"]
 
 
 def test_without_the_hub_or_the_pip_package_the_tokenizer_comes_from_the_fallback_folder(tokenizers_root, monkeypatch):

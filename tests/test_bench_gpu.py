@@ -67,7 +67,7 @@ def test_a_tokenizer_folder_that_is_there_but_does_not_load_is_named(tokenizers_
     (tmp_path / "gpt2" / "merges.txt").write_text((tokenizers_root / "gpt2" / "merges.txt").read_text())
     monkeypatch.setenv("HYPERMOE_TOKENIZERS", str(tmp_path))
     switch, gpt2 = unusable_tokenizers(["switch_base_8", "gpt2_tiny"])
-    assert switch.startswith(f"switch_base_8: {tmp_path / 't5'} holds no vocabulary for a T5Tokenizer")
+    assert switch.startswith(f"switch_base_8: {tmp_path / 't5'} holds no vocabulary for T5Tokenizer")
     assert gpt2.startswith(f"gpt2_tiny: the GPT2Tokenizer files in {tmp_path / 'gpt2'} do not load")
 
 

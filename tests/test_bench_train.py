@@ -156,3 +156,20 @@ def test_a_fresh_process_killed_before_it_returns_is_an_error_not_a_wait(tmp_pat
     assert result.returncode == 0, result.stderr[-3000:]
     said = result.stdout.splitlines()
     assert said[0].startswith("the process running raise_signal died before it returned") and said[1] == "5"
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="PYTHONSAFEPATH, which leaves the working folder out, is 3.11's")
+def test_a_fresh_process_imports_the_hypermoe_its_program_runs(tmp_path):
+    """Started from another checkout's folder, the server the workers fork from must not preload that
+    checkout's hypermoe (`python -c` puts the working folder first), which every worker would inherit."""
+    (tmp_path / "hypermoe").mkdir()
+    (tmp_path / "hypermoe" / "__init__.py").write_text("")
+    (tmp_path / "hypermoe" / "train.py").write_text("")  # what the server preloads
+    probe = "import bench_train\nprint(bench_train.in_fresh_process(eval, \"__import__('hypermoe').__file__\"))\n"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT), str(PROJECT / "experiments")])}
+    env.pop("PYTHONSAFEPATH", None)
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == str(PROJECT / "hypermoe" / "__init__.py")

@@ -1,5 +1,6 @@
 """experiments/run_grid.py: a table's grid as Hydra expands it, and only the jobs without a result."""
 
+import ast
 import os
 import re
 import runpy
@@ -178,10 +179,11 @@ def test_the_processes_a_script_starts_import_its_checkouts_hypermoe(another_che
 
 @pytest.mark.parametrize("script", sorted((PROJECT / "experiments").glob("*.py")), ids=lambda path: path.name)
 def test_every_script_that_imports_hypermoe_imports_this_checkouts_first(script):
-    lines = script.read_text().splitlines()
-    first = next((i for i, line in enumerate(lines) if line.startswith(("from hypermoe", "import hypermoe"))), None)
-    if first is not None:
-        assert (
-            "import _this_checkout  # noqa: F401  (first: this checkout's hypermoe, not an installed one)"
-            in lines[:first]
-        )
+    imports = [
+        node for node in ast.walk(ast.parse(script.read_text())) if isinstance(node, ast.Import | ast.ImportFrom)
+    ]
+    names = [(node.lineno, alias.name if isinstance(node, ast.Import) else node.module or "") for node in imports
+             for alias in node.names]  # fmt: skip
+    first_hypermoe = min((line for line, name in names if name.split(".")[0] == "hypermoe"), default=None)
+    if first_hypermoe is not None:
+        assert any(name == "_this_checkout" and line < first_hypermoe for line, name in names)

@@ -78,8 +78,8 @@ def resolve_pretrained(name_or_path: str, fallback: str | None = None, weights: 
     )
 
 
-# backbone.kind -> the transformers class its tokenizer loads with: the fallback folders hold bare
-# vocabulary files without a tokenizer_config.json, which AutoTokenizer cannot place
+# backbone.kind -> the transformers class its tokenizer loads with. The T5 and GPT-2 fallback folders
+# hold bare vocabulary files without a tokenizer_config.json, which AutoTokenizer cannot place.
 TOKENIZER_CLASSES = {"encoder": "AutoTokenizer", "seq2seq": "T5Tokenizer", "causal_lm": "GPT2Tokenizer"}
 
 
@@ -94,11 +94,12 @@ def load_tokenizer(name_or_path: str, fallback: str | None = None, tokenizer_cla
     except Exception as error:  # the tokenizers library raises bare Exceptions on a damaged file
         raise DataUnavailable(f"the {tokenizer_class} files in {folder} do not load: {error}") from None
     # From a folder without its vocabulary files from_pretrained builds a tokenizer of special tokens
-    # (T5's: 100 sentinels, pad, eos, unk and one more) that encodes every word to nothing or to unk.
-    known_word = tokenizer("the", add_special_tokens=False)["input_ids"]
-    if not known_word or tokenizer.unk_token_id in known_word:
+    # (T5's: 100 sentinels, pad, eos, unk, and a word boundary that decodes to nothing), which
+    # encodes every text to nothing or to unk.
+    special = set(tokenizer.all_special_ids)
+    if not any(i not in special and tokenizer.decode([i]).strip() for i in range(len(tokenizer))):
         raise DataUnavailable(
-            f"{folder} holds no vocabulary for a {tokenizer_class} (it cannot encode the word 'the'): its tokenizer "
+            f"{folder} holds no vocabulary for {tokenizer_class}: it has special tokens only. Its tokenizer "
             f"files are missing, e.g. vocab.json and merges.txt for GPT-2, spiece.model for T5, vocab.txt for BERT"
         )
     return tokenizer
