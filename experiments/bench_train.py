@@ -54,9 +54,10 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,20 +150,35 @@ def in_fresh_process(function: Callable[..., Any], *args: Any) -> Any:
     # (mallopt(3)) maps every tensor of 1 MiB or more on its own and returns it on free: the
     # workers' RSS is live memory. Read when the server starts, so set before the first task.
     os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(2**20))
-    # The server starts as `python -c`, whose sys.path begins with the working folder, then PYTHONPATH
-    # (which _this_checkout sets): run from another checkout's folder, the server would preload that
-    # checkout's hypermoe, which every worker inherits. PYTHONSAFEPATH (Python >= 3.11) leaves it out.
-    os.environ.setdefault("PYTHONSAFEPATH", "1")
     context = multiprocessing.get_context("forkserver")  # one server per program, started by the first task
     context.set_forkserver_preload(PRELOAD)
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
         try:
-            return pool.submit(function, *args).result()
+            with _server_safe_path():
+                task = pool.submit(function, *args)  # starts the worker, and the server if none runs
+            return task.result()
         except BrokenProcessPool as error:
             raise WorkerDied(
                 f"the process running {function.__name__} died before it returned (killed by a signal, most likely "
                 "the out-of-memory killer: dmesg says), or returned what this process cannot read back"
             ) from error
+
+
+@contextmanager
+def _server_safe_path() -> Iterator[None]:
+    """The server starts as `python -c`, whose sys.path begins with the working folder, then PYTHONPATH
+    (which _this_checkout sets): run from another checkout's folder, it would preload that checkout's
+    hypermoe, which every worker inherits. PYTHONSAFEPATH (Python >= 3.11) leaves the folder out; set
+    only while the server starts, since a script this program starts needs its own folder on its path."""
+    before = os.environ.get("PYTHONSAFEPATH")
+    os.environ["PYTHONSAFEPATH"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["PYTHONSAFEPATH"]
+        else:
+            os.environ["PYTHONSAFEPATH"] = before
 
 
 class WorkerDied(RuntimeError):

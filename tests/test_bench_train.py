@@ -165,11 +165,15 @@ def test_a_fresh_process_imports_the_hypermoe_its_program_runs(tmp_path):
     (tmp_path / "hypermoe").mkdir()
     (tmp_path / "hypermoe" / "__init__.py").write_text("")
     (tmp_path / "hypermoe" / "train.py").write_text("")  # what the server preloads
-    probe = "import bench_train\nprint(bench_train.in_fresh_process(eval, \"__import__('hypermoe').__file__\"))\n"
+    probe = (
+        "import os, bench_train\n"
+        "print(bench_train.in_fresh_process(eval, \"__import__('hypermoe').__file__\"))\n"
+        "print(os.environ.get('PYTHONSAFEPATH'))\n"  # the scripts this program starts need their folder first
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT), str(PROJECT / "experiments")])}
     env.pop("PYTHONSAFEPATH", None)
     result = subprocess.run(
         [sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip() == str(PROJECT / "hypermoe" / "__init__.py")
+    assert result.stdout.split() == [str(PROJECT / "hypermoe" / "__init__.py"), "None"]
