@@ -155,10 +155,6 @@ def test_a_validation_interval_longer_than_an_epoch_is_refused_before_the_first_
             ["data.max_length=513"],
             re.escape("data.max_length=513 is longer than the backbone's 512 positions: set data.max_length<=512"),
         ),
-        (
-            ["backbone=gpt2_tiny", "data=lm", "data.block_size=1000"],
-            re.escape("data.block_size=1000 is longer than the backbone's 256 positions: set data.block_size<=256"),
-        ),
         (["backbone.head_dropout=1.5"], re.escape("backbone.head_dropout=1.5 must be a probability in [0, 1)")),
         (
             ["backbone=gpt2_tiny", "data=lm", "+backbone.config.attn_pdrop=-0.1"],
@@ -170,6 +166,12 @@ def test_a_validation_interval_longer_than_an_epoch_is_refused_before_the_first_
 )
 def test_bad_values_are_refused_naming_the_key(tmp_path, overrides, message):
     _refused(tmp_path, overrides, message)
+
+
+@pytest.mark.usefixtures("tokenizers_root")  # checked once the backbone is built, with GPT-2's real vocabulary
+def test_a_block_longer_than_the_backbones_positions_is_refused(tmp_path):
+    message = "data.block_size=1000 is longer than the backbone's 256 positions: set data.block_size<=256"
+    _refused(tmp_path, ["backbone=gpt2_tiny", "data=lm", "data.block_size=1000"], re.escape(message))
 
 
 @pytest.mark.parametrize("limit", ["0", "0.0", "1.0", "0.25", "3", "null"])
