@@ -33,6 +33,7 @@ from hypermoe.params import parameter_counts
 from hypermoe.validation import (
     check_checkpoint_matches,
     check_length_fits,
+    check_length_holds_text,
     check_model,
     check_monitors,
     check_resume_settings,
@@ -82,6 +83,8 @@ def build(cfg: DictConfig, vocabulary: list[str] | None = None) -> tuple[pl.Ligh
         net, tokenizer = build_seq2seq(backbone, model)
         extra = {"tokenizer": tokenizer}
     check_length_fits(cfg.data, "block_size" if kind == "causal_lm" else "max_length", net)
+    if kind != "causal_lm":  # a language model's blocks hold no special tokens
+        check_length_holds_text(cfg.data, tokenizer, pair=kind == "encoder")
     data.set_tokenizer(tokenizer)
     task = {"name": data.task.qualified_name, "signature": data.task.signature()}
     run_info = {"config": to_container(cfg), "seed": cfg.seed, "git": git_revision(), "task": task}

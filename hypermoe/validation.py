@@ -81,6 +81,8 @@ LOSS_SCALED = ("16-mixed", "16", 16)  # fp16 autocast with a GradScaler (bf16 ne
 # (rebuilt over the run's steps on a resume, from the step it stopped at): a resumed run keeps them
 RESUME_KEYS = (
     "seed",
+    "data.seed",  # the training subsample and the order of every epoch (synthetic data: the data itself)
+    "callbacks.batch_reseed.seed",  # every batch's dropout and router noise
     "data.batch_size",
     "data.max_train_examples",
     "data.max_train_blocks",
@@ -101,6 +103,13 @@ def _is_number(value: Any) -> bool:
 
 def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_seed(value: Any) -> bool:
+    return is_int(value) and 0 <= value < 2**32  # Lightning's seed_everything, numpy: 32 bits
+
+
+SEED_RANGE = f"must be an integer in [0, {2**32 - 1}]"
 
 
 class _Problems(list):
@@ -124,8 +133,10 @@ def check_run_settings(cfg: DictConfig) -> None:
     for key, lowest in (("checkpoint_every_n_steps", 0), ("routing_log_every", 1)):
         value = cfg.get(key)
         problems.check(is_int(value) and value >= lowest, key, value, f"must be an integer >= {lowest}")
-    seed_ok = is_int(cfg.get("seed")) and 0 <= cfg.seed < 2**32  # Lightning's seed_everything, numpy: 32 bits
-    problems.check(seed_ok, "seed", cfg.get("seed"), f"must be an integer in [0, {2**32 - 1}]")
+    problems.check(is_seed(cfg.get("seed")), "seed", cfg.get("seed"), SEED_RANGE)
+    reseed = (cfg.get("callbacks") or {}).get("batch_reseed") or {}
+    if "seed" in reseed:
+        problems.check(is_seed(reseed.seed), "callbacks.batch_reseed.seed", reseed.seed, SEED_RANGE)
     for key in ("keep_checkpoints", "resume_strict"):
         problems.check(isinstance(cfg.get(key, True), bool), key, cfg.get(key), "must be true or false")
     tags = cfg.get("tags")
@@ -290,6 +301,7 @@ _DATA_SIZES = {
     "max_target_length": (lambda value: value is None or is_count(value), "must be an integer >= 1, or null"),
     "max_train_examples": (lambda value: value is None or is_count(value), "must be an integer >= 1, or null for all"),
     "max_train_blocks": (lambda value: value is None or is_count(value), "must be an integer >= 1, or null for all"),
+    "seed": (is_seed, SEED_RANGE),
 }
 
 
@@ -302,7 +314,7 @@ def check_data_sizes(data: Any) -> None:
 
 
 def _check_data_sizes(data: Any, problems: _Problems) -> None:
-    """Sizes and subsample limits: 0 or a negative number is an error, never "no limit"."""
+    """Sizes and subsample limits (0 or a negative number is an error, never "no limit"), and the seed."""
     for key, (allowed, message) in _DATA_SIZES.items():
         if key in (data or {}):
             problems.check(allowed(data[key]), f"data.{key}", data[key], message)
@@ -346,6 +358,19 @@ def check_length_fits(data: DictConfig, key: str, net: torch.nn.Module) -> None:
     if positions is not None and length is not None and length > positions:
         raise ConfigError(
             f"data.{key}={length} is longer than the backbone's {positions} positions: set data.{key}<={positions}"
+        )
+
+
+def check_length_holds_text(data: DictConfig, tokenizer: Any, pair: bool) -> None:
+    """data.max_length above the special tokens the tokenizer adds to an input (to a pair of texts,
+    a classifier's worst case): below them the fast tokenizer silently cuts nothing, so inputs run
+    past the backbone's positions; at them it keeps no text."""
+    specials = tokenizer.num_special_tokens_to_add(pair=pair)
+    length = data.get("max_length")
+    if is_int(length) and length <= specials:
+        raise ConfigError(
+            f"data.max_length={length} leaves no room for text: the tokenizer adds {specials} special tokens "
+            f"to {'a pair of texts' if pair else 'a text'}; set data.max_length>{specials}"
         )
 
 

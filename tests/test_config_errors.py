@@ -161,6 +161,20 @@ def test_a_validation_interval_longer_than_an_epoch_is_refused_before_the_first_
             re.escape("backbone.config.attn_pdrop=-0.1 must be a probability in [0, 1)"),
         ),
         (["data.num_workers=-1"], re.escape("data.num_workers=-1 must be an integer >= 0")),
+        (  # below BERT's 3 special tokens of a pair the fast tokenizer would cut nothing; at 3 keep no text
+            ["data.max_length=2"],
+            re.escape("data.max_length=2 leaves no room for text: the tokenizer adds 3 special tokens to a pair"),
+        ),
+        (
+            ["data.max_length=3"],
+            re.escape("the tokenizer adds 3 special tokens to a pair of texts; set data.max_length>3"),
+        ),
+        (["data.seed=-1"], re.escape("data.seed=-1 must be an integer in [0, 4294967295]")),
+        (["data.seed=abc"], re.escape("data.seed='abc' must be an integer in [0, 4294967295]")),
+        (
+            ["callbacks.batch_reseed.seed=abc"],
+            re.escape("callbacks.batch_reseed.seed='abc' must be an integer in [0, 4294967295]"),
+        ),
         (["data.task=nope"], re.escape("data: data.task='nope' is not a synthetic task; choose one of ['majority']")),
     ],
 )

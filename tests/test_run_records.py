@@ -84,7 +84,8 @@ def test_a_resumed_run_tries_the_folder_it_will_write_beside_its_checkpoint(tmp_
 
 
 # what decides a run's data order, its steps and its learning-rate schedule (docs/reliability.md)
-DATA_ORDER_STEPS_AND_SCHEDULE = ["seed", "data.batch_size", "data.max_train_examples", "data.max_train_blocks",
+DATA_ORDER_STEPS_AND_SCHEDULE = ["seed", "data.seed", "callbacks.batch_reseed.seed", "data.batch_size",
+                                 "data.max_train_examples", "data.max_train_blocks",
                                  "trainer.accumulate_grad_batches", "trainer.max_epochs", "trainer.max_steps",
                                  "trainer.limit_train_batches", "optimizer.lr", "scheduler.schedule",
                                  "scheduler.warmup_ratio", "scheduler.min_lr_ratio"]  # fmt: skip
