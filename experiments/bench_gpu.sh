@@ -30,7 +30,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=disabled
-PYTHON=${PYTHON:-python}
+# the project's environment where make install made one, else the python on PATH
+if [ -x .venv/bin/python ]; then default_python=.venv/bin/python; else default_python=python; fi
+PYTHON=${PYTHON:-$default_python}
 smoke=false
 if [ "${1:-}" = --smoke ]; then
     smoke=true
@@ -42,6 +44,7 @@ exec > >(tee "$out/bench_gpu.log") 2>&1
 
 if $smoke; then  # each script's own tiny mode, on CPU, with the GPU run's other flags unchanged
     device=cpu layers_size=(--quick) training_size=(--quick) paper_size=(--tiny)
+    echo "smoke run: each stage at tiny sizes on CPU, to check the script; the targets' verdicts do not apply"
 else
     device=cuda layers_size=() training_size=() paper_size=()
     $PYTHON -c "import torch; assert torch.cuda.is_available(), 'bench_gpu.sh needs a CUDA device'" || exit 1

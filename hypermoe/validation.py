@@ -19,7 +19,7 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from transformers import PreTrainedModel
 
 from hypermoe.backbones.patching import choose_layers
@@ -79,6 +79,8 @@ PRECISIONS = (
 LOSS_SCALED = ("16-mixed", "16", 16)  # fp16 autocast with a GradScaler (bf16 needs none)
 # what changes the order of the training data, the number of steps or the learning-rate schedule
 # (rebuilt over the run's steps on a resume, from the step it stopped at): a resumed run keeps them
+# the keys of the scheduler group: MoELitModule's schedule arguments
+SCHEDULER_KEYS = ["schedule", "warmup_ratio", "min_lr_ratio"]
 RESUME_KEYS = (
     "seed",
     "data.seed",  # the training subsample and the order of every epoch (synthetic data: the data itself)
@@ -119,6 +121,10 @@ class _Problems(list):
         if not ok:
             self.append(f"{key}={value!r} {allowed}")
 
+    def has(self, prefix: str) -> bool:
+        """Whether a problem names a key starting with ``prefix``."""
+        return any(problem.startswith(prefix) for problem in self)
+
     def raise_if_any(self) -> None:
         if len(self) == 1:
             raise ConfigError(self[0])
@@ -134,9 +140,10 @@ def check_run_settings(cfg: DictConfig) -> None:
         value = cfg.get(key)
         problems.check(is_int(value) and value >= lowest, key, value, f"must be an integer >= {lowest}")
     problems.check(is_seed(cfg.get("seed")), "seed", cfg.get("seed"), SEED_RANGE)
-    reseed = (cfg.get("callbacks") or {}).get("batch_reseed") or {}
-    if "seed" in reseed:
-        problems.check(is_seed(reseed.seed), "callbacks.batch_reseed.seed", reseed.seed, SEED_RANGE)
+    for key in ("data.seed", "callbacks.batch_reseed.seed"):
+        value = OmegaConf.select(cfg, key, default=cfg.get("seed"))
+        if value != cfg.get("seed"):  # their default is ${seed}: a bad seed is named once, as seed
+            problems.check(is_seed(value), key, value, SEED_RANGE)
     for key in ("keep_checkpoints", "resume_strict"):
         problems.check(isinstance(cfg.get(key, True), bool), key, cfg.get(key), "must be true or false")
     tags = cfg.get("tags")
@@ -193,6 +200,10 @@ def _check_optimizer(optimizer: Any, scheduler: Any, problems: _Problems) -> Non
     fused = optimizer.get("fused")
     problems.check(fused is None or isinstance(fused, bool), "optimizer.fused", fused, "must be true, false or null")
     _check_optimizer_arguments(optimizer, problems)
+    if not problems.has("optimizer."):  # the rest as torch checks it, where the keys above are right
+        _check_optimizer_builds(optimizer, problems)
+    for key in scheduler:
+        problems.check(key in SCHEDULER_KEYS, f"scheduler.{key}", scheduler[key], f"is not one of {SCHEDULER_KEYS}")
     warmup, floor = scheduler.get("warmup_ratio"), scheduler.get("min_lr_ratio", 0.0)
     problems.check(is_finite(warmup, 0) and warmup < 1, "scheduler.warmup_ratio", warmup, "must be a number in [0, 1)")
     problems.check(is_finite(floor, 0) and floor <= 1, "scheduler.min_lr_ratio", floor, "must be a number in [0, 1]")
@@ -223,6 +234,20 @@ def _check_optimizer_arguments(optimizer: Any, problems: _Problems) -> None:
     for key in optimizer:
         if not key.startswith("_") and key not in accepted:
             problems.append(f"optimizer.{key}: {target} takes no argument {key!r} (leave it out: ~optimizer.{key})")
+
+
+def _check_optimizer_builds(optimizer: Any, problems: _Problems) -> None:
+    """The optimizer made, and one step taken, on a one-number parameter: what torch refuses only
+    then (a negative eps; a string for a flag the fused kernel reads at its first step)."""
+    if optimizer.get("_partial_") is not True:
+        problems.append("optimizer._partial_ must be true: the optimizer is made later, with the model's parameters")
+        return
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    parameter.grad = torch.ones(1)
+    try:
+        instantiate(optimizer)([parameter]).step()
+    except (ValueError, TypeError, RuntimeError) as error:
+        problems.append(f"optimizer: {optimizer._target_} refuses these settings: {error}")
 
 
 def _check_loss_scaling(trainer: Any, optimizer: Any, problems: _Problems) -> None:
@@ -301,7 +326,6 @@ _DATA_SIZES = {
     "max_target_length": (lambda value: value is None or is_count(value), "must be an integer >= 1, or null"),
     "max_train_examples": (lambda value: value is None or is_count(value), "must be an integer >= 1, or null for all"),
     "max_train_blocks": (lambda value: value is None or is_count(value), "must be an integer >= 1, or null for all"),
-    "seed": (is_seed, SEED_RANGE),
 }
 
 
@@ -314,7 +338,7 @@ def check_data_sizes(data: Any) -> None:
 
 
 def _check_data_sizes(data: Any, problems: _Problems) -> None:
-    """Sizes and subsample limits (0 or a negative number is an error, never "no limit"), and the seed."""
+    """Sizes and subsample limits: 0 or a negative number is an error, never "no limit"."""
     for key, (allowed, message) in _DATA_SIZES.items():
         if key in (data or {}):
             problems.check(allowed(data[key]), f"data.{key}", data[key], message)
@@ -491,12 +515,19 @@ def _damaged_record(path: Path) -> str | None:
 
 def ensure_checkpoint_folders(cfg: DictConfig) -> None:
     """Every checkpoint folder the run will write, made and tried before training, not at the
-    first save hundreds of steps in: a resumed run writes beside the checkpoint it resumes."""
+    first save hundreds of steps in: a resumed run writes beside the checkpoint it resumes, a new
+    run into folders that hold no checkpoint (Lightning would replace another run's last.ckpt)."""
     callbacks = (cfg.get("callbacks") or {}).items()
     folders = {f"callbacks.{name}.dirpath": c.dirpath for name, c in callbacks if c is not None and c.get("dirpath")}
     if cfg.get("ckpt_path"):
         folders = dict.fromkeys(folders, str(Path(cfg.ckpt_path).resolve().parent))
     for key, folder in folders.items():
+        held = sorted(path.name for path in Path(folder).glob("*.ckpt"))
+        if held and not cfg.get("ckpt_path"):
+            raise ConfigError(
+                f"{key}={folder!r} already holds checkpoints ({', '.join(held)}): a new run would overwrite "
+                "them. Give it a folder of its own, or resume from them with ckpt_path=<that folder>/last.ckpt"
+            )
         try:
             Path(folder).mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryFile(dir=folder):

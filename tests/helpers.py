@@ -33,6 +33,16 @@ class StopAfterEpochs(pl.Callback):
             trainer.should_stop = True
 
 
+class WriteFileAtStart(pl.Callback):
+    """Writes ``text`` to ``path`` when training starts: a file put beside the run's own while it runs."""
+
+    def __init__(self, path: str, text: str):
+        self.path, self.text = Path(path), text
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.path.write_text(self.text)
+
+
 class PoisonRouterAt(pl.Callback):
     """Sets the first MoE layer's router weights to NaN before training step ``step``: a stand-in
     for a run that diverges there."""

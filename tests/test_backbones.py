@@ -84,6 +84,10 @@ def test_placement_spec():
     assert choose_layers("all", 6) == [0, 1, 2, 3, 4, 5]
     assert choose_layers("every_2", 6) == [1, 3, 5]
     assert choose_layers([4, 0], 6) == [0, 4]
+    assert choose_layers("every_6", 6) == [5]
+    for spec, blocks in (("every_5", 2), ("all", 0)):  # a stack without an MoE layer
+        with pytest.raises(ConfigError, match=rf"model\.moe_layers='{spec}' selects none of the backbone's {blocks}"):
+            choose_layers(spec, blocks)
     with pytest.raises(ConfigError, match=r"model\.moe_layers='some'"):
         choose_layers("some", 6)
     with pytest.raises(ConfigError, match=r"model\.moe_layers='sparse' .*\('sparse': Switch backbones only\)"):

@@ -131,6 +131,13 @@ def test_a_validation_interval_longer_than_an_epoch_is_refused_before_the_first_
             ["callbacks.model_checkpoint.mode=min"],
             re.escape("callbacks.model_checkpoint.mode='min': with monitor: auto the task's metric decides the mode"),
         ),
+        (
+            ["+optimizer.eps=-1"],
+            re.escape("optimizer: torch.optim.AdamW refuses these settings: Invalid epsilon value"),
+        ),
+        (["+optimizer.amsgrad=maybe"], re.escape("optimizer: torch.optim.AdamW refuses these settings:")),
+        (["optimizer._partial_=false"], re.escape("optimizer._partial_ must be true: the optimizer is made later")),
+        (["+scheduler.foo=1"], re.escape("scheduler.foo=1 is not one of ['schedule', 'warmup_ratio', 'min_lr_ratio']")),
         (["scheduler.warmup_ratio=1.0"], re.escape("scheduler.warmup_ratio=1.0 must be a number in [0, 1)")),
         (["scheduler.min_lr_ratio=1.5"], re.escape("scheduler.min_lr_ratio=1.5 must be a number in [0, 1]")),
         (["scheduler.schedule=step"], re.escape("scheduler.schedule='step' must be one of ['linear', 'cosine']")),
@@ -170,6 +177,18 @@ def test_a_validation_interval_longer_than_an_epoch_is_refused_before_the_first_
             re.escape("the tokenizer adds 3 special tokens to a pair of texts; set data.max_length>3"),
         ),
         (["data.seed=-1"], re.escape("data.seed=-1 must be an integer in [0, 4294967295]")),
+        (["model.moe_layers=every_5"], re.escape("model.moe_layers='every_5' selects none of the backbone's 2 blocks")),
+        (
+            ["backbone.config.num_attention_heads=3"],
+            re.escape("backbone.config: The hidden size (32) is not a multiple of the number of attention heads (3)"),
+        ),
+        (
+            ["backbone.config.hidden_size=abc"],
+            re.escape(
+                "backbone.config: Validation error for field 'hidden_size': TypeError: Field 'hidden_size' expected"
+            ),
+        ),
+        (["+backbone.config.vocab_size=50"], re.escape("backbone.config.vocab_size=50: the tokenizer sets it (30522)")),
         (["data.seed=abc"], re.escape("data.seed='abc' must be an integer in [0, 4294967295]")),
         (
             ["callbacks.batch_reseed.seed=abc"],

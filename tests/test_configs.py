@@ -92,6 +92,19 @@ def test_every_run_option_instantiates(tmp_path, group, monkeypatch):
         assert trainer.max_epochs >= 1 or trainer.fast_dev_run
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [["experiment=synthetic_tiny"], ["table=char_lm_cpu"], ["backbone=nanogpt_char", "data=lm"]],
+    ids=["experiment", "table", "step_recipe"],
+)
+def test_debug_limit_wins_over_an_experiment_a_table_and_a_recipe(tmp_path, overrides):
+    """A one-minute trial whatever else is composed: the experiment's 3 epochs, the character
+    recipe's 2,000 steps with a validation every 250 (which 10 steps would never reach)."""
+    trainer = compose_config("train", [*overrides, "debug=limit"], tmp_path).trainer
+    assert (trainer.max_epochs, trainer.max_steps, trainer.limit_train_batches) == (2, -1, 5)
+    assert (trainer.val_check_interval, trainer.check_val_every_n_epoch) == (None, 1)
+
+
 def test_slurm_launcher_composes():
     from hydra import compose, initialize_config_dir
 

@@ -70,6 +70,22 @@ def test_an_unwritable_checkpoint_folder_is_refused_before_training(tmp_path):
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
+def test_a_new_run_does_not_write_into_a_folder_holding_checkpoints(tmp_path):
+    """Pointed at another run's checkpoint folder, Lightning would replace its last.ckpt."""
+    folder = tmp_path / "other_run" / "checkpoints"
+    folder.mkdir(parents=True)
+    (folder / "last.ckpt").write_bytes(b"another run's")
+    overrides = [*TINY, f"callbacks.last_checkpoint.dirpath={folder}"]
+    message = f"callbacks.last_checkpoint.dirpath='{folder}' already holds checkpoints (last.ckpt): a new run would"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        run(compose_config("train", overrides, tmp_path / "run"))
+    assert (folder / "last.ckpt").read_bytes() == b"another run's"
+    resumed = OmegaConf.create(
+        {"ckpt_path": str(folder / "last.ckpt"), "callbacks": {"last": {"dirpath": str(folder)}}}
+    )
+    ensure_checkpoint_folders(resumed)  # resuming writes there on purpose
+
+
 def test_a_resumed_run_tries_the_folder_it_will_write_beside_its_checkpoint(tmp_path):
     (tmp_path / "a_file").write_text("")
     configured = tmp_path / "a_file" / "checkpoints"  # cannot be made, but a resumed run does not write there

@@ -163,9 +163,10 @@ def test_expert_load_pools_the_last_validation_by_tokens_routed(tmp_path):
 def test_keep_checkpoints_false_removes_the_runs_checkpoints_once_recorded(tmp_path):
     """The tables' setting: metrics.json is written, then the best and last checkpoints go;
     anything else in the folder stays."""
-    overrides = [*TINY, "experiment=synthetic_tiny", "trainer.max_epochs=2", "keep_checkpoints=false"]
-    (tmp_path / "checkpoints").mkdir()
-    (tmp_path / "checkpoints" / "other.ckpt").write_text("not this run's")
+    other = tmp_path / "checkpoints" / "other.ckpt"  # written once the run has started: a folder holding one is refused
+    overrides = [*TINY, "experiment=synthetic_tiny", "trainer.max_epochs=2", "keep_checkpoints=false",
+                 "+callbacks.other._target_=helpers.WriteFileAtStart", f"+callbacks.other.path={other}",
+                 "+callbacks.other.text=another_run"]  # fmt: skip
     metrics = run(compose_config("train", overrides, tmp_path))
     assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
     assert [path.name for path in (tmp_path / "checkpoints").iterdir()] == ["other.ckpt"]

@@ -12,7 +12,7 @@ from torch import nn
 from transformers import BertConfig, BertModel
 
 from hypermoe.backbones.patching import MaskedMoE, RoutingContext, choose_layers, layer_activation
-from hypermoe.backbones.sources import TOKENIZER_CLASSES, load_tokenizer, resolve_pretrained
+from hypermoe.backbones.sources import TOKENIZER_CLASSES, load_tokenizer, random_model, resolve_pretrained
 from hypermoe.moe import FFN
 from hypermoe.moe.build import stack_from_config
 
@@ -34,7 +34,8 @@ def load_bert(
     if pretrained is not None:
         encoder = BertWithoutPooler.from_pretrained(resolve_pretrained(pretrained), add_pooling_layer=False)
     else:
-        encoder = BertModel(BertConfig(vocab_size=tokenizer.vocab_size, **(config or {})), add_pooling_layer=False)
+        vocabulary = {"vocab_size": tokenizer.vocab_size}
+        encoder = random_model(BertModel, BertConfig, config or {}, vocabulary, add_pooling_layer=False)
     return encoder, tokenizer
 
 

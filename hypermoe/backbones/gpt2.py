@@ -17,7 +17,7 @@ from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from hypermoe.backbones.patching import MaskedMoE, RoutingContext, choose_layers, layer_activation
-from hypermoe.backbones.sources import TOKENIZER_CLASSES, load_tokenizer, resolve_pretrained
+from hypermoe.backbones.sources import TOKENIZER_CLASSES, load_tokenizer, random_model, resolve_pretrained
 from hypermoe.errors import ConfigError
 from hypermoe.moe import FFN
 from hypermoe.moe.build import stack_from_config
@@ -45,7 +45,8 @@ def load_gpt2(backbone: dict[str, Any], vocabulary: Any = None) -> tuple[GPT2LMH
     else:
         # a character vocabulary has no special tokens (GPT-2's config names its own end-of-text id)
         special = {} if vocabulary is None else {"bos_token_id": None, "eos_token_id": None}
-        model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), **special, **(backbone.get("config") or {})))
+        vocabulary = {"vocab_size": len(tokenizer), **special}
+        model = random_model(GPT2LMHeadModel, GPT2Config, backbone.get("config") or {}, vocabulary)
     return model, tokenizer
 
 

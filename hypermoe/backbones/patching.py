@@ -124,10 +124,12 @@ def choose_layers(spec: str | Sequence[int], num_layers: int | None) -> list[int
             )
     if num_layers is None:
         return []
-    if spec == "all":
-        return list(range(num_layers))
-    if every is not None:
-        return list(range(int(every.group(1)) - 1, num_layers, int(every.group(1))))
+    if isinstance(spec, str):
+        step = int(every.group(1)) if every is not None else 1
+        layers = list(range(step - 1, num_layers, step))
+        if not layers:
+            raise ConfigError(f"model.moe_layers={spec!r} selects none of the backbone's {num_layers} blocks")
+        return layers
     layers = sorted(spec)
     if layers[0] < 0 or layers[-1] >= num_layers:
         raise ConfigError(

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub.constants import ENV_VARS_TRUE_VALUES
+from huggingface_hub.errors import StrictDataclassError
 
 from hypermoe.data.sources import DataUnavailable
+from hypermoe.errors import ConfigError
 
 # hub id -> (pip package holding the same files, how to install it)
 OFFLINE_PACKAGES = {
@@ -85,6 +87,23 @@ def resolve_pretrained(name_or_path: str, fallback: str | None = None, weights: 
         + " had it. Give a local folder holding its files (config.json and weights, or the tokenizer files), "
         "or run where the hub is reachable."
     )
+
+
+def random_model(
+    model_class: type, config_class: type, config: dict[str, Any], from_tokenizer: dict[str, Any], **kwargs: Any
+) -> Any:
+    """A randomly initialised transformers model of ``config`` (``backbone.config``) and
+    ``from_tokenizer`` (the vocabulary's size and special tokens, which the config cannot set); a
+    value the config or the model refuses (a width not divisible by the heads, a string for a size)
+    is a ConfigError naming backbone.config."""
+    clash = sorted(set(config) & set(from_tokenizer))
+    if clash:
+        key = clash[0]
+        raise ConfigError(f"backbone.config.{key}={config[key]!r}: the tokenizer sets it ({from_tokenizer[key]!r})")
+    try:
+        return model_class(config_class(**config, **from_tokenizer), **kwargs)
+    except (ValueError, TypeError, StrictDataclassError) as error:  # the last: transformers' typed config fields
+        raise ConfigError(f"backbone.config: {' '.join(str(error).split())}") from None
 
 
 # backbone.kind -> the transformers class its tokenizer loads with. The T5 and GPT-2 fallback folders

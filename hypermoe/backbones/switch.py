@@ -21,7 +21,7 @@ from torch import nn
 from transformers import SwitchTransformersConfig, SwitchTransformersForConditionalGeneration
 
 from hypermoe.backbones.patching import MaskedMoE, RoutingContext, choose_layers, layer_activation
-from hypermoe.backbones.sources import TOKENIZER_CLASSES, load_tokenizer, resolve_pretrained
+from hypermoe.backbones.sources import TOKENIZER_CLASSES, load_tokenizer, random_model, resolve_pretrained
 from hypermoe.moe import FFN
 from hypermoe.moe.build import stack_from_config
 
@@ -34,7 +34,8 @@ def load_switch(backbone: dict[str, Any]) -> tuple[SwitchTransformersForConditio
     if backbone["pretrained"] is not None:
         model = SwitchTransformersForConditionalGeneration.from_pretrained(resolve_pretrained(backbone["pretrained"]))
     else:
-        model = SwitchTransformersForConditionalGeneration(SwitchTransformersConfig(**(backbone.get("config") or {})))
+        config = backbone.get("config") or {}
+        model = random_model(SwitchTransformersForConditionalGeneration, SwitchTransformersConfig, config, {})
     return model, tokenizer
 
 
