@@ -10,6 +10,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from hypermoe.callbacks.expert_load import ExpertLoad
+from hypermoe.callbacks.progress import progress_bar
 from hypermoe.config import to_container
 from hypermoe.data.diagnostics import DIAGNOSTICS
 from hypermoe.errors import ConfigError
@@ -74,7 +75,10 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
     checkpoint, data, module = rebuild(cfg)
     trained_on = checkpoint["hypermoe"]["task"]
     expert_load = ExpertLoad()  # eval composes no conf/callbacks: it attaches the one it reports
-    trainer = instantiate_setting("trainer", cfg.trainer, logger=False, callbacks=[expert_load])
+    callbacks = [expert_load]
+    if cfg.trainer.get("enable_progress_bar", True):  # no bar in a log file: the result is logged below
+        callbacks.append(progress_bar(every_n_steps=50))
+    trainer = instantiate_setting("trainer", cfg.trainer, logger=False, callbacks=callbacks)
     output_dir = Path(cfg.paths.output_dir)
     metrics = {"ckpt_path": str(cfg.ckpt_path), "task": data.task.qualified_name, "trained_on": trained_on["name"]}
     used = module.run_info["config"]["data"]  # the config the model was rebuilt with, this data included

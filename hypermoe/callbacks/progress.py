@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
+from lightning.pytorch.trainer.states import TrainerFn
 
 from hypermoe.moe.checks import check_integer
 
@@ -18,18 +19,30 @@ log = logging.getLogger(__name__)
 def progress_bar(every_n_steps: int) -> ProgressBar:
     """The rich bar when stdout is a terminal, else ``ProgressLines`` (Lightning takes one progress bar)."""
     if sys.stdout.isatty():
-        return RichProgressBar()
+        return RichBar()
     return ProgressLines(every_n_steps)
+
+
+class RichBar(RichProgressBar):
+    """Lightning's rich bar without ``v_num``, the logger's version number (0.000 for the CSV logger)."""
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
 
 
 class ProgressLines(ProgressBar):
     """Logs ``step <done>/<total>  epoch <e>/<epochs>  train/loss <x>  <rate> steps/s  elapsed <h:mm:ss>``
-    every ``every_n_steps`` optimizer steps, and the validation metrics after each validation."""
+    every ``every_n_steps`` optimizer steps, or every tenth of the run's steps where that is fewer
+    (a 48-step run with the default 50 would log none), and the metrics after each validation of
+    training (eval.py logs its own)."""
 
     def __init__(self, every_n_steps: int) -> None:
         super().__init__()
         check_integer("callbacks.progress_bar.every_n_steps", every_n_steps, lowest=1)
         self.every_n_steps = every_n_steps
+        self._interval = every_n_steps  # steps between lines, set for the run at its start
         self._enabled = True
         self._started = 0.0  # when the trainer set up (fit, validate)
         self._last = (0, 0.0)  # the step and time of the last line, for the rate since then
@@ -46,15 +59,18 @@ class ProgressLines(ProgressBar):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last = (trainer.global_step, time.perf_counter())  # a resumed run starts at its checkpoint's step
+        total = trainer.estimated_stepping_batches  # inf when neither max_steps nor max_epochs bounds it
+        tenth = max(1, int(total) // 10) if total != float("inf") else self.every_n_steps
+        self._interval = min(self.every_n_steps, tenth)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: object) -> None:
         step = trainer.global_step  # optimizer steps: unchanged over the batches a step accumulates
-        if not self._enabled or step == self._last[0] or step % self.every_n_steps:
+        if not self._enabled or step == self._last[0] or step % self._interval:
             return
         now = time.perf_counter()
         rate = (step - self._last[0]) / max(now - self._last[1], 1e-9)
         self._last = (step, now)
-        total = trainer.estimated_stepping_batches  # inf when neither max_steps nor max_epochs bounds it
+        total = trainer.estimated_stepping_batches
         epochs = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
         train = {k: v for k, v in self.get_metrics(trainer, pl_module).items() if k.startswith("train/")}
         log.info(
@@ -64,7 +80,7 @@ class ProgressLines(ProgressBar):
         )  # fmt: skip
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self._enabled or trainer.sanity_checking:
+        if not self._enabled or trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
             return
         val = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         log.info(
