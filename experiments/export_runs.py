@@ -28,35 +28,54 @@ class ExportError(Exception):
 
 def export_runs(runs_dir: Path, out_dir: Path) -> int:
     """Copy every run record under ``runs_dir`` to the same relative place under ``out_dir``;
-    the number of runs copied. Every record is read first: a damaged one stops the export before
-    anything is copied, so the copy never holds a record that its tables would refuse."""
+    the number of runs copied. Every file to copy is read first: a damaged one stops the export
+    before anything is copied, so the copy never holds a record that its tables would refuse."""
     if not runs_dir.is_dir():
         raise ExportError(f"{runs_dir}: no such folder of runs")
     records = sorted(runs_dir.glob("**/metrics.json"))
     if not records:
         raise ExportError(f"{runs_dir}: no run record (metrics.json) under it")
-    for metrics in records:
-        try:
-            record = json.loads(metrics.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise ExportError(f"{metrics}: not a readable run record ({error}); nothing copied") from None
-        if not isinstance(record, dict):
-            raise ExportError(f"{metrics}: not a run record (a JSON object); nothing copied")
-    count = 0
-    for metrics in records:
-        run, target = metrics.parent, out_dir / metrics.parent.relative_to(runs_dir)
+    copies = [_read_run(metrics, runs_dir) for metrics in records]
+    for metrics, overrides, command in copies:
+        target = out_dir / metrics.parent.relative_to(runs_dir)
         (target / ".hydra").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(metrics, target / "metrics.json")
-        if (run / ".hydra/overrides.yaml").is_file():
-            overrides = yaml.safe_load((run / ".hydra/overrides.yaml").read_text()) or []
+        if overrides is not None:
             (target / ".hydra/overrides.yaml").write_text(yaml.safe_dump(_portable(overrides)))
-        sweep = run.parent  # its multirun.yaml is copied when the sweep folder is among those exported
-        if sweep.is_relative_to(runs_dir) and (sweep / "multirun.yaml").is_file():  # in make_table's layout
-            overrides = yaml.safe_load((sweep / "multirun.yaml").read_text())["hydra"]["overrides"]["task"]
-            command = {"hydra": {"overrides": {"task": _portable(overrides)}}}
-            (target.parent / "multirun.yaml").write_text(yaml.safe_dump(command))
-        count += 1
-    return count
+        if command is not None:
+            (target.parent / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": command}}}))
+    return len(copies)
+
+
+def _read_run(metrics: Path, runs_dir: Path) -> tuple[Path, list[str] | None, list[str] | None]:
+    """A run's record, its overrides and its sweep's command (None where it has none), each checked."""
+    try:
+        record = json.loads(metrics.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ExportError(f"{metrics}: not a readable run record ({error}); nothing copied") from None
+    if not isinstance(record, dict):
+        raise ExportError(f"{metrics}: not a run record (a JSON object); nothing copied")
+    run, sweep = metrics.parent, metrics.parent.parent
+    overrides = command = None
+    if (run / ".hydra/overrides.yaml").is_file():
+        overrides = _overrides(run / ".hydra/overrides.yaml", lambda loaded: loaded or [])
+    # the sweep's multirun.yaml is copied when the sweep folder is among those exported (make_table's layout)
+    if sweep.is_relative_to(runs_dir) and (sweep / "multirun.yaml").is_file():
+        command = _portable(_overrides(sweep / "multirun.yaml", lambda loaded: loaded["hydra"]["overrides"]["task"]))
+    return metrics, overrides, command
+
+
+def _overrides(path: Path, pick) -> list[str]:
+    """The list of override strings ``pick`` finds in the YAML file ``path``."""
+    try:
+        overrides = pick(yaml.safe_load(path.read_text()))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise ExportError(f"{path}: not readable YAML ({' '.join(str(error).split())}); nothing copied") from None
+    except (KeyError, TypeError):
+        raise ExportError(f"{path}: holds no list of overrides where Hydra writes it; nothing copied") from None
+    if not isinstance(overrides, list) or not all(isinstance(item, str) for item in overrides):
+        raise ExportError(f"{path}: holds no list of overrides where Hydra writes it; nothing copied")
+    return overrides
 
 
 def _portable(overrides: list[str]) -> list[str]:

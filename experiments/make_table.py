@@ -108,7 +108,7 @@ def load_run(path: Path) -> dict[str, Any]:
     """One run record, checked for the keys the table needs, so a broken file is named, not a KeyError."""
     try:
         record = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise RunsError(f"{path}: malformed metrics.json ({error})") from error
     if not isinstance(record, dict):
         raise RunsError(f"{path}: malformed metrics.json (not a JSON object)")
@@ -248,7 +248,7 @@ def shown_path(path: Path) -> Path:
 
 RUN_FIELDS = [
     "task", "model", "seed", "main_metric", "tags", "git", "torch_version", "torch_threads", "train_size",
-    "wall_seconds", "_file",
+    "steps", "wall_seconds", "_file",
 ]  # fmt: skip
 
 
@@ -296,6 +296,13 @@ def group_runs(records: Sequence[dict[str, Any]], by: Sequence[str], which: str)
     repeated = runs[runs.duplicated(["task", "label", "seed"])]
     for (task, label), seeds in repeated.groupby(["task", "label"], observed=True)["seed"]:
         log.warning("%s / %s: seed(s) %s appear more than once; all are averaged", task, label, list(seeds.unique()))
+    steps = runs.dropna(subset=["steps"]).groupby(["task", "label"], observed=True)["steps"].unique()
+    for (task, label), counts in steps[steps.map(len) > 1].items():  # the same settings train as many steps
+        log.warning(
+            "%s / %s: its runs trained for different numbers of steps (%s), so with other settings (a debug or "
+            "trial run among full ones?); all are averaged: pass the folder or --tag that holds only the runs meant",
+            task, label, ", ".join(str(int(n)) for n in sorted(counts)),
+        )  # fmt: skip
     return runs.sort_values(["task", "label"], kind="stable", ignore_index=True)
 
 
@@ -516,6 +523,11 @@ def torch_setups(runs: pd.DataFrame) -> str:
     return f" Torch (a CPU run repeats its digits only with the same version and threads): {_counts(setups)}."
 
 
+def duration(seconds: float) -> str:
+    """Hours from one hour up, else minutes."""
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+
+
 def header_line(
     runs: pd.DataFrame, which: str, dirs: Sequence[Path], averaged: Sequence[str], excluded: Counter | None = None
 ) -> str:
@@ -523,7 +535,7 @@ def header_line(
     metric_text = "best validation value over epochs" if which == "best" else "final validation value"
     walls = runs["wall_seconds"].dropna()
     wall_text = (
-        f"Wall time: {walls.sum() / 3600:.1f} h over {len(walls)} runs ({walls.min():.0f}-{walls.max():.0f} s each). "
+        f"Wall time: {duration(walls.sum())} over {len(walls)} runs ({walls.min():.0f}-{walls.max():.0f} s each). "
         if len(walls)
         else ""
     )

@@ -82,3 +82,20 @@ def test_a_missing_folder_or_a_damaged_record_stops_the_export_before_any_copy(t
     (tmp_path / "file").write_text("")
     with pytest.raises(SystemExit, match=r"export_runs: cannot write the copy under .*file/sub"):
         main([str(tmp_path / "runs" / "grid" / "0"), str(tmp_path / "file" / "sub")])
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [  # (which file of job 1 and what it holds, the error); job 0 comes first and would be copied first
+        (("1/.hydra/overrides.yaml", "- model=topk\n  seed: [1"), r"grid/1/\.hydra/overrides\.yaml: not readable YAML"),
+        (("1/.hydra/overrides.yaml", "model: topk\n"), r"grid/1/\.hydra/overrides\.yaml: holds no list of overrides"),
+        (("multirun.yaml", "hydra:\n  overrides: {}\n"), r"grid/multirun\.yaml: holds no list of overrides"),
+    ],
+)
+def test_damaged_overrides_stop_the_export_before_any_copy(tmp_path, damage, message):
+    _sweep(tmp_path / "runs", "grid", {"0": ["model=topk"], "1": ["model=hypermoe"]})
+    path, text = damage
+    (tmp_path / "runs" / "grid" / path).write_text(text)
+    with pytest.raises(SystemExit, match=message + r".*; nothing copied"):
+        main([str(tmp_path / "runs"), str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()

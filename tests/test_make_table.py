@@ -85,8 +85,23 @@ def test_markdown_matches_hand_computed_numbers(runs, tmp_path):
 
 def test_wall_times_are_summed_in_the_header_and_averaged_per_cell(runs, tmp_path):
     md, rows = tables(runs, tmp_path / "t")
-    assert "Wall time: 0.7 h over 12 runs (100-300 s each)." in md  # 4 runs each of 100, 200, 300 s
+    assert "Wall time: 40.0 min over 12 runs (100-300 s each)." in md  # 4 runs each of 100, 200, 300 s
     assert rows["superglue/cb", "topk"]["wall_seconds_mean"] == "200.0"
+    edit_records(runs, lambda i, record: record.update(wall_seconds=record["wall_seconds"] * 3))
+    md, _ = tables(runs, tmp_path / "t")
+    assert "Wall time: 2.0 h over 12 runs (300-900 s each)." in md
+
+
+def test_runs_of_a_cell_that_trained_different_step_counts_are_flagged(runs, tmp_path, caplog):
+    """A debug run (debug=limit: 10 steps) among full ones, as a folder of a user's runs holds them."""
+    edit_records(runs, lambda i, record: record.update(steps=96))
+    trial = write_run(runs / "table" / "trial" / "0", "superglue/cb", "topk", 4, {"f1_macro": 0.5, "accuracy": 0.5})
+    record = json.loads((trial / "metrics.json").read_text())
+    (trial / "metrics.json").write_text(json.dumps(record | {"steps": 10}))
+    _, rows = tables(runs, tmp_path / "t")
+    assert rows["superglue/cb", "topk"]["n"] == "4"
+    assert "superglue/cb / topk: its runs trained for different numbers of steps (10, 96)" in caplog.text
+    assert "superglue/rte" not in caplog.text and "hypermoe:" not in caplog.text
 
 
 def edit_records(runs: Path, edit) -> None:
@@ -369,6 +384,9 @@ def test_malformed_metrics_json_is_named(runs, tmp_path):
         make_table.main([str(runs), "--out", str(tmp_path / "t")])
     broken.write_text(json.dumps({"task": "superglue/rte", "model": "topk"}))
     with pytest.raises(SystemExit, match=r"broken/metrics\.json: malformed metrics\.json \(no seed, main_metric\)"):
+        make_table.main([str(runs), "--out", str(tmp_path / "t")])
+    broken.write_bytes(b"\xff\xfe{}")  # not UTF-8: a UnicodeDecodeError before JSON is parsed
+    with pytest.raises(SystemExit, match=r"broken/metrics\.json: malformed metrics\.json \('utf-8' codec"):
         make_table.main([str(runs), "--out", str(tmp_path / "t")])
 
 
