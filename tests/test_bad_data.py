@@ -22,7 +22,7 @@ from hypermoe.data.encoding import encode_all
 from hypermoe.data.examples import Example
 from hypermoe.data.generative import load_pairs
 from hypermoe.data.lm import CORPORA, count_words, read_text
-from hypermoe.data.readers import DataError
+from hypermoe.data.readers import DataError, read_utf8
 from hypermoe.data.sources import load_split
 from hypermoe.data.tasks import get_task
 
@@ -233,6 +233,15 @@ def test_a_folder_where_a_corpus_file_belongs_is_named_not_missing(tmp_path):
     path.mkdir(parents=True)
     with _raises(f"{path}: not a regular file (a folder)"):
         read_text(CORPORA["wikitext2"], "train", tmp_path)  # not the hub: the file is there
+
+
+def test_mrpc_without_its_dev_ids_file_is_named(tmp_path):
+    """GLUE's MRPC split into train and validation comes from dev_ids.tsv beside the training file."""
+    path = _write(tmp_path, "glue/MRPC/msr_paraphrase_train.txt", "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n")
+    with _raises(f"{path.parent / 'dev_ids.tsv'}: no such file; MRPC's split into train and validation is read"):
+        get_task("glue", "mrpc").readers["train"](path)
+    with _raises(f"{tmp_path / 'gone.tsv'}: no such file"):  # any file that goes between its lookup and its read
+        read_utf8(tmp_path / "gone.tsv")
 
 
 # Empty files -------------------------------------------------------------------------------------

@@ -43,6 +43,8 @@ class Score:
 def read_utf8(path: Path) -> str:
     """The text of ``path``; bytes that are not UTF-8 are reported at their line. A leading
     byte-order mark marks the encoding and is not text (MRPC's files start with one)."""
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
     if not path.is_file():  # reading a folder fails, and reading a pipe or a device may never end
         raise DataError(f"{path}: not a regular file ({_file_kind(path)})")
     data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
@@ -427,6 +429,11 @@ def mrpc_split(validation: bool) -> Callable[[Path], list[Example]]:
 
 
 def _read_mrpc(path: Path, dev_ids: Path, validation: bool) -> list[Example]:
+    if not dev_ids.exists():
+        raise DataError(
+            f"{dev_ids}: no such file; MRPC's split into train and validation is read from it, beside "
+            f"{path.name} (GLUE's download script writes it)"
+        )
     listed = {(row["#1 ID"], row["#2 ID"]) for _, row in iter_tsv(dev_ids, ("#1 ID", "#2 ID"), header=False)}
     examples = []
     for where, row in iter_tsv(path, ("Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"), header=True):
