@@ -16,7 +16,7 @@ from hypermoe.data.diagnostics import DIAGNOSTICS
 from hypermoe.errors import ConfigError
 from hypermoe.predict import predict_diagnostic, predict_test_split
 from hypermoe.train import build, finite_or_null
-from hypermoe.validation import check_data_sizes, instantiate_setting, load_checkpoint
+from hypermoe.validation import check_data_sizes, check_eval_trainer, instantiate_setting, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,7 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
     split = cfg.get("split", "validation")
     if split not in SPLITS:
         raise ConfigError(f"split={split!r} is not one of {list(SPLITS)}")
+    check_eval_trainer(cfg.trainer, split)
     checkpoint, data, module = rebuild(cfg)
     trained_on = checkpoint["hypermoe"]["task"]
     expert_load = ExpertLoad()  # eval composes no conf/callbacks: it attaches the one it reports

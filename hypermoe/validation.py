@@ -315,6 +315,17 @@ def _check_trainer(trainer: Any, problems: _Problems) -> None:
         )
 
 
+def check_eval_trainer(trainer: Any, split: str) -> None:
+    """eval.py's Trainer settings, as a training run's are checked, and a limit that leaves its split
+    no batch (validation runs ``limit_val_batches``, the test and diagnostic splits predict)."""
+    problems = _Problems()
+    _check_trainer(trainer, problems)
+    key = "limit_val_batches" if split == "validation" else "limit_predict_batches"
+    if trainer.get(key) == 0:
+        problems.append(f"trainer.{key}=0 leaves split={split} no batch to evaluate")
+    problems.raise_if_any()
+
+
 # the data keys that count something: (allowed, the message); each only where the data config has it
 _DATA_SIZES = {
     "batch_size": (is_count, "must be an integer >= 1"),

@@ -213,3 +213,17 @@ def test_ctrl_c_saves_the_step_prints_the_resume_line_and_exits_130(tmp_path):
 def test_eval_without_a_checkpoint_says_which_key(tmp_path, given):
     with pytest.raises(ConfigError, match=re.escape("ckpt_path is required: the checkpoint to load")):
         run_eval(compose_config("eval", given, tmp_path))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["+trainer.limit_val_batches=0"], "trainer.limit_val_batches=0 leaves split=validation no batch to evaluate"),
+        (["+trainer.limit_val_batches=abc"], "trainer.limit_val_batches='abc' must be an integer >= 0 (batches)"),
+        (["split=test", "+trainer.limit_predict_batches=0"], "trainer.limit_predict_batches=0 leaves split=test no"),
+    ],
+)
+def test_eval_checks_its_trainer_settings_before_loading_anything(last_ckpt, tmp_path, overrides, message):
+    """limit_val_batches=0 ended in an IndexError on validate's empty result; 'abc' in a message naming no key."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        run_eval(compose_config("eval", [f"ckpt_path={last_ckpt}", *overrides], tmp_path))
