@@ -43,6 +43,7 @@ from hypermoe.validation import (
     instantiate_data,
     instantiate_setting,
     load_checkpoint,
+    warn_if_no_expert_is_unselected,
     warn_if_router_gets_no_task_gradient,
 )
 
@@ -176,6 +177,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     check_run_settings(cfg)
     check_model(cfg.model)
     warn_if_router_gets_no_task_gradient(cfg.model)
+    warn_if_no_expert_is_unselected(cfg.model)
     pl.seed_everything(cfg.seed, workers=True)
     resumed, resumed_step = {}, None
     if cfg.get("ckpt_path"):

@@ -60,6 +60,25 @@ def warn_if_router_gets_no_task_gradient(model: DictConfig) -> bool:
     return untrained
 
 
+def warn_if_no_expert_is_unselected(model: DictConfig) -> bool:
+    """HyperMoE with top_k = num_experts leaves no expert unselected: an aggregation over the
+    unselected experts' embeddings then gives every token the same selection embedding, and the
+    HyperExpert is one static adapter per layer. Allowed, said at start-up; True if so."""
+    static = (
+        model.get("variant") == "hypermoe"
+        and model.get("top_k") == model.get("num_experts")
+        and model.get("aggregation", "sum") not in ("all", "selected")
+    )
+    if static:
+        log.warning(
+            "model.top_k=%s = model.num_experts: no expert is left unselected, so model.aggregation=%s gives every "
+            "token the same selection embedding and the HyperExpert is a static adapter (variant=topk_adapter "
+            "is that model); HyperMoE needs top_k < num_experts",
+            model.top_k, model.get("aggregation", "sum"),
+        )  # fmt: skip
+    return static
+
+
 # the values Lightning's Trainer takes for precision (its documented ones)
 PRECISIONS = (
     "64-true",
@@ -152,6 +171,10 @@ def check_run_settings(cfg: DictConfig) -> None:
     ckpt_path = cfg.get("ckpt_path")
     ckpt_ok = ckpt_path is None or (isinstance(ckpt_path, str) and ckpt_path.strip() != "")
     problems.check(ckpt_ok, "ckpt_path", ckpt_path, "must be a checkpoint to resume from, or null to start afresh")
+    for name, callback in (cfg.get("callbacks") or {}).items():
+        top_k = (callback or {}).get("save_top_k", -1)
+        top_k_ok = is_int(top_k) and top_k >= -1
+        problems.check(top_k_ok, f"callbacks.{name}.save_top_k", top_k, "must be an integer >= -1 (-1: keep every one)")
     _check_coefficients(cfg.model.get("aux_loss_coefficients"), problems)
     _check_optimizer(cfg.get("optimizer"), cfg.get("scheduler"), problems)
     _check_trainer(cfg.get("trainer"), problems)
@@ -298,6 +321,13 @@ def _check_trainer(trainer: Any, problems: _Problems) -> None:
         strategy,
         "trains in processes started from this one, which keep the run's results (its validations, expert "
         "load, data) to themselves: use trainer=ddp (strategy ddp), whose process 0 is this one",
+    )
+    deterministic = trainer.get("deterministic")  # Lightning reads any other string as true, and checks nothing
+    problems.check(
+        deterministic in (None, True, False, "warn"),
+        "trainer.deterministic",
+        deterministic,
+        "must be true, false, warn or null",
     )
     clip = trainer.get("gradient_clip_val")
     problems.check(

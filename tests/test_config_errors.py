@@ -177,6 +177,12 @@ def test_a_validation_interval_longer_than_an_epoch_is_refused_before_the_first_
             re.escape("the tokenizer adds 3 special tokens to a pair of texts; set data.max_length>3"),
         ),
         (["data.seed=-1"], re.escape("data.seed=-1 must be an integer in [0, 4294967295]")),
+        (["callbacks.model_checkpoint.save_top_k=-5"], re.escape("callbacks.model_checkpoint.save_top_k=-5 must be")),
+        (["callbacks.model_checkpoint.save_top_k=abc"], re.escape("callbacks.model_checkpoint.save_top_k='abc' must")),
+        (
+            ["trainer.deterministic=maybe"],
+            re.escape("trainer.deterministic='maybe' must be true, false, warn or null"),
+        ),
         (["model.moe_layers=every_5"], re.escape("model.moe_layers='every_5' selects none of the backbone's 2 blocks")),
         (
             ["backbone.config.num_attention_heads=3"],
@@ -232,7 +238,10 @@ def test_mixed_precision_is_refused_only_where_fp16_would_have_to_clip_a_fused_o
     ("override", "message"),
     [
         ("+trainer.gradient_clip_algorithm=foo", "trainer: `gradient_clip_algorithm` foo is invalid"),
-        ("callbacks.model_checkpoint.save_top_k=-5", "callbacks.model_checkpoint: Invalid value for save_top_k=-5"),
+        (
+            "+callbacks.model_checkpoint.every_n_epochs=-1",
+            "callbacks.model_checkpoint: Invalid value for every_n_epochs",
+        ),
     ],
 )
 def test_a_value_lightning_refuses_is_a_configuration_error_naming_its_group(tmp_path, override, message):

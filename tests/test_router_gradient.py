@@ -13,7 +13,7 @@ from hypermoe.config import to_container
 from hypermoe.moe.build import stack_from_config
 from hypermoe.moe.layers import TopKMoE
 from hypermoe.moe.settings import TopKSettings
-from hypermoe.validation import warn_if_router_gets_no_task_gradient
+from hypermoe.validation import warn_if_no_expert_is_unselected, warn_if_router_gets_no_task_gradient
 
 BACKBONES = sorted(path.stem for path in (CONF / "backbone").glob("*.yaml"))
 ROUTED = ("topk", "hypermoe", "topk_adapter", "dense_moe")
@@ -73,3 +73,19 @@ def test_noisy_top1_gets_no_task_gradient_and_the_run_says_so_at_start(tmp_path,
     assert "model.gating=noisy with model.top_k=1" in caplog.text and "no gradient" in caplog.text
     _, stack = _stack("minilm", "topk", 2, tmp_path, "model.gating=noisy")
     assert all(gradient > 1e-4 for gradient in _task_gradients(stack))  # at top-2 it learns
+
+
+@pytest.mark.parametrize(
+    "overrides, warned",
+    [
+        (["model.num_experts=2", "model.top_k=2"], True),
+        (["model.num_experts=2", "model.top_k=2", "model.aggregation=all"], False),  # all experts: no unselected set
+        (["model.num_experts=2", "model.top_k=1"], False),
+        (["model=topk", "model.num_experts=2", "model.top_k=2"], False),
+    ],
+)
+def test_hypermoe_selecting_every_expert_is_said_to_be_a_static_adapter(tmp_path, caplog, overrides, warned):
+    cfg = compose_config("train", ["model=hypermoe", *overrides], tmp_path)
+    with caplog.at_level(logging.WARNING, logger="hypermoe.validation"):
+        assert warn_if_no_expert_is_unselected(cfg.model) is warned
+    assert ("no expert is left unselected" in caplog.text) is warned
