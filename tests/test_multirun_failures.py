@@ -15,6 +15,9 @@ from helpers import CONF
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from hydra_plugins.hypermoe_launcher._report import Failure, FailureReport
+from hypermoe.errors import ConfigError
+
 ROOT = CONF.parent
 APP = Path(__file__).parent / "apps" / "job_app.py"
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "disabled"}
@@ -73,9 +76,11 @@ def test_default_launcher_runs_every_job_and_lists_the_failed_one(tmp_path):
         {"job": 0, "overrides": _launched(result.stdout, 0), "type": failure["type"], "message": failure["message"],
          "dir": str(sweep / "0")}]}  # fmt: skip
     error = f"{failure['type']}: {failure['message']}"
-    # logged when the job failed, before the next job started, with its traceback in the job's own log
+    # logged when the job failed, before the next job started, also in the job's own log; a configuration
+    # error's message says it all, as a single run prints it alone: no traceback
     assert result.stdout.index(f"Job #0 failed: {error}") < result.stdout.index("\t#1 : ")
-    assert "Traceback" in (sweep / "0" / "train.log").read_text()
+    job_log = (sweep / "0" / "train.log").read_text()
+    assert f"Job #0 failed: {error}" in job_log and "Traceback" not in job_log + result.stdout
     # the table after the batch: the overrides that differ between jobs, the error, the folder
     assert re.search(rf"^  #0 +model\.top_k=9 +{re.escape(error)} +{sweep / '0'}$", result.stdout, re.MULTILINE)
     # the last words: the first failure, how many failed, and where they are listed
@@ -246,3 +251,14 @@ def test_the_launchers_compose_with_the_project_configs():
     assert default.launcher._target_.endswith("InProcessLauncher") and "failed_jobs" in default.callbacks
     assert (isolated.launcher._target_.rsplit(".", 1)[1], isolated.launcher.max_parallel) == ("IsolatedLauncher", 1)
     assert search.launcher._target_.endswith("InProcessLauncher") and search.sweeper.max_failure_rate == 1.0
+
+
+@pytest.mark.parametrize("error, traced", [(ConfigError("model.top_k=9 ..."), False), (RuntimeError("a bug"), True)])
+def test_a_failed_jobs_traceback_is_logged_only_for_an_unexpected_error(tmp_path, caplog, error, traced):
+    report = FailureReport(tmp_path)
+    failure = Failure(0, ["model.top_k=9"], type(error).__name__, str(error), str(tmp_path / "0"))
+    with caplog.at_level("ERROR"):
+        report.job_ended(failure.overrides, failure, error)
+    (record,) = caplog.records
+    assert record.getMessage().startswith(f"Job #0 failed: {type(error).__name__}: {error}")
+    assert (record.exc_info is not None) is traced

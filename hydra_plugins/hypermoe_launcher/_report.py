@@ -74,8 +74,9 @@ class FailureReport:
         return f"{len(self.failures)} of {len(self.overrides)} jobs failed; they are listed in {self.path}"
 
     def job_ended(self, overrides: Sequence[str], failure: Failure | None, error: BaseException | None = None) -> None:
-        """Counts a job; logs a failure at once (with the traceback of an exception raised in this process);
-        once the sweep has failures, rewrites the file (the job count grows)."""
+        """Counts a job; logs a failure at once (with the traceback of an unexpected exception raised in
+        this process: an expected one's message says it all, as a single run prints it alone); once
+        the sweep has failures, rewrites the file (the job count grows)."""
         self.overrides.append(list(overrides))
         if failure is not None:
             self.failures.append(failure)
@@ -83,7 +84,7 @@ class FailureReport:
             log.error(
                 "Job #%d failed: %s: %s\n\toverrides: %s\n\tfolder: %s%s",
                 failure.job, failure.type, failure.message, " ".join(failure.overrides), failure.dir, output,
-                exc_info=error,
+                exc_info=None if _expected(error) else error,
             )  # fmt: skip
         if self.failures:
             OmegaConf.save(
@@ -123,6 +124,13 @@ class FailureReport:
             rows.append((f"#{failure.job}", " ".join(overrides), error, failure.dir))
         widths = [max(len(row[i]) for row in rows) for i in range(3)]  # the folder, last, is not padded
         return "\n".join("  " + "  ".join([*(row[i].ljust(widths[i]) for i in range(3)), row[3]]) for row in rows)
+
+
+def _expected(error: BaseException | None) -> bool:
+    """An error the entry points end a single run on with its message alone (``hypermoe.cli``)."""
+    from hypermoe.cli import EXIT_CODES  # here: hypermoe.cli imports this module
+
+    return isinstance(error, (*EXIT_CODES, JobTerminatedError))
 
 
 def _record(failure: Failure) -> dict:
