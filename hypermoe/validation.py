@@ -589,6 +589,10 @@ def check_checkpoint_matches(checkpoint: dict[str, Any], cfg: DictConfig) -> Non
             if was != asked and not any(key == skip or key.startswith(f"{skip}.") for skip in _NOT_STRUCTURAL):
                 differences.append(f"{key}={asked!r} (checkpoint: {was!r})")
     if differences:
+        variant = _at(stored, "model.variant")
+        if variant != _at(requested, "model.variant"):  # the cause of every other model difference: named first
+            differences.sort(key=lambda difference: not difference.startswith("model.variant="))
+            differences[0] += f": add model={variant}"
         raise ConfigError(
             f"ckpt_path={cfg.ckpt_path!r} was trained with another model or task than this run asks for: "
             + "; ".join(differences)

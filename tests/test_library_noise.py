@@ -3,9 +3,17 @@
 import logging
 import warnings
 
+import pytest
+import transformers
 from helpers import train_cli
 
 from hypermoe.library_noise import silence_library_noise
+
+
+@pytest.fixture(autouse=True)
+def _transformers_bars_restored():
+    yield
+    transformers.utils.logging.enable_progress_bar()  # the later tests' default
 
 
 def test_a_run_prints_no_lightning_advertisement_or_pytree_deprecation(tmp_path):
@@ -31,3 +39,9 @@ def test_only_the_advertisement_and_the_pytree_deprecation_are_silenced(caplog):
         warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use ...", FutureWarning, stacklevel=1)
         warnings.warn("another deprecation", FutureWarning, stacklevel=1)
     assert [str(warning.message) for warning in caught] == ["another deprecation"]
+
+
+def test_transformers_bars_are_off_where_stderr_is_no_terminal():
+    transformers.utils.logging.enable_progress_bar()  # as a process starts
+    silence_library_noise()  # pytest captures stderr: no terminal
+    assert not transformers.utils.logging.is_progress_bar_enabled()
