@@ -78,7 +78,7 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
     expert_load = ExpertLoad()  # eval composes no conf/callbacks: it attaches the one it reports
     callbacks = [expert_load]
     if cfg.trainer.get("enable_progress_bar", True):  # no bar in a log file: the result is logged below
-        callbacks.append(progress_bar(every_n_steps=50))
+        callbacks.append(progress_bar(every_n_steps=1))  # the interval of training steps: eval takes none
     trainer = instantiate_setting("trainer", cfg.trainer, logger=False, callbacks=callbacks)
     output_dir = Path(cfg.paths.output_dir)
     metrics = {"ckpt_path": str(cfg.ckpt_path), "task": data.task.qualified_name, "trained_on": trained_on["name"]}

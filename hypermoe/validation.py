@@ -96,10 +96,10 @@ PRECISIONS = (
     16,
 )
 LOSS_SCALED = ("16-mixed", "16", 16)  # fp16 autocast with a GradScaler (bf16 needs none)
-# what changes the order of the training data, the number of steps or the learning-rate schedule
-# (rebuilt over the run's steps on a resume, from the step it stopped at): a resumed run keeps them
 # the keys of the scheduler group: MoELitModule's schedule arguments
 SCHEDULER_KEYS = ["schedule", "warmup_ratio", "min_lr_ratio"]
+# what changes the order of the training data, the number of steps or the learning-rate schedule
+# (rebuilt over the run's steps on a resume, from the step it stopped at): a resumed run keeps them
 RESUME_KEYS = (
     "seed",
     "data.seed",  # the training subsample and the order of every epoch (synthetic data: the data itself)
@@ -112,9 +112,7 @@ RESUME_KEYS = (
     "trainer.max_steps",
     "trainer.limit_train_batches",
     "optimizer.lr",
-    "scheduler.schedule",
-    "scheduler.warmup_ratio",
-    "scheduler.min_lr_ratio",
+    *(f"scheduler.{key}" for key in SCHEDULER_KEYS),
 )
 
 
@@ -124,6 +122,12 @@ def _is_number(value: Any) -> bool:
 
 def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def first_line(error: BaseException) -> str:
+    """An error's first line, or its class where it has no message (torch's overload lists run to many lines)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def is_seed(value: Any) -> bool:
@@ -260,17 +264,21 @@ def _check_optimizer_arguments(optimizer: Any, problems: _Problems) -> None:
 
 
 def _check_optimizer_builds(optimizer: Any, problems: _Problems) -> None:
-    """The optimizer made, and one step taken, on a one-number parameter: what torch refuses only
-    then (a negative eps; a string for a flag the fused kernel reads at its first step)."""
+    """The optimizer made, and one step taken, on a one-number parameter on the CPU: what torch
+    refuses only then (a negative eps; a string for a flag the fused kernel reads at its first step).
+    ``capturable`` steps need a GPU parameter: made only. The closure is for optimizers that need
+    one (LBFGS), as Lightning passes it."""
     if optimizer.get("_partial_") is not True:
         problems.append("optimizer._partial_ must be true: the optimizer is made later, with the model's parameters")
         return
     parameter = torch.nn.Parameter(torch.zeros(1))
     parameter.grad = torch.ones(1)
     try:
-        instantiate(optimizer)([parameter]).step()
-    except (ValueError, TypeError, RuntimeError) as error:
-        problems.append(f"optimizer: {optimizer._target_} refuses these settings: {error}")
+        made = instantiate(optimizer)([parameter])
+        if not optimizer.get("capturable"):
+            made.step(lambda: torch.zeros(()))
+    except Exception as error:  # whatever a user's optimizer class raises on its settings
+        problems.append(f"optimizer: {optimizer._target_} refuses these settings: {first_line(error)}")
 
 
 def _check_loss_scaling(trainer: Any, optimizer: Any, problems: _Problems) -> None:
@@ -352,7 +360,7 @@ def check_eval_trainer(trainer: Any, split: str) -> None:
     _check_trainer(trainer, problems)
     key = "limit_val_batches" if split == "validation" else "limit_predict_batches"
     if trainer.get(key) == 0:
-        problems.append(f"trainer.{key}=0 leaves split={split} no batch to evaluate")
+        problems.append(f"trainer.{key}={trainer.get(key)!r} leaves split={split} no batch to evaluate")
     problems.raise_if_any()
 
 
@@ -535,8 +543,7 @@ def load_checkpoint(ckpt_path: str) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated, not a torch file, or holding code: all unreadable here
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"ckpt_path={ckpt_path!r} cannot be read as a checkpoint: {reason}") from None
+        raise ConfigError(f"ckpt_path={ckpt_path!r} cannot be read as a checkpoint: {first_line(error)}") from None
     if not isinstance(checkpoint, dict) or "hypermoe" not in checkpoint:
         raise ConfigError(f"ckpt_path={ckpt_path!r} was not written by hypermoe's train.py: it holds no run config")
     return checkpoint
@@ -564,10 +571,11 @@ def ensure_checkpoint_folders(cfg: DictConfig) -> None:
         folders = dict.fromkeys(folders, str(Path(cfg.ckpt_path).resolve().parent))
     for key, folder in folders.items():
         held = sorted(path.name for path in Path(folder).glob("*.ckpt"))
-        if held and not cfg.get("ckpt_path"):
+        if held and not cfg.get("ckpt_path"):  # a SLURM job requeued into its folder too: it resumes by ckpt_path
+            resume = f", or resume from them with ckpt_path={Path(folder) / 'last.ckpt'}" if "last.ckpt" in held else ""
             raise ConfigError(
                 f"{key}={folder!r} already holds checkpoints ({', '.join(held)}): a new run would overwrite "
-                "them. Give it a folder of its own, or resume from them with ckpt_path=<that folder>/last.ckpt"
+                f"them. Give it a folder of its own{resume}"
             )
         try:
             Path(folder).mkdir(parents=True, exist_ok=True)

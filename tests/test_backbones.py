@@ -86,7 +86,7 @@ def test_placement_spec():
     assert choose_layers([4, 0], 6) == [0, 4]
     assert choose_layers("every_6", 6) == [5]
     for spec, blocks in (("every_5", 2), ("all", 0)):  # a stack without an MoE layer
-        with pytest.raises(ConfigError, match=rf"model\.moe_layers='{spec}' selects none of the backbone's {blocks}"):
+        with pytest.raises(ConfigError, match=rf"model\.moe_layers='{spec}' selects none of the stack's {blocks}"):
             choose_layers(spec, blocks)
     with pytest.raises(ConfigError, match=r"model\.moe_layers='some'"):
         choose_layers("some", 6)

@@ -183,7 +183,7 @@ def test_a_validation_interval_longer_than_an_epoch_is_refused_before_the_first_
             ["trainer.deterministic=maybe"],
             re.escape("trainer.deterministic='maybe' must be true, false, warn or null"),
         ),
-        (["model.moe_layers=every_5"], re.escape("model.moe_layers='every_5' selects none of the backbone's 2 blocks")),
+        (["model.moe_layers=every_5"], re.escape("model.moe_layers='every_5' selects none of the stack's 2 blocks")),
         (
             ["backbone.config.num_attention_heads=3"],
             re.escape("backbone.config: The hidden size (32) is not a multiple of the number of attention heads (3)"),
@@ -248,6 +248,19 @@ def test_a_value_lightning_refuses_is_a_configuration_error_naming_its_group(tmp
     with pytest.raises(ConfigError, match=re.escape(message)):
         run(compose_config("train", [*TINY, override], tmp_path))
     assert not list(tmp_path.rglob("*.ckpt"))  # nothing trained
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["+optimizer.capturable=true", "optimizer.fused=false"],  # steps only on a GPU parameter: made, not stepped
+        ["optimizer._target_=torch.optim.LBFGS", "~optimizer.betas", "~optimizer.weight_decay", "~optimizer.fused"],
+        ["optimizer._target_=torch.optim.SGD", "~optimizer.betas", "optimizer.fused=false"],
+    ],
+    ids=["capturable", "lbfgs_needs_a_closure", "sgd"],
+)
+def test_optimizers_the_build_check_must_not_refuse(tmp_path, overrides):
+    check_run_settings(compose_config("train", [*TINY, *overrides], tmp_path))
 
 
 def test_every_bad_key_is_named_in_one_message(tmp_path):

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from helpers import compose_config
 from lightning.pytorch.callbacks import RichProgressBar
 
+import hypermoe.evaluate
 from hypermoe.callbacks.progress import ProgressLines, RichBar, progress_bar
 from hypermoe.evaluate import run_eval
 from hypermoe.train import run
@@ -55,13 +56,23 @@ def test_a_short_run_logs_a_line_every_tenth_of_its_steps(monkeypatch, caplog):
     assert logged == [4, 50, 1, 2, 50]
 
 
-def test_eval_logs_no_validation_line_of_training(tmp_path, caplog):
-    """eval.py's validation is not training's: it logs its own result, and the lines log nothing."""
+def test_eval_gets_the_lines_in_a_log_file_which_log_no_validation_line_of_training(tmp_path, caplog, monkeypatch):
+    """In a log file eval.py drew Lightning's default bar, every frame kept there; its validation is
+    not training's either: it logs its own result, and the lines log nothing."""
     run(compose_config("train", SHORT, tmp_path / "train"))
     cfg = compose_config("eval", [f"ckpt_path={tmp_path / 'train' / 'checkpoints' / 'last.ckpt'}"], tmp_path / "eval")
+    made = []
+    instantiate_setting = hypermoe.evaluate.instantiate_setting
+    monkeypatch.setattr(
+        hypermoe.evaluate,
+        "instantiate_setting",
+        lambda *args, **kwargs: made.append(instantiate_setting(*args, **kwargs)) or made[-1],
+    )
     with caplog.at_level(logging.INFO, logger="hypermoe.callbacks.progress"):
         metrics = run_eval(cfg)
     assert metrics["validation"]["val/accuracy"] >= 0
+    (trainer,) = made
+    assert isinstance(trainer.progress_bar_callback, ProgressLines)
     assert not [r for r in caplog.records if r.name == "hypermoe.callbacks.progress"]
 
 

@@ -219,6 +219,7 @@ def test_eval_without_a_checkpoint_says_which_key(tmp_path, given):
     "overrides, message",
     [
         (["+trainer.limit_val_batches=0"], "trainer.limit_val_batches=0 leaves split=validation no batch to evaluate"),
+        (["+trainer.limit_val_batches=0.0"], "trainer.limit_val_batches=0.0 leaves split=validation no batch"),
         (["+trainer.limit_val_batches=abc"], "trainer.limit_val_batches='abc' must be an integer >= 0 (batches)"),
         (["split=test", "+trainer.limit_predict_batches=0"], "trainer.limit_predict_batches=0 leaves split=test no"),
     ],

@@ -28,8 +28,8 @@ _CELL = 160  # characters of an error message in the logged table (the file keep
 
 class JobFailedError(CompactHydraException):
     """What a failed job's JobReturn raises to the sweeper: the job's error, how many jobs failed and
-    where they are listed. Compact: Hydra prints the message alone (the job's traceback is already
-    in the log), and exits with code 1."""
+    where they are listed. Compact: Hydra prints the message alone (the failure was logged when the
+    job ended, with its traceback where the error was not an expected one), and exits with code 1."""
 
 
 class JobKilledError(RuntimeError):

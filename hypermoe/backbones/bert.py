@@ -34,8 +34,8 @@ def load_bert(
     if pretrained is not None:
         encoder = BertWithoutPooler.from_pretrained(resolve_pretrained(pretrained), add_pooling_layer=False)
     else:
-        vocabulary = {"vocab_size": tokenizer.vocab_size}
-        encoder = random_model(BertModel, BertConfig, config or {}, vocabulary, add_pooling_layer=False)
+        from_tokenizer = {"vocab_size": tokenizer.vocab_size}
+        encoder = random_model(BertModel, BertConfig, config or {}, from_tokenizer, add_pooling_layer=False)
     return encoder, tokenizer
 
 

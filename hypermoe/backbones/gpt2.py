@@ -45,8 +45,8 @@ def load_gpt2(backbone: dict[str, Any], vocabulary: Any = None) -> tuple[GPT2LMH
     else:
         # a character vocabulary has no special tokens (GPT-2's config names its own end-of-text id)
         special = {} if vocabulary is None else {"bos_token_id": None, "eos_token_id": None}
-        vocabulary = {"vocab_size": len(tokenizer), **special}
-        model = random_model(GPT2LMHeadModel, GPT2Config, backbone.get("config") or {}, vocabulary)
+        from_tokenizer = {"vocab_size": len(tokenizer), **special}
+        model = random_model(GPT2LMHeadModel, GPT2Config, backbone.get("config") or {}, from_tokenizer)
     return model, tokenizer
 
 

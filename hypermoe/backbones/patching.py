@@ -128,7 +128,7 @@ def choose_layers(spec: str | Sequence[int], num_layers: int | None) -> list[int
         step = int(every.group(1)) if every is not None else 1
         layers = list(range(step - 1, num_layers, step))
         if not layers:
-            raise ConfigError(f"model.moe_layers={spec!r} selects none of the backbone's {num_layers} blocks")
+            raise ConfigError(f"model.moe_layers={spec!r} selects none of the stack's {num_layers} blocks")
         return layers
     layers = sorted(spec)
     if layers[0] < 0 or layers[-1] >= num_layers:

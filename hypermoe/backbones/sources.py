@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub.constants import ENV_VARS_TRUE_VALUES
-from huggingface_hub.errors import StrictDataclassError
 
 from hypermoe.data.sources import DataUnavailable
 from hypermoe.errors import ConfigError
@@ -28,6 +27,11 @@ def _hub_offline() -> bool:
     after import counts and the two never disagree."""
     return os.environ.get("HF_HUB_OFFLINE", "").upper() in ENV_VARS_TRUE_VALUES
 
+
+try:  # how transformers 5's typed config fields refuse a value; older huggingface_hub releases lack the class
+    from huggingface_hub.errors import StrictDataclassError
+except ImportError:
+    StrictDataclassError = TypeError
 
 # what a model or tokenizer folder needs besides its weights: configs, vocabularies, sentencepiece models
 _HUB_FILES = ["*.json", "*.txt", "*.model"]
@@ -102,7 +106,7 @@ def random_model(
         raise ConfigError(f"backbone.config.{key}={config[key]!r}: the tokenizer sets it ({from_tokenizer[key]!r})")
     try:
         return model_class(config_class(**config, **from_tokenizer), **kwargs)
-    except (ValueError, TypeError, StrictDataclassError) as error:  # the last: transformers' typed config fields
+    except (ValueError, TypeError, StrictDataclassError) as error:
         raise ConfigError(f"backbone.config: {' '.join(str(error).split())}") from None
 
 
