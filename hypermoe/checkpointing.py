@@ -8,7 +8,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
-from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -121,6 +121,44 @@ class LastCheckpoint(Checkpoint):
         path = self.dirpath / "last.ckpt"
         trainer.save_checkpoint(path, weights_only=False)
         self.last_model_path = str(path)
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint whose record of the best checkpoints survives a run folder moved
+    or copied before a resume. The record names the files by the folder they were saved in, and
+    Lightning drops it where that differs from the folder the resumed run writes to: the next
+    validation then counts as the best whatever its score, and the best epoch's file stays beside
+    it unrecorded. Where every file the record names is in the new folder, it is read as naming them."""
+
+    @property
+    def state_key(self) -> str:
+        """ModelCheckpoint's: checkpoints saved with either class resume with the other."""
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved_in = state_dict.get("dirpath")
+        if saved_in and self.dirpath and saved_in != self.dirpath:
+            moved = _moved_record(state_dict, Path(saved_in), Path(self.dirpath))
+            state_dict = moved if moved is not None else state_dict
+        super().load_state_dict(state_dict)
+
+
+def _moved_record(state_dict: dict[str, Any], old: Path, new: Path) -> dict[str, Any] | None:
+    """``state_dict`` with its paths under ``old`` moved under ``new``; None where a file is not there."""
+
+    def move(path: str) -> str:
+        return str(new / Path(path).name) if path and Path(path).parent == old else path
+
+    paths = [state_dict.get(key, "") for key in ("best_model_path", "kth_best_model_path")]
+    paths += list(state_dict.get("best_k_models", {}))
+    if not all(Path(move(path)).is_file() for path in paths if path):
+        return None
+    moved = {**state_dict, "dirpath": str(new)}
+    for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+        if key in state_dict:
+            moved[key] = move(state_dict[key])
+    moved["best_k_models"] = {move(path): score for path, score in state_dict.get("best_k_models", {}).items()}
+    return moved
 
 
 def last_saved_checkpoint(trainer: pl.Trainer) -> str | None:

@@ -228,3 +228,23 @@ def test_eval_checks_its_trainer_settings_before_loading_anything(last_ckpt, tmp
     """limit_val_batches=0 ended in an IndexError on validate's empty result; 'abc' in a message naming no key."""
     with pytest.raises(ConfigError, match=re.escape(message)):
         run_eval(compose_config("eval", [f"ckpt_path={last_ckpt}", *overrides], tmp_path))
+
+
+def test_a_run_folder_moved_before_a_resume_keeps_its_record_of_the_best_epoch(tmp_path):
+    """Lightning drops ModelCheckpoint's record where the folder differs from the one it was saved in:
+    the resumed run's first validation then counted as the best whatever its score, and the best
+    epoch's file stayed beside it unrecorded (two epoch files with save_top_k=1)."""
+    few = [*TINY[:-1], "trainer.max_epochs=4", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1"]
+    stop = ["+callbacks.stop._target_=helpers.StopAfterEpochs", "+callbacks.stop.epochs=2"]
+    run(compose_config("train", [*few, *stop], tmp_path / "first"))
+    shutil.copytree(tmp_path / "first", tmp_path / "moved")
+    last = tmp_path / "moved" / "checkpoints" / "last.ckpt"
+    states = torch.load(last, weights_only=True)["callbacks"]
+    (key,) = [key for key in states if "monitor" in key]
+    assert key.startswith("ModelCheckpoint{")  # Lightning's key: checkpoints of either class resume with the other
+    record = states[key]
+    assert record["dirpath"] == str((tmp_path / "first" / "checkpoints").resolve())  # saved there
+    metrics = run(compose_config("train", [*few, f"ckpt_path={last}"], tmp_path / "resumed"))
+    kept = sorted(path.name for path in last.parent.glob("epoch*.ckpt"))
+    assert len(kept) == 1, kept
+    assert metrics["steps"] == 8 and list((tmp_path / "first" / "checkpoints").glob("epoch*.ckpt"))  # left alone
