@@ -68,11 +68,13 @@ def _read_run(metrics: Path, runs_dir: Path) -> tuple[Path, list[str] | None, li
 def _overrides(path: Path, pick) -> list[str]:
     """The list of override strings ``pick`` finds in the YAML file ``path``."""
     try:
-        overrides = pick(yaml.safe_load(path.read_text()))
+        loaded = yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise ExportError(f"{path}: not readable YAML ({' '.join(str(error).split())}); nothing copied") from None
-    except (KeyError, TypeError):
-        raise ExportError(f"{path}: holds no list of overrides where Hydra writes it; nothing copied") from None
+    try:
+        overrides = pick(loaded)
+    except (KeyError, TypeError):  # no such key, or not a mapping where one belongs
+        overrides = None
     if not isinstance(overrides, list) or not all(isinstance(item, str) for item in overrides):
         raise ExportError(f"{path}: holds no list of overrides where Hydra writes it; nothing copied")
     return overrides
