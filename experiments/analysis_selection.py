@@ -40,13 +40,13 @@ matplotlib.use("Agg")
 import _this_checkout  # noqa: F401  (first: this checkout's hypermoe, not an installed one)
 import matplotlib.pyplot as plt
 
+from hypermoe.checkpoint_checks import load_checkpoint
 from hypermoe.config import script_command
 from hypermoe.errors import ConfigError
 from hypermoe.moe import HyperMoE
 from hypermoe.moe.layers import flatten_tokens
 from hypermoe.moe.router import Routing
 from hypermoe.train import build
-from hypermoe.validation import load_checkpoint
 
 log = logging.getLogger(__name__)
 

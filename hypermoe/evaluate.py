@@ -11,12 +11,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from hypermoe.callbacks.expert_load import ExpertLoad
 from hypermoe.callbacks.progress import progress_bar
+from hypermoe.checkpoint_checks import load_checkpoint
 from hypermoe.config import to_container
 from hypermoe.data.diagnostics import DIAGNOSTICS
 from hypermoe.errors import ConfigError
 from hypermoe.predict import predict_diagnostic, predict_test_split
 from hypermoe.train import build, finite_or_null
-from hypermoe.validation import check_data_sizes, check_eval_trainer, instantiate_setting, load_checkpoint
+from hypermoe.validation import check_data_sizes, check_eval_trainer, instantiate_setting
 
 log = logging.getLogger(__name__)
 

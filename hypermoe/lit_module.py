@@ -145,7 +145,7 @@ class MoELitModule(pl.LightningModule):
             self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # the process count too: a resumed run must keep it (validation.check_resume_world_size)
+        # the process count too: a resumed run must keep it (checkpoint_checks.check_resume_world_size)
         checkpoint["hypermoe"] = {**self.run_info, "world_size": self.trainer.world_size}
         # a run resumed after its last validation (stopped in its last batches) still reports it
         checkpoint["val_history"] = self.val_history

@@ -20,6 +20,13 @@ from hypermoe.backbones.causal_lm import build_causal_lm
 from hypermoe.backbones.classifier import build_classifier
 from hypermoe.backbones.seq2seq import build_seq2seq
 from hypermoe.callbacks.expert_load import ExpertLoad
+from hypermoe.checkpoint_checks import (
+    check_checkpoint_matches,
+    check_resume_settings,
+    check_resume_world_size,
+    ensure_checkpoint_folders,
+    load_checkpoint,
+)
 from hypermoe.checkpointing import AtomicCheckpointIO, last_saved_checkpoint, remove_checkpoints
 from hypermoe.cli import SIGINT_EXIT_CODE, SIGTERM_EXIT_CODE, CtrlCAsSigterm
 from hypermoe.config import config_choice, git_revision, to_container
@@ -31,18 +38,13 @@ from hypermoe.errors import ConfigError, NoResultError
 from hypermoe.lit_module import CausalLMLitModule, ClassifierLitModule, MoELitModule, Seq2SeqLitModule
 from hypermoe.params import parameter_counts
 from hypermoe.validation import (
-    check_checkpoint_matches,
     check_length_fits,
     check_length_holds_text,
     check_model,
     check_monitors,
-    check_resume_settings,
-    check_resume_world_size,
     check_run_settings,
-    ensure_checkpoint_folders,
     instantiate_data,
     instantiate_setting,
-    load_checkpoint,
     warn_if_no_expert_is_unselected,
     warn_if_router_gets_no_task_gradient,
 )

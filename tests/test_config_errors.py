@@ -10,9 +10,10 @@ from helpers import QUIET, compose_config, train_cli
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
+from hypermoe.checkpoint_checks import check_checkpoint_matches
 from hypermoe.errors import ConfigError
 from hypermoe.train import run
-from hypermoe.validation import check_checkpoint_matches, check_run_settings
+from hypermoe.validation import check_run_settings
 
 TINY = ["experiment=synthetic_tiny", *QUIET, "trainer.max_epochs=1"]
 

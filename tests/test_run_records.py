@@ -17,13 +17,13 @@ from helpers import QUIET, compose_config, train_cli
 from omegaconf import OmegaConf
 from torchmetrics.classification import MulticlassAccuracy
 
+from hypermoe.checkpoint_checks import check_resume_settings, ensure_checkpoint_folders, load_checkpoint
 from hypermoe.data.lm import get_corpus
 from hypermoe.data.tasks import get_task
 from hypermoe.errors import ConfigError, NoResultError
 from hypermoe.evaluate import run_eval
 from hypermoe.lit_module import MoELitModule
 from hypermoe.train import run
-from hypermoe.validation import check_resume_settings, ensure_checkpoint_folders, load_checkpoint
 
 TINY = ["experiment=synthetic_tiny", "model=topk", *QUIET, "trainer.max_epochs=1"]
 
@@ -126,7 +126,7 @@ def test_a_resume_that_changes_the_data_order_is_refused_unless_asked(last_ckpt,
     copy.parent.mkdir()
     shutil.copy(last_ckpt, copy)
     overrides = [*TINY, f"ckpt_path={copy}", "seed=7", "resume_strict=false", "+trainer.limit_train_batches=4"]
-    with caplog.at_level("WARNING", logger="hypermoe.validation"):
+    with caplog.at_level("WARNING", logger="hypermoe.checkpoint_checks"):
         run(compose_config("train", [*overrides, "trainer.max_epochs=2"], tmp_path / "lenient"))
     assert (
         "resume_strict=false: resuming with changed data order, steps or learning-rate schedule: seed=7 " in caplog.text
