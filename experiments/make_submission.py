@@ -107,9 +107,14 @@ class Run:
 
 
 def wanted_files(benchmark: str) -> list[Wanted]:
-    """Every file the benchmark's leaderboard grades, in the order it lists them."""
-    tasks = [Wanted(submission_name(t), "test", (t.qualified_name,)) for t in TASKS[benchmark].values()]
-    return tasks + [
+    """Every file the benchmark's leaderboard grades, in the order it lists them: one per task with a
+    test split, the first task that names a file (a task added from another's files, e.g. a subset
+    of its sources, names the same one) gives it."""
+    tasks: dict[str, Wanted] = {}
+    for task in TASKS[benchmark].values():
+        if "test" in task.files:
+            tasks.setdefault(submission_name(task), Wanted(submission_name(task), "test", (task.qualified_name,)))
+    return list(tasks.values()) + [
         Wanted(d.submission, split, d.predicted_by) for split, d in DIAGNOSTICS.items() if d.benchmark == benchmark
     ]
 

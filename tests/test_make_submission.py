@@ -1,6 +1,7 @@
 """experiments/make_submission.py: one table's runs gathered into a leaderboard's submission folder,
 zip and manifest; a file no run can give is listed as missing, never filled in."""
 
+import dataclasses
 import json
 import shutil
 import sys
@@ -11,6 +12,7 @@ import pytest
 import yaml
 from helpers import PROJECT, TINY, compose_config
 
+from hypermoe.data.tasks import TASKS
 from hypermoe.errors import ConfigError
 from hypermoe.train import run
 
@@ -46,6 +48,17 @@ def test_the_files_each_leaderboard_grades():
     assert glue["MNLI-m.tsv"].tasks == ("glue/mnli",) and glue["RTE.tsv"].split == "test"
     axb = next(wanted for wanted in wanted_files("superglue") if wanted.file == "AX-b.jsonl")
     assert (axb.split, axb.tasks) == ("ax_b", ("superglue/rte",))
+
+
+def test_a_task_added_from_another_tasks_files_leaves_the_graded_files_alone(monkeypatch):
+    """A researcher's task reading CoLA's folder: without a test split, or with CoLA's, it names no
+    new file and takes none from glue/cola."""
+    before = wanted_files("glue")
+    cola = TASKS["glue"]["cola"]
+    monkeypatch.setitem(TASKS["glue"], "cola_dev_only", dataclasses.replace(cola, name="cola_dev_only", files={
+        split: name for split, name in cola.files.items() if split != "test"}))  # fmt: skip
+    monkeypatch.setitem(TASKS["glue"], "cola_copy", dataclasses.replace(cola, name="cola_copy"))
+    assert wanted_files("glue") == before
 
 
 def test_the_latest_run_that_can_give_the_file_is_chosen(tmp_path):

@@ -1,5 +1,7 @@
 """The parameter counts a run reports (metrics.json, the tables' parameter plots)."""
 
+from torch import nn
+
 from hypermoe.moe import HyperMoESettings, TopKSettings, build_moe_stack
 from hypermoe.moe.build import count_parameters
 from hypermoe.params import parameter_counts
@@ -24,3 +26,20 @@ def test_a_shared_hypernetwork_is_counted_once():
     hyper = parameter_counts(build_moe_stack(HyperMoESettings(**routed, share_hypernetwork=True), **SHAPE))
     assert hyper["hypernetwork"] == hyper["total"] - topk["total"] > 0
     assert hyper["active_per_token"] - topk["active_per_token"] == hyper["hypernetwork"]
+
+
+class _SkipsHalf(nn.Module):
+    """A layer of some other variant (no TopKMoE) whose tokens each skip half its parameters."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(8, 8)
+
+    def inactive_parameters_per_token(self) -> int:
+        return count_parameters(self) // 2
+
+
+def test_any_layer_says_which_parameters_its_tokens_skip():
+    model = nn.ModuleList([_SkipsHalf(), build_moe_stack(TopKSettings(num_experts=4, top_k=2), **SHAPE)])
+    counts = parameter_counts(model)
+    assert counts["active_per_token"] == counts["total"] - (8 * 8 + 8) // 2 - 3 * (4 - 2) * EXPERT

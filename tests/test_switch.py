@@ -1,6 +1,7 @@
 """The Switch backbone: our top-1 layer swapped in gives transformers' model back exactly."""
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ from hypermoe.backbones.seq2seq import build_seq2seq
 from hypermoe.backbones.switch import _copy_sparse, patch_stack
 from hypermoe.lit_module import parameter_groups
 from hypermoe.moe import TopKMoE, TopKSettings
+from hypermoe.moe.build import VARIANTS, Variant
 from hypermoe.moe.losses import load_balancing_loss
 
 # 4 blocks per stack, blocks 1 and 3 sparse (switch-base-8's every-other placement); capacity
@@ -186,6 +188,28 @@ def test_weight_decay_leaves_biases_norms_and_relative_position_tables_alone(tok
 def test_settings_that_cannot_reuse_the_pretrained_routers_are_refused(change, message):
     with pytest.raises(ValueError, match=message):
         _patched({**TOPK, **change})
+
+
+@dataclasses.dataclass
+class _AddedSettings(TopKSettings):
+    """A variant added to VARIANTS, as a researcher adds one: no list but VARIANTS names it."""
+
+
+@pytest.fixture
+def added_variant(monkeypatch):
+    monkeypatch.setitem(VARIANTS, "added", Variant(_AddedSettings, TopKMoE))
+    return {**TOPK, "variant": "added"}
+
+
+def test_a_variant_added_to_variants_takes_the_pretrained_routers_and_experts(added_variant):
+    reference, _, layers = _patched(added_variant)
+    sparse = reference.encoder.block[1].layer[-1].mlp
+    torch.testing.assert_close(layers[0].router.weight, sparse.router.classifier.weight)
+    for i, expert in enumerate(layers[0].experts.ffns):  # each its own expert, not expert 0 upcycled
+        torch.testing.assert_close(expert.fc_in.weight, sparse.experts[f"expert_{i}"].wi.weight)
+    for change, message in (({"gating": "noisy"}, "pretrained routers"), ({"num_experts": 8}, "Switch model has 4")):
+        with pytest.raises(ValueError, match=message):
+            _patched({**added_variant, **change})
 
 
 def test_all_blocks_placement_upcycles_the_dense_blocks():

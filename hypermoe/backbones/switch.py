@@ -25,8 +25,6 @@ from hypermoe.backbones.sources import TOKENIZER_CLASSES, load_tokenizer, random
 from hypermoe.moe import FFN
 from hypermoe.moe.build import stack_from_config
 
-_ROUTED = ("topk", "hypermoe", "topk_adapter", "dense_moe")
-
 
 def load_switch(backbone: dict[str, Any]) -> tuple[SwitchTransformersForConditionalGeneration, Any]:
     """The encoder-decoder (pretrained, or random from ``backbone['config']``) and its T5 tokenizer."""
@@ -52,19 +50,20 @@ def patch_stack(stack: nn.Module, model: dict, context: RoutingContext) -> tuple
     settings = dict(model)
     spec = settings.pop("moe_layers")
     indices = sparse_blocks(stack) if spec == "sparse" else choose_layers(spec, len(stack.block))
-    variant = settings["variant"]
-    if variant in _ROUTED and settings.get("gating", "switch") != "switch":
+    # a variant with experts (its settings have num_experts) takes a sparse block's router and experts
+    routed = "num_experts" in settings
+    if settings.get("gating", "switch") != "switch":
         raise ValueError(
             f"model.gating={settings['gating']!r}: Switch's pretrained routers are softmax (switch) routers"
         )
-    if variant in _ROUTED and settings["num_experts"] != cfg.num_experts:
+    if routed and settings["num_experts"] != cfg.num_experts:
         raise ValueError(f"model.num_experts={settings['num_experts']}, but the Switch model has {cfg.num_experts}")
     shape = {"d_model": cfg.d_model, "d_ff": cfg.d_ff, "activation": layer_activation(cfg.dense_act_fn)}
     mlps = [stack.block[i].layer[-1].mlp for i in indices]
     dense = [_dense_ffn(mlp, shape["activation"]) for mlp in mlps]
     layers = stack_from_config(settings, len(indices), **shape, bias=False, dense_ffns=dense, dropout=cfg.dropout_rate)
     for index, mlp, layer in zip(indices, mlps, layers, strict=True):
-        if variant in _ROUTED and hasattr(mlp, "router"):
+        if routed and hasattr(mlp, "router"):
             _copy_sparse(mlp, layer)
         stack.block[index].layer[-1].mlp = MaskedMoE(layer, context)
     return layers, indices
@@ -79,6 +78,8 @@ def _dense_ffn(mlp: nn.Module, activation: str) -> FFN:
 
 @torch.no_grad()
 def _copy_sparse(mlp: nn.Module, layer: nn.Module) -> None:
+    """The pretrained router and experts into ``layer``, which keeps them as TopKMoE does
+    (``router.weight``, ``experts.ffns``)."""
     layer.router.weight.copy_(mlp.router.classifier.weight)
     for i, expert in enumerate(layer.experts.ffns):
         expert.fc_in.weight.copy_(mlp.experts[f"expert_{i}"].wi.weight)

@@ -38,6 +38,7 @@ class Variant:
     layer: Callable[..., nn.Module]
 
 
+# Every model.variant by name; conf/model/<name>.yaml selects one (docs/extending.md adds one).
 VARIANTS = {
     "ffn": Variant(FFNSettings, _ffn),
     "dense_moe": Variant(DenseMoESettings, DenseMoE),
@@ -45,7 +46,6 @@ VARIANTS = {
     "hypermoe": Variant(HyperMoESettings, HyperMoE),
     "topk_adapter": Variant(TopKAdapterSettings, TopKAdapterMoE),
 }
-_LAYERS = {variant.settings: variant.layer for variant in VARIANTS.values()}
 # keys of conf/model/*.yaml that are no layer setting: the blocks given the layer (the backbone's)
 # and the aux loss coefficients (the trainer's)
 MODEL_KEYS = ("variant", "moe_layers", "aux_loss_coefficients")
@@ -58,6 +58,15 @@ def settings_from_config(model: Mapping[str, Any]) -> Any:
     check_choice("variant", variant, VARIANTS)
     values = {key: value for key, value in model.items() if key not in MODEL_KEYS}
     return _settings(VARIANTS[variant].settings, values, f"variant={variant!r}")
+
+
+def _variant_of(settings: Any) -> Variant:
+    """The variant whose settings ``settings`` are (read from VARIANTS when called, so a variant
+    added to it later is found)."""
+    for variant in VARIANTS.values():
+        if type(settings) is variant.settings:
+            return variant
+    raise ValueError(f"{type(settings).__name__} are the settings of no variant in VARIANTS")
 
 
 def _settings(cls: type, values: Mapping[str, Any], owner: str) -> Any:
@@ -99,7 +108,7 @@ def build_moe_stack(
     if isinstance(settings, TopKAdapterSettings) and settings.adapter_bottleneck == MATCHED:
         width = matched_adapter_width(settings, num_layers, d_model, d_ff, activation, bias)
         settings = dataclasses.replace(settings, adapter_bottleneck=width)
-    layer = _LAYERS[type(settings)]
+    layer = _variant_of(settings).layer
     shape = (d_model, d_ff, activation, bias)
     per_layer = _hypernetworks(settings, d_model, num_layers)
     sources = dense_ffns or [None] * num_layers

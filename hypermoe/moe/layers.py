@@ -144,6 +144,11 @@ class TopKMoE(RecordsLastForward):
         self.routing_stats: dict[str, Tensor] = {}
         self.top_expert: Tensor | None = None  # (n,) the last forward's first-choice expert per token
 
+    def inactive_parameters_per_token(self) -> int:
+        """The parameters a token does not use: the N - k experts it does not visit. A variant
+        whose tokens skip parameters says so with this method (``hypermoe.params``)."""
+        return (self.num_experts - self.top_k) * sum(p.numel() for p in self.experts.ffns[0].parameters())
+
     def capacity_factor(self) -> float | None:
         """The capacity factor of the current mode (training or eval); None is dropless."""
         return self.capacity_factor_train if self.training else self.capacity_factor_eval
