@@ -1,6 +1,7 @@
 """Routing behaviour: padding, capacity, train-only noise, recorded stats."""
 
 import copy
+import dataclasses
 import math
 import pickle
 
@@ -20,6 +21,7 @@ from hypermoe.moe import (
     TopKMoE,
     TopKSettings,
 )
+from hypermoe.moe.build import VARIANTS, build_moe_stack
 from hypermoe.moe.router import AUX_LOSSES
 from hypermoe.moe.stats import routing_stats
 
@@ -312,3 +314,36 @@ def test_every_aux_loss_a_layer_records_is_one_the_config_can_weigh(shape):
         layer.train()(torch.randn(2, 5, D_MODEL))
         recorded |= set(layer.aux_losses)
     assert recorded == set(AUX_LOSSES)
+
+
+def _registered(name: str, shape: dict) -> torch.nn.Module:
+    """A layer of the variant VARIANTS names ``name``, with its default settings (4 experts)."""
+    settings_class = VARIANTS[name].settings
+    fields = {spec.name for spec in dataclasses.fields(settings_class)}
+    settings = settings_class(**({"num_experts": 4} if "num_experts" in fields else {}))
+    (layer,) = build_moe_stack(settings, num_layers=1, **shape)
+    return layer
+
+
+@pytest.mark.parametrize("name", sorted(set(VARIANTS) - {"ffn"}))
+def test_every_registered_variant_keeps_the_layer_protocol(shape, name):
+    """What the trainer and callbacks rely on, for each variant in VARIANTS (one added there is
+    checked too): padding outputs zero; the aux losses it records are ones the trainer weighs and
+    carry gradient in training; its stats are detached; a copy after a training step computes the same."""
+    layer = _registered(name, shape).train()
+    with torch.no_grad():  # weights as after training: no part left at its zero initialisation
+        for parameter in layer.parameters():
+            parameter.add_(torch.randn_like(parameter), alpha=0.1)
+    x, mask = torch.randn(2, 6, D_MODEL), torch.ones(2, 6, dtype=torch.bool)
+    mask[0, 4:] = False
+    y = layer(x, mask)
+    assert torch.all(y[~mask] == 0) and y.shape == x.shape
+    assert layer.aux_losses and set(layer.aux_losses) <= set(AUX_LOSSES)
+    assert all(value.requires_grad for value in layer.aux_losses.values())
+    assert layer.routing_stats and not any(value.requires_grad for value in layer.routing_stats.values())
+    top = layer.top_expert  # (n,) each token's first-choice expert, -1 for padding
+    assert top.shape == mask.flatten().shape and torch.all((top == -1) == ~mask.flatten()) and top.max() < 4
+    (y.sum() + sum(layer.aux_losses.values())).backward()
+    twin = copy.deepcopy(layer).eval()
+    torch.testing.assert_close(twin(x, mask), layer.eval()(x, mask))
+    assert torch.all(layer(torch.randn(2, 3, D_MODEL), torch.zeros(2, 3, dtype=torch.bool)) == 0)
