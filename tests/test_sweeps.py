@@ -231,4 +231,5 @@ def test_the_search_refuses_a_wrong_direction_before_its_first_trial(tmp_path):
                        "optimized_metric=val/perplexity_best", f"hydra.sweep.dir={tmp_path / 'search'}")  # fmt: skip
     assert result.returncode == 2, result.stderr[-3000:]
     assert "invalid configuration: hydra.sweeper.direction='maximize'" in result.stdout + result.stderr
+    assert "setup plugin alembic" not in result.stdout + result.stderr  # Optuna's import, kept quiet
     assert "Traceback" not in result.stderr and not list((tmp_path / "search").glob("*/metrics.json"))

@@ -16,6 +16,9 @@ from omegaconf import DictConfig
 from ._report import report_of
 
 log = logging.getLogger(__name__)
+# Optuna imports alembic, which logs each of its plugins at INFO as it loads them: seven lines before
+# every search. Set here, on import, since the sweeper's sampler imports Optuna before the sweeper is made.
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 class OptunaSweeper(Sweeper):
