@@ -75,6 +75,15 @@ def _hypermoe_gpt2(top_k: int = 2) -> tuple[GPT2LMHeadModel, list[int]]:
     return lm.train(), loud_hypernetwork(stack[0].hypernetwork, std=0.3)
 
 
+def checkpoint_activations(model: torch.nn.Module, reentrant: bool) -> None:
+    """transformers' activation checkpointing, by its new name where it has one (5.25: the old name warns)."""
+    kwargs = {"use_reentrant": reentrant}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 @pytest.mark.parametrize("reentrant", [False, True])
 def test_hypermoe_trains_under_gradient_checkpointing(reentrant):
     """A checkpointing stack leaves generation to its layers: a reentrant recompute would run
@@ -83,7 +92,7 @@ def test_hypermoe_trains_under_gradient_checkpointing(reentrant):
     plain, _ = _hypermoe_gpt2()
     plain(ids).logits.square().mean().backward()
     checkpointed, calls = _hypermoe_gpt2()
-    checkpointed.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": reentrant})
+    checkpoint_activations(checkpointed, reentrant)
     checkpointed(ids).logits.square().mean().backward()
     expected, got = grads(plain), grads(checkpointed)
     assert got.keys() == expected.keys() and any("hypernetwork" in name for name in got)
@@ -100,10 +109,10 @@ def test_aux_losses_under_reentrant_checkpointing_are_an_error_not_a_silent_zero
     record then carry no gradient, which would leave the routers without their aux-loss gradient."""
     ids = torch.randint(0, 64, (2, 12))
     lm, _ = _hypermoe_gpt2()
-    lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    checkpoint_activations(lm, reentrant=False)
     lm(ids)
     assert all(loss.requires_grad for loss in sum_aux_losses(lm).values())
-    lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+    checkpoint_activations(lm, reentrant=True)
     lm(ids)
     with pytest.raises(RuntimeError, match=r"aux loss 'balance' of MoE layer 'transformer.h.0.mlp.*use_reentrant"):
         sum_aux_losses(lm)

@@ -32,7 +32,8 @@ def sum_aux_losses(model: nn.Module) -> dict[str, Tensor]:
                 raise RuntimeError(
                     f"the aux loss {name!r} of MoE layer {layer_name!r} carries no gradient: the layer ran "
                     "without autograd, as under reentrant gradient checkpointing. Checkpoint with use_reentrant=False "
-                    "(in transformers: gradient_checkpointing_kwargs={'use_reentrant': False})"
+                    "(in transformers: activation_checkpointing_kwargs={'use_reentrant': False}, "
+                    "gradient_checkpointing_kwargs in older versions)"
                 )
             totals[name] = totals[name] + value if name in totals else value
     return totals
