@@ -90,6 +90,8 @@ def test_the_extending_guides_variant_builds_and_runs(monkeypatch):
     settings_class, layer_class = example["SharedExpertSettings"], example["SharedExpertMoE"]
     monkeypatch.setitem(VARIANTS, "shared_expert", Variant(settings_class, layer_class))
     assert model_schema("shared_expert").shared_d_ff == 0
+    with pytest.raises(ValueError, match="shared_d_ff"):
+        settings_class(shared_d_ff=-5)
     shape = {"num_layers": 2, "d_model": 8, "d_ff": 16, "activation": "gelu", "bias": True}
     torch.manual_seed(0)
     stack = build_moe_stack(settings_class(num_experts=4, top_k=1, shared_d_ff=12), **shape)

@@ -28,7 +28,7 @@ def test_fast_dev_run_every_variant(tmp_path, variant):
     for load in expert_load.values():
         assert len(load) == 8 and sum(load) == pytest.approx(1.0) and min(load) >= 0
     params = metrics["params"]
-    if variant in ("topk", "hypermoe", "topk_adapter"):
+    if hasattr(VARIANTS[variant].layer, "inactive_parameters_per_token"):  # its tokens skip some experts
         assert params["active_per_token"] < params["total"]
     assert (params["hypernetwork"] > 0) == (variant == "hypermoe")
 
