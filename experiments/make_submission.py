@@ -110,11 +110,12 @@ def wanted_files(benchmark: str) -> list[Wanted]:
     """Every file the benchmark's leaderboard grades, in the order it lists them: one per task with a
     test split, the first task that names a file (a task added from another's files, e.g. a subset
     of its sources, names the same one) gives it."""
-    tasks: dict[str, Wanted] = {}
+    by_file: dict[str, Wanted] = {}
     for task in TASKS[benchmark].values():
-        if "test" in task.files:
-            tasks.setdefault(submission_name(task), Wanted(submission_name(task), "test", (task.qualified_name,)))
-    return list(tasks.values()) + [
+        name = submission_name(task)
+        if "test" in task.files and name not in by_file:
+            by_file[name] = Wanted(name, "test", (task.qualified_name,))
+    return list(by_file.values()) + [
         Wanted(d.submission, split, d.predicted_by) for split, d in DIAGNOSTICS.items() if d.benchmark == benchmark
     ]
 

@@ -4,6 +4,7 @@ from torch import nn
 
 from hypermoe.moe import HyperMoE
 from hypermoe.moe.build import count_parameters, hyper_parameters
+from hypermoe.moe.collect import moe_layers
 
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:
@@ -13,9 +14,9 @@ def parameter_counts(model: nn.Module) -> dict[str, int]:
     parts (shared hypernetwork once, plus each layer's expert embeddings and MLP)."""
     total = count_parameters(model)
     inactive = sum(
-        module.inactive_parameters_per_token()
-        for module in model.modules()
-        if hasattr(module, "inactive_parameters_per_token")
+        layer.inactive_parameters_per_token()
+        for _, layer in moe_layers(model)
+        if hasattr(layer, "inactive_parameters_per_token")
     )
     hyper_layers = [module for module in model.modules() if isinstance(module, HyperMoE)]
     return {"total": total, "active_per_token": total - inactive, "hypernetwork": hyper_parameters(hyper_layers)}

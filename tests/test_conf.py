@@ -37,6 +37,14 @@ def test_model_config_builds_its_variant(shape, variant):
     weighted_aux_loss(sum_aux_losses(stack), cfg["aux_loss_coefficients"])
 
 
+def test_two_variants_with_one_settings_class_are_refused_not_confused(shape, monkeypatch):
+    """The settings class decides the layer: a variant added with another's class would have
+    built that other's layer, so it is refused, naming both."""
+    monkeypatch.setitem(VARIANTS, "mine", VARIANTS["topk"])
+    with pytest.raises(ValueError, match=r"TopKSettings are the settings of 2 variants in VARIANTS \['mine', 'topk'\]"):
+        stack_from_config({"variant": "mine"}, 1, **shape)
+
+
 def test_swept_keys_override(shape):
     cfg = _compose("hypermoe", ["num_experts=4", "top_k=2", "hypernetwork.bottleneck=16"])
     stack = stack_from_config(cfg, 3, **shape)

@@ -34,6 +34,7 @@ class _SkipsHalf(nn.Module):
     def __init__(self):
         super().__init__()
         self.linear = nn.Linear(8, 8)
+        self.aux_losses: dict = {}  # the MoE layer protocol (hypermoe.moe.collect.moe_layers)
 
     def inactive_parameters_per_token(self) -> int:
         return count_parameters(self) // 2

@@ -340,7 +340,9 @@ def test_every_registered_variant_keeps_the_layer_protocol(shape, name):
     assert torch.all(y[~mask] == 0) and y.shape == x.shape
     assert layer.aux_losses and set(layer.aux_losses) <= set(AUX_LOSSES)
     assert all(value.requires_grad for value in layer.aux_losses.values())
-    assert layer.routing_stats and not any(value.requires_grad for value in layer.routing_stats.values())
+    stats = layer.routing_stats  # the expert-load callback reads load (e,), tokens and num_experts
+    assert stats and not any(value.requires_grad for value in stats.values())
+    assert stats["load"].shape == (layer.num_experts,) and stats["tokens"] == mask.sum()
     top = layer.top_expert  # (n,) each token's first-choice expert, -1 for padding
     assert top.shape == mask.flatten().shape and torch.all((top == -1) == ~mask.flatten()) and top.max() < 4
     (y.sum() + sum(layer.aux_losses.values())).backward()

@@ -212,6 +212,17 @@ def test_a_variant_added_to_variants_takes_the_pretrained_routers_and_experts(ad
             _patched({**added_variant, **change})
 
 
+def test_a_model_mapping_without_num_experts_takes_the_variants_default():
+    """A caller's mapping may leave num_experts to the settings' default (8): on an 8-expert Switch
+    the pretrained routers and experts are still copied."""
+    reference = SwitchTransformersForConditionalGeneration(SwitchTransformersConfig(**{**CONFIG, "num_experts": 8}))
+    encoder = copy.deepcopy(reference.encoder)
+    layers, _ = patch_stack(encoder, {"variant": "topk", "moe_layers": "sparse"}, RoutingContext.attach(encoder))
+    sparse = reference.encoder.block[1].layer[-1].mlp
+    torch.testing.assert_close(layers[0].router.weight, sparse.router.classifier.weight)
+    torch.testing.assert_close(layers[0].experts.ffns[1].fc_in.weight, sparse.experts["expert_1"].wi.weight)
+
+
 def test_all_blocks_placement_upcycles_the_dense_blocks():
     reference = SwitchTransformersForConditionalGeneration(SwitchTransformersConfig(**CONFIG))
     encoder = copy.deepcopy(reference.encoder)

@@ -23,7 +23,7 @@ from transformers import SwitchTransformersConfig, SwitchTransformersForConditio
 from hypermoe.backbones.patching import MaskedMoE, RoutingContext, choose_layers, layer_activation
 from hypermoe.backbones.sources import TOKENIZER_CLASSES, load_tokenizer, random_model, resolve_pretrained
 from hypermoe.moe import FFN
-from hypermoe.moe.build import stack_from_config
+from hypermoe.moe.build import settings_from_config, stack_from_config
 
 
 def load_switch(backbone: dict[str, Any]) -> tuple[SwitchTransformersForConditionalGeneration, Any]:
@@ -51,13 +51,16 @@ def patch_stack(stack: nn.Module, model: dict, context: RoutingContext) -> tuple
     spec = settings.pop("moe_layers")
     indices = sparse_blocks(stack) if spec == "sparse" else choose_layers(spec, len(stack.block))
     # a variant with experts (its settings have num_experts) takes a sparse block's router and experts
-    routed = "num_experts" in settings
-    if settings.get("gating", "switch") != "switch":
+    variant_settings = settings_from_config(settings)
+    routed = hasattr(variant_settings, "num_experts")
+    if routed and getattr(variant_settings, "gating", "switch") != "switch":
         raise ValueError(
-            f"model.gating={settings['gating']!r}: Switch's pretrained routers are softmax (switch) routers"
+            f"model.gating={variant_settings.gating!r}: Switch's pretrained routers are softmax (switch) routers"
         )
-    if routed and settings["num_experts"] != cfg.num_experts:
-        raise ValueError(f"model.num_experts={settings['num_experts']}, but the Switch model has {cfg.num_experts}")
+    if routed and variant_settings.num_experts != cfg.num_experts:
+        raise ValueError(
+            f"model.num_experts={variant_settings.num_experts}, but the Switch model has {cfg.num_experts}"
+        )
     shape = {"d_model": cfg.d_model, "d_ff": cfg.d_ff, "activation": layer_activation(cfg.dense_act_fn)}
     mlps = [stack.block[i].layer[-1].mlp for i in indices]
     dense = [_dense_ffn(mlp, shape["activation"]) for mlp in mlps]

@@ -61,12 +61,16 @@ def settings_from_config(model: Mapping[str, Any]) -> Any:
 
 
 def _variant_of(settings: Any) -> Variant:
-    """The variant whose settings ``settings`` are (read from VARIANTS when called, so a variant
-    added to it later is found)."""
-    for variant in VARIANTS.values():
-        if type(settings) is variant.settings:
-            return variant
-    raise ValueError(f"{type(settings).__name__} are the settings of no variant in VARIANTS")
+    """The variant whose settings ``settings`` are, read from VARIANTS when called (so a variant
+    added to it later is found). Each variant has a settings class of its own: the class decides
+    the layer."""
+    owners = {name: variant for name, variant in VARIANTS.items() if type(settings) is variant.settings}
+    if len(owners) != 1:
+        raise ValueError(
+            f"{type(settings).__name__} are the settings of {len(owners)} variants in VARIANTS {sorted(owners)}: "
+            "each variant needs a settings class of its own (a subclass with no new field will do)"
+        )
+    return next(iter(owners.values()))
 
 
 def _settings(cls: type, values: Mapping[str, Any], owner: str) -> Any:
