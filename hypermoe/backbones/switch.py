@@ -23,7 +23,7 @@ from transformers import SwitchTransformersConfig, SwitchTransformersForConditio
 from hypermoe.backbones.patching import MaskedMoE, RoutingContext, choose_layers, layer_activation
 from hypermoe.backbones.sources import TOKENIZER_CLASSES, load_tokenizer, random_model, resolve_pretrained
 from hypermoe.moe import FFN
-from hypermoe.moe.build import settings_from_config, stack_from_config
+from hypermoe.moe.build import build_moe_stack, settings_from_config
 
 
 def load_switch(backbone: dict[str, Any]) -> tuple[SwitchTransformersForConditionalGeneration, Any]:
@@ -47,11 +47,10 @@ def patch_stack(stack: nn.Module, model: dict, context: RoutingContext) -> tuple
     cfg = stack.config
     if cfg.router_bias:
         raise ValueError("a Switch router with a bias (router_bias=True) has no counterpart in our routers")
-    settings = dict(model)
-    spec = settings.pop("moe_layers")
+    spec = model["moe_layers"]
     indices = sparse_blocks(stack) if spec == "sparse" else choose_layers(spec, len(stack.block))
     # a variant with experts (its settings have num_experts) takes a sparse block's router and experts
-    variant_settings = settings_from_config(settings)
+    variant_settings = settings_from_config(model)
     routed = hasattr(variant_settings, "num_experts")
     if routed and getattr(variant_settings, "gating", "switch") != "switch":
         raise ValueError(
@@ -64,7 +63,9 @@ def patch_stack(stack: nn.Module, model: dict, context: RoutingContext) -> tuple
     shape = {"d_model": cfg.d_model, "d_ff": cfg.d_ff, "activation": layer_activation(cfg.dense_act_fn)}
     mlps = [stack.block[i].layer[-1].mlp for i in indices]
     dense = [_dense_ffn(mlp, shape["activation"]) for mlp in mlps]
-    layers = stack_from_config(settings, len(indices), **shape, bias=False, dense_ffns=dense, dropout=cfg.dropout_rate)
+    layers = build_moe_stack(
+        variant_settings, len(indices), **shape, bias=False, dense_ffns=dense, dropout=cfg.dropout_rate
+    )
     for index, mlp, layer in zip(indices, mlps, layers, strict=True):
         if routed and hasattr(mlp, "router"):
             _copy_sparse(mlp, layer)
