@@ -81,7 +81,7 @@ BASELINE = "topk"
 # their value leads the label, bare: the variant, or the conf/ablation row (whose reference row is topk)
 VARIANT_KEYS = ("model", "model_config.variant", "ablation")
 SHORT_NAMES = {"num_experts": "N", "top_k": "k"}
-SINGLE_NUMBER_TASKS = {"glue/cola"}  # GLUE papers print CoLA as Matthews only
+SINGLE_NUMBER_METRICS = {"matthews"}  # GLUE papers print CoLA (and any task scored by it) as Matthews only
 MISSING = "-"  # a cell with no runs, or a number that does not exist (std of one seed)
 TIE = 1e-9  # metric values are exact fractions of a dev set: closer than this is the same score
 
@@ -482,7 +482,7 @@ def format_cell(cell: pd.Series) -> str:
     """``mean ± std / second (n=3)``, x100 for fractions; the std belongs to the main metric."""
     k, d = cell["scale"], cell["digits"]
     text = _fmt(cell["mean"] * k, digits=d) + (f" ± {_fmt(cell['std'] * k, digits=d)}" if cell["n"] > 1 else "")
-    if not pd.isna(cell["second_mean"]) and cell.name[0] not in SINGLE_NUMBER_TASKS:
+    if not pd.isna(cell["second_mean"]) and cell["metric"] not in SINGLE_NUMBER_METRICS:
         text += f" / {_fmt(cell['second_mean'] * scale(cell['second_metric']))}"
     return f"{text} (n={cell['n']})"
 
@@ -571,7 +571,7 @@ def markdown_table(runs: pd.DataFrame, paper: dict[str, dict[str, list[float]]])
 
     def head(task: str) -> str:
         metric, second = by_task.loc[task, ["metric", "second_metric"]]
-        return f"{task} ({metric if pd.isna(second) or task in SINGLE_NUMBER_TASKS else f'{metric}/{second}'})"
+        return f"{task} ({metric if pd.isna(second) or metric in SINGLE_NUMBER_METRICS else f'{metric}/{second}'})"
 
     lines = ["| Model | " + " | ".join(map(head, tasks)) + " | Avg |", "|---" * (len(tasks) + 2) + "|"]
     for label in label_order(runs):

@@ -219,6 +219,17 @@ def test_a_delta_of_float_noise_prints_as_zero(tmp_path):
     assert rows["superglue/rte", "hypermoe"]["delta_vs_topk"] == "0.0"
 
 
+@pytest.mark.parametrize("task", ["glue/cola", "glue/cola_out_of_domain"])
+def test_a_task_scored_by_matthews_prints_it_alone_as_glue_papers_do(tmp_path, task):
+    """Whatever the task is called: a task derived from CoLA is scored and printed like CoLA."""
+    for job, (model, mcc) in enumerate((("topk", 0.30), ("hypermoe", 0.35))):
+        write_run(tmp_path / "outputs" / str(job), task, model, 1, {"matthews": mcc, "accuracy": 0.7})
+    md, rows = tables(tmp_path / "outputs", tmp_path / "t")
+    assert f"| Model | {task} (matthews) | Avg |" in md
+    assert "| hypermoe | 35.00 (n=1) | 35.00 |" in md
+    assert rows[task, "hypermoe"]["second_mean"] == "0.7"  # the CSV keeps both
+
+
 def test_ablation_rows_are_labels_with_the_topk_row_as_baseline(tmp_path):
     root = tmp_path / "outputs"
     rows = {"topk": ("topk", 0.60), "agg_sum": ("hypermoe", 0.66), "agg_mean": ("hypermoe", 0.63)}
