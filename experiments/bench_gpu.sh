@@ -16,9 +16,16 @@
 # Every result goes under one folder to bring back: OUT (default experiments/results/gpu), with
 # the machine's description, the whole log and stages.tsv (each stage's exit status and seconds).
 # GPU time is scarce, so one run brings back all it can: each stage has its own time limit (the
-# three sum to 8 minutes), a stage that fails or runs out of time does not stop the next, and each
-# script rewrites its JSON after every case, backbone or model, so a cut stage keeps what it
-# finished. The exit status is non-zero if any stage failed.
+# three sum to 7.5 minutes, leaving half a minute of the 8 for the checks before them), a stage
+# that fails or runs out of time does not stop the next, and each script rewrites its JSON after
+# every case, backbone or model, so a cut stage keeps what it finished. The exit status is
+# non-zero if any stage failed.
+#
+# A machine whose Python has PyTorch, transformers and Lightning but not the project's configuration
+# stack (Hydra, OmegaConf, pydantic), as a GPU image may, and no network to fetch it, gets it from a
+# folder of wheels made beforehand where pip reaches PyPI: `bash experiments/gpu_wheels.sh`
+# writes them to .whl (WHEELS=DIR for another folder; copy it along), and this script installs them
+# into a temporary folder when the project does not import without them.
 #
 # The hub is not asked (offline below): the T5 and GPT-2 tokenizers come from the tokenizers
 # folder (HYPERMOE_TOKENIZERS, else ./tokenizers, git-ignored: copy it along with the repository),
@@ -30,8 +37,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=disabled
-# the project's environment where make install made one, else the python on PATH
-if [ -x .venv/bin/python ]; then default_python=.venv/bin/python; else default_python=python; fi
+# the project's environment where make install made one, else the python3 on PATH
+if [ -x .venv/bin/python ]; then default_python=.venv/bin/python; else default_python=python3; fi
 PYTHON=${PYTHON:-$default_python}
 smoke=false
 if [ "${1:-}" = --smoke ]; then
@@ -41,6 +48,22 @@ fi
 out=${1:-experiments/results/gpu}
 mkdir -p "$out"
 exec > >(tee "$out/bench_gpu.log") 2>&1
+
+project_imports="import hypermoe.config, hypermoe.moe"
+if ! $PYTHON -c "$project_imports" 2>/dev/null; then
+    wheels=${WHEELS:-.whl}
+    if compgen -G "$wheels/*.whl" > /dev/null; then
+        site=$(mktemp -d)
+        echo "installing the wheels in $wheels into $site: $(cd "$wheels" && echo *.whl)"
+        $PYTHON -m pip install --quiet --no-index --no-deps --no-compile --target "$site" "$wheels"/*.whl || exit 1
+        export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
+    fi
+    $PYTHON -c "$project_imports" || {
+        echo "the project does not import with $PYTHON (above: the missing module). Where pip reaches PyPI," \
+            "bash experiments/gpu_wheels.sh writes the wheels it needs to .whl; copy that folder along (WHEELS=DIR: another)"
+        exit 1
+    }
+fi
 
 if $smoke; then  # each script's own tiny mode, on CPU, with the GPU run's other flags unchanged
     device=cpu layers_size=(--quick) training_size=(--quick) paper_size=(--tiny)
@@ -70,13 +93,13 @@ stage() {  # stage NAME LIMIT_SECONDS COMMAND...: run it under its time limit an
 }
 
 # hypermoe_pertoken: 2 GB of generated adapters at 4k tokens x d2048, 8 GB at 16k: 4k only
-stage layers 150 $PYTHON experiments/bench_moe.py --device "$device" --dtype bf16 --d-model 1024 2048 \
+stage layers 140 $PYTHON experiments/bench_moe.py --device "$device" --dtype bf16 --d-model 1024 2048 \
     --tokens 4096 16384 --seq-len 1024 --top-k 1 2 --rounds 10 --pertoken-max-tokens 4096 "${layers_size[@]}" \
     --out "$out/bench_moe_gpu.json"
-stage training 120 $PYTHON experiments/bench_train.py --device "$device" --dtype bf16 "${training_size[@]}" \
+stage training 110 $PYTHON experiments/bench_train.py --device "$device" --dtype bf16 "${training_size[@]}" \
     --out "$out/bench_train_gpu.json"
 # --optimizer step and --in-process are CUDA's defaults, spelled out so that --smoke runs them too
-stage paper_dryrun 210 $PYTHON experiments/paper_dryrun.py --device "$device" --dtype bf16 --optimizer step \
+stage paper_dryrun 200 $PYTHON experiments/paper_dryrun.py --device "$device" --dtype bf16 --optimizer step \
     --in-process "${paper_size[@]}" --out "$out/paper_dryrun"
 column -t "$out/stages.tsv" 2>/dev/null || cat "$out/stages.tsv"
 exit $failed

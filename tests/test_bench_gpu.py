@@ -2,8 +2,10 @@
 GPU run's flags at each script's tiny sizes. No GPU runs here; what is CUDA-only in the scripts
 (device placement, synchronisation, the allocator's counters) is not covered."""
 
+import importlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +30,52 @@ def stages(out: Path) -> dict[str, int]:
     """stage name -> exit status, from stages.tsv."""
     rows = (line.split("\t") for line in (out / "stages.tsv").read_text().splitlines()[1:])
     return {name: int(status) for name, status, _seconds, _limit in rows}
+
+
+def hide_pydantic(folder: Path) -> str:
+    """A PYTHONPATH under which ``import pydantic`` fails, as on a GPU image without it."""
+    (folder / "pydantic").mkdir(parents=True)
+    (folder / "pydantic" / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'pydantic'\", name='pydantic')\n"
+    )
+    return str(folder)
+
+
+def wheel_of_installed(package: str, folder: Path) -> Path:
+    """A wheel of the installed ``package``'s files, built offline (the tests cannot reach PyPI,
+    where experiments/gpu_wheels.sh gets the real ones)."""
+    source = folder / "source"
+    shutil.copytree(Path(importlib.import_module(package).__file__).parent, source / package)
+    (source / "pyproject.toml").write_text(
+        f'[project]\nname = "{package}"\nversion = "0"\n[tool.setuptools.packages.find]\ninclude = ["{package}*"]\n'
+    )
+    wheels = folder / "wheels"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
+         "-w", str(wheels), str(source)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return wheels
+
+
+def test_without_the_projects_packages_or_their_wheels_it_stops_first_and_says_how_to_get_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", hide_pydantic(tmp_path / "hide"))
+    monkeypatch.setenv("WHEELS", str(tmp_path / "no_wheels"))
+    result = run_script("--smoke", str(tmp_path / "gpu"))
+    assert result.returncode == 1
+    assert "No module named 'pydantic'" in result.stdout + result.stderr
+    assert "bash experiments/gpu_wheels.sh writes the wheels it needs to .whl" in result.stdout
+    assert not (tmp_path / "gpu" / "stages.tsv").exists()
+
+
+def test_a_missing_package_is_installed_from_the_wheels_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", hide_pydantic(tmp_path / "hide"))
+    monkeypatch.setenv("WHEELS", str(wheel_of_installed("pydantic", tmp_path)))
+    result = run_script(str(tmp_path / "gpu"))  # past the imports, it stops at the CUDA check
+    assert result.returncode == 1
+    assert "installing the wheels in" in result.stdout and "pydantic-0-py3-none-any.whl" in result.stdout
+    assert "No module named" not in result.stdout + result.stderr
+    assert "bench_gpu.sh needs a CUDA device" in result.stdout + result.stderr
 
 
 def test_without_a_gpu_it_stops_at_once_and_says_why(tmp_path):
