@@ -533,6 +533,8 @@ def markdown(report: dict) -> str:
     ]
     if not report["complete"]:
         lines += [f"**Incomplete**: {len(report['cases'])} of {report['cases_planned']} cases ran.", ""]
+    lines += [f"**Failed**: {f['case']}: {f['error']}" for f in report["failures"]]
+    lines += [""] if report["failures"] else []
     lines += [
         "| " + " | ".join(header) + " |",
         "|" + "---|" * 3 + "---:|" * (1 + len(MARKDOWN_RATIOS)),
@@ -630,13 +632,23 @@ def run_benchmark(args: argparse.Namespace, command: str, revision: str) -> dict
     console = Console()
     planned = grid(args)
     cases: list[dict] = []
+    failures: list[dict] = []
     for case in planned:
-        cases.append(bench_case(case, args.rounds, args.pertoken_max_tokens, args.device, DTYPES[args.dtype]))
-        print_case(console, cases[-1])
-        report = build_report(args, command, revision, cases, len(planned))
+        try:
+            cases.append(bench_case(case, args.rounds, args.pertoken_max_tokens, args.device, DTYPES[args.dtype]))
+            print_case(console, cases[-1])
+        except Exception as error:  # a case that fails (out of memory, a kernel's refusal) leaves the next ones to run
+            label = case_label({"top_k": case.top_k, "d_model": case.d_model, "tokens": case.tokens})
+            failures.append({"case": label, "error": f"{type(error).__name__}: {error}"})
+            console.print(f"{failures[-1]['case']}: FAILED: {failures[-1]['error']}")
+            if args.device == "cuda":
+                torch.cuda.empty_cache()
+        report = build_report(args, command, revision, cases, len(planned), failures)
         write_report(args.out, report)  # after every case: a run cut short keeps the cases it finished
     print_summary(console, report["summary"])
     console.print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
+    if failures:
+        raise SystemExit(f"{len(failures)} of {len(planned)} cases failed (their errors are in the report)")
     return report
 
 
@@ -645,7 +657,9 @@ def machine_name(device: str) -> str:
     return torch.cuda.get_device_name() if device == "cuda" else platform.processor() or platform.machine()
 
 
-def build_report(args: argparse.Namespace, command: str, revision: str, cases: list[dict], planned: int) -> dict:
+def build_report(
+    args: argparse.Namespace, command: str, revision: str, cases: list[dict], planned: int, failures: list[dict] = ()
+) -> dict:
     scaled = scaling(cases, args.tokens)
     return {
         "benchmark": (
@@ -665,6 +679,7 @@ def build_report(args: argparse.Namespace, command: str, revision: str, cases: l
         "slow_rounds": slow_rounds(args.rounds),
         "complete": len(cases) == planned,
         "cases_planned": planned,
+        "failures": list(failures),
         "targets": [{"name": t.name, **vars(t)} for t in targets_for(args.device)],
         "cases": cases,
         "scaling": scaled,

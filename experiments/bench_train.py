@@ -521,7 +521,7 @@ def main(argv: list[str] | None = None) -> dict:
     command = script_command("experiments/bench_train.py", argv)
     revision = git_revision()  # before the first write: the report in the tree would make it +dirty
     console = Console()
-    results = {}
+    results, failures = {}, {}
     for backbone in args.backbones:
         batch, seq_len = default_shape(backbone)
         shape = (args.batch or batch, args.seq_len or seq_len)
@@ -534,16 +534,26 @@ def main(argv: list[str] | None = None) -> dict:
             tuple(args.variants),
             args.random_weights,
         )
-        results[backbone] = bench_backbone(setup, args.rounds)
-        print_backbone(console, backbone, results[backbone])
-        report = build_report(args, command, revision, results)
+        try:
+            results[backbone] = bench_backbone(setup, args.rounds)
+            print_backbone(console, backbone, results[backbone])
+        except Exception as error:  # a backbone that fails (out of memory, say) leaves the next ones to run
+            failures[backbone] = f"{type(error).__name__}: {error}"
+            console.print(f"{backbone}: FAILED: {failures[backbone]}")
+            if args.device == "cuda":
+                torch.cuda.empty_cache()
+        report = build_report(args, command, revision, results, failures)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")  # after every backbone: a cut run keeps them
     console.print(f"wrote {args.out}")
+    if failures:
+        raise SystemExit(f"{len(failures)} of {len(args.backbones)} backbones failed (their errors are in the report)")
     return report
 
 
-def build_report(args: argparse.Namespace, command: str, revision: str, results: dict[str, dict]) -> dict:
+def build_report(
+    args: argparse.Namespace, command: str, revision: str, results: dict[str, dict], failures: dict[str, str]
+) -> dict:
     return {
         "benchmark": (
             "whole-model training step (forward, loss + aux losses, backward, clipping, fused AdamW); "
@@ -561,6 +571,7 @@ def build_report(args: argparse.Namespace, command: str, revision: str, results:
         "rounds": args.rounds,
         "complete": len(results) == len(args.backbones),
         "backbones_planned": args.backbones,
+        "failures": failures,
         "targets": {
             name: {"numerator": a, "denominator": b, "measure": m, "bound": bound, "kind": kind}
             for name, (a, b, m, bound, kind) in RATIOS.items()

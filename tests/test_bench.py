@@ -239,3 +239,24 @@ def test_a_bad_size_is_a_usage_error(script, args, message, capsys):
     with pytest.raises(SystemExit) as stop:
         script.parse_args(args)
     assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_case_that_fails_is_reported_and_the_next_ones_run(tmp_path, monkeypatch):
+    """On a GPU one case may run out of memory or meet a kernel's refusal; the run keeps going."""
+    real_bench_case = bench_moe.bench_case
+
+    def first_case_fails(case, *args):
+        if (case.top_k, case.tokens) == (1, 32):
+            raise torch.OutOfMemoryError("injected: CUDA out of memory")
+        return real_bench_case(case, *args)
+
+    monkeypatch.setattr(bench_moe, "bench_case", first_case_fails)
+    out = tmp_path / "b.json"
+    with pytest.raises(SystemExit, match="1 of 2 cases failed"):
+        bench_moe.main(["--quick", "--top-k", "1", "--out", str(out)])  # 32 and 128 tokens
+    report = json.loads(out.read_text())
+    assert [c["tokens"] for c in report["cases"]] == [128] and report["complete"] is False
+    assert report["failures"] == [
+        {"case": "top-1 d32 32 tokens", "error": "OutOfMemoryError: injected: CUDA out of memory"}
+    ]
+    assert "**Failed**: top-1 d32 32 tokens: OutOfMemoryError" in out.with_suffix(".md").read_text()

@@ -32,7 +32,7 @@ def test_bench_train_reports_every_variant(tmp_path):
     assert all(result["weights"] == "random (its configuration)" for result in report["backbones"].values())
     args = bench_train.parse_args(["--quick"])
     partial = bench_train.build_report(
-        args, report["command"], report["git"], {"bert_tiny": report["backbones"]["bert_tiny"]}
+        args, report["command"], report["git"], {"bert_tiny": report["backbones"]["bert_tiny"]}, failures={}
     )
     assert partial["complete"] is False  # what a run cut after its first backbone has written
     targets = {"topk_over_ffn_throughput", "hypermoe_over_topk_throughput", "hypermoe_over_topk_memory"}
@@ -177,3 +177,21 @@ def test_a_fresh_process_imports_the_hypermoe_its_program_runs(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split() == [str(PROJECT / "hypermoe" / "__init__.py"), "None"]
+
+
+def test_a_backbone_that_fails_is_reported_and_the_next_ones_run(tmp_path, monkeypatch):
+    """On a GPU one backbone may run out of memory; the run keeps going to the next."""
+    real_bench_backbone = bench_train.bench_backbone
+
+    def gpt2_fails(setup, rounds):
+        if setup.backbone == "gpt2_tiny":
+            raise torch.OutOfMemoryError("injected: CUDA out of memory")
+        return real_bench_backbone(setup, rounds)
+
+    monkeypatch.setattr(bench_train, "bench_backbone", gpt2_fails)
+    out = tmp_path / "bench_train.json"
+    with pytest.raises(SystemExit, match="1 of 2 backbones failed"):
+        bench_train.main(["--quick", "--backbones", "gpt2_tiny", "bert_tiny", "--variants", "topk", "--out", str(out)])
+    report = json.loads(out.read_text())
+    assert report["failures"] == {"gpt2_tiny": "OutOfMemoryError: injected: CUDA out of memory"}
+    assert list(report["backbones"]) == ["bert_tiny"] and report["complete"] is False
