@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from hypermoe.config import git_revision
-from hypermoe.moe import HyperMoE, HyperMoESettings, HyperNetwork
+from hypermoe.moe import HyperMoE, HyperMoESettings, HyperNetwork, TopKMoE, TopKSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 
@@ -260,3 +260,25 @@ def test_a_case_that_fails_is_reported_and_the_next_ones_run(tmp_path, monkeypat
         {"case": "top-1 d32 32 tokens", "error": "OutOfMemoryError: injected: CUDA out of memory"}
     ]
     assert "**Failed**: top-1 d32 32 tokens: OutOfMemoryError" in out.with_suffix(".md").read_text()
+
+
+@pytest.mark.parametrize("kernel", ["loop", "grouped_mm"])
+def test_gemm_efficiency_compares_the_kernel_with_its_weights_ready_and_times_the_copy_apart(kernel):
+    """grouped_mm stacks (and on a GPU casts) every expert's weights on each call: the GEMMs'
+    efficiency leaves that copy out, as the plain pair's cast is left out, and reports its share."""
+    layer = TopKMoE(
+        TopKSettings(num_experts=4, top_k=1, kernel=kernel), d_model=32, d_ff=128, activation="relu", bias=False
+    )
+    gemms = bench_moe.gemm_efficiency(layer, torch.randn(2, 16, 32), torch.float32, rounds=2)
+    assert gemms["fraction_of_plain"] == pytest.approx(gemms["tflops_kernel"] / gemms["tflops_plain"])
+    assert gemms["weight_copy_share"] == pytest.approx(1 - gemms["tflops_experts"] / gemms["tflops_kernel"])
+    if kernel == "loop":  # nothing to copy: the layer's call is the kernel
+        assert gemms["tflops_kernel"] == gemms["tflops_experts"] and gemms["weight_copy_share"] == 0
+
+
+def test_stacked_weights_are_every_experts_in_order():
+    layer = TopKMoE(TopKSettings(num_experts=3, top_k=1), d_model=8, d_ff=16, activation="relu", bias=True)
+    stacked = layer.experts.stacked_weights()
+    assert stacked["w_in"].shape == (3, 16, 8) and stacked["b_out"].shape == (3, 8)
+    for i, ffn in enumerate(layer.experts.ffns):
+        assert torch.equal(stacked["w_in"][i], ffn.fc_in.weight) and torch.equal(stacked["b_out"][i], ffn.fc_out.bias)

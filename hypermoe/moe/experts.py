@@ -107,6 +107,12 @@ class Experts(nn.Module):
     def forward_mm(self, x_sorted: Tensor, group_ends: Tensor, row_expert: Tensor) -> Tensor:
         """The ``grouped_mm`` kernel: x_sorted (s, d) grouped by expert, group_ends (e,) int32
         end rows, row_expert (s,) each row's expert; rows after the last end output zero."""
-        stacked = {name: None if tensors is None else torch.stack(tensors) for name, tensors in self._weights().items()}
         dropout = self.dropout if self.training else 0.0
-        return grouped_ffn_mm(x_sorted, group_ends, row_expert, **stacked, activation=self.activation, dropout=dropout)
+        return grouped_ffn_mm(
+            x_sorted, group_ends, row_expert, **self.stacked_weights(), activation=self.activation, dropout=dropout
+        )
+
+    def stacked_weights(self) -> dict[str, Tensor | None]:
+        """Every expert's weights stacked, one tensor per kind (``grouped_ffn_mm``'s keywords): a
+        copy made on every call, in the parameters' dtype."""
+        return {name: None if tensors is None else torch.stack(tensors) for name, tensors in self._weights().items()}
