@@ -375,7 +375,7 @@ def gemm_efficiency(layer: TopKMoE, x: torch.Tensor, dtype: torch.dtype, rounds:
         candidates = {"experts": partial(layer.experts, x_sorted, counts.tolist())}
     else:
         group_ends = counts.cumsum(0).to(torch.int32)
-        ready = {k: None if w is None else w.to(dtype) for k, w in layer.experts.stacked_weights().items()}
+        ready = layer.experts.stacked_weights(dtype)
         kernel = partial(grouped_ffn_mm, x_sorted, group_ends, experts, **ready, activation=layer.experts.activation)
         candidates = {"experts": partial(layer.experts.forward_mm, x_sorted, group_ends, experts), "kernel": kernel}
 

@@ -282,3 +282,9 @@ def test_stacked_weights_are_every_experts_in_order():
     assert stacked["w_in"].shape == (3, 16, 8) and stacked["b_out"].shape == (3, 8)
     for i, ffn in enumerate(layer.experts.ffns):
         assert torch.equal(stacked["w_in"][i], ffn.fc_in.weight) and torch.equal(stacked["b_out"][i], ffn.fc_out.bias)
+    # in the compute dtype: each expert cast, then stacked; the same values and gradients as a cast of the stack
+    cast = layer.experts.stacked_weights(torch.bfloat16)["w_in"]
+    assert cast.dtype == torch.bfloat16 and torch.equal(cast, stacked["w_in"].to(torch.bfloat16))
+    upstream = torch.randn(cast.shape, dtype=torch.bfloat16)
+    cast.backward(upstream)
+    assert torch.equal(layer.experts.ffns[1].fc_in.weight.grad, upstream[1].float())

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from hypermoe.moe.checks import check_choice, check_positive
-from hypermoe.moe.grouped import ACTIVATIONS, grouped_ffn, grouped_ffn_mm
+from hypermoe.moe.grouped import ACTIVATIONS, compute_dtype, grouped_ffn, grouped_ffn_mm
 
 
 def _check_ffn_args(d_model: int, d_ff: int, activation: str, dropout: float) -> None:
@@ -108,11 +108,15 @@ class Experts(nn.Module):
         """The ``grouped_mm`` kernel: x_sorted (s, d) grouped by expert, group_ends (e,) int32
         end rows, row_expert (s,) each row's expert; rows after the last end output zero."""
         dropout = self.dropout if self.training else 0.0
-        return grouped_ffn_mm(
-            x_sorted, group_ends, row_expert, **self.stacked_weights(), activation=self.activation, dropout=dropout
-        )
+        weights = self.stacked_weights(compute_dtype(x_sorted))
+        return grouped_ffn_mm(x_sorted, group_ends, row_expert, **weights, activation=self.activation, dropout=dropout)
 
-    def stacked_weights(self) -> dict[str, Tensor | None]:
-        """Every expert's weights stacked, one tensor per kind (``grouped_ffn_mm``'s keywords): a
-        copy made on every call, in the parameters' dtype."""
-        return {name: None if tensors is None else torch.stack(tensors) for name, tensors in self._weights().items()}
+    def stacked_weights(self, dtype: torch.dtype | None = None) -> dict[str, Tensor | None]:
+        """Every expert's weights stacked, one tensor per kind (``grouped_ffn_mm``'s keywords), in
+        ``dtype`` (default: the parameters'): a copy made on every call. Each expert's weight is
+        cast before the stack, so the copy is made once in the compute dtype (bf16: half the
+        bytes of stacking in float32 and casting the stack)."""
+        return {
+            name: None if tensors is None else torch.stack([tensor.to(dtype or tensor.dtype) for tensor in tensors])
+            for name, tensors in self._weights().items()
+        }
