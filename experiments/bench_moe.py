@@ -396,13 +396,13 @@ def gemm_efficiency(layer: TopKMoE, x: torch.Tensor, dtype: torch.dtype, rounds:
                 times.append(time.perf_counter() - start)
             seconds[name] = min(times)
     flops = 2 * 2 * rows * layer.experts.d_model * layer.experts.d_ff
-    kernel = seconds.get("kernel", seconds["experts"])
+    kernel_seconds = seconds.get("kernel", seconds["experts"])
     return {
         "tflops_experts": flops / seconds["experts"] / 1e12,
-        "tflops_kernel": flops / kernel / 1e12,
+        "tflops_kernel": flops / kernel_seconds / 1e12,
         "tflops_plain": flops / seconds["plain"] / 1e12,
-        "fraction_of_plain": seconds["plain"] / kernel,
-        "weight_copy_share": 1 - kernel / seconds["experts"],  # 0 for the loop, which copies nothing
+        "fraction_of_plain": seconds["plain"] / kernel_seconds,
+        "weight_copy_share": 1 - kernel_seconds / seconds["experts"],  # 0 for the loop, which copies nothing
     }
 
 
@@ -649,10 +649,7 @@ def run_benchmark(args: argparse.Namespace, command: str, revision: str) -> dict
             print_case(console, cases[-1])
         except Exception as error:  # a case that fails (out of memory, a kernel's refusal) leaves the next ones to run
             label = case_label({"top_k": case.top_k, "d_model": case.d_model, "tokens": case.tokens})
-            failures.append({"case": label, "error": f"{type(error).__name__}: {error}"})
-            console.print(f"{failures[-1]['case']}: FAILED: {failures[-1]['error']}")
-            if args.device == "cuda":
-                torch.cuda.empty_cache()
+            failures.append({"case": label, "error": record_failure(console, label, error, args.device)})
         report = build_report(args, command, revision, cases, len(planned), failures)
         write_report(args.out, report)  # after every case: a run cut short keeps the cases it finished
     print_summary(console, report["summary"])
@@ -662,13 +659,23 @@ def run_benchmark(args: argparse.Namespace, command: str, revision: str) -> dict
     return report
 
 
+def record_failure(console: Console, what: str, error: Exception, device: str) -> str:
+    """A failed case, backbone or model as its report records it (``Type: message``), printed;
+    on CUDA the cache is emptied so that what the failure left allocated does not fail the next."""
+    message = f"{type(error).__name__}: {error}"
+    console.print(f"{what}: FAILED: {message}")
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return message
+
+
 def machine_name(device: str) -> str:
     """The GPU's name on CUDA, else the processor's."""
     return torch.cuda.get_device_name() if device == "cuda" else platform.processor() or platform.machine()
 
 
 def build_report(
-    args: argparse.Namespace, command: str, revision: str, cases: list[dict], planned: int, failures: list[dict] = ()
+    args: argparse.Namespace, command: str, revision: str, cases: list[dict], planned: int, failures: list[dict]
 ) -> dict:
     scaled = scaling(cases, args.tokens)
     return {
@@ -689,7 +696,7 @@ def build_report(
         "slow_rounds": slow_rounds(args.rounds),
         "complete": len(cases) == planned,
         "cases_planned": planned,
-        "failures": list(failures),
+        "failures": failures,
         "targets": [{"name": t.name, **vars(t)} for t in targets_for(args.device)],
         "cases": cases,
         "scaling": scaled,

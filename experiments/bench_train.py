@@ -87,7 +87,7 @@ from hypermoe.validation import instantiate_data
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
-from bench_moe import count_flops, machine_name, paired_ratio, time_alternately  # noqa: E402
+from bench_moe import count_flops, machine_name, paired_ratio, record_failure, time_alternately  # noqa: E402
 
 RESULTS = HERE / "results" / "bench_train.json"
 
@@ -538,10 +538,7 @@ def main(argv: list[str] | None = None) -> dict:
             results[backbone] = bench_backbone(setup, args.rounds)
             print_backbone(console, backbone, results[backbone])
         except Exception as error:  # a backbone that fails (out of memory, say) leaves the next ones to run
-            failures[backbone] = f"{type(error).__name__}: {error}"
-            console.print(f"{backbone}: FAILED: {failures[backbone]}")
-            if args.device == "cuda":
-                torch.cuda.empty_cache()
+            failures[backbone] = record_failure(console, backbone, error, args.device)
         report = build_report(args, command, revision, results, failures)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")  # after every backbone: a cut run keeps them

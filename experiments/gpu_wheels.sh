@@ -15,21 +15,18 @@ TARGET_PYTHON=${TARGET_PYTHON:-3.12}
 dir=${1:-.whl}
 mkdir -p "$dir"
 
-# what importing hypermoe's config and MoE layers needs beyond the GPU image's packages
-packages=(hydra-core omegaconf antlr4-python3-runtime pydantic pydantic-core annotated-types typing-inspection typing-extensions)
-pins=()
-for name in "${packages[@]}"; do
-    pins+=("$name==$($PYTHON -c "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))" "$name")")
-done
-echo "wheels for Python $TARGET_PYTHON on x86_64 Linux: ${pins[*]}"
+# what importing hypermoe's config and MoE layers needs beyond the GPU image's packages, pinned
+binary=(hydra-core omegaconf pydantic pydantic-core annotated-types typing-inspection typing-extensions)
+source_only=(antlr4-python3-runtime)  # published as a source archive only
+pins() {  # NAME...: NAME==VERSION for each, the version this environment runs
+    $PYTHON -c "import importlib.metadata as m, sys; print(*(f'{n}=={m.version(n)}' for n in sys.argv[1:]))" "$@"
+}
+pinned=$(pins "${binary[@]}")  # an assignment of its own: a package not installed here stops the script (set -e)
+read -ra binary <<< "$pinned"
+pinned=$(pins "${source_only[@]}")
+read -ra source_only <<< "$pinned"
+echo "wheels for Python $TARGET_PYTHON on x86_64 Linux: ${binary[*]} ${source_only[*]}"
 
-binary=() source_only=()
-for pin in "${pins[@]}"; do
-    case $pin in
-        antlr4-python3-runtime==*) source_only+=("$pin") ;;  # published as a source archive only
-        *) binary+=("$pin") ;;
-    esac
-done
 platforms=()
 for tag in manylinux_2_28 manylinux_2_27 manylinux_2_17 manylinux2014 manylinux1; do
     platforms+=(--platform "${tag}_x86_64")

@@ -152,7 +152,7 @@ def test_a_run_cut_short_reports_the_cases_it_finished(quick):
     report, out = quick
     assert report["complete"] is True and report["cases_planned"] == len(report["cases"]) == 4
     partial = bench_moe.build_report(
-        bench_moe.parse_args(["--quick"]), report["command"], report["git"], report["cases"][:1], planned=4
+        bench_moe.parse_args(["--quick"]), report["command"], report["git"], report["cases"][:1], planned=4, failures=[]
     )
     assert partial["complete"] is False and partial["cases"] == report["cases"][:1]
     assert partial["scaling"]["cases"] == []  # its one setting ran at one token count only
