@@ -670,8 +670,27 @@ def record_failure(console: Console, what: str, error: Exception, device: str) -
 
 
 def machine_name(device: str) -> str:
-    """The GPU's name on CUDA, else the processor's."""
-    return torch.cuda.get_device_name() if device == "cuda" else platform.processor() or platform.machine()
+    """The GPU's name on CUDA; else the processor's model and the vector instructions torch's CPU
+    kernels use on it. Timings, and which of two layouts wins, differ between processor models:
+    a report must say which one made it."""
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    return f"{cpu_model()}, {torch.backends.cpu.get_cpu_capability()}"
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The first processor's model name, family and model number from Linux's ``cpuinfo`` (a
+    virtual machine may name only the vendor's line, as "AMD EPYC": the family and model tell
+    its generations apart); elsewhere what ``platform`` says, at least the architecture."""
+    fields = {}
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().split("\n\n")[0].splitlines():
+            key, _, value = line.partition(":")
+            fields[key.strip()] = value.strip()
+    if "model name" not in fields:
+        return platform.processor() or platform.machine()
+    numbers = ", ".join(f"{key} {fields[key]}" for key in ("cpu family", "model") if key in fields)
+    return f"{fields['model name']} ({numbers})" if numbers else fields["model name"]
 
 
 def build_report(

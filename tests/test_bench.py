@@ -3,6 +3,7 @@ summary consistently with its own seconds (timings themselves are not asserted).
 
 import json
 import math
+import platform
 import sys
 from pathlib import Path
 
@@ -165,6 +166,31 @@ def test_the_report_says_which_command_and_commit_made_it(quick):
     assert report["command"] == f"python experiments/bench_moe.py --quick --out {out}"
     assert report["git"] == git_revision() != "unknown"
     assert f"`{report['command']}` at `{report['git']}`." in out.with_suffix(".md").read_text()
+
+
+CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 26
+model\t\t: 2
+model name\t: AMD EPYC
+flags\t\t: fpu avx2
+
+processor\t: 1
+model name\t: another
+"""
+
+
+def test_the_report_names_the_processor_model_and_its_vector_instructions(quick, tmp_path):
+    """Kernel choices, and so timings, differ between processor models: "x86_64" does not say
+    which machine made a report."""
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(CPUINFO)
+    assert bench_moe.cpu_model(cpuinfo) == "AMD EPYC (cpu family 26, model 2)"
+    assert bench_moe.cpu_model(tmp_path / "absent") == (platform.processor() or platform.machine())
+    report, _ = quick
+    assert report["machine"] == f"{bench_moe.cpu_model()}, {torch.backends.cpu.get_cpu_capability()}"
+    if Path("/proc/cpuinfo").is_file():
+        assert report["machine"].split(",")[0] not in ("", "x86_64", "aarch64")
 
 
 def test_bf16_autocast_runs(tmp_path):

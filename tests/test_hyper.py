@@ -227,37 +227,3 @@ def test_at_top_1_the_hyper_expert_moves_no_token_that_topk_does_not(shape, gene
     for name in ("argsort", "sort", "unique", "searchsorted", "index_select", "index_copy", "index_copy_"):
         assert hyper_calls.calls[name] == topk_calls.calls[name], name
     assert layer.routing_stats["hyper_norm_ratio"] > 0
-
-
-def test_the_large_heads_are_nn_linear_heads_kept_in_column_major_memory():
-    """Their layout speeds up the skinny products of a few generated sets; nothing else may see
-    it: the state dict, the adapters, the gradients and an AdamW step are those of the same
-    hypernetwork in nn.Linear's own layout."""
-    hypernetwork = HyperNetwork(D_MODEL, 2, HYPER)
-    row_major = HyperNetwork(D_MODEL, 2, HYPER)
-    for head in (row_major.w_down_head, row_major.w_up_head):
-        head.weight = torch.nn.Parameter(head.weight.detach().contiguous())
-    row_major.load_state_dict(hypernetwork.state_dict())
-    generated = D_MODEL * HYPER.bottleneck
-    for name in ("w_down_head.weight", "w_up_head.weight"):
-        assert hypernetwork.state_dict()[name].shape == (generated, HYPER.hidden_dim)
-        assert hypernetwork.get_parameter(name).stride() == (1, generated)
-    selection = torch.randn(5, HYPER.selection_dim)
-    optimizers, adapters = [], []
-    for network in (hypernetwork, row_major):
-        adapter = network(selection, layer_index=1)
-        (
-            adapter.w_down.square().sum() + adapter.w_up.sin().sum() + adapter.b_down.sum() + adapter.b_up.sum()
-        ).backward()
-        adapters.append(adapter)
-        optimizers.append(torch.optim.AdamW(network.parameters(), lr=0.1, fused=True))
-    for field in ("w_down", "b_down", "w_up", "b_up"):
-        torch.testing.assert_close(getattr(adapters[0], field), getattr(adapters[1], field))
-    for name, grad in grads(row_major).items():
-        torch.testing.assert_close(hypernetwork.get_parameter(name).grad, grad)
-        assert hypernetwork.get_parameter(name).grad.stride() == hypernetwork.get_parameter(name).stride()
-    for optimizer in optimizers:
-        optimizer.step()
-    for name, value in row_major.state_dict().items():
-        torch.testing.assert_close(hypernetwork.state_dict()[name], value)
-    assert hypernetwork.w_down_head.weight.stride() == (1, generated)

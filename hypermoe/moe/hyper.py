@@ -96,15 +96,6 @@ def _hyperfanin_(head: nn.Linear, hidden_dim: int, generated_fan_in: int) -> Non
     nn.init.zeros_(head.bias)
 
 
-def _store_column_major_(head: nn.Linear) -> None:
-    """Keeps the head's (out, in) weight in (in, out) memory order: nn.Linear's shape, values and
-    state dict, another layout. A few generated sets make the head's products skinny, and on
-    CPU (MKL) the weight gradient, (g, out)^T @ (g, in), runs about twice as fast written in this
-    order, the forward a little faster; autograd writes the gradient in its parameter's layout,
-    and AdamW keeps its state in it."""
-    head.weight = nn.Parameter(head.weight.detach().t().contiguous().t())
-
-
 class HyperNetwork(nn.Module):
     """One hypernetwork shared by every HyperMoE layer of a stack (and by all its experts).
 
@@ -135,8 +126,6 @@ class HyperNetwork(nn.Module):
         _hyperfanin_(self.w_up_head, hidden_dim, bottleneck)
         _hyperfanin_(self.b_down_head, hidden_dim, 1)
         _hyperfanin_(self.b_up_head, hidden_dim, 1)
-        for head in (self.w_down_head, self.w_up_head):  # the two large heads: (d r) x h each
-            _store_column_major_(head)
 
     def heads(self) -> tuple[nn.Linear, ...]:
         return self.w_down_head, self.w_up_head, self.b_down_head, self.b_up_head
