@@ -45,6 +45,7 @@ from bench_moe import (  # noqa: E402
     build_candidates,
     check_top_k,
     count_flops,
+    machine_name,
     positive_int,
     time_alternately,
     torch_threads,
@@ -211,7 +212,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     seq_len = min(args.seq_len, args.tokens)
     case = Case(args.d_model, args.experts, args.top_k, args.tokens // seq_len, seq_len)
-    provenance = {"git": git_revision(), "command": script_command("experiments/profile_hypermoe.py", argv)}
+    provenance = {
+        "git": git_revision(),
+        "command": script_command("experiments/profile_hypermoe.py", argv),
+        "machine": machine_name("cpu"),
+    }
     with torch_threads(args.threads):
         report = provenance | profile(case, args.rounds)
     Console().print_json(data=report)

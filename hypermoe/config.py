@@ -42,14 +42,26 @@ def config_options(group: str) -> list[str]:
     return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
 
 
-def git_revision() -> str:
-    """The commit the code ran from (``+dirty`` when the tree had changes), or ``unknown``."""
+# Where the benchmark scripts write their reports: a report rewritten by the run before is not a
+# change to the code, so it does not make the next run's revision +dirty (``make bench`` runs two).
+RESULTS_DIR = "experiments/results"
+
+
+def git_revision(root: Path = PROJECT_ROOT) -> str:
+    """The commit the code ran from (``+dirty`` when the tree had changes outside RESULTS_DIR),
+    or ``unknown``."""
     try:
         sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
         ).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=PROJECT_ROOT, capture_output=True, text=True)
-        return sha + ("+dirty" if dirty.stdout.strip() else "")
+        changes = subprocess.run(
+            ["git", "status", "--porcelain", "--", ".", f":(exclude){RESULTS_DIR}"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return sha + ("+dirty" if changes.stdout.strip() else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 

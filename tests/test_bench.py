@@ -4,13 +4,14 @@ summary consistently with its own seconds (timings themselves are not asserted).
 import json
 import math
 import platform
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from hypermoe.config import git_revision
+from hypermoe.config import RESULTS_DIR, git_revision
 from hypermoe.moe import HyperMoE, HyperMoESettings, HyperNetwork, TopKMoE, TopKSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
@@ -168,6 +169,24 @@ def test_the_report_says_which_command_and_commit_made_it(quick):
     assert f"`{report['command']}` at `{report['git']}`." in out.with_suffix(".md").read_text()
 
 
+def test_a_report_rewritten_by_the_run_before_does_not_make_the_revision_dirty(tmp_path):
+    """``make bench`` runs two benchmarks from one tree: the first one's report must not mark
+    the second one's code as changed; a change anywhere else must."""
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    (tmp_path / RESULTS_DIR).mkdir(parents=True)
+    (tmp_path / RESULTS_DIR / "bench_moe.json").write_text("{}\n")
+    (tmp_path / "train.py").write_text("\n")
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "code and a report"]):
+        subprocess.run([*git, *command], cwd=tmp_path, check=True)
+    commit = git_revision(tmp_path)
+    assert len(commit) == 40
+    (tmp_path / RESULTS_DIR / "bench_moe.json").write_text('{"rewritten": true}\n')
+    (tmp_path / RESULTS_DIR / "bench_train.json").write_text("{}\n")
+    assert git_revision(tmp_path) == commit
+    (tmp_path / "train.py").write_text("# changed\n")
+    assert git_revision(tmp_path) == commit + "+dirty"
+
+
 CPUINFO = """processor\t: 0
 vendor_id\t: AuthenticAMD
 cpu family\t: 26
@@ -230,7 +249,7 @@ def test_profile_splits_hypermoe_into_its_hyper_expert_and_its_generation(tmp_pa
         report["command"]
         == f"python experiments/profile_hypermoe.py --quick --top-k {top_k} --out {tmp_path / 'p.json'}"
     )
-    assert report["git"] == git_revision()
+    assert report["git"] == git_revision() and report["machine"] == bench_moe.machine_name("cpu")
     for mode in ("fwd", "fwd_bwd"):
         assert set(report["layer_ms"][mode]) == set(profile_hypermoe.LAYERS)
         assert set(report["layer_over_topk"][mode]) == {"hypermoe_pregenerated", "hypermoe"}
