@@ -535,7 +535,7 @@ def markdown(report: dict) -> str:
     lines = [
         "# MoE layer benchmark",
         "",
-        f"{report['benchmark']}. torch {report['torch']}, {report['threads']} threads, "
+        f"{report['benchmark']}. {report['machine']}, torch {report['torch']}, {report['threads']} threads, "
         f"{report['rounds']} rounds ({report['slow_rounds']} for {', '.join(SLOW)}).",
         "",
         f"`{report['command']}` at `{report['git']}`.",

@@ -208,6 +208,7 @@ def test_the_report_names_the_processor_model_and_its_vector_instructions(quick,
     assert bench_moe.cpu_model(tmp_path / "absent") == (platform.processor() or platform.machine())
     report, _ = quick
     assert report["machine"] == f"{bench_moe.cpu_model()}, {torch.backends.cpu.get_cpu_capability()}"
+    assert report["machine"] in bench_moe.markdown(report)
     if Path("/proc/cpuinfo").is_file():
         assert report["machine"].split(",")[0] not in ("", "x86_64", "aarch64")
 
