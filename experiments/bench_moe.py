@@ -43,7 +43,7 @@ from rich.table import Table
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from hypermoe.config import git_revision, script_command
+from hypermoe.config import PROJECT_ROOT, RESULTS_DIR, git_revision, script_command
 from hypermoe.moe import (
     FFN,
     DenseMoE,
@@ -59,7 +59,7 @@ from hypermoe.moe import (
 from hypermoe.moe.grouped import grouped_ffn_mm, resolve_kernel
 from hypermoe.moe.hyper import GeneratedAdapter, generate_every_set
 
-RESULTS = Path(__file__).resolve().parent / "results" / "bench_moe.json"
+RESULTS = PROJECT_ROOT / RESULTS_DIR / "bench_moe.json"
 MODES = ("fwd", "fwd_bwd")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # Slow candidate -> the baseline re-timed beside it. Several GB of per-token weights, or 8 experts
@@ -633,7 +633,7 @@ def torch_threads(threads: int | None) -> Iterator[None]:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     command = script_command("experiments/bench_moe.py", argv)
-    revision = git_revision()  # before the first write: the report in the tree would make it +dirty
+    revision = git_revision()  # before the first write: an --out outside RESULTS_DIR would make it +dirty
     with torch_threads(args.threads):
         return run_benchmark(args, command, revision)
 

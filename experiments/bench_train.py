@@ -74,7 +74,7 @@ from hypermoe.backbones.causal_lm import build_causal_lm
 from hypermoe.backbones.classifier import build_classifier
 from hypermoe.backbones.heads import task_loss
 from hypermoe.backbones.sources import resolve_pretrained
-from hypermoe.config import compose_config, git_revision, script_command, to_container
+from hypermoe.config import PROJECT_ROOT, RESULTS_DIR, compose_config, git_revision, script_command, to_container
 from hypermoe.data.datamodule import TaskDataModule
 from hypermoe.lit_module import next_token_loss, parameter_groups
 from hypermoe.moe import sum_aux_losses, weighted_aux_loss
@@ -89,7 +89,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 from bench_moe import count_flops, machine_name, paired_ratio, record_failure, time_alternately  # noqa: E402
 
-RESULTS = HERE / "results" / "bench_train.json"
+RESULTS = PROJECT_ROOT / RESULTS_DIR / "bench_train.json"
 
 # backbone -> its Hydra overrides; the data config only names the task whose head is built
 BACKBONES = {
@@ -519,7 +519,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     command = script_command("experiments/bench_train.py", argv)
-    revision = git_revision()  # before the first write: the report in the tree would make it +dirty
+    revision = git_revision()  # before the first write: an --out outside RESULTS_DIR would make it +dirty
     console = Console()
     results, failures = {}, {}
     for backbone in args.backbones:

@@ -61,7 +61,7 @@ from transformers import GPT2LMHeadModel, SwitchTransformersForConditionalGenera
 
 from hypermoe.backbones.causal_lm import build_causal_lm
 from hypermoe.backbones.seq2seq import build_seq2seq
-from hypermoe.config import compose_config, git_revision, script_command, to_container
+from hypermoe.config import PROJECT_ROOT, RESULTS_DIR, compose_config, git_revision, script_command, to_container
 from hypermoe.data.seq2seq import IGNORE_INDEX
 from hypermoe.data.tasks import get_task
 from hypermoe.data.text2text import parse_label
@@ -76,7 +76,7 @@ if str(HERE) not in sys.path:  # bench_train is a script beside this one (see be
 from bench_moe import machine_name  # noqa: E402
 from bench_train import in_fresh_process, memory_mark, memory_peak, pretrained_or_random  # noqa: E402
 
-RESULTS = HERE / "results" / "paper_dryrun_cpu"
+RESULTS = PROJECT_ROOT / RESULTS_DIR / "paper_dryrun_cpu"
 MB = 2**20
 GPUS_GB = {"80GB": 80, "141GB": 141}  # one A100 / H100 80 GB; one H200
 STATIC_BYTES_PER_PARAMETER = 16  # fp32 weight, fp32 gradient, AdamW's exp_avg and exp_avg_sq
@@ -616,7 +616,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ]
     start = time.perf_counter()
     command = script_command("experiments/paper_dryrun.py", argv)
-    revision = git_revision()  # before the first write: the report in the tree would make it +dirty
+    revision = git_revision()  # before the first write: an --out outside RESULTS_DIR would make it +dirty
     models: list[dict[str, Any]] = []
     failures: list[dict[str, str]] = []
 
