@@ -457,7 +457,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# Paper settings dry run ({report['device']}, {report['dtype']}, batches {report['batches']})",
         "",
-        f"`{report['command']}` at `{report['git']}`, torch {report['torch']}, {report['threads']} threads: "
+        f"`{report['command']}` at `{report['git']}`, {report['machine']}, torch {report['torch']}, "
+        f"{report['threads']} threads: "
         f"{report['wall_seconds']:.0f} s wall, of which the models' own processes used {report['cpu_seconds']:.0f} "
         f"CPU seconds (load average {min(loads):.1f}-{max(loads):.1f} from other processes and this one). "
         f"{report['projection_method']}",

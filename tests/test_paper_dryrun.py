@@ -89,6 +89,7 @@ def test_tiny_dry_run_reports_every_model(tmp_path):
     assert written["complete"] is True and written["models_planned"] == 8 and written["failures"] == []
     table = (tmp_path / "paper_dryrun.md").read_text()
     assert "Incomplete" not in table and "Failed" not in table
+    assert f"{written['machine']}, torch" in table  # which processor made the times
     cut_short = {**report, "models": report["models"][:3], "complete": False}  # as rewritten after the third model
     assert "**Incomplete**: 3 of 8 models ran." in paper_dryrun.markdown(cut_short)
     failed = {**cut_short, "failures": [{"family": "gpt2_moe", "variant": "ffn", "error": "OSError: no tokenizer"}]}
