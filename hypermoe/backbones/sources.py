@@ -85,11 +85,10 @@ def resolve_pretrained(name_or_path: str, fallback: str | None = None, weights: 
             return str(importlib.import_module(package).get_model_path())
         except ImportError:
             tried.append(f"the pip package {package} (not installed: `{install}`)")
+    not_there = f"{tried[0]} did not have it" if len(tried) == 1 else f"neither {' nor '.join(tried)} had it"
     raise DataUnavailable(
-        f"cannot load pretrained {name_or_path!r}: it is not a local folder, and neither "
-        + " nor ".join(tried)
-        + " had it. Give a local folder holding its files (config.json and weights, or the tokenizer files), "
-        "or run where the hub is reachable."
+        f"cannot load pretrained {name_or_path!r}: it is not a local folder, and {not_there}. Give a local "
+        "folder holding its files (config.json and weights, or the tokenizer files), or run where the hub is reachable."
     )
 
 
