@@ -9,6 +9,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from hypermoe.backbones.patching import hyper_experts_kept
 from hypermoe.data.characters import UnknownCharacter
 from hypermoe.errors import ConfigError
 from hypermoe.evaluate import rebuild
@@ -29,18 +30,20 @@ def generate(
     generator: torch.Generator,
 ) -> Tensor:
     """ids (b, t) -> (b, t + max_new_tokens): each new token drawn from the model's next-token
-    distribution at ``temperature``, among the ``top_k`` most likely (None: all)."""
-    for _ in range(max_new_tokens):
-        logits = net(ids[:, -block_size:])[:, -1, :].double()  # (b, vocab)
-        # shifted to a maximum of 0 before scaling, in float64: any temperature a Python float holds
-        # then sharpens towards the most likely token, where float32 overflowed to inf or (below
-        # 1e-45, its smallest number) divided by 0, both NaN after softmax
-        logits = (logits - logits.max(dim=-1, keepdim=True).values) / temperature
-        if top_k is not None:
-            kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]  # (b, 1)
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        next_ids = torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)  # (b, 1)
-        ids = torch.cat([ids, next_ids], dim=1)
+    distribution at ``temperature``, among the ``top_k`` most likely (None: all). HyperMoE's
+    HyperExperts are generated once, not once per token (``hyper_experts_kept``)."""
+    with hyper_experts_kept(net):
+        for _ in range(max_new_tokens):
+            logits = net(ids[:, -block_size:])[:, -1, :].double()  # (b, vocab)
+            # shifted to a maximum of 0 before scaling, in float64: any temperature a Python float holds
+            # then sharpens towards the most likely token, where float32 overflowed to inf or (below
+            # 1e-45, its smallest number) divided by 0, both NaN after softmax
+            logits = (logits - logits.max(dim=-1, keepdim=True).values) / temperature
+            if top_k is not None:
+                kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]  # (b, 1)
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            next_ids = torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)  # (b, 1)
+            ids = torch.cat([ids, next_ids], dim=1)
     return ids
 
 

@@ -193,23 +193,34 @@ def test_sampling_settings_are_checked_before_the_checkpoint_is_read(tmp_path, o
         run_sample(compose_config("sample", [f"ckpt_path={tmp_path / 'none.ckpt'}", override], tmp_path))
 
 
+class _Logits(torch.nn.Module):
+    """A stand-in language model: ``logits(ids)`` for every position."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, ids):
+        return self.logits(ids)
+
+
 def test_sampling_conditions_on_the_last_block_size_tokens():
     """A context longer than the model's block keeps its most recent tokens."""
     windows = []
 
-    def net(ids):
+    def logits(ids):
         windows.append(ids.tolist())
         return torch.zeros(ids.shape[0], ids.shape[1], 5)
 
-    out = generate(net, torch.tensor([[0, 1, 2, 3]]), 3, 2, temperature=1.0, top_k=None,
+    out = generate(_Logits(logits), torch.tensor([[0, 1, 2, 3]]), 3, 2, temperature=1.0, top_k=None,
                    generator=torch.Generator().manual_seed(0))  # fmt: skip
     assert windows == [out[:, i + 2 : i + 4].tolist() for i in range(3)]
 
 
 def test_top_k_sampling_draws_among_the_k_most_likely_tokens_only():
-    def net(ids):
+    def logits(ids):
         return torch.tensor([0.0, 0.5, 3.0, 2.9]).expand(ids.shape[0], ids.shape[1], 4)
 
-    drawn = generate(net, torch.zeros(64, 1, dtype=torch.long), 1, 8, temperature=1.0, top_k=1,
+    drawn = generate(_Logits(logits), torch.zeros(64, 1, dtype=torch.long), 1, 8, temperature=1.0, top_k=1,
                      generator=torch.Generator().manual_seed(0))[:, -1]  # fmt: skip
     assert drawn.tolist() == [2] * 64  # token 3, nearly as likely, is never drawn

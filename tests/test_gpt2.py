@@ -1,15 +1,19 @@
 """The GPT-2 MoE backbone: upcycled from the dense model, it is the dense model before training."""
 
+import contextlib
 import copy
 
 import pytest
 import torch
 from conftest import grads, loud_hypernetwork
+from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from hypermoe.backbones.causal_lm import MoECausalLM
 from hypermoe.backbones.gpt2 import patch_mlps
-from hypermoe.backbones.patching import RoutingContext
+from hypermoe.backbones.patching import RoutingContext, hyper_experts_kept
 from hypermoe.moe import sum_aux_losses
+from hypermoe.sample import generate
 
 CONFIG = GPT2Config(vocab_size=64, n_embd=16, n_layer=3, n_head=2, n_positions=32)
 NOISY = {"moe_layers": "all", "num_experts": 4, "gating": "noisy"}
@@ -181,3 +185,39 @@ def test_cached_decoding_of_a_left_padded_batch_gives_the_logits_of_decoding_wit
     uncached = lm.generate(ids, attention_mask=mask, use_cache=False, **settings)
     for step, expected in zip(cached.logits, uncached.logits, strict=True):
         torch.testing.assert_close(step, expected)
+
+
+def test_sampling_generates_the_hyper_experts_once_and_draws_the_same_tokens(monkeypatch):
+    """Every sampling step calls the stack again on the same parameters: the HyperExperts of the
+    first call serve the later ones (``hyper_experts_kept``), with the tokens per-call generation draws."""
+    lm, calls = _hypermoe_gpt2()
+    net = MoECausalLM(lm, nn.ModuleList(), []).eval()
+    start = torch.randint(0, 64, (3, 4))
+
+    def sample() -> torch.Tensor:
+        return generate(net, start, 6, 8, temperature=1.0, top_k=None, generator=torch.Generator().manual_seed(0))
+
+    kept = sample()
+    assert len(calls) == 1 and lm.transformer.routing_context._kept is None  # dropped when sampling ends
+    with torch.no_grad():
+        kept_logits = lm(kept).logits  # a call outside sampling generates its own
+    assert len(calls) == 2
+    monkeypatch.setattr("hypermoe.sample.hyper_experts_kept", lambda net: contextlib.nullcontext())
+    assert torch.equal(sample(), kept) and len(calls) == 2 + 6  # one generation per step without it
+    with hyper_experts_kept(lm), torch.no_grad():
+        torch.testing.assert_close(lm(kept).logits, kept_logits, rtol=0, atol=0)
+
+
+def test_calls_with_gradients_in_a_kept_block_generate_their_own():
+    """Inside ``hyper_experts_kept`` a training call still gets HyperExperts with a graph, and the
+    calls without gradients around it reuse the one generation."""
+    lm, calls = _hypermoe_gpt2()
+    ids = torch.randint(0, 64, (2, 8))
+    with hyper_experts_kept(lm):
+        with torch.no_grad():
+            first = lm(ids).logits
+        lm(ids).logits.square().sum().backward()
+        with torch.no_grad():
+            again = lm(ids).logits
+    assert len(calls) == 2 and torch.equal(first, again)
+    assert lm.transformer.h[0].mlp[0].layer.hypernetwork.w_down_head.weight.grad.abs().max() > 0

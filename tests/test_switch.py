@@ -6,6 +6,7 @@ import dataclasses
 import pytest
 import torch
 import transformers
+from conftest import loud_hypernetwork
 from packaging.version import Version
 from transformers import SwitchTransformersConfig, SwitchTransformersForConditionalGeneration
 from transformers.models.switch_transformers.modeling_switch_transformers import (
@@ -245,3 +246,23 @@ def test_the_decoder_attention_mask_reaches_the_decoder(tokenizers_root):
         masked = net(**inputs, decoder_attention_mask=torch.tensor([[1, 0, 1, 1]]))
     torch.testing.assert_close(masked[:, :1], whole[:, :1])  # before the masked position: causal anyway
     assert not torch.allclose(masked[:, 2:], whole[:, 2:])  # after it: it is not attended to
+
+
+def test_decoding_generates_each_stacks_hyper_experts_once(tokenizers_root):
+    """generate() calls the decoder once per new token on the same parameters: each stack's
+    HyperExperts are generated on its first call and reused, for the tokens and scores that
+    generating them at every call gives."""
+    net, _ = build_seq2seq(_tiny_switch(tokenizers_root), {**TOPK, "variant": "hypermoe", "share_hypernetwork": True})
+    net.eval()
+    encoder_calls, decoder_calls = (loud_hypernetwork(net.moe[i].hypernetwork, std=0.3) for i in (0, 2))
+    ids = torch.randint(2, 100, (3, 7), generator=torch.Generator().manual_seed(0))
+    options = {"max_new_tokens": 5, "min_new_tokens": 5, "num_beams": 1, "output_scores": True,
+               "return_dict_in_generate": True}  # fmt: skip
+    kept = net.generate(ids, torch.ones_like(ids), **options)
+    assert (len(encoder_calls), len(decoder_calls)) == (1, 1)
+    assert all(stack.routing_context._kept is None for stack in (net.model.encoder, net.model.decoder))
+    every_call = net.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **options)
+    assert (len(encoder_calls), len(decoder_calls)) == (2, 1 + 5)
+    assert torch.equal(kept.sequences, every_call.sequences)
+    for ours, theirs in zip(kept.scores, every_call.scores, strict=True):
+        assert torch.equal(ours, theirs)

@@ -1,11 +1,12 @@
 """What every backbone patch shares: the padding mask the MoE layers need, the choice of
 blocks to patch, and transformers' activation names in the layer library's terms."""
 
+import contextlib
 import copy
 import functools
 import inspect
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -36,6 +37,7 @@ class RoutingContext:
       per layer, and dropped when the stack returns (the layers' graph holds what backward needs).
       A checkpointing stack gets none: its layers generate their own, since a reentrant
       recompute would run backward through one shared generation once per layer.
+      Inside ``hyper_experts_kept`` the calls without gradients keep them instead, and reuse them.
 
     Both are set by hooks on the stack, so every way of calling it counts. The stack carries its
     context (``routing_context``), so a deep copy of the model gets a fresh context of its own.
@@ -45,6 +47,8 @@ class RoutingContext:
         self.attention_mask: Tensor | None = None
         self.hyper_experts: dict[nn.Module, GeneratedAdapter] = {}
         self.layers: list[nn.Module] = []
+        self.keeps_hyper_experts = False  # set by hyper_experts_kept
+        self._kept: dict[nn.Module, GeneratedAdapter] | None = None  # generated there without gradients
 
     def __deepcopy__(self, memo: dict) -> "RoutingContext":
         copied = type(self)()  # the mask and HyperExperts belong to the original's last call
@@ -72,6 +76,11 @@ def _before_stack(stack: nn.Module, args: tuple, kwargs: dict) -> None:
     context = stack.routing_context
     call = _forward_signature(type(stack)).bind_partial(stack, *args, **kwargs)
     context.attention_mask = call.arguments.get("attention_mask")
+    if context.keeps_hyper_experts and not torch.is_grad_enabled():
+        if context._kept is None:
+            context._kept = generate_every_set(context.layers)
+        context.hyper_experts = context._kept
+        return
     recomputes = (
         stack.training
         and torch.is_grad_enabled()
@@ -82,6 +91,25 @@ def _before_stack(stack: nn.Module, args: tuple, kwargs: dict) -> None:
 
 def _after_stack(stack: nn.Module, args: tuple, output: Any) -> None:
     stack.routing_context.hyper_experts = {}
+
+
+@contextlib.contextmanager
+def hyper_experts_kept(model: nn.Module) -> Iterator[None]:
+    """Inside the block, each stack of ``model`` generates its HyperExperts on its first call without
+    gradients and reuses them in its later ones, where the parameters must stay as they are:
+    decoding, which calls the decoder once per new token, then generates them once, not once per
+    token. Calls with gradients generate their own, as outside the block."""
+    contexts = {id(m.routing_context): m.routing_context for m in model.modules() if hasattr(m, "routing_context")}
+    kept_before = {key: context.keeps_hyper_experts for key, context in contexts.items()}
+    for context in contexts.values():
+        context.keeps_hyper_experts = True
+    try:
+        yield
+    finally:
+        for key, context in contexts.items():
+            context.keeps_hyper_experts = kept_before[key]
+            if not kept_before[key]:  # the outermost block drops them
+                context._kept = None
 
 
 class MaskedMoE(nn.Module):

@@ -4,7 +4,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from hypermoe.backbones.patching import RoutingContext
+from hypermoe.backbones.patching import RoutingContext, hyper_experts_kept
 from hypermoe.backbones.switch import load_switch, patch_stack
 
 
@@ -29,7 +29,8 @@ class MoESeq2Seq(nn.Module):
         ).logits
 
     def generate(self, input_ids: Tensor, attention_mask: Tensor, **kwargs: Any) -> Tensor:
-        return self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        with hyper_experts_kept(self):  # the decoder runs once per new token, on the same parameters
+            return self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
 
 def build_seq2seq(backbone: dict[str, Any], model: dict[str, Any]) -> tuple[MoESeq2Seq, Any]:

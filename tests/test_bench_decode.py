@@ -1,0 +1,39 @@
+"""The decoding benchmark runs end to end on switch_tiny and writes the same numbers to its JSON and
+Markdown (timings themselves are not asserted)."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+
+import bench_decode
+
+
+@pytest.mark.usefixtures("tokenizers_root")  # the real T5 tokenizer files
+def test_tiny_decoding_benchmark_reports_every_candidate_per_batch(tmp_path):
+    out = tmp_path / "decode.json"
+    argv = ["--tiny", "--rounds", "2", "--new-tokens", "2", "--batches", "2", "1", "--threads", "1", "--out", str(out)]
+    report = bench_decode.main(argv)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(report))
+    assert report["family"] == "switch_tiny" and report["seq_len"] == 32 and report["new_tokens"] == 2
+    assert [row["batch"] for row in report["batches"]] == [2, 1]
+    table = out.with_suffix(".md").read_text()
+    assert f"{report['machine']}, torch" in table
+    for row in report["batches"]:
+        assert set(row["step_ms"]) == set(bench_decode.CANDIDATES)
+        assert all(len(rounds) == 2 for rounds in row["step_ms_per_round"].values())
+        assert all(ms > 0 for ms in row["step_ms"].values()) and all(r > 0 for r in row["ratios"].values())
+        hypermoe_over_topk = row["ratios"]["hypermoe_over_topk"]
+        assert (
+            f"| {row['batch']} | {row['step_ms']['topk']:.1f} |" in table and f"| {hypermoe_over_topk:.3f} |" in table
+        )
+
+
+@pytest.mark.parametrize("option", ["--new-tokens", "--rounds", "--batches"])
+def test_counts_below_one_are_refused(option, capsys):
+    with pytest.raises(SystemExit):
+        bench_decode.parse_args([option, "0"])
+    assert f"{option} must be at least 1" in capsys.readouterr().err
