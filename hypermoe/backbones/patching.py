@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from hypermoe.errors import ConfigError
-from hypermoe.moe.hyper import GeneratedAdapter, generate_every_set
+from hypermoe.moe.hyper import GeneratedAdapter, HyperMoE, generate_every_set
 
 # transformers' activation names -> the layer library's
 ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh", "silu": "silu"}
@@ -37,7 +37,8 @@ class RoutingContext:
       per layer, and dropped when the stack returns (the layers' graph holds what backward needs).
       A checkpointing stack gets none: its layers generate their own, since a reentrant
       recompute would run backward through one shared generation once per layer.
-      Inside ``hyper_experts_kept`` the calls without gradients keep them instead, and reuse them.
+      Inside ``hyper_experts_kept`` the calls without gradients keep them instead, and reuse them
+      while the parameters they come from, the dtype and autocast stay as they were.
 
     Both are set by hooks on the stack, so every way of calling it counts. The stack carries its
     context (``routing_context``), so a deep copy of the model gets a fresh context of its own.
@@ -47,8 +48,8 @@ class RoutingContext:
         self.attention_mask: Tensor | None = None
         self.hyper_experts: dict[nn.Module, GeneratedAdapter] = {}
         self.layers: list[nn.Module] = []
-        self.keeps_hyper_experts = False  # set by hyper_experts_kept
-        self._kept: dict[nn.Module, GeneratedAdapter] | None = None  # generated there without gradients
+        self.keeping = 0  # how many hyper_experts_kept blocks are open: the outermost one drops what is kept
+        self._kept: tuple[tuple, dict[nn.Module, GeneratedAdapter]] | None = None  # (what they came from, them)
 
     def __deepcopy__(self, memo: dict) -> "RoutingContext":
         copied = type(self)()  # the mask and HyperExperts belong to the original's last call
@@ -76,10 +77,12 @@ def _before_stack(stack: nn.Module, args: tuple, kwargs: dict) -> None:
     context = stack.routing_context
     call = _forward_signature(type(stack)).bind_partial(stack, *args, **kwargs)
     context.attention_mask = call.arguments.get("attention_mask")
-    if context.keeps_hyper_experts and not torch.is_grad_enabled():
-        if context._kept is None:
-            context._kept = generate_every_set(context.layers)
-        context.hyper_experts = context._kept
+    # with gradients, each call needs its own graph
+    source = _generation_source(context.layers) if context.keeping and not torch.is_grad_enabled() else None
+    if source is not None:
+        if context._kept is None or context._kept[0] != source:
+            context._kept = source, generate_every_set(context.layers)
+        context.hyper_experts = context._kept[1]
         return
     recomputes = (
         stack.training
@@ -93,22 +96,38 @@ def _after_stack(stack: nn.Module, args: tuple, output: Any) -> None:
     stack.routing_context.hyper_experts = {}
 
 
+def _generation_source(layers: list[nn.Module]) -> tuple | None:
+    """What a stack's every-set HyperExperts follow from besides the layers themselves: the storage
+    and in-place version of each parameter they are generated from (an optimizer step or
+    load_state_dict bumps the version, .to() moves the storage) and the autocast setting. None for
+    parameters made under torch.inference_mode, which keep no version to tell a change by."""
+    hyper = [layer for layer in layers if isinstance(layer, HyperMoE)]
+    parameters = {
+        id(p): p for layer in hyper for part in (layer.hypernetwork, layer.selection) for p in part.parameters()
+    }
+    if any(p.is_inference() for p in parameters.values()):
+        return None
+    device = next(iter(parameters.values())).device.type if parameters else "cpu"
+    autocast = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device)
+    return autocast, *((p.data_ptr(), p._version, p.dtype) for p in parameters.values())
+
+
 @contextlib.contextmanager
 def hyper_experts_kept(model: nn.Module) -> Iterator[None]:
-    """Inside the block, each stack of ``model`` generates its HyperExperts on its first call without
-    gradients and reuses them in its later ones, where the parameters must stay as they are:
-    decoding, which calls the decoder once per new token, then generates them once, not once per
-    token. Calls with gradients generate their own, as outside the block."""
+    """Inside the block, each stack of ``model`` keeps the HyperExperts it generates in a call without
+    gradients and reuses them in its later calls, until a parameter they come from changes in place
+    or moves, or autocast changes: decoding, which calls the decoder once per new token, generates
+    them once, not once per token. Calls with gradients generate their own, as outside the block.
+    (A change made through ``.data`` escapes torch's version counter: make none inside the block.)"""
     contexts = {id(m.routing_context): m.routing_context for m in model.modules() if hasattr(m, "routing_context")}
-    kept_before = {key: context.keeps_hyper_experts for key, context in contexts.items()}
     for context in contexts.values():
-        context.keeps_hyper_experts = True
+        context.keeping += 1
     try:
         yield
     finally:
-        for key, context in contexts.items():
-            context.keeps_hyper_experts = kept_before[key]
-            if not kept_before[key]:  # the outermost block drops them
+        for context in contexts.values():
+            context.keeping -= 1
+            if not context.keeping:
                 context._kept = None
 
 
