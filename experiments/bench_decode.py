@@ -38,7 +38,7 @@ from hypermoe.config import PROJECT_ROOT, RESULTS_DIR, git_revision, script_comm
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # bench_moe and paper_dryrun are scripts beside this one (see bench_train.py)
     sys.path.insert(0, str(HERE))
-from bench_moe import machine_name, paired_ratio, positive_int, time_alternately  # noqa: E402
+from bench_moe import machine_name, paired_ratio, positive_int, time_alternately, torch_threads  # noqa: E402
 from paper_dryrun import FAMILIES, TINY, Job, build_model  # noqa: E402
 
 RESULTS = PROJECT_ROOT / RESULTS_DIR / "bench_decode.json"
@@ -135,9 +135,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    with torch_threads(args.threads):
+        return bench(args, argv)
+
+
+def bench(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
     start = time.perf_counter()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     command = script_command("experiments/bench_decode.py", argv)
     revision = git_revision()  # before the first write: an --out outside RESULTS_DIR would make it +dirty
     threads = torch.get_num_threads()

@@ -73,7 +73,7 @@ from hypermoe.params import parameter_counts
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # bench_train is a script beside this one (see bench_train.py)
     sys.path.insert(0, str(HERE))
-from bench_moe import machine_name  # noqa: E402
+from bench_moe import machine_name, torch_threads  # noqa: E402
 from bench_train import in_fresh_process, memory_mark, memory_peak, pretrained_or_random  # noqa: E402
 
 RESULTS = PROJECT_ROOT / RESULTS_DIR / "paper_dryrun_cpu"
@@ -596,8 +596,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is visible")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    with torch_threads(args.threads):
+        return dry_run(args, argv)
+
+
+def dry_run(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
     threads = torch.get_num_threads()
     families = TINY if args.tiny else FAMILIES
     jobs = [

@@ -22,14 +22,6 @@ def _seed():
 
 
 @pytest.fixture
-def torch_threads_restored():
-    """For a test whose script sets torch's thread count (--threads): the next tests get it back."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
 def shape() -> dict:
     """FFN shape shared by the layer tests: small enough to be instant, big enough to matter."""
     return {"d_model": D_MODEL, "d_ff": D_FF, "activation": "gelu", "bias": True}

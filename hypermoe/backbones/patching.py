@@ -119,7 +119,8 @@ def hyper_experts_kept(model: nn.Module) -> Iterator[None]:
     or moves, or autocast changes: decoding, which calls the decoder once per new token, generates
     them once, not once per token. Calls with gradients generate their own, as outside the block.
     (A change made through ``.data`` escapes torch's version counter: make none inside the block.)"""
-    contexts = {id(m.routing_context): m.routing_context for m in model.modules() if hasattr(m, "routing_context")}
+    stacks = [m for m in model.modules() if isinstance(getattr(m, "routing_context", None), RoutingContext)]
+    contexts = {id(stack.routing_context): stack.routing_context for stack in stacks}
     for context in contexts.values():
         context.keeping += 1
     try:
